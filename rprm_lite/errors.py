@@ -1,0 +1,30 @@
+"""The errors rprm-lite raises for things a user can fix.
+
+Only the CLI turns these into exit codes; library callers catch `RprmError`.
+"""
+
+from __future__ import annotations
+
+
+class RprmError(Exception):
+    """Base class: a problem with the user's input, files or settings, never a bug."""
+
+    exit_code = 1
+
+
+class InputError(RprmError):
+    """A solution file, option value or prediction file is malformed."""
+
+    exit_code = 2
+
+
+class ModelFileError(RprmError):
+    """A model file is missing, is not GGUF, is truncated or lacks what R-PRM needs."""
+
+    exit_code = 3
+
+
+class ContextOverflowError(RprmError):
+    """A prompt (plus the room the critiques need) does not fit the model's context."""
+
+    exit_code = 4

@@ -1,0 +1,57 @@
+"""Command groups that live in the heavier packages (convert, training, bench), imported only when run.
+
+`rprm-lite score` must start fast and never import torch, so the groups below are registered by
+name and help text; their module is imported only when the command itself is invoked.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+from typer.core import TyperGroup
+
+# command name -> (module, attribute holding a typer.Typer, one-line help)
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "convert": ("rprm_lite.convert.cli", "app", "Convert a Hugging Face checkpoint to a (quantized) GGUF."),
+    "data": ("rprm_lite.training.cli", "data_app", "Build training data: seed critiques, preference pairs."),
+    "train": ("rprm_lite.training.cli", "train_app", "Train an R-PRM: SFT and DPO."),
+    "bench": ("rprm_lite.bench.cli", "app", "Benchmarks: ProcessBench, PRMBench, best-of-N, speed."),
+    "rerank": ("rprm_lite.bench.cli", "rerank_app", "Pick the best of N candidate solutions by PRM score."),
+}
+
+
+def load_lazy_command(name: str) -> click.Command:
+    import typer.main
+
+    module_name, attribute, _ = LAZY_COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.ClickException(
+            f"`rprm-lite {name}` needs optional dependencies that are not installed ({exc.name or exc}); "
+            f"install them with: pip install 'rprm-lite[{_extra_for(name)}]'") from None
+    command = typer.main.get_command(getattr(module, attribute))
+    command.name = name
+    return command
+
+
+def _extra_for(name: str) -> str:
+    return {"convert": "convert", "data": "train", "train": "train"}.get(name, "bench")
+
+
+class LazyGroup(TyperGroup):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [*super().list_commands(ctx), *LAZY_COMMANDS]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            return load_lazy_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, (cmd.get_short_help_str(60))) for name in super().list_commands(ctx)
+                if (cmd := super().get_command(ctx, name)) is not None and not cmd.hidden]
+        rows += [(name, help_text) for name, (_, _, help_text) in LAZY_COMMANDS.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)

@@ -1,0 +1,97 @@
+"""The R-PRM prompt: one renderer for scoring, training and benchmarks.
+
+Templates are versioned data files in `rprm_lite/prompts/`. A rendered prompt is a sequence of
+pieces, each marked as template text (whose `<|...|>` markers are special tokens) or user text
+(question and steps, which are never parsed for special tokens).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+from rprm_lite.config import PROMPT_STYLES
+from rprm_lite.errors import InputError
+from rprm_lite.solution import Solution
+
+EVAL_TEMPLATE_FILE = "r-prm-eval.v1.txt"  # GenPRM-evaluate-new3-qwen.txt from the R-PRM release, byte for byte
+USER_TEMPLATE_FILE = "r-prm-user.v1.txt"  # the training prompt's user turn
+CHATML_WRAPPER_FILE = "chatml.v1.txt"  # Qwen chat template with real newlines; {user} is the user turn
+SLOT = "{}"
+FIRST_STEP_PREVIOUS = "Since the Now Step is the first step, there are no Previous Steps."
+VERDICT_PHRASE = "Is the step correct (Yes/No)?"
+FALLBACK_TEXT = "\nBased on your analysis. Is the answer correct (Yes/No)?"
+END_OF_TURN = "<|im_end|>"
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    is_template: bool
+
+
+@dataclass(frozen=True)
+class Prompt:
+    pieces: tuple[Piece, ...]
+
+    @property
+    def text(self) -> str:
+        return "".join(piece.text for piece in self.pieces)
+
+
+def load_template_file(name: str) -> str:
+    return resources.files("rprm_lite.prompts").joinpath(name).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=None)
+def template(style: str) -> tuple[str, ...]:
+    """The template of a style as its fixed texts around the three slots (question, previous, now)."""
+    if style == "r-prm-eval":
+        text = load_template_file(EVAL_TEMPLATE_FILE)
+    elif style == "chatml":
+        wrapper = load_template_file(CHATML_WRAPPER_FILE)
+        text = wrapper.replace("{user}", load_template_file(USER_TEMPLATE_FILE))
+    else:
+        raise InputError(f"unknown prompt style {style!r}; choose one of {', '.join(PROMPT_STYLES)}")
+    parts = tuple(text.split(SLOT))
+    if len(parts) != 4:
+        raise AssertionError(f"template {style} must have 3 slots, found {len(parts) - 1}")
+    return parts
+
+
+def template_hash(style: str) -> str:
+    """sha256 of a style's template text: recorded next to checkpoints and in outputs."""
+    return hashlib.sha256(SLOT.join(template(style)).encode("utf-8")).hexdigest()
+
+
+def format_previous(steps: tuple[str, ...] | list[str], now_index: int) -> str:
+    if now_index == 0:
+        return FIRST_STEP_PREVIOUS
+    return "\n".join(format_step(i, steps[i]) for i in range(now_index))
+
+
+def format_step(index: int, text: str) -> str:
+    """`Step i: text`, 1-based as in the released code."""
+    return f"Step {index + 1}: {text}"
+
+
+def render(solution: Solution, step_index: int, style: str = "r-prm-eval") -> Prompt:
+    """The prompt that asks for a critique of step `step_index` (0-based) of `solution`."""
+    if not 0 <= step_index < len(solution.steps):
+        raise InputError(f"step {step_index + 1} does not exist; the solution has {len(solution.steps)} steps")
+    head, after_question, after_previous, tail = template(style)
+    return Prompt((
+        Piece(head, True),
+        Piece(solution.question, False),
+        Piece(after_question, True),
+        Piece(format_previous(solution.steps, step_index), False),
+        Piece(after_previous, True),
+        Piece(format_step(step_index, solution.steps[step_index]), False),
+        Piece(tail, True),
+    ))
+
+
+def render_text(solution: Solution, step_index: int, style: str = "r-prm-eval") -> str:
+    return render(solution, step_index, style).text

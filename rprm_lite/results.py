@@ -1,0 +1,49 @@
+"""Typed results of scoring, and their JSON form."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Verdict = Literal["correct", "wrong", "not scored"]
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step's verdict. `score` is the mean P(Yes) over the K critiques, None when not scored."""
+
+    index: int  # 1-based
+    score: float | None
+    p_yes: tuple[float, ...]
+    verdict: Verdict
+    fallbacks: int = 0  # critiques that ended without the verdict phrase and needed the fallback question
+    generated_tokens: int = 0
+    critiques: tuple[str, ...] = ()
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens already in the KV cache from the previous step
+
+
+@dataclass(frozen=True)
+class SolutionResult:
+    id: str
+    steps: tuple[StepResult, ...]
+    first_error_step: int | None  # 1-based, None when every scored step is correct
+    solution_score: float | None
+    config: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scores(self) -> list[float | None]:
+        return [step.score for step in self.steps]
+
+    def to_dict(self, *, critiques: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        for step in data["steps"]:
+            step["p_yes"] = list(step["p_yes"])
+            if critiques:
+                step["critiques"] = list(step["critiques"])
+            else:
+                del step["critiques"]
+        if not data["extra"]:
+            del data["extra"]
+        return data
