@@ -7,9 +7,11 @@ name and help text; their module is imported only when the command itself is inv
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
-import click
 from typer.core import TyperGroup
+
+from rprm_lite.errors import RprmError
 
 # command name -> (module, attribute holding a typer.Typer, one-line help)
 LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
@@ -21,14 +23,14 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
-def load_lazy_command(name: str) -> click.Command:
+def load_lazy_command(name: str) -> Any:
     import typer.main
 
     module_name, attribute, _ = LAZY_COMMANDS[name]
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise click.ClickException(
+        raise RprmError(
             f"`rprm-lite {name}` needs optional dependencies that are not installed ({exc.name or exc}); "
             f"install them with: pip install 'rprm-lite[{_extra_for(name)}]'") from None
     command = typer.main.get_command(getattr(module, attribute))
@@ -41,17 +43,21 @@ def _extra_for(name: str) -> str:
 
 
 class LazyGroup(TyperGroup):
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Any) -> list[str]:
         return [*super().list_commands(ctx), *LAZY_COMMANDS]
 
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
         if cmd_name in LAZY_COMMANDS:
             return load_lazy_command(cmd_name)
         return super().get_command(ctx, cmd_name)
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, (cmd.get_short_help_str(60))) for name in super().list_commands(ctx)
-                if (cmd := super().get_command(ctx, name)) is not None and not cmd.hidden]
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        # Listing the lazy groups must not import them (that would import torch on --help).
+        rows = []
+        for name in super().list_commands(ctx):
+            command = super().get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(60)))
         rows += [(name, help_text) for name, (_, _, help_text) in LAZY_COMMANDS.items()]
         with formatter.section("Commands"):
             formatter.write_dl(rows)

@@ -1,0 +1,120 @@
+"""K critiques of one step, decoded in lock-step from a shared prompt, each ending in P(Yes).
+
+A critique's P(Yes) is read from the raw logits right after it writes the verdict phrase
+"Is the step correct (Yes/No)?". A critique that ends (end of text or max tokens) without the
+phrase gets the released fallback question appended, and P(Yes) is read after it instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from rprm_lite.config import ScoreConfig
+from rprm_lite.engine import DecodeEntry, Engine, Sampler, stream_seed
+from rprm_lite.prompt import FALLBACK_TEXT, VERDICT_PHRASE
+
+PROMPT_SEQ = 0
+PHRASE = VERDICT_PHRASE.encode("utf-8")
+
+
+@dataclass
+class Critique:
+    seq: int
+    pos: int
+    sampler: Sampler
+    text: bytearray = field(default_factory=bytearray)
+    tokens: int = 0
+    pending: int | None = None
+    p_yes: float | None = None
+    fallback: bool = False
+
+    @property
+    def critique_text(self) -> str:
+        return self.text.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class CritiqueResult:
+    text: str
+    p_yes: float
+    fallback: bool
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    yes: int
+    no: int
+    fallback: tuple[int, ...]
+
+
+def sample_critiques(engine: Engine, *, prompt_len: int, last_row: int, step_index: int,
+                     config: ScoreConfig, vocab: Vocabulary, max_tokens: int) -> list[CritiqueResult]:
+    """Sample K critiques for the prompt held in sequence 0 (its last logits at `last_row`)."""
+    streams = [
+        Critique(seq=i + 1, pos=prompt_len,
+                 sampler=Sampler(temperature=config.temperature, top_p=config.top_p,
+                                 seed=stream_seed(config.seed, step_index, i)))
+        for i in range(config.k)
+    ]
+    try:
+        for stream in streams:
+            engine.trim(stream.seq)
+            engine.copy(PROMPT_SEQ, stream.seq)
+            stream.pending = stream.sampler.sample(engine, last_row)
+        _generate(engine, streams, vocab, max_tokens)
+        _ask_fallback(engine, [s for s in streams if s.p_yes is None], vocab)
+        return [CritiqueResult(s.critique_text, s.p_yes, s.fallback, s.tokens) for s in streams]
+    finally:
+        for stream in streams:
+            stream.sampler.close()
+
+
+def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_tokens: int) -> None:
+    active = list(streams)
+    while active:
+        batch = []
+        for stream in list(active):
+            if engine.is_end(stream.pending):
+                active.remove(stream)
+                continue
+            stream.text += engine.piece(stream.pending)
+            stream.tokens += 1
+            batch.append(stream)
+        if not batch:
+            return
+        entries = [DecodeEntry(s.pending, s.pos, s.seq, logits=True) for s in batch]
+        for index, row in engine.decode(entries):
+            stream = batch[index]
+            stream.pos += 1
+            if stream.text.endswith(PHRASE):
+                stream.p_yes = engine.p_yes(row, vocab.yes, vocab.no)
+                _append_verdict(engine, stream, row)
+                active.remove(stream)
+            elif stream.tokens >= max_tokens:
+                active.remove(stream)
+            else:
+                stream.pending = stream.sampler.sample(engine, row)
+
+
+def _append_verdict(engine: Engine, stream: Critique, row: int) -> None:
+    """Show the verdict the critique would write; it is not decoded, the score is already read."""
+    token = stream.sampler.sample(engine, row)
+    if not engine.is_end(token):
+        stream.text += engine.piece(token)
+
+
+def _ask_fallback(engine: Engine, streams: list[Critique], vocab: Vocabulary) -> None:
+    if not streams:
+        return
+    entries = []
+    for stream in streams:
+        stream.fallback = True
+        for offset, token in enumerate(vocab.fallback):
+            last = offset == len(vocab.fallback) - 1
+            entries.append(DecodeEntry(token, stream.pos + offset, stream.seq, logits=last))
+        stream.pos += len(vocab.fallback)
+        stream.text += FALLBACK_TEXT.encode("utf-8")
+    for stream, (_, row) in zip(streams, engine.decode(entries)):
+        stream.p_yes = engine.p_yes(row, vocab.yes, vocab.no)
+        _append_verdict(engine, stream, row)

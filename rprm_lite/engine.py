@@ -1,0 +1,265 @@
+"""The only module that touches llama.cpp: model and context, tokenizing, chunked decoding,
+sequence copies and trims, sampler chains and logits rows.
+
+It uses llama-cpp-python's low-level API because the high-level `Llama` class has no parallel
+sequences. All critiques share one unified KV cache: sequence 0 holds the prompt, sequences
+1..K each hold one critique, and copying the prompt into them shares cells instead of copying data.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import math
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+
+from rprm_lite.errors import ContextOverflowError, ModelFileError
+from rprm_lite.prompt import Prompt
+
+SPECIAL_MARKER = re.compile(r"<\|[^|<>\s]+\|>")
+MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
+DEFAULT_N_BATCH = 512
+
+
+@dataclass(frozen=True)
+class DecodeEntry:
+    token: int
+    pos: int
+    seq: int
+    logits: bool = False
+
+
+def _silence_llama_logs() -> None:
+    if os.environ.get("RPRM_LLAMA_LOGS"):
+        return
+
+    @llama_cpp.llama_log_callback
+    def _quiet(level, text, user_data):  # noqa: ARG001 - signature fixed by llama.cpp
+        return None
+
+    llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
+    _silence_llama_logs.callback = _quiet  # keep the ctypes callback alive
+
+
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    if not _backend_ready:
+        _silence_llama_logs()
+        llama_cpp.llama_backend_init()
+        _backend_ready = True
+
+
+class Engine:
+    """A loaded GGUF model with one context that is resized on demand."""
+
+    def __init__(self, model_path: str | Path, *, n_gpu_layers: int = 0, threads: int | None = None,
+                 n_batch: int = DEFAULT_N_BATCH) -> None:
+        _init_backend()
+        self.model_path = Path(model_path)
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 10_000
+        self.model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), params)
+        if not self.model:
+            raise ModelFileError(f"{self.model_path}: llama.cpp could not load this model "
+                                 "(set RPRM_LLAMA_LOGS=1 to see why)")
+        self.vocab = llama_cpp.llama_model_get_vocab(self.model)
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
+        self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)
+        self.threads = threads or max(1, os.cpu_count() or 1)
+        self.n_batch = n_batch
+        self.ctx = None
+        self.batch = None
+        self.n_ctx = 0
+        self.n_seq = 0
+        self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
+        self.bos = llama_cpp.llama_vocab_bos(self.vocab)
+
+    # -- context -----------------------------------------------------------------------------
+    def ensure_context(self, n_ctx: int, n_seq: int) -> None:
+        """Make sure the context holds at least `n_ctx` cells and `n_seq` sequences."""
+        if n_seq > MAX_SEQUENCES:
+            raise ContextOverflowError(f"llama.cpp supports at most {MAX_SEQUENCES - 1} parallel critiques, "
+                                       f"asked for {n_seq - 1}")
+        if self.ctx is not None and n_ctx <= self.n_ctx and n_seq <= self.n_seq:
+            return
+        self._free_context()
+        n_ctx = max(n_ctx, self.n_ctx)
+        n_ctx = -(-n_ctx // 256) * 256
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_batch
+        params.n_seq_max = max(n_seq, self.n_seq)
+        params.n_threads = self.threads
+        params.n_threads_batch = self.threads
+        params.kv_unified = True
+        params.no_perf = True
+        self.ctx = llama_cpp.llama_init_from_model(self.model, params)
+        if not self.ctx:
+            raise ContextOverflowError(f"llama.cpp could not create a context of {n_ctx} tokens "
+                                       f"(out of memory?); lower --k, --max-tokens or --n-ctx")
+        self.n_ctx = llama_cpp.llama_n_ctx(self.ctx)
+        self.n_seq = params.n_seq_max
+        self.memory = llama_cpp.llama_get_memory(self.ctx)
+        self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+
+    def _free_context(self) -> None:
+        if self.batch is not None:
+            llama_cpp.llama_batch_free(self.batch)
+            self.batch = None
+        if self.ctx is not None:
+            llama_cpp.llama_free(self.ctx)
+            self.ctx = None
+
+    def close(self) -> None:
+        self._free_context()
+        if getattr(self, "model", None):
+            llama_cpp.llama_model_free(self.model)
+            self.model = None
+
+    def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    # -- tokens ------------------------------------------------------------------------------
+    def tokenize(self, text: str, *, special: bool) -> list[int]:
+        """Tokens of `text` without BOS; `special` parses `<|...|>` markers as control tokens."""
+        data = text.encode("utf-8")
+        capacity = len(data) + 8
+        buffer = (llama_cpp.llama_token * capacity)()
+        n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buffer, capacity, False, special)
+        if n < 0:
+            capacity = -n
+            buffer = (llama_cpp.llama_token * capacity)()
+            n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buffer, capacity, False, special)
+        return list(buffer[:n])
+
+    def tokenize_prompt(self, prompt: Prompt) -> list[int]:
+        """Tokens of a rendered prompt, as the Hugging Face tokenizer would split them.
+
+        The text is cut only at the template's own special markers; everything between two
+        markers (template and user text together) is tokenized as one plain run, so tokens at
+        the seams match tokenizing the whole string, and markers inside user text stay text.
+        """
+        tokens = [self.bos] if self.add_bos else []
+        for is_special, text in _segments(prompt):
+            tokens += self.tokenize(text, special=is_special)
+        return tokens
+
+    def piece(self, token: int) -> bytes:
+        buffer = ctypes.create_string_buffer(64)
+        n = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, 64, 0, False)
+        if n < 0:
+            buffer = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, -n, 0, False)
+        return buffer.raw[:n]
+
+    def is_end(self, token: int) -> bool:
+        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+
+    # -- decoding ----------------------------------------------------------------------------
+    def decode(self, entries: Sequence[DecodeEntry]) -> Iterator[tuple[int, int]]:
+        """Decode entries in chunks of the batch size; yields (entry index, logits row) for each
+        entry that asked for logits, right after its chunk, while that row is still valid."""
+        for start in range(0, len(entries), self.n_batch):
+            chunk = entries[start:start + self.n_batch]
+            batch = self.batch
+            wanted = []
+            for i, entry in enumerate(chunk):
+                batch.token[i] = entry.token
+                batch.pos[i] = entry.pos
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = entry.seq
+                batch.logits[i] = entry.logits
+                if entry.logits:
+                    wanted.append((start + i, i))
+            batch.n_tokens = len(chunk)
+            status = llama_cpp.llama_decode(self.ctx, batch)
+            if status != 0:
+                raise ContextOverflowError(
+                    f"llama.cpp could not decode a batch of {len(chunk)} tokens (status {status}); "
+                    f"the context of {self.n_ctx} tokens is probably full: lower --k or --max-tokens")
+            yield from wanted
+
+    def logits(self, row: int):
+        return llama_cpp.llama_get_logits_ith(self.ctx, row)
+
+    def p_yes(self, row: int, yes: int, no: int) -> float:
+        """P(Yes) = softmax over the raw logits of the " Yes" and " No" tokens."""
+        logits = self.logits(row)
+        return 1.0 / (1.0 + math.exp(logits[no] - logits[yes]))
+
+    # -- sequences ---------------------------------------------------------------------------
+    def trim(self, seq: int, start: int = 0) -> None:
+        """Remove positions >= start of a sequence (all of it when start is 0)."""
+        llama_cpp.llama_memory_seq_rm(self.memory, seq, start, -1)
+
+    def copy(self, src: int, dst: int) -> None:
+        llama_cpp.llama_memory_seq_cp(self.memory, src, dst, -1, -1)
+
+    def clear(self) -> None:
+        llama_cpp.llama_memory_clear(self.memory, True)
+
+
+class Sampler:
+    """One critique's sampler chain: temp -> top_p -> dist(seed), or greedy at temperature 0."""
+
+    def __init__(self, *, temperature: float, top_p: float, seed: int) -> None:
+        self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if temperature == 0:
+            llama_cpp.llama_sampler_chain_add(self.chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            llama_cpp.llama_sampler_chain_add(self.chain, llama_cpp.llama_sampler_init_temp(temperature))
+            if top_p < 1:
+                llama_cpp.llama_sampler_chain_add(self.chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
+            llama_cpp.llama_sampler_chain_add(self.chain, llama_cpp.llama_sampler_init_dist(seed))
+
+    def sample(self, engine: Engine, row: int) -> int:
+        return llama_cpp.llama_sampler_sample(self.chain, engine.ctx, row)
+
+    def close(self) -> None:
+        if self.chain:
+            llama_cpp.llama_sampler_free(self.chain)
+            self.chain = None
+
+    def __del__(self) -> None:  # pragma: no cover
+        self.close()
+
+
+def stream_seed(seed: int, step_index: int, stream: int) -> int:
+    """A distinct, reproducible 32-bit seed per (run seed, step, critique)."""
+    digest = hashlib.sha256(f"{seed}:{step_index}:{stream}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0xFFFFFFFE  # 0xFFFFFFFF means "random" to llama.cpp
+
+
+def _segments(prompt: Prompt) -> list[tuple[bool, str]]:
+    """Split a prompt into (is_special, text) runs, cutting only at template markers."""
+    segments: list[tuple[bool, str]] = []
+    plain = ""
+    for piece in prompt.pieces:
+        if not piece.is_template:
+            plain += piece.text
+            continue
+        last = 0
+        for match in SPECIAL_MARKER.finditer(piece.text):
+            plain += piece.text[last:match.start()]
+            if plain:
+                segments.append((False, plain))
+                plain = ""
+            segments.append((True, match.group()))
+            last = match.end()
+        plain += piece.text[last:]
+    if plain:
+        segments.append((False, plain))
+    return segments

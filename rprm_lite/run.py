@@ -1,0 +1,146 @@
+"""What the CLI commands do, as plain functions (the CLI only parses options)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rprm_lite import output
+from rprm_lite.errors import InputError
+from rprm_lite.solution import Solution, read_solutions
+
+
+@dataclass(frozen=True)
+class ScoreJob:
+    source: str
+    model: Path | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    json_out: bool = False
+    output: Path | None = None
+    show_critiques: bool = False
+
+
+def run_score_job(job: ScoreJob) -> None:
+    """Score every solution of `job.source`, appending each result as soon as it is finished."""
+    from rprm_lite.config import ScoreConfig
+
+    ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
+    solutions = read_solutions(job.source)
+    results = output.ResultsFile(job.output) if job.output else None
+    todo = [s for s in solutions if results is None or s.id not in results.done]
+    if results is not None and len(todo) < len(solutions):
+        _note(f"skipping {len(solutions) - len(todo)} solution(s) already in {job.output}")
+    if not todo:
+        _note("nothing left to score")
+        return
+    from rprm_lite.scoring import Scorer
+
+    scorer = Scorer(job.model, **job.overrides)
+    if scorer.model_info.description:
+        _say_model_note(job, scorer.model_info)
+    finished = 0
+    try:
+        with _progress(len(todo)) as advance:
+            for solution in todo:
+                result = scorer.score_solution(solution, on_step=advance)
+                line = output.to_json_line(result, critiques=job.show_critiques)
+                if results is not None:
+                    results.append(line)
+                sys.stdout.write(line if job.json_out else
+                                 output.format_table(result, solution.steps, show_critiques=job.show_critiques))
+                sys.stdout.flush()
+                finished += 1
+    except KeyboardInterrupt:
+        where = f"; their results are in {job.output}" if job.output else ""
+        _note(f"stopped after {finished} of {len(todo)} solution(s){where}")
+        raise
+    finally:
+        if results is not None:
+            results.close()
+        scorer.close()
+
+
+def _say_model_note(job: ScoreJob, info) -> None:
+    text = f"note: model {info.path.name}: {info.description}"
+    _note(text)
+    if not job.json_out:
+        sys.stdout.write(text + "\n")
+
+
+def _note(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+class _progress:
+    """Steps scored so far, on stderr when it is a terminal (a long run must show life)."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar = None
+
+    def __enter__(self):
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+            self.bar.start()
+            self.task = self.bar.add_task("scoring", total=self.total)
+        return self.advance
+
+    def advance(self, solution: Solution, step) -> None:
+        if self.bar is None:
+            return
+        done = step.index == len(solution.steps)
+        self.bar.update(self.task, advance=1 if done else 0,
+                        description=f"{solution.id} step {step.index}/{len(solution.steps)}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def prompt_text(source: str, *, step: int, style: str, solution_id: str | None = None) -> str:
+    from rprm_lite.prompt import render_text
+
+    solutions = read_solutions(source)
+    solution = solutions[0]
+    if solution_id is not None:
+        matches = [s for s in solutions if s.id == solution_id]
+        if not matches:
+            raise InputError(f"{source}: no solution with id {solution_id!r}")
+        solution = matches[0]
+    if not 1 <= step <= len(solution.steps):
+        raise InputError(f"--step must be between 1 and {len(solution.steps)}, got {step}")
+    return render_text(solution, step - 1, style)
+
+
+def info_text(model: Path | None) -> str:
+    import llama_cpp
+
+    from rprm_lite.config import ScoreConfig
+    from rprm_lite.model_file import inspect_model, resolve_model_path
+
+    lines = [
+        f"llama-cpp-python {llama_cpp.__version__}",
+        f"GPU offload: {'yes' if llama_cpp.llama_supports_gpu_offload() else 'no (CPU build)'}",
+        f"system: {llama_cpp.llama_print_system_info().decode().strip()}",
+    ]
+    try:
+        info = inspect_model(resolve_model_path(model))
+    except Exception as exc:
+        lines.append(f"model: none ({exc})")
+        return "\n".join(lines) + "\n"
+    lines += [
+        f"model: {info.path}",
+        f"  architecture: {info.architecture}" + (f" ({info.name})" if info.name else ""),
+        f"  size: {info.size / 2**20:.1f} MiB, {info.n_tensors} tensors, GGUF v{info.version}",
+        f"  quantization: {info.quantization}",
+        f"  context length: {info.context_length}",
+    ]
+    lines += [f"  {key}: {value}" for key, value in sorted(info.rprm.items())]
+    config = ScoreConfig(**info.config_defaults())
+    lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
+    return "\n".join(lines) + "\n"

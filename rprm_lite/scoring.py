@@ -1,0 +1,203 @@
+"""`Scorer`: load a model once, then score solutions step by step.
+
+Steps are scored in order. The prompt of step k+1 shares a long prefix with the prompt of step k,
+so only the new suffix is decoded (KV reuse). Scoring stops at the first step whose score is
+below the threshold unless `all_steps` is set. Calls are serialized by a lock, so one `Scorer`
+can be shared by the threads of a desktop app.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rprm_lite import prompt as prompts
+from rprm_lite.config import ScoreConfig
+from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques
+from rprm_lite.engine import DecodeEntry, Engine
+from rprm_lite.errors import ContextOverflowError, ModelFileError
+from rprm_lite.model_file import ModelInfo, inspect_model, resolve_model_path
+from rprm_lite.results import SolutionResult, StepResult
+from rprm_lite.solution import Solution
+
+StepCallback = Callable[[Solution, StepResult], None]
+
+
+class Scorer:
+    """Scores solutions with a generative PRM in GGUF form.
+
+    >>> scorer = Scorer("r-prm-7b.Q4_K_M.gguf", config=ScoreConfig(k=10))   # doctest: +SKIP
+    >>> scorer.score("What is 2+3?", ["2+3 = 5.", "The answer is 5."]).first_error_step  # doctest: +SKIP
+    """
+
+    def __init__(self, model_path: str | Path | None = None, config: ScoreConfig | None = None,
+                 **overrides: Any) -> None:
+        """`config` defaults to the model file's rprm.* settings, else `ScoreConfig()`;
+        `overrides` (ScoreConfig field names) are applied on top."""
+        self.model_info: ModelInfo = inspect_model(resolve_model_path(model_path))
+        base = config or ScoreConfig(**self.model_info.config_defaults())
+        self.config = base.replace(**overrides) if overrides else base
+        self.engine = Engine(self.model_info.path, n_gpu_layers=self.config.n_gpu_layers,
+                             threads=self.config.threads)
+        self.vocab = self._find_vocabulary()
+        self._check_template_markers()
+        self._lock = threading.Lock()
+        self._cached: list[int] = []  # tokens of the prompt now held in sequence 0
+
+    def score(self, question: str, steps: Sequence[str], *, id: str | None = None,
+              on_step: StepCallback | None = None) -> SolutionResult:
+        return self.score_solution(Solution.create(question, list(steps), id=id), on_step=on_step)
+
+    def score_solution(self, solution: Solution, *, on_step: StepCallback | None = None) -> SolutionResult:
+        with self._lock:
+            return self._score(solution, on_step)
+
+    def close(self) -> None:
+        self.engine.close()
+
+    def __enter__(self) -> Scorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- internals ---------------------------------------------------------------------------
+    def _score(self, solution: Solution, on_step: StepCallback | None) -> SolutionResult:
+        cfg = self.config
+        prompt_tokens = [self.engine.tokenize_prompt(prompts.render(solution, i, cfg.prompt_style))
+                         for i in range(len(solution.steps))]
+        max_tokens = self._fit_context(prompt_tokens)
+        results: list[StepResult] = []
+        stopped = False
+        for index, tokens in enumerate(prompt_tokens):
+            if stopped:
+                results.append(StepResult(index=index + 1, score=None, p_yes=(), verdict="not scored",
+                                          prompt_tokens=len(tokens)))
+            else:
+                results.append(self._score_step(index, tokens, max_tokens))
+                stopped = results[-1].verdict == "wrong" and not cfg.all_steps
+            if on_step is not None:
+                on_step(solution, results[-1])
+        return self._solution_result(solution, results)
+
+    def _score_step(self, index: int, tokens: list[int], max_tokens: int) -> StepResult:
+        reused = self._load_prompt(tokens)
+        critiques = sample_critiques(self.engine, prompt_len=len(tokens), last_row=self._last_row,
+                                     step_index=index, config=self.config, vocab=self.vocab,
+                                     max_tokens=max_tokens)
+        p_yes = tuple(c.p_yes for c in critiques)
+        score = sum(p_yes) / len(p_yes)
+        return StepResult(
+            index=index + 1, score=score, p_yes=p_yes,
+            verdict="wrong" if score < self.config.threshold else "correct",
+            fallbacks=sum(c.fallback for c in critiques),
+            generated_tokens=sum(c.tokens for c in critiques),
+            critiques=tuple(c.text for c in critiques),
+            prompt_tokens=len(tokens), reused_tokens=reused)
+
+    def _load_prompt(self, tokens: list[int]) -> int:
+        """Put `tokens` in sequence 0, decoding only what is not cached; returns the reused count."""
+        engine = self.engine
+        for seq in range(1, self.config.k + 1):
+            engine.trim(seq)
+        keep = _common_prefix(self._cached, tokens) if self.config.kv_reuse else 0
+        keep = min(keep, len(tokens) - 1)  # the last token is always decoded: its logits start the critiques
+        engine.trim(PROMPT_SEQ, keep)
+        self._cached = self._cached[:keep]
+        entries = [DecodeEntry(tok, pos, PROMPT_SEQ, logits=pos == len(tokens) - 1)
+                   for pos, tok in enumerate(tokens) if pos >= keep]
+        for _, row in engine.decode(entries):
+            self._last_row = row
+        self._cached = list(tokens)
+        return keep
+
+    def _fit_context(self, prompt_tokens: list[list[int]]) -> int:
+        """Size the context for this solution; returns the max new tokens a critique may use."""
+        cfg = self.config
+        longest = max(len(t) for t in prompt_tokens)
+        per_critique = cfg.max_tokens + len(self.vocab.fallback) + 1
+        limit = cfg.n_ctx or self.engine.n_ctx_train or 4096
+        wanted = longest + cfg.k * per_critique
+        if wanted <= limit:
+            self.engine.ensure_context(wanted, cfg.k + 1)
+            return cfg.max_tokens
+        room = (limit - longest) // cfg.k - len(self.vocab.fallback) - 1
+        if room < 16:
+            raise ContextOverflowError(
+                f"the longest step prompt is {longest} tokens and the context is {limit} tokens: "
+                f"no room for {cfg.k} critiques (each needs up to {per_critique} tokens); "
+                "lower --k or --max-tokens, or raise --n-ctx if the model allows it")
+        self.engine.ensure_context(limit, cfg.k + 1)
+        return min(cfg.max_tokens, room)
+
+    def _solution_result(self, solution: Solution, steps: list[StepResult]) -> SolutionResult:
+        scored = [s.score for s in steps if s.score is not None]
+        first_error = next((s.index for s in steps if s.verdict == "wrong"), None)
+        return SolutionResult(id=solution.id, steps=tuple(steps), first_error_step=first_error,
+                              solution_score=aggregate(scored, self.config.aggregation),
+                              config=self.run_metadata(), extra=dict(solution.extra))
+
+    def run_metadata(self) -> dict:
+        import llama_cpp
+
+        import rprm_lite
+
+        return {
+            **self.config.to_dict(),
+            "model": self.model_info.path.name,
+            "model_sha256": self.model_info.sha256,
+            "prompt_sha256": prompts.template_hash(self.config.prompt_style),
+            "rprm_lite": rprm_lite.__version__,
+            "llama_cpp_python": llama_cpp.__version__,
+        }
+
+    def _find_vocabulary(self) -> Vocabulary:
+        yes = self.model_info.yes_token_id
+        no = self.model_info.no_token_id
+        if yes is None or no is None:
+            yes_tokens = self.engine.tokenize(" Yes", special=False)
+            no_tokens = self.engine.tokenize(" No", special=False)
+            if len(yes_tokens) != 1 or len(no_tokens) != 1:
+                raise ModelFileError(
+                    f"{self.model_info.path.name}: the vocabulary has no single token for ' Yes' and ' No' "
+                    f"(they tokenize as {yes_tokens} and {no_tokens}); R-PRM reads P(Yes) from one token each")
+            yes, no = yes_tokens[0], no_tokens[0]
+        return Vocabulary(yes=yes, no=no,
+                          fallback=tuple(self.engine.tokenize(prompts.FALLBACK_TEXT, special=False)))
+
+    def _check_template_markers(self) -> None:
+        text = "".join(prompts.template(self.config.prompt_style))
+        for marker in sorted(set(prompts_markers(text))):
+            if len(self.engine.tokenize(marker, special=True)) != 1:
+                raise ModelFileError(f"{self.model_info.path.name}: the vocabulary has no {marker} token; "
+                                     f"the {self.config.prompt_style} prompt needs ChatML special tokens")
+
+
+def prompts_markers(text: str) -> list[str]:
+    from rprm_lite.engine import SPECIAL_MARKER
+
+    return SPECIAL_MARKER.findall(text)
+
+
+def aggregate(scores: Sequence[float], how: str) -> float | None:
+    """Solution-level score from the scored steps."""
+    if not scores:
+        return None
+    if how == "min":
+        return min(scores)
+    if how == "product":
+        return math.prod(scores)
+    if how == "mean":
+        return sum(scores) / len(scores)
+    return scores[-1]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
