@@ -27,7 +27,7 @@ StyleOpt = Annotated[Optional[str], typer.Option("--prompt-style",
 
 @app.command()
 def score(
-    file: Annotated[str, typer.Argument(help="Solution JSON, ProcessBench item, JSONL (one per line), or - for stdin.")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="Solution JSON, ProcessBench item, JSONL (one per line), or - for stdin.")],
     model: ModelOpt = None,
     k: Annotated[Optional[int], typer.Option("--k", help="Critiques per step [default: 10].")] = None,
     temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature; 0 is greedy [default: 0.95].")] = None,
@@ -59,7 +59,7 @@ def score(
 
 @app.command()
 def prompt(
-    file: Annotated[str, typer.Argument(help="Solution file (the first solution is used unless --id is given).")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="Solution file (the first solution is used unless --id is given).")],
     step: Annotated[int, typer.Option("--step", help="1-based step number.")],
     prompt_style: StyleOpt = None,
     solution_id: Annotated[Optional[str], typer.Option("--id", help="Which solution of a JSONL file.")] = None,

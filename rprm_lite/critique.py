@@ -7,6 +7,7 @@ phrase gets the released fallback question appended, and P(Yes) is read after it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from rprm_lite.config import ScoreConfig
@@ -23,6 +24,7 @@ class Critique:
     pos: int
     sampler: Sampler
     text: bytearray = field(default_factory=bytearray)
+    token_ids: list[int] = field(default_factory=list)
     tokens: int = 0
     pending: int | None = None
     p_yes: float | None = None
@@ -39,6 +41,7 @@ class CritiqueResult:
     p_yes: float
     fallback: bool
     tokens: int
+    token_ids: tuple[int, ...] = ()  # the generated tokens (without the fallback question)
 
 
 @dataclass(frozen=True)
@@ -49,12 +52,13 @@ class Vocabulary:
 
 
 def sample_critiques(engine: Engine, *, prompt_len: int, last_row: int, step_index: int,
-                     config: ScoreConfig, vocab: Vocabulary, max_tokens: int) -> list[CritiqueResult]:
+                     config: ScoreConfig, vocab: Vocabulary, max_tokens: int,
+                     make_sampler: Callable[..., Sampler] = Sampler) -> list[CritiqueResult]:
     """Sample K critiques for the prompt held in sequence 0 (its last logits at `last_row`)."""
     streams = [
         Critique(seq=i + 1, pos=prompt_len,
-                 sampler=Sampler(temperature=config.temperature, top_p=config.top_p,
-                                 seed=stream_seed(config.seed, step_index, i)))
+                 sampler=make_sampler(temperature=config.temperature, top_p=config.top_p,
+                                      seed=stream_seed(config.seed, step_index, i)))
         for i in range(config.k)
     ]
     try:
@@ -64,7 +68,8 @@ def sample_critiques(engine: Engine, *, prompt_len: int, last_row: int, step_ind
             stream.pending = stream.sampler.sample(engine, last_row)
         _generate(engine, streams, vocab, max_tokens)
         _ask_fallback(engine, [s for s in streams if s.p_yes is None], vocab)
-        return [CritiqueResult(s.critique_text, s.p_yes, s.fallback, s.tokens) for s in streams]
+        return [CritiqueResult(s.critique_text, s.p_yes, s.fallback, s.tokens, tuple(s.token_ids))
+                for s in streams]
     finally:
         for stream in streams:
             stream.sampler.close()
@@ -79,6 +84,7 @@ def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_to
                 active.remove(stream)
                 continue
             stream.text += engine.piece(stream.pending)
+            stream.token_ids.append(stream.pending)
             stream.tokens += 1
             batch.append(stream)
         if not batch:

@@ -109,9 +109,9 @@ def inspect_model(path: str | Path) -> ModelInfo:
     version = struct.unpack("<I", head[4:8])[0]
     if version not in SUPPORTED_VERSIONS:
         raise ModelFileError(f"{path}: GGUF version {version} is not supported (expected 2 or 3)")
-    reader = _read(path)
+    reader = _read(path, size)
     _check_extents(path, reader, size)
-    fields = {name: _field_value(f) for name, f in reader.fields.items()}
+    fields = reader.fields
     arch = fields.get("general.architecture")
     if not isinstance(arch, str):
         raise ModelFileError(f"{path}: GGUF has no general.architecture; is it a vocabulary-only file?")
@@ -123,32 +123,91 @@ def inspect_model(path: str | Path) -> ModelInfo:
                      rprm={k: v for k, v in fields.items() if k.startswith("rprm.")})
 
 
-def _read(path: Path):
-    from gguf import GGUFReader
+class _Header:
+    """A GGUF header read without loading arrays: gguf's own GGUFReader builds Python objects for
+    every vocabulary entry, which takes seconds for a 150k-token vocabulary."""
 
+    def __init__(self, path: Path, size: int) -> None:
+        import mmap
+
+        with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            self.data, self.offset, self.size = data, 8, size
+            n_tensors, n_kv = self._unpack("<QQ")
+            self.fields = dict(self._field() for _ in range(n_kv))
+            infos = [self._tensor_info() for _ in range(n_tensors)]
+            alignment = int(self.fields.get("general.alignment", 32))
+            start = -(-self.offset // alignment) * alignment
+            self.tensors = [(name, start + offset, n_bytes) for name, offset, n_bytes in infos]
+            self.data = None
+
+    def _unpack(self, fmt: str) -> tuple:
+        width = struct.calcsize(fmt)
+        if self.offset + width > self.size:
+            raise ValueError(f"header ends at byte {self.size:,}, expected more data at byte {self.offset:,}")
+        values = struct.unpack_from(fmt, self.data, self.offset)
+        self.offset += width
+        return values
+
+    def _string(self) -> str:
+        (length,) = self._unpack("<Q")
+        if self.offset + length > self.size:
+            raise ValueError(f"a string of {length:,} bytes runs past the end of the file")
+        text = self.data[self.offset:self.offset + length].decode("utf-8", errors="replace")
+        self.offset += length
+        return text
+
+    def _value(self, kind: int) -> Any:
+        if kind == _STRING:
+            return self._string()
+        if kind == _ARRAY:
+            item_kind, count = self._unpack("<IQ")
+            if item_kind == _STRING:
+                for _ in range(count):
+                    self._string()
+            elif item_kind in _SCALARS:
+                self.offset += count * struct.calcsize(_SCALARS[item_kind])
+            else:
+                raise ValueError(f"unknown array item type {item_kind}")
+            return None  # arrays (vocabularies, merges) are not needed here
+        if kind not in _SCALARS:
+            raise ValueError(f"unknown value type {kind}")
+        return self._unpack("<" + _SCALARS[kind])[0]
+
+    def _field(self) -> tuple[str, Any]:
+        key = self._string()
+        (kind,) = self._unpack("<I")
+        return key, self._value(kind)
+
+    def _tensor_info(self) -> tuple[str, int, int]:
+        from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+        name = self._string()
+        (n_dims,) = self._unpack("<I")
+        dims = self._unpack(f"<{n_dims}Q")
+        kind, offset = self._unpack("<IQ")
+        try:
+            block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
+        except ValueError:
+            raise ValueError(f"tensor {name} has unknown type {kind}") from None
+        count = 1
+        for dim in dims:
+            count *= dim
+        return name, offset, count // block * type_size
+
+
+_STRING, _ARRAY = 8, 9
+_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def _read(path: Path, size: int) -> _Header:
     try:
-        return GGUFReader(path, "r")
-    except Exception as exc:  # the reader raises many kinds on corrupt headers
-        raise ModelFileError(f"{path}: corrupt or truncated GGUF header ({type(exc).__name__}: {exc})") from None
+        return _Header(path, size)
+    except (ValueError, struct.error, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path}: corrupt or truncated GGUF header ({exc})") from None
 
 
-def _check_extents(path: Path, reader, size: int) -> None:
-    for tensor in reader.tensors:
-        end = int(tensor.data_offset) + int(tensor.n_bytes)
-        if end > size:
-            raise ModelFileError(f"{path}: truncated: tensor {tensor.name} ends at byte {end:,} but the file "
+def _check_extents(path: Path, header: _Header, size: int) -> None:
+    for name, start, n_bytes in header.tensors:
+        if start + n_bytes > size:
+            raise ModelFileError(f"{path}: truncated: tensor {name} ends at byte {start + n_bytes:,} but the file "
                                  f"has {size:,} bytes (an interrupted download or copy?)")
-
-
-def _field_value(field) -> Any:
-    from gguf import GGUFValueType
-
-    if not field.types:
-        return None
-    kind = field.types[0]
-    if kind == GGUFValueType.STRING:
-        return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
-    if kind == GGUFValueType.ARRAY:
-        return None  # arrays (vocabularies) are large and not needed here
-    value = field.parts[field.data[0]][0]
-    return value.item() if hasattr(value, "item") else value

@@ -17,7 +17,7 @@ from typing import Any
 from rprm_lite import prompt as prompts
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques
-from rprm_lite.engine import DecodeEntry, Engine
+from rprm_lite.engine import DecodeEntry, Engine, Sampler
 from rprm_lite.errors import ContextOverflowError, ModelFileError
 from rprm_lite.model_file import ModelInfo, inspect_model, resolve_model_path
 from rprm_lite.results import SolutionResult, StepResult
@@ -44,6 +44,7 @@ class Scorer:
                              threads=self.config.threads)
         self.vocab = self._find_vocabulary()
         self._check_template_markers()
+        self.make_sampler = Sampler  # a seam for tests that script a critique
         self._lock = threading.Lock()
         self._cached: list[int] = []  # tokens of the prompt now held in sequence 0
 
@@ -70,6 +71,10 @@ class Scorer:
         prompt_tokens = [self.engine.tokenize_prompt(prompts.render(solution, i, cfg.prompt_style))
                          for i in range(len(solution.steps))]
         max_tokens = self._fit_context(prompt_tokens)
+        # KV reuse spans the steps of one solution only: each solution starts from an empty cache,
+        # so its results never depend on what was scored before (same seed, same critiques).
+        self._cached = []
+        self.engine.clear()
         results: list[StepResult] = []
         stopped = False
         for index, tokens in enumerate(prompt_tokens):
@@ -87,7 +92,7 @@ class Scorer:
         reused = self._load_prompt(tokens)
         critiques = sample_critiques(self.engine, prompt_len=len(tokens), last_row=self._last_row,
                                      step_index=index, config=self.config, vocab=self.vocab,
-                                     max_tokens=max_tokens)
+                                     max_tokens=max_tokens, make_sampler=self.make_sampler)
         p_yes = tuple(c.p_yes for c in critiques)
         score = sum(p_yes) / len(p_yes)
         return StepResult(
@@ -100,6 +105,14 @@ class Scorer:
 
     def _load_prompt(self, tokens: list[int]) -> int:
         """Put `tokens` in sequence 0, decoding only what is not cached; returns the reused count."""
+        try:
+            return self._decode_prompt(tokens)
+        except BaseException:
+            self._cached = []  # the cache state is unknown after a failed or interrupted decode
+            self.engine.clear()
+            raise
+
+    def _decode_prompt(self, tokens: list[int]) -> int:
         engine = self.engine
         for seq in range(1, self.config.k + 1):
             engine.trim(seq)
