@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 
@@ -19,33 +19,39 @@ app = typer.Typer(cls=LazyGroup, add_completion=False, no_args_is_help=True, ric
                   pretty_exceptions_enable=False,
                   help="Step-by-step verdicts on math solutions with R-PRM, offline, on llama.cpp.")
 
-ModelOpt = Annotated[Optional[Path], typer.Option("--model", "-m", help="GGUF model (default: $RPRM_MODEL, "
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="GGUF model (default: $RPRM_MODEL, "
                                                   "else the bundled model).", show_default=False)]
-StyleOpt = Annotated[Optional[str], typer.Option("--prompt-style",
+StyleOpt = Annotated[str | None, typer.Option("--prompt-style",
                                                  help="r-prm-eval (released evaluation prompt) or chatml.")]
 
 
+Opt = typer.Option
+FileArg = Annotated[str, typer.Argument(
+    metavar="FILE", help="Solution JSON, ProcessBench item, JSONL (one per line), or - for stdin.")]
+KOpt = Annotated[int | None, Opt("--k", help="Critiques per step [default: 10].")]
+TemperatureOpt = Annotated[float | None, Opt(help="Sampling temperature; 0 is greedy [default: 0.95].")]
+TopPOpt = Annotated[float | None, Opt("--top-p", help="Nucleus sampling [default: 0.95].")]
+ThresholdOpt = Annotated[float | None, Opt(help="A step scoring below this is wrong [default: 0.5].")]
+MaxTokensOpt = Annotated[int | None, Opt("--max-tokens", help="Max tokens per critique [default: 4096].")]
+SeedOpt = Annotated[int | None, Opt(help="Seed for every sampled critique [default: 0].")]
+AllStepsOpt = Annotated[bool, Opt("--all-steps", help="Score every step, not only up to the first error.")]
+AggregationOpt = Annotated[str | None, Opt(help="Solution score: min, product, mean or last [default: min].")]
+JsonOpt = Annotated[bool, Opt("--json", help="Print one JSON object per solution.")]
+OutputOpt = Annotated[Path | None, Opt("--output", "-o", help="Append JSONL results here as each solution "
+                                          "finishes; a rerun skips solutions already there.")]
+CritiquesOpt = Annotated[bool, Opt("--show-critiques", help="Print (or include in JSON) the critiques.")]
+GpuOpt = Annotated[int | None, Opt("--n-gpu-layers", help="Layers to offload to CUDA/Metal; -1 for all.")]
+ThreadsOpt = Annotated[int | None, Opt(help="CPU threads [default: all cores].")]
+NCtxOpt = Annotated[int | None, Opt("--n-ctx", help="Context size cap [default: the model's].")]
+
+
 @app.command()
-def score(
-    file: Annotated[str, typer.Argument(metavar="FILE", help="Solution JSON, ProcessBench item, JSONL (one per line), or - for stdin.")],
-    model: ModelOpt = None,
-    k: Annotated[Optional[int], typer.Option("--k", help="Critiques per step [default: 10].")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature; 0 is greedy [default: 0.95].")] = None,
-    top_p: Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling [default: 0.95].")] = None,
-    threshold: Annotated[Optional[float], typer.Option(help="A step scoring below this is wrong [default: 0.5].")] = None,
-    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Max tokens per critique [default: 4096].")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for every sampled critique [default: 0].")] = None,
-    all_steps: Annotated[bool, typer.Option("--all-steps", help="Score every step, not only up to the first error.")] = False,
-    prompt_style: StyleOpt = None,
-    aggregation: Annotated[Optional[str], typer.Option(help="Solution score: min, product, mean or last [default: min].")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object per solution.")] = False,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Append JSONL results here as each "
-                                                   "solution finishes; a rerun skips solutions already there.")] = None,
-    show_critiques: Annotated[bool, typer.Option("--show-critiques", help="Print (or include in JSON) the critiques.")] = False,
-    n_gpu_layers: Annotated[Optional[int], typer.Option("--n-gpu-layers", help="Layers to offload to CUDA/Metal; -1 for all.")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads [default: all cores].")] = None,
-    n_ctx: Annotated[Optional[int], typer.Option("--n-ctx", help="Context size cap [default: the model's].")] = None,
-) -> None:
+def score(file: FileArg, model: ModelOpt = None, k: KOpt = None, temperature: TemperatureOpt = None,
+          top_p: TopPOpt = None, threshold: ThresholdOpt = None, max_tokens: MaxTokensOpt = None,
+          seed: SeedOpt = None, all_steps: AllStepsOpt = False, prompt_style: StyleOpt = None,
+          aggregation: AggregationOpt = None, json_out: JsonOpt = False, output: OutputOpt = None,
+          show_critiques: CritiquesOpt = False, n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None,
+          n_ctx: NCtxOpt = None) -> None:
     """Score every step of one or more solutions and report the first wrong step."""
     from rprm_lite.run import ScoreJob, run_score_job
 
@@ -59,10 +65,10 @@ def score(
 
 @app.command()
 def prompt(
-    file: Annotated[str, typer.Argument(metavar="FILE", help="Solution file (the first solution is used unless --id is given).")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="Solution file (its first solution unless --id).")],
     step: Annotated[int, typer.Option("--step", help="1-based step number.")],
     prompt_style: StyleOpt = None,
-    solution_id: Annotated[Optional[str], typer.Option("--id", help="Which solution of a JSONL file.")] = None,
+    solution_id: Annotated[str | None, typer.Option("--id", help="Which solution of a JSONL file.")] = None,
 ) -> None:
     """Print the exact prompt text for one step, byte for byte."""
     from rprm_lite.run import prompt_text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from rprm_lite.config import PROMPT_STYLES
@@ -45,7 +45,7 @@ def load_template_file(name: str) -> str:
     return resources.files("rprm_lite.prompts").joinpath(name).read_text(encoding="utf-8")
 
 
-@lru_cache(maxsize=None)
+@cache
 def template(style: str) -> tuple[str, ...]:
     """The template of a style as its fixed texts around the three slots (question, previous, now)."""
     if style == "r-prm-eval":
