@@ -8,6 +8,7 @@ sequences. All critiques share one unified KV cache: sequence 0 holds the prompt
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import hashlib
 import math
@@ -35,13 +36,19 @@ class DecodeEntry:
     logits: bool = False
 
 
+LOG_LEVEL_ERROR = 4  # GGML_LOG_LEVEL_ERROR
+recent_errors: collections.deque[str] = collections.deque(maxlen=8)
+
+
 def _silence_llama_logs() -> None:
+    """Keep llama.cpp quiet, but remember its error lines to explain a failed load."""
     if os.environ.get("RPRM_LLAMA_LOGS"):
         return
 
     @llama_cpp.llama_log_callback
-    def _quiet(level, text, user_data):  # noqa: ARG001 - signature fixed by llama.cpp
-        return None
+    def _quiet(level, text, user_data):
+        if level == LOG_LEVEL_ERROR and text:
+            recent_errors.append(text.decode("utf-8", errors="replace").strip())
 
     llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
     _silence_llama_logs.callback = _quiet  # keep the ctypes callback alive
@@ -67,10 +74,11 @@ class Engine:
         self.model_path = Path(model_path)
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 10_000
+        recent_errors.clear()
         self.model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), params)
         if not self.model:
-            raise ModelFileError(f"{self.model_path}: llama.cpp could not load this model "
-                                 "(set RPRM_LLAMA_LOGS=1 to see why)")
+            why = "; ".join(line for line in recent_errors if line) or "set RPRM_LLAMA_LOGS=1 to see why"
+            raise ModelFileError(f"{self.model_path}: llama.cpp could not load this model ({why})")
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)

@@ -86,10 +86,10 @@ class ModelInfo:
 
     def config_defaults(self) -> dict[str, Any]:
         """ScoreConfig fields the model file sets (rprm.* metadata)."""
-        return {name: _plain(self.rprm[key]) for key, name in metadata.CONFIG_FIELDS.items() if key in self.rprm}
+        return {name: plain_value(self.rprm[key]) for key, name in metadata.CONFIG_FIELDS.items() if key in self.rprm}
 
 
-def _plain(value: Any) -> Any:
+def plain_value(value: Any) -> Any:
     # float32 metadata such as 0.95 reads back as 0.949999988; keep the value that was meant
     return float(f"{value:.7g}") if isinstance(value, float) else value
 

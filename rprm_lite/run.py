@@ -121,7 +121,7 @@ def info_text(model: Path | None) -> str:
     import llama_cpp
 
     from rprm_lite.config import ScoreConfig
-    from rprm_lite.model_file import inspect_model, resolve_model_path
+    from rprm_lite.model_file import plain_value, inspect_model, resolve_model_path
 
     lines = [
         f"llama-cpp-python {llama_cpp.__version__}",
@@ -140,7 +140,7 @@ def info_text(model: Path | None) -> str:
         f"  quantization: {info.quantization}",
         f"  context length: {info.context_length}",
     ]
-    lines += [f"  {key}: {value}" for key, value in sorted(info.rprm.items())]
+    lines += [f"  {key}: {plain_value(value)}" for key, value in sorted(info.rprm.items())]
     config = ScoreConfig(**info.config_defaults())
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
     return "\n".join(lines) + "\n"
