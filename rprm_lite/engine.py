@@ -176,6 +176,9 @@ class Engine:
     def is_end(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
 
+    def end_tokens(self) -> list[int]:
+        return [token for token in range(self.n_vocab) if self.is_end(token)]
+
     # -- decoding ----------------------------------------------------------------------------
     def decode(self, entries: Sequence[DecodeEntry]) -> Iterator[tuple[int, int]]:
         """Decode entries in chunks of the batch size; yields (entry index, logits row) for each
@@ -221,17 +224,29 @@ class Engine:
 
 
 class Sampler:
-    """One critique's sampler chain: temp -> top_p -> dist(seed), or greedy at temperature 0."""
+    """One critique's sampler chain: temp -> top_p -> dist(seed), or greedy at temperature 0.
 
-    def __init__(self, *, temperature: float, top_p: float, seed: int) -> None:
+    `banned` tokens (e.g. end-of-text, for benchmarks that need a fixed critique length) get a
+    logit bias of -inf before sampling.
+    """
+
+    def __init__(self, *, temperature: float, top_p: float, seed: int, n_vocab: int = 0,
+                 banned: Sequence[int] = ()) -> None:
         self.chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if banned:
+            biases = (llama_cpp.llama_logit_bias * len(banned))(
+                *[llama_cpp.llama_logit_bias(token, float("-inf")) for token in banned])
+            self._add(llama_cpp.llama_sampler_init_logit_bias(n_vocab, len(banned), biases))
         if temperature == 0:
-            llama_cpp.llama_sampler_chain_add(self.chain, llama_cpp.llama_sampler_init_greedy())
+            self._add(llama_cpp.llama_sampler_init_greedy())
         else:
-            llama_cpp.llama_sampler_chain_add(self.chain, llama_cpp.llama_sampler_init_temp(temperature))
+            self._add(llama_cpp.llama_sampler_init_temp(temperature))
             if top_p < 1:
-                llama_cpp.llama_sampler_chain_add(self.chain, llama_cpp.llama_sampler_init_top_p(top_p, 1))
-            llama_cpp.llama_sampler_chain_add(self.chain, llama_cpp.llama_sampler_init_dist(seed))
+                self._add(llama_cpp.llama_sampler_init_top_p(top_p, 1))
+            self._add(llama_cpp.llama_sampler_init_dist(seed))
+
+    def _add(self, sampler) -> None:
+        llama_cpp.llama_sampler_chain_add(self.chain, sampler)
 
     def sample(self, engine: Engine, row: int) -> int:
         return llama_cpp.llama_sampler_sample(self.chain, engine.ctx, row)
