@@ -112,12 +112,17 @@ def run_bare(model: Path, k: int, tokens: int, threads: int) -> dict:
     engine.ensure_context(max(map(len, prompts)) + k * (tokens + len(fallback) + 1), k + 1)
     ends, ctx, batch = engine.end_tokens(), engine.ctx, engine.batch
     list(engine.decode([DecodeEntry(t, i, 0, logits=True) for i, t in enumerate(prompts[0][:8])]))  # warm-up
-    seconds, generated = [], 0
+    seconds, generated, previous = [], 0, []
+    engine.clear()
     start = time.perf_counter()
-    for index, prompt in enumerate(prompts):
-        engine.clear()
+    for index, prompt in enumerate(prompts):  # the same KV reuse as the scorer: decode only the new suffix
+        keep = next((j for j, (x, y) in enumerate(zip(previous, prompt, strict=False)) if x != y), min(len(previous), len(prompt)))
+        keep = min(keep, len(prompt) - 1)
+        for seq in range(k + 1):
+            engine.trim(seq, keep if seq == 0 else 0)
         last = list(engine.decode([DecodeEntry(t, p, 0, logits=p == len(prompt) - 1)
-                                   for p, t in enumerate(prompt)]))[-1][1]
+                                   for p, t in enumerate(prompt) if p >= keep]))[-1][1]
+        previous = prompt
         samplers = [Sampler(temperature=0.95, top_p=0.95, seed=stream_seed(0, index, i), n_vocab=engine.n_vocab,
                             banned=ends) for i in range(k)]
         for i in range(k):
@@ -148,7 +153,7 @@ def _report(start: float, step_ends: list[float], generated: int, *, fallbacks: 
     total = step_ends[-1] - start
     marks = [start, *step_ends]
     return {"seconds": total, "generated_tokens": generated, "tokens_per_s": generated / total,
-            "seconds_per_step": [b - a for a, b in zip(marks, marks[1:])],
+            "seconds_per_step": [b - a for a, b in zip(marks, marks[1:], strict=False)],
             "mean_seconds_per_step": total / len(step_ends), "fallbacks": fallbacks,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

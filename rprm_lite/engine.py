@@ -90,6 +90,8 @@ class Engine:
         self.n_seq = 0
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
+        self._pieces: dict[int, bytes] = {}
+        self._ends = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t))
 
     # -- context -----------------------------------------------------------------------------
     def ensure_context(self, n_ctx: int, n_seq: int) -> None:
@@ -166,6 +168,13 @@ class Engine:
         return tokens
 
     def piece(self, token: int) -> bytes:
+        """The bytes of one token (cached: this runs for every generated token)."""
+        cached = self._pieces.get(token)
+        if cached is None:
+            cached = self._pieces[token] = self._piece(token)
+        return cached
+
+    def _piece(self, token: int) -> bytes:
         buffer = ctypes.create_string_buffer(64)
         n = llama_cpp.llama_token_to_piece(self.vocab, token, buffer, 64, 0, False)
         if n < 0:
@@ -174,10 +183,10 @@ class Engine:
         return buffer.raw[:n]
 
     def is_end(self, token: int) -> bool:
-        return bool(llama_cpp.llama_vocab_is_eog(self.vocab, token))
+        return token in self._ends
 
     def end_tokens(self) -> list[int]:
-        return [token for token in range(self.n_vocab) if self.is_end(token)]
+        return sorted(self._ends)
 
     # -- decoding ----------------------------------------------------------------------------
     def decode(self, entries: Sequence[DecodeEntry]) -> Iterator[tuple[int, int]]:

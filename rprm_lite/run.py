@@ -121,7 +121,7 @@ def info_text(model: Path | None) -> str:
     import llama_cpp
 
     from rprm_lite.config import ScoreConfig
-    from rprm_lite.model_file import plain_value, inspect_model, resolve_model_path
+    from rprm_lite.model_file import inspect_model, plain_value, resolve_model_path
 
     lines = [
         f"llama-cpp-python {llama_cpp.__version__}",
