@@ -1,0 +1,6 @@
+"""Benchmarks for rprm-lite, installed as `rprm_lite.bench` (the `bench` extra).
+
+Accuracy: `processbench` and `prmbench` (data, predictions, official metrics), `harness` (the resumable
+scoring loop), `records` (predictions files), `scaling` (threshold sweep, K-scaling, plots),
+`bestofn` (rerank and best-of-N accuracy), `report` (tables) and `cli` (`rprm-lite bench ...`).
+"""

@@ -83,7 +83,7 @@ def test_metadata_defaults_reach_the_config(tiny_gguf):
 
 
 def test_vocab_only_file_is_refused(tmp_path):
-    from conftest import QWEN2_VOCAB
+    from shared_paths import QWEN2_VOCAB
 
     if not QWEN2_VOCAB.exists():
         pytest.skip(f"needs {QWEN2_VOCAB}")

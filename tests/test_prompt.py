@@ -2,11 +2,11 @@ import hashlib
 import json
 
 import pytest
-from conftest import GOLDEN, SHARED, needs_shared
 
 from rprm_lite.errors import InputError
 from rprm_lite.prompt import FIRST_STEP_PREVIOUS, load_template_file, render, render_text, template_hash
 from rprm_lite.solution import Solution, solution_from_dict
+from shared_paths import GOLDEN, SHARED, needs_shared
 
 REFERENCE = SHARED / "reference"
 

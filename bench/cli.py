@@ -1,0 +1,354 @@
+"""`rprm-lite bench ...` and `rprm-lite rerank`: thin commands over the bench library.
+
+Options map 1:1 onto `ScoreConfig` fields. Errors a user can fix print one line and exit non-zero.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rprm_lite.cli import (
+    GpuOpt,
+    JsonOpt,
+    KOpt,
+    MaxTokensOpt,
+    ModelOpt,
+    NCtxOpt,
+    SeedOpt,
+    StyleOpt,
+    TemperatureOpt,
+    ThreadsOpt,
+    ThresholdOpt,
+    TopPOpt,
+)
+from rprm_lite.config import ScoreConfig
+from rprm_lite.errors import InputError, RprmError
+
+from . import bestofn, prmbench, processbench, report, scaling
+from .harness import BenchItem, run_items
+from .records import METRICS_FILE, PredictionWriter, read_records
+
+app = typer.Typer(help="Benchmarks: ProcessBench, PRMBench, threshold and K sweeps, best-of-N.",
+                  no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+rerank_app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+class Benchmark(str, Enum):
+    processbench = "processbench"
+    prmbench = "prmbench"
+
+
+BenchmarkArg = Annotated[Benchmark, typer.Argument(metavar="BENCHMARK", help="processbench or prmbench")]
+
+
+# Scoring options are the runtime CLI's own (rprm_lite.cli); each maps onto one ScoreConfig field and,
+# left out, falls back to the model file's rprm.* defaults, then to ScoreConfig's.
+Out = Annotated[Path, typer.Option(help="Folder for predictions.jsonl, run.json and metrics.")]
+Limit = Annotated[int | None, typer.Option(min=1, help="Score the first N items of each subset or category.")]
+Critiques = Annotated[bool, typer.Option("--critiques/--no-critiques", help="Keep critique texts.")]
+Predictions = Annotated[Path, typer.Option(help="Predictions JSONL (ours, or the benchmark's format).")]
+Partial = Annotated[bool, typer.Option(help="Evaluate only the predicted items when some are missing.")]
+Subsets = Annotated[str | None, typer.Option(help="ProcessBench subsets, comma-separated (default: all).")]
+Subset400 = Annotated[bool, typer.Option("--subset400", help="PRMBench: the official 394-item subset.")]
+Data = Annotated[str, typer.Option(help="The benchmark's data folder (ProcessBench also takes 'hub').")]
+
+
+def cli_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn library errors into one line on stderr and the error's exit code, never a traceback."""
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except RprmError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted: finished items are saved; run the same command to resume", err=True)
+            raise typer.Exit(130) from None
+    return wrapper
+
+
+def overrides(**options: Any) -> dict[str, Any]:
+    """The ScoreConfig fields the user gave, checked before any data or model work."""
+    given = {name: value for name, value in options.items() if value is not None}
+    ScoreConfig(**given)
+    return given
+
+
+def make_scorer(model: Path | None, settings: dict[str, Any]) -> Any:
+    """The real scorer; tests replace this function with a fake."""
+    from rprm_lite.scoring import Scorer
+
+    return Scorer(model, **settings)
+
+
+# -- accuracy harnesses ------------------------------------------------------------------------------
+@app.command("processbench")
+@cli_errors
+def processbench_command(
+    out: Out, model: ModelOpt = None,
+    data: Annotated[str, typer.Option(help="Folder of <subset>.json files, or 'hub'.")] = "hub",
+    revision: Annotated[str, typer.Option(help="Hub revision for --data hub.")] = processbench.HUB_REVISION,
+    subsets: Subsets = None, limit: Limit = None, k: KOpt = None, threshold: ThresholdOpt = None,
+    temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
+    seed: SeedOpt = None, prompt_style: StyleOpt = None,
+    all_steps: Annotated[bool, typer.Option(
+        "--all-steps/--early-stop", help="Score every step (needed to sweep lower thresholds).")] = True,
+    n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None,
+    critiques: Critiques = True, as_json: JsonOpt = False,
+) -> None:
+    """Score ProcessBench and report error/correct accuracy and F1 per subset (resumable)."""
+    settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                         seed=seed, prompt_style=prompt_style, all_steps=all_steps,
+                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+    items = _first_per_group(processbench.load_processbench(data, processbench.parse_subsets(subsets),
+                                                            revision=revision), "subset", limit)
+    records, config = _run([i.bench_item() for i in items], model, settings, out, "processbench", critiques)
+    predictions, _ = processbench.parse_predictions(records, where=str(out))
+    metrics = processbench.evaluate(processbench.select(items, predictions), config.threshold)
+    _emit(metrics, report.processbench_table(metrics), out, as_json)
+
+
+@app.command("prmbench")
+@cli_errors
+def prmbench_command(
+    out: Out, data: Annotated[Path, typer.Option(help="PRMBench folder of classified JSONL files.")],
+    model: ModelOpt = None, subset400: Subset400 = False, limit: Limit = None, k: KOpt = None,
+    threshold: Annotated[float | None, typer.Option(
+        help="A step is labelled correct when its score is above this [default: 0.5].")] = None,
+    temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
+    seed: SeedOpt = None, prompt_style: StyleOpt = None, n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, critiques: Critiques = True, as_json: JsonOpt = False,
+) -> None:
+    """Score PRMBench (every step) and report PRMScore overall, per dimension and per category."""
+    settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                         seed=seed, prompt_style=prompt_style, all_steps=True,
+                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+    items = _first_per_group(prmbench.load_prmbench(data, subset400=subset400), "classification", limit)
+    records, config = _run([i.bench_item() for i in items], model, settings, out, "prmbench", critiques)
+    predictions, _ = prmbench.parse_predictions(records, where=str(out))
+    metrics = prmbench.evaluate(prmbench.select(items, predictions), config.threshold)
+    _emit(metrics, report.prmbench_table(metrics), out, as_json)
+
+
+def _first_per_group(items: Sequence[Any], group: str, limit: int | None) -> list[Any]:
+    if limit is None:
+        return list(items)
+    taken: dict[str, int] = {}
+    kept = []
+    for item in items:
+        key = getattr(item, group)
+        if taken.get(key, 0) < limit:
+            taken[key] = taken.get(key, 0) + 1
+            kept.append(item)
+    return kept
+
+
+def _run(bench_items: list[BenchItem], model: Path | None, settings: dict[str, Any], out: Path,
+         benchmark: str, critiques: bool) -> tuple[list[dict[str, Any]], ScoreConfig]:
+    """Score what is not yet in `out`; returns every selected record and the effective settings."""
+    scorer = make_scorer(model, settings)
+    try:
+        with _progress(len(bench_items), benchmark) as advance:
+            summary = run_items(bench_items, scorer, out, benchmark=benchmark, critiques=critiques,
+                                on_item=lambda item, record: advance())
+    finally:
+        _close(scorer)
+    typer.echo(f"{summary.scored} scored, {summary.resumed} already in {summary.predictions_path}", err=True)
+    return summary.records, scorer.config
+
+
+def _close(scorer: Any) -> None:
+    close = getattr(scorer, "close", None)
+    if callable(close):
+        close()
+
+
+class _progress:
+    """Items scored so far, on stderr when it is a terminal."""
+
+    def __init__(self, total: int, label: str) -> None:
+        self.bar = None
+        if sys.stderr.isatty():
+            from rich.console import Console
+            from rich.progress import Progress
+
+            self.bar = Progress(console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task(label, total=total)
+
+    def __enter__(self) -> Callable[[], None]:
+        if self.bar is None:
+            return lambda: None
+        self.bar.start()
+        return lambda: self.bar.advance(self.task)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _emit(metrics: dict[str, Any], text: str, out: Path | None, as_json: bool) -> None:
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        (out / "metrics.md").write_text(text + "\n", encoding="utf-8")
+    typer.echo(json.dumps(metrics, indent=2) if as_json else text)
+
+
+# -- metrics and sweeps from a predictions file --------------------------------------------------------
+def _load_pairs(benchmark: Benchmark, predictions: Path, data: Path | str, subsets: str | None,
+                subset400: bool, partial: bool) -> list[tuple[Any, Any]]:
+    records = read_records(predictions)
+    if not records:
+        raise InputError(f"{predictions}: no predictions; expected one JSON object per line")
+    if benchmark is Benchmark.processbench:
+        items = processbench.load_processbench(data, processbench.parse_subsets(subsets))
+        parsed, _ = processbench.parse_predictions(records, where=str(predictions))
+        return processbench.select(items, parsed, partial=partial)
+    everything = prmbench.load_prmbench(data)
+    items = prmbench.load_prmbench(data, subset400=True) if subset400 else everything
+    parsed, _ = prmbench.parse_predictions(records, where=str(predictions))
+    return prmbench.select(items, parsed, partial=partial, known_ids={item.id for item in everything})
+
+
+_MODULES = {Benchmark.processbench: processbench, Benchmark.prmbench: prmbench}
+_TABLES = {Benchmark.processbench: report.processbench_table, Benchmark.prmbench: report.prmbench_table}
+
+
+@app.command("metrics")
+@cli_errors
+def metrics_command(
+    benchmark: BenchmarkArg,
+    predictions: Predictions,
+    data: Data,
+    threshold: Annotated[float | None, typer.Option(
+        help="Re-score at this threshold (ProcessBench default 0.5; PRMBench default: the labels as given).")]
+    = None,
+    subsets: Subsets = None, subset400: Subset400 = False, partial: Partial = False, as_json: JsonOpt = False,
+    output: Annotated[Path | None, typer.Option(help="Also write the metrics JSON here.")] = None,
+) -> None:
+    """The official metric of a predictions file, at any threshold, without the model."""
+    pairs = _load_pairs(benchmark, predictions, data, subsets, subset400, partial)
+    if benchmark is Benchmark.processbench:
+        metrics = processbench.evaluate(pairs, processbench.DEFAULT_THRESHOLD if threshold is None
+                                        else threshold)
+    else:
+        metrics = prmbench.evaluate(pairs, threshold)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    typer.echo(json.dumps(metrics, indent=2) if as_json else _TABLES[benchmark](metrics))
+
+
+@app.command("sweep")
+@cli_errors
+def sweep_command(
+    benchmark: BenchmarkArg,
+    predictions: Predictions,
+    data: Data,
+    out: Annotated[Path, typer.Option(help="Folder for sweep.json, threshold.png and k_scaling.png.")],
+    ks: Annotated[str, typer.Option(help="K values for inference scaling.")] = "1,2,4,8,16",
+    draws: Annotated[int, typer.Option(min=1, help="Random subsets of critiques per K.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the critique subsets.")] = 0,
+    threshold: Annotated[float, typer.Option(help="Threshold for K-scaling.")] = 0.5,
+    subsets: Subsets = None, subset400: Subset400 = False, partial: Partial = False,
+) -> None:
+    """F1 / PRMScore against the threshold (0.05-0.95) and against K, as JSON and PNG plots."""
+    module = _MODULES[benchmark]
+    pairs = _load_pairs(benchmark, predictions, data, subsets, subset400, partial)
+    pairs = scaling.without_fixed_labels(pairs)
+    ylabel = "F1" if benchmark is Benchmark.processbench else "PRMScore"
+    rows = scaling.threshold_sweep(pairs, module.evaluate, module.headline)
+    result: dict[str, Any] = {"benchmark": benchmark.value, "threshold_sweep": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    written = [scaling.plot_threshold(rows, out / "threshold.png", title=benchmark.value, ylabel=ylabel)]
+    try:
+        result["k_scaling"] = scaling.k_scaling(pairs, module.evaluate, module.headline, threshold=threshold,
+                                                ks=_int_list(ks), draws=draws, seed=seed)
+        written.append(scaling.plot_k_scaling(result["k_scaling"], out / "k_scaling.png",
+                                              title=benchmark.value, ylabel=ylabel))
+    except InputError as exc:
+        result["k_scaling"] = {"note": str(exc)}
+    (out / "sweep.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    main = "average" if benchmark is Benchmark.processbench else "overall"
+    typer.echo(report.sweep_table(rows, main))
+    typer.echo("\nwrote " + ", ".join(str(p) for p in [out / "sweep.json", *written]))
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise InputError(f"--ks: expected comma-separated integers like 1,2,4,8,16, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise InputError(f"--ks: expected positive integers, got {text!r}")
+    return values
+
+
+# -- best-of-N --------------------------------------------------------------------------------------
+Candidates = Annotated[Path, typer.Argument(metavar="CANDIDATES",
+                                             help="JSONL: one problem per line with 'candidates'.")]
+Aggregation = Annotated[str | None, typer.Option(
+    help="Solution score from its steps: min, product, mean or last [default: min].")]
+
+
+@app.command("bon")
+@cli_errors
+def bon_command(
+    candidates: Candidates, out: Out, model: ModelOpt = None, k: KOpt = None,
+    temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
+    seed: SeedOpt = None, prompt_style: StyleOpt = None, n_gpu_layers: GpuOpt = None,
+    threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Best-of-N accuracy by PRM score (min, product, mean, last) against pass@1, majority vote, pass@N."""
+    settings = overrides(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                         prompt_style=prompt_style, all_steps=True, n_gpu_layers=n_gpu_layers,
+                         threads=threads, n_ctx=n_ctx)
+    problems = bestofn.read_problems(candidates)
+    todo = [item for problem in problems for item in problem.bench_items()]
+    if todo:
+        records, _ = _run(todo, model, settings, out, "bon", critiques=False)
+        problems = bestofn.with_scores(problems, records)
+    result = bestofn.bon_report(problems)
+    _emit(result, report.bon_table(result), out, as_json)
+
+
+@rerank_app.command("rerank")
+@cli_errors
+def rerank_command(
+    candidates: Candidates, model: ModelOpt = None, aggregation: Aggregation = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Append one JSON line per problem here; a rerun skips those.")] = None,
+    k: KOpt = None, temperature: TemperatureOpt = None, top_p: TopPOpt = None,
+    max_tokens: MaxTokensOpt = None, seed: SeedOpt = None, prompt_style: StyleOpt = None,
+    n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False,
+) -> None:
+    """Pick the best of N candidate solutions per problem by aggregated PRM score."""
+    settings = overrides(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
+                         prompt_style=prompt_style, aggregation=aggregation, all_steps=True,
+                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+    how = aggregation or ScoreConfig().aggregation
+    done = {str(r.get("id")) for r in read_records(output)} if output and output.exists() else set()
+    problems = [p for p in bestofn.read_problems(candidates) if p.id not in done]
+    scorer = make_scorer(model, settings) if any(p.bench_items() for p in problems) else None
+    writer = PredictionWriter(output) if output is not None else None
+    try:
+        for problem in problems:
+            ranked = bestofn.rank(bestofn.score_problem(problem, scorer), how)
+            if writer is not None:
+                writer.write(ranked)  # appended as each problem finishes, so a rerun resumes
+            typer.echo(json.dumps(ranked) if as_json else report.ranked_line(ranked))
+    finally:
+        _close(scorer)
+        if writer is not None:
+            writer.close()
+    if done:
+        typer.echo(f"{len(done)} problem(s) already in {output} were skipped", err=True)

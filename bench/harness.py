@@ -1,0 +1,76 @@
+"""The scoring loop every accuracy benchmark shares: score items in turn, append each record, resume.
+
+The loop takes any object with `score_solution(solution)` returning a `SolutionResult`
+(the real `rprm_lite.scoring.Scorer`, or a small fake in tests of resume and metrics).
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rprm_lite.results import SolutionResult
+from rprm_lite.solution import Solution
+
+from .records import PREDICTIONS_FILE, PredictionWriter, check_run, read_records, record_from_result
+
+
+class ScorerLike(Protocol):
+    def score_solution(self, solution: Solution) -> SolutionResult: ...
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    """A solution to score plus the fields its record carries (subset, classification)."""
+
+    solution: Solution
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.solution.id
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    predictions_path: Path
+    records: list[dict[str, Any]]  # the records of the selected items, in item order
+    resumed: int  # items found already scored in the predictions file
+    scored: int  # items scored by this run
+
+
+ItemCallback = Callable[[BenchItem, dict[str, Any]], None]
+
+
+def run_items(items: Sequence[BenchItem], scorer: ScorerLike, out_dir: str | Path, *, benchmark: str,
+              critiques: bool = True, on_item: ItemCallback | None = None) -> RunSummary:
+    """Score every item not yet in `out_dir/predictions.jsonl`, appending one record per item."""
+    out_dir = Path(out_dir)
+    check_run(out_dir, run_metadata(scorer, benchmark))
+    path = out_dir / PREDICTIONS_FILE
+    done = {str(r.get("id")): r for r in read_records(path)} if path.exists() else {}
+    todo = [item for item in items if item.id not in done]
+    with PredictionWriter(path) as writer:
+        for item in todo:
+            record = record_from_result(scorer.score_solution(item.solution), critiques=critiques,
+                                        **item.fields)
+            writer.write(record)
+            done[item.id] = record
+            if on_item is not None:
+                on_item(item, record)
+    return RunSummary(predictions_path=path, records=[done[item.id] for item in items],
+                      resumed=len(items) - len(todo), scored=len(todo))
+
+
+def run_metadata(scorer: ScorerLike, benchmark: str) -> dict[str, Any]:
+    """What run.json records: the benchmark and the scorer's settings, model hash and versions."""
+    describe = getattr(scorer, "run_metadata", None)
+    if callable(describe):
+        config = dict(describe())
+    else:
+        config = getattr(scorer, "config", None)
+        config = config.to_dict() if hasattr(config, "to_dict") else {}
+    return {"benchmark": benchmark, "config": config, "python": platform.python_version()}

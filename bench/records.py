@@ -1,0 +1,200 @@
+"""Predictions files: one JSON object per line, appended and flushed as each item finishes.
+
+A run killed mid-write leaves at most one cut-off last line; reading ignores it and the next
+writer trims it, so an interrupted run resumes where it stopped. Each record keeps every step's
+score and each critique's P(Yes), so metrics at another threshold or with fewer critiques (K)
+can be computed later without the model.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rprm_lite.errors import InputError
+from rprm_lite.results import SolutionResult
+
+PREDICTIONS_FILE = "predictions.jsonl"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+# ScoreConfig / run-metadata keys that change the scores; a resumed run must agree on all of them
+RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "all_steps", "model_sha256")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One item's prediction in a benchmark-neutral form, however the file spelled it."""
+
+    id: str
+    scores: tuple[float | None, ...] | None = None  # per step; None where the step was not scored
+    p_yes: tuple[tuple[float, ...], ...] | None = None  # per step, each critique's P(Yes)
+    first_error: int | None = None  # a fixed prediction: 0-based first wrong step, -1 for none
+    labels: tuple[bool, ...] | None = None  # fixed step labels, True = correct step
+    group: str | None = None  # subset or classification when the record names it
+    valid: bool = True  # PRMBench results may mark an item invalid; such items are skipped
+
+    def with_k(self, k: int, rng: np.random.Generator) -> Prediction:
+        """The same prediction as if only `k` of the recorded critiques had been sampled."""
+        if self.p_yes is None:
+            raise InputError(f"{self.id}: no per-critique p_yes recorded; K-scaling needs them")
+        scores: list[float | None] = []
+        for step_p_yes in self.p_yes:
+            if not step_p_yes:
+                scores.append(None)
+                continue
+            if len(step_p_yes) < k:
+                raise InputError(f"{self.id}: a step has {len(step_p_yes)} critiques, fewer than K={k}")
+            chosen = sorted(rng.choice(len(step_p_yes), size=k, replace=False))
+            # summed in recorded order, as the scorer does, so K = all reproduces the step score exactly
+            scores.append(sum(step_p_yes[i] for i in chosen) / k)
+        return replace(self, scores=tuple(scores), first_error=None, labels=None)
+
+
+def read_records(path: str | Path) -> list[dict[str, Any]]:
+    """Every JSON object of a JSONL file; a cut-off last line (a killed run) is ignored."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; expected a JSONL predictions file")
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if number - 1 == last and not text.endswith("\n"):
+                break  # the last write of a killed run
+            raise InputError(f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno}); "
+                             "expected one JSON object per line") from None
+        if not isinstance(record, dict):
+            raise InputError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
+        records.append(record)
+    return records
+
+
+def record_id(record: Mapping[str, Any], where: str) -> str:
+    """The item id of a record (`id`, or `idx` as PRMBench results spell it)."""
+    raw = record.get("id", record.get("idx"))
+    if raw is None or isinstance(raw, (dict, list, bool)):
+        raise InputError(f"{where}: expected an 'id' (or 'idx') naming the item, got {raw!r}")
+    return str(raw)
+
+
+def first_records(records: Iterable[Mapping[str, Any]],
+                  where: str) -> tuple[dict[str, Mapping[str, Any]], int]:
+    """Records by id, keeping the first of repeated ids as both benchmarks' own code does."""
+    by_id: dict[str, Mapping[str, Any]] = {}
+    repeated = 0
+    for number, record in enumerate(records, start=1):
+        key = record_id(record, f"{where} record {number}")
+        if key in by_id:
+            repeated += 1
+        else:
+            by_id[key] = record
+    return by_id, repeated
+
+
+def record_from_result(result: SolutionResult, *, critiques: bool = True, **fields: Any) -> dict[str, Any]:
+    """The predictions-file line for one scored solution (the run's config lives in run.json)."""
+    data = result.to_dict(critiques=critiques)
+    data.pop("config", None)
+    data.pop("extra", None)
+    # through JSON, so the record in memory is exactly what a resumed run reads back
+    return json.loads(json.dumps({"id": data.pop("id"), **fields, **data}))
+
+
+def steps_from_record(record: Mapping[str, Any], where: str) -> tuple[tuple, tuple] | None:
+    """(scores, p_yes) from a record in our format (`steps` with `score` and `p_yes`), else None."""
+    steps = record.get("steps")
+    if steps is None:
+        return None
+    if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+        raise InputError(f"{where}: 'steps' must be a list of objects with 'score' and 'p_yes'")
+    scores = tuple(_score(step.get("score"), f"{where} step {i}") for i, step in enumerate(steps, start=1))
+    p_yes = tuple(tuple(_score(p, f"{where} step {i} p_yes") for p in step.get("p_yes") or ())
+                  for i, step in enumerate(steps, start=1))
+    return scores, p_yes
+
+
+def score_list(value: Any, where: str) -> tuple[float | None, ...]:
+    if not isinstance(value, list):
+        raise InputError(f"{where}: expected a list of step scores, got {type(value).__name__}")
+    return tuple(_score(v, f"{where} step {i}") for i, v in enumerate(value, start=1))
+
+
+def _score(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InputError(f"{where}: expected a score between 0 and 1 (or null), got {value!r}")
+    return float(value)
+
+
+class PredictionWriter:
+    """Appends records to a JSONL file, flushing each, after trimming a cut-off last line."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _trim_partial_line(self.path)
+        self._file = self.path.open("a", encoding="utf-8")
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> PredictionWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _trim_partial_line(path: Path) -> None:
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with path.open("r+b") as file:
+            file.truncate(data.rfind(b"\n") + 1)
+
+
+def check_run(out_dir: Path, run: Mapping[str, Any]) -> None:
+    """Write run.json, or check that a resumed run uses the settings of the one it continues."""
+    path = out_dir / RUN_FILE
+    if path.exists():
+        try:
+            previous = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}: invalid JSON ({exc.msg}); remove it or choose another --out") from None
+        before, now = previous.get("config", {}), run["config"]
+        changed = [f"{key}: {before.get(key)!r} before, {now.get(key)!r} now"
+                   for key in _resume_keys(run) if before.get(key) != now.get(key)]
+        if previous.get("benchmark") != run.get("benchmark"):
+            changed.insert(0, f"benchmark: {previous.get('benchmark')!r} before, {run['benchmark']!r} now")
+        if changed:
+            raise InputError(f"{out_dir} holds predictions made with other settings ({'; '.join(changed)}); "
+                             "use another --out, or the same settings to resume")
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
+
+
+def _resume_keys(run: Mapping[str, Any]) -> list[str]:
+    keys = [key for key in RESUME_KEYS if key in run["config"]]
+    if not run["config"].get("all_steps", True):
+        keys.append("threshold")  # with early stop, the threshold decides which steps were scored
+    return keys
