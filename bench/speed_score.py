@@ -106,6 +106,7 @@ def run_bare(model: Path, k: int, tokens: int, threads: int) -> dict:
 
     from rprm_lite.engine import DecodeEntry, Sampler, stream_seed
     from rprm_lite.prompt import FALLBACK_TEXT
+    from rprm_lite.scoring import common_prefix
 
     engine, prompts = prompts_and_engine(model, threads)
     fallback = engine.tokenize(FALLBACK_TEXT, special=False)
@@ -116,8 +117,7 @@ def run_bare(model: Path, k: int, tokens: int, threads: int) -> dict:
     engine.clear()
     start = time.perf_counter()
     for index, prompt in enumerate(prompts):  # the same KV reuse as the scorer: decode only the new suffix
-        keep = next((j for j, (x, y) in enumerate(zip(previous, prompt, strict=False)) if x != y), min(len(previous), len(prompt)))
-        keep = min(keep, len(prompt) - 1)
+        keep = min(common_prefix(previous, prompt), len(prompt) - 1)
         for seq in range(k + 1):
             engine.trim(seq, keep if seq == 0 else 0)
         last = list(engine.decode([DecodeEntry(t, p, 0, logits=p == len(prompt) - 1)

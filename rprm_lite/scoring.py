@@ -116,7 +116,7 @@ class Scorer:
         engine = self.engine
         for seq in range(1, self.config.k + 1):
             engine.trim(seq)
-        keep = _common_prefix(self._cached, tokens) if self.config.kv_reuse else 0
+        keep = common_prefix(self._cached, tokens) if self.config.kv_reuse else 0
         keep = min(keep, len(tokens) - 1)  # the last token is always decoded: its logits start the critiques
         engine.trim(PROMPT_SEQ, keep)
         self._cached = self._cached[:keep]
@@ -208,7 +208,7 @@ def aggregate(scores: Sequence[float], how: str) -> float | None:
     return scores[-1]
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     n = min(len(a), len(b))
     for i in range(n):
         if a[i] != b[i]:

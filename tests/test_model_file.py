@@ -13,16 +13,9 @@ def bytes_only_gguf(path):
     """A tiny Qwen2 whose byte-level vocabulary has no merges: " Yes" is four tokens."""
     import gguf
 
-    byte_chars = gguf.vocab_gpt2_bytes_to_unicode() if hasattr(gguf, "vocab_gpt2_bytes_to_unicode") else None
-    if byte_chars is None:
-        bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
-        cs, n = bs[:], 0
-        for b in range(256):
-            if b not in bs:
-                bs.append(b)
-                cs.append(256 + n)
-                n += 1
-        byte_chars = dict(zip(bs, map(chr, cs)))
+    printable = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    others = [b for b in range(256) if b not in printable]
+    byte_chars = {**{b: chr(b) for b in printable}, **{b: chr(256 + i) for i, b in enumerate(others)}}  # GPT-2
     tokens = [byte_chars[b] for b in range(256)] + ["ab", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     writer = gguf.GGUFWriter(str(path), "qwen2")
     writer.add_tokenizer_model("gpt2")

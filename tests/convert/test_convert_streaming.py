@@ -83,16 +83,19 @@ def test_sharded_conversion_matches_single_file_byte_for_byte(tmp_path):
 
 
 PEAK_RSS_SCRIPT = textwrap.dedent("""
-    import resource, sys
+    import sys
     from pathlib import Path
     from rprm_lite.convert.converter import ConvertConfig, convert, plan_conversion
+
+    def kib(field):  # ru_maxrss is unreliable here: after fork it can report the parent's peak
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(line for line in status if line.startswith(field)).split()[1])
+
     folder, out = Path(sys.argv[1]), Path(sys.argv[2])
     plan_conversion(folder, "f16")  # imports and tokenizer parsing happen before the baseline
-    status = Path("/proc/self/status").read_text()
-    before = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+    before = kib("VmRSS:")
     convert(ConvertConfig(source=str(folder), output=out, outtype="f16"))
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print((after - before) * 1024)
+    print((kib("VmHWM:") - before) * 1024)
 """)
 
 
