@@ -45,6 +45,7 @@ def run_score_job(job: ScoreJob) -> None:
         with _progress(len(todo)) as advance:
             for solution in todo:
                 result = scorer.score_solution(solution, on_step=advance)
+                _note_short_critiques(scorer, solution)
                 line = output.to_json_line(result, critiques=job.show_critiques)
                 if results is not None:
                     results.append(line)
@@ -60,6 +61,13 @@ def run_score_job(job: ScoreJob) -> None:
         if results is not None:
             results.close()
         scorer.close()
+
+
+def _note_short_critiques(scorer, solution: Solution) -> None:
+    if scorer.effective_max_tokens < scorer.config.max_tokens:
+        _note(f"note: {solution.id}: critiques were limited to {scorer.effective_max_tokens} tokens (not "
+              f"{scorer.config.max_tokens}) to fit {scorer.config.k} of them in the context of "
+              f"{scorer.engine.n_ctx} tokens; lower --k or raise --n-ctx for full-length critiques")
 
 
 def _say_model_note(job: ScoreJob, info) -> None:

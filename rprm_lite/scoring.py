@@ -70,7 +70,7 @@ class Scorer:
         cfg = self.config
         prompt_tokens = [self.engine.tokenize_prompt(prompts.render(solution, i, cfg.prompt_style))
                          for i in range(len(solution.steps))]
-        max_tokens = self._fit_context(prompt_tokens)
+        max_tokens = self.effective_max_tokens = self._fit_context(prompt_tokens)
         # KV reuse spans the steps of one solution only: each solution starts from an empty cache,
         # so its results never depend on what was scored before (same seed, same critiques).
         self._cached = []
@@ -151,7 +151,8 @@ class Scorer:
         first_error = next((s.index for s in steps if s.verdict == "wrong"), None)
         return SolutionResult(id=solution.id, steps=tuple(steps), first_error_step=first_error,
                               solution_score=aggregate(scored, self.config.aggregation),
-                              config=self.run_metadata(), extra=dict(solution.extra))
+                              config={**self.run_metadata(), "effective_max_tokens": self.effective_max_tokens},
+                              extra=dict(solution.extra))
 
     def run_metadata(self) -> dict:
         import llama_cpp
