@@ -42,7 +42,7 @@ OutputOpt = Annotated[Path | None, Opt("--output", "-o", help="Append JSONL resu
 CritiquesOpt = Annotated[bool, Opt("--show-critiques", help="Print (or include in JSON) the critiques.")]
 GpuOpt = Annotated[int | None, Opt("--n-gpu-layers", help="Layers to offload to CUDA/Metal; -1 for all.")]
 ThreadsOpt = Annotated[int | None, Opt(help="CPU threads [default: all cores].")]
-NCtxOpt = Annotated[int | None, Opt("--n-ctx", help="Context size cap [default: the model's].")]
+NCtxOpt = Annotated[int | None, Opt("--n-ctx", help="KV cache cap in tokens (prompt + K critiques).")]
 
 
 @app.command()

@@ -66,8 +66,8 @@ def run_score_job(job: ScoreJob) -> None:
 def _note_short_critiques(scorer, solution: Solution) -> None:
     if scorer.effective_max_tokens < scorer.config.max_tokens:
         _note(f"note: {solution.id}: critiques were limited to {scorer.effective_max_tokens} tokens (not "
-              f"{scorer.config.max_tokens}) to fit {scorer.config.k} of them in the context of "
-              f"{scorer.engine.n_ctx} tokens; lower --k or raise --n-ctx for full-length critiques")
+              f"{scorer.config.max_tokens}) to fit the model's context of {scorer.engine.n_ctx_train} tokens"
+              + (f" and --n-ctx {scorer.config.n_ctx}" if scorer.config.n_ctx else ""))
 
 
 def _say_model_note(job: ScoreJob, info) -> None:

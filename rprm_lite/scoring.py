@@ -23,6 +23,7 @@ from rprm_lite.model_file import ModelInfo, inspect_model, resolve_model_path
 from rprm_lite.results import SolutionResult, StepResult
 from rprm_lite.solution import Solution
 
+MIN_CRITIQUE_TOKENS = 16
 StepCallback = Callable[[Solution, StepResult], None]
 
 
@@ -128,23 +129,27 @@ class Scorer:
         return keep
 
     def _fit_context(self, prompt_tokens: list[list[int]]) -> int:
-        """Size the context for this solution; returns the max new tokens a critique may use."""
+        """Size the KV cache for this solution; returns the max new tokens a critique may use.
+
+        Each critique is its own sequence, so its positions (prompt + critique + fallback) must stay
+        within the model's training context; the cache holds the prompt once plus K critiques, so it
+        may be larger than that. `n_ctx`, when set, caps the cache and shortens critiques to fit.
+        """
         cfg = self.config
         longest = max(len(t) for t in prompt_tokens)
-        per_critique = cfg.max_tokens + len(self.vocab.fallback) + 1
-        limit = cfg.n_ctx or self.engine.n_ctx_train or 4096
-        wanted = longest + cfg.k * per_critique
-        if wanted <= limit:
-            self.engine.ensure_context(wanted, cfg.k + 1)
-            return cfg.max_tokens
-        room = (limit - longest) // cfg.k - len(self.vocab.fallback) - 1
-        if room < 16:
+        reserve = len(self.vocab.fallback) + 1  # the fallback question and the verdict token
+        positions = self.engine.n_ctx_train or 4096
+        per_critique = min(cfg.max_tokens, positions - longest - reserve)
+        if cfg.n_ctx is not None:
+            per_critique = min(per_critique, (cfg.n_ctx - longest) // cfg.k - reserve)
+        if per_critique < min(cfg.max_tokens, MIN_CRITIQUE_TOKENS):
+            limit = cfg.n_ctx if cfg.n_ctx is not None and cfg.n_ctx < positions else positions
             raise ContextOverflowError(
                 f"the longest step prompt is {longest} tokens and the context is {limit} tokens: "
-                f"no room for {cfg.k} critiques (each needs up to {per_critique} tokens); "
-                "lower --k or --max-tokens, or raise --n-ctx if the model allows it")
-        self.engine.ensure_context(limit, cfg.k + 1)
-        return min(cfg.max_tokens, room)
+                f"no room for {cfg.k} critiques of at least {MIN_CRITIQUE_TOKENS} tokens; "
+                "lower --k, shorten the solution, or raise --n-ctx if the model allows it")
+        self.engine.ensure_context(longest + cfg.k * (per_critique + reserve), cfg.k + 1)
+        return per_critique
 
     def _solution_result(self, solution: Solution, steps: list[StepResult]) -> SolutionResult:
         scored = [s.score for s in steps if s.score is not None]

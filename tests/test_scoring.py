@@ -196,3 +196,13 @@ def test_greedy_k1_is_deterministic_across_scorers(tiny_gguf):
 def test_aggregation(how, expected):
     assert aggregate([0.2, 0.9, 0.5], how) == pytest.approx(expected)
     assert aggregate([], how) is None
+
+
+def test_context_holds_k_critiques_each_within_the_trained_positions(tiny_gguf):
+    with Scorer(tiny_gguf, ScoreConfig(k=10, max_tokens=4096)) as s:
+        reserve = len(s.vocab.fallback) + 1
+        per_critique = s._fit_context([[0] * 500])
+        assert per_critique == 4096 - 500 - reserve  # positions stay within the model's 4096
+        assert s.engine.n_ctx >= 500 + 10 * (per_critique + reserve) > 4096  # the cache may be larger
+    with Scorer(tiny_gguf, ScoreConfig(k=2, max_tokens=100, n_ctx=700)) as s:
+        assert s._fit_context([[0] * 500]) == (700 - 500) // 2 - len(s.vocab.fallback) - 1
