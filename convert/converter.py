@@ -1,0 +1,231 @@
+"""Hugging Face checkpoint -> GGUF (f32/f16/bf16), optionally quantized and verified.
+
+`convert(ConvertConfig(...))` is the whole job; the CLI maps its flags 1:1 onto `ConvertConfig`.
+Order of work: check every option and the whole checkpoint (config, tokenizer, every tensor's
+presence and shape) before writing a byte; write under a temporary name; quantize and verify that
+temporary file; rename it to the output name only when everything passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+
+from rprm_lite import metadata
+from rprm_lite.config import PROMPT_STYLES, ScoreConfig
+from rprm_lite.prompt import template_hash
+
+from . import architectures as arch_table
+from .errors import ConversionError
+from .gguf_file import (
+    FILE_TYPES,
+    OUTPUT_TYPES,
+    PlannedTensor,
+    atomic_output,
+    check_free_space,
+    output_type_for,
+    partial_path,
+    write_gguf,
+)
+from .hub import resolve_source
+from .quantize import normalize_quant, quantize
+from .safetensors_io import TensorRef, read_checkpoint_tensors
+from .tokenizer import Vocabulary, read_vocabulary
+
+RANDOM_WEIGHTS_DESCRIPTION = "random weights: for tests and demos only"
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+    """Every setting of one conversion; the `rprm-lite convert` flags map onto these fields."""
+
+    source: str  # checkpoint folder or Hugging Face repo id
+    output: Path
+    outtype: str = "f16"  # f32 | f16 | bf16: the float type of matrices (and the input to --quant)
+    quant: str | None = None  # e.g. Q4_K_M, through llama.cpp's llama_model_quantize
+    verify: bool = False  # compare logits with transformers before keeping the file
+    force: bool = False  # overwrite an existing output
+    prompt_style: str = "r-prm-eval"  # written as rprm.prompt_style
+    description: str | None = None  # written as rprm.description
+    threads: int | None = None  # quantization threads (llama.cpp's default when None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output", Path(self.output))
+        object.__setattr__(self, "quant", normalize_quant(self.quant))
+        if self.outtype not in OUTPUT_TYPES:
+            raise ConversionError(f"unknown --outtype {self.outtype!r}; valid types: "
+                                  f"{', '.join(OUTPUT_TYPES)}")
+        if self.prompt_style not in PROMPT_STYLES:
+            raise ConversionError(f"unknown prompt style {self.prompt_style!r}; valid styles: "
+                                  f"{', '.join(PROMPT_STYLES)}")
+        if self.threads is not None and self.threads < 1:
+            raise ConversionError(f"threads must be at least 1, got {self.threads}")
+
+
+@dataclass(frozen=True)
+class ConversionPlan:
+    folder: Path
+    hparams: arch_table.HParams
+    vocab: Vocabulary
+    tensors: list[PlannedTensor]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+
+@dataclass
+class ConvertResult:
+    output: Path
+    architecture: str
+    outtype: str
+    quant: str | None
+    n_tensors: int
+    file_bytes: int
+    seconds: float
+    verification: object | None = None  # a verify.VerificationReport when --verify ran
+    steps: list[str] = field(default_factory=list)
+
+
+Progress = Callable[[str], None]
+
+
+def convert(config: ConvertConfig, *, progress: Progress | None = None) -> ConvertResult:
+    """Run one conversion. Raises ConversionError (an RprmError) for anything the user can fix."""
+    started = time.perf_counter()
+    report = progress or (lambda message: None)
+    check_output(config.output, force=config.force)
+    folder = resolve_source(config.source)
+    plan = plan_conversion(folder, config.outtype)
+    hp = plan.hparams
+    report(f"{hp.architecture.hf_name}: {hp.n_layer} layers, hidden {hp.hidden}, vocab {hp.vocab_size}, "
+           f"{len(plan.tensors)} tensors -> {config.outtype}")
+    check_free_space(config.output.parent, plan.nbytes * (2 if config.quant else 1))
+    verification = None
+    with atomic_output(config.output) as final_temp:
+        if config.quant:
+            with _removed_afterwards(partial_path(config.output, config.outtype)) as float_temp:
+                _write(plan, config, float_temp, report)
+                report(f"quantizing to {config.quant} with llama.cpp")
+                quantize(float_temp, final_temp, config.quant, threads=config.threads)
+        else:
+            _write(plan, config, final_temp, report)
+        if config.verify:
+            from rprm_lite.convert.verify import verify_conversion
+
+            report("verifying against transformers")
+            verification = verify_conversion(folder, final_temp, kind=config.quant or config.outtype,
+                                             threads=config.threads)
+    return ConvertResult(config.output, plan.hparams.architecture.hf_name, config.outtype, config.quant,
+                         len(plan.tensors), config.output.stat().st_size, time.perf_counter() - started,
+                         verification)
+
+
+def check_output(output: Path, *, force: bool) -> None:
+    if output.exists() and not force:
+        raise ConversionError(f"{output} already exists; pass --force to overwrite it")
+    if output.is_dir():
+        raise ConversionError(f"{output} is a folder; expected a file name such as model.gguf")
+    if not output.parent.is_dir():
+        raise ConversionError(f"{output.parent}: no such folder for the output; create it first")
+
+
+@contextlib.contextmanager
+def _removed_afterwards(path: Path):
+    try:
+        yield path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def plan_conversion(folder: Path, outtype: str) -> ConversionPlan:
+    """Check the whole checkpoint and decide every output tensor, before anything is written."""
+    hparams = arch_table.read_hparams(arch_table.read_config(folder))
+    vocab = read_vocabulary(folder, hparams.vocab_size)
+    tensors = plan_tensors(hparams, read_checkpoint_tensors(folder), outtype)
+    return ConversionPlan(folder, hparams, vocab, tensors)
+
+
+def plan_tensors(hp: arch_table.HParams, refs: dict[str, TensorRef], outtype: str) -> list[PlannedTensor]:
+    expected = arch_table.expected_shapes(hp)
+    missing = [name for name in expected if name not in refs]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ConversionError(f"tensor {missing[0]}{more} is missing from the checkpoint; expected "
+                              f"{len(expected)} tensors for {hp.architecture.hf_name} with the sizes in "
+                              "config.json")
+    _check_extra_tensors(hp, refs, expected)
+    name_map = gguf.get_tensor_name_map(hp.architecture.gguf_arch, hp.n_layer)
+    planned = []
+    for name, shape in expected.items():
+        ref = refs[name]
+        if ref.shape != shape:
+            raise ConversionError(f"tensor {name} has shape {list(ref.shape)}; config.json implies "
+                                  f"{list(shape)} (hidden_size {hp.hidden}, heads {hp.n_head}/"
+                                  f"{hp.n_kv_head}, intermediate_size {hp.ffn}, vocab_size {hp.vocab_size})")
+        gguf_name = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise AssertionError(f"gguf has no name for {name} in {hp.architecture.gguf_arch.name}")
+        planned.append(PlannedTensor(gguf_name, ref, output_type_for(outtype, len(shape)),
+                                     arch_table.qk_head_count(hp, name)))
+    return planned
+
+
+def _check_extra_tensors(hp: arch_table.HParams, refs: dict[str, TensorRef], expected: dict) -> None:
+    for name in refs:
+        if name in expected or name.endswith(arch_table.IGNORED_SUFFIXES):
+            continue
+        if name == "lm_head.weight" and hp.tied:
+            continue  # transformers ties it to the embedding and ignores the stored copy
+        raise ConversionError(f"unexpected tensor {name} in the checkpoint; {hp.architecture.hf_name} with "
+                              f"this config.json has no such weight (n_layer {hp.n_layer}, tied "
+                              f"{hp.tied}); is config.json from the same model?")
+
+
+def _write(plan: ConversionPlan, config: ConvertConfig, path: Path, report: Progress) -> None:
+    writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[plan.hparams.architecture.gguf_arch])
+    add_metadata(writer, plan, config)
+
+    def on_tensor(number: int, total: int, tensor: PlannedTensor) -> None:
+        if number == total or number % 50 == 0:
+            report(f"wrote {number}/{total} tensors")
+
+    write_gguf(path, writer, plan.tensors, on_tensor)
+
+
+def add_metadata(writer: gguf.GGUFWriter, plan: ConversionPlan, config: ConvertConfig) -> None:
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(model_name(config.source, plan.folder))
+    arch_table.write_hparams(writer, plan.hparams)
+    writer.add_file_type(FILE_TYPES[config.outtype])
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    plan.vocab.write(writer)
+    add_rprm_metadata(writer, plan.vocab, config)
+
+
+def model_name(source: str, folder: Path) -> str:
+    """A repo id's last part, or the checkpoint folder's name (hub downloads live in hash-named folders)."""
+    if Path(source).expanduser().exists():
+        return folder.resolve().name
+    return str(source).rstrip("/").split("/")[-1]
+
+
+def add_rprm_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary, config: ConvertConfig) -> None:
+    defaults = ScoreConfig(prompt_style=config.prompt_style)
+    writer.add_string(metadata.PROMPT_STYLE, config.prompt_style)
+    writer.add_string(metadata.TEMPLATE_SHA256, template_hash(config.prompt_style))
+    writer.add_uint32(metadata.YES_TOKEN_ID, vocab.yes_token_id)
+    writer.add_uint32(metadata.NO_TOKEN_ID, vocab.no_token_id)
+    writer.add_uint32(metadata.K, defaults.k)
+    writer.add_float32(metadata.TEMPERATURE, defaults.temperature)
+    writer.add_float32(metadata.TOP_P, defaults.top_p)
+    writer.add_uint32(metadata.MAX_TOKENS, defaults.max_tokens)
+    writer.add_float32(metadata.THRESHOLD, defaults.threshold)
+    if config.description:
+        writer.add_string(metadata.DESCRIPTION, config.description)

@@ -1,0 +1,167 @@
+"""The checkpoint's byte-level BPE tokenizer (tokenizer.json + tokenizer_config.json) as GGUF vocabulary.
+
+Token types follow llama.cpp's reference converter: special added tokens (and added tokens that look
+special, `<|...|>`) are CONTROL, other added tokens USER_DEFINED, ids past the tokenizer's end up to
+the model's vocabulary size are `[PAD<i>]` UNUSED. Merges, bos/eos/pad ids, add-bos and the chat
+template come from gguf-py's own `SpecialVocab`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gguf
+
+from rprm_lite import metadata
+
+from .errors import ConversionError
+
+TOKENIZER_FILE = "tokenizer.json"
+TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+
+# The Split regex of a tokenizer.json pre-tokenizer -> llama.cpp's name for that pre-tokenizer
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+PRE_TOKENIZERS: dict[str, str] = {QWEN2_PATTERN: "qwen2", LLAMA3_PATTERN: "llama-bpe"}
+GPT2_PRE = "gpt2"  # a bare ByteLevel pre-tokenizer with its built-in GPT-2 regex
+# normalizers llama.cpp reproduces (NFC: llama.cpp does not normalize; text that is already NFC, which is
+# nearly all text, tokenizes the same)
+ACCEPTED_NORMALIZERS = (None, "NFC")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    tokens: list[str]
+    token_types: list[int]
+    pre: str
+    special: gguf.SpecialVocab
+    yes_token_id: int
+    no_token_id: int
+
+    def write(self, writer: gguf.GGUFWriter) -> None:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre(self.pre)
+        writer.add_token_list(self.tokens)
+        writer.add_token_types(self.token_types)
+        self.special.add_to_gguf(writer, quiet=True)
+        # write both flags even when the tokenizer is silent, so llama.cpp cannot guess differently
+        if "bos" not in self.special.add_special_token:
+            writer.add_add_bos_token(False)
+        if "eos" not in self.special.add_special_token:
+            writer.add_add_eos_token(False)
+
+
+def read_tokenizer_json(folder: Path) -> dict[str, Any]:
+    path = folder / TOKENIZER_FILE
+    if not path.is_file():
+        legacy = [name for name in ("vocab.json", "merges.txt", "tokenizer.model")
+                  if (folder / name).is_file()]
+        hint = (f" (found {', '.join(legacy)}: save a fast tokenizer with "
+                "AutoTokenizer.from_pretrained(folder).save_pretrained(folder))") if legacy else ""
+        raise ConversionError(f"{folder}: no {TOKENIZER_FILE}; expected a byte-level BPE tokenizer{hint}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConversionError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_vocabulary(folder: Path, vocab_size: int) -> Vocabulary:
+    """Everything llama.cpp needs to tokenize exactly like the checkpoint's tokenizer.json."""
+    tokenizer = read_tokenizer_json(folder)
+    pre = pre_tokenizer_name(tokenizer)
+    tokens, token_types = _token_list(tokenizer, vocab_size)
+    special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
+    if not special.merges:
+        raise ConversionError(f"{folder / TOKENIZER_FILE}: the BPE model has no merges")
+    yes_id, no_id = verdict_token_ids(folder / TOKENIZER_FILE)
+    return Vocabulary(tokens, token_types, pre, special, yes_id, no_id)
+
+
+def pre_tokenizer_name(tokenizer: dict[str, Any]) -> str:
+    """llama.cpp's pre-tokenizer name for this byte-level BPE tokenizer.json, or a clear refusal."""
+    model = tokenizer.get("model") or {}
+    if model.get("type") != "BPE":
+        raise ConversionError(f"tokenizer.json holds a {model.get('type', 'unknown')} model; expected "
+                              "byte-level BPE (as in Qwen2 and Llama 3)")
+    normalizer = (tokenizer.get("normalizer") or {}).get("type")
+    if normalizer not in ACCEPTED_NORMALIZERS:
+        raise ConversionError(f"tokenizer.json uses a {normalizer} normalizer; expected none or NFC, "
+                              "which llama.cpp's byte-level BPE reproduces")
+    steps = _pre_tokenizer_steps(tokenizer.get("pre_tokenizer"))
+    kinds = [step.get("type") for step in steps]
+    if "ByteLevel" not in kinds:
+        raise ConversionError(f"tokenizer.json is BPE but not byte-level (pre-tokenizers: "
+                              f"{kinds or 'none'}); expected a ByteLevel pre-tokenizer as in Qwen2 and Llama 3")
+    splits = [step for step in steps if step.get("type") == "Split"]
+    if not splits:
+        byte_level = steps[kinds.index("ByteLevel")]
+        if byte_level.get("use_regex", True):
+            return GPT2_PRE
+        raise ConversionError("tokenizer.json: ByteLevel without a regex and no Split pre-tokenizer; "
+                              "cannot tell how llama.cpp should split text")
+    pattern = (splits[0].get("pattern") or {}).get("Regex")
+    if len(splits) != 1 or pattern not in PRE_TOKENIZERS:
+        raise ConversionError(f"tokenizer.json splits text with an unknown regex ({str(pattern)[:60]}...); "
+                              f"supported pre-tokenizers: {', '.join([*PRE_TOKENIZERS.values(), GPT2_PRE])}")
+    return PRE_TOKENIZERS[pattern]
+
+
+def _pre_tokenizer_steps(pre: dict[str, Any] | None) -> list[dict[str, Any]]:
+    if not pre:
+        return []
+    if pre.get("type") == "Sequence":
+        return list(pre.get("pretokenizers") or [])
+    return [pre]
+
+
+def _token_list(tokenizer: dict[str, Any], vocab_size: int) -> tuple[list[str], list[int]]:
+    by_id: dict[int, tuple[str, int]] = {}
+    for text, token_id in tokenizer["model"].get("vocab", {}).items():
+        by_id[token_id] = (text, gguf.TokenType.NORMAL)
+    for added in tokenizer.get("added_tokens") or []:
+        text = added["content"]
+        special = added.get("special", False) or looks_special(text)
+        by_id[added["id"]] = (text, gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
+    if not by_id:
+        raise ConversionError("tokenizer.json has an empty vocabulary")
+    largest = max(by_id)
+    if largest >= vocab_size:
+        raise ConversionError(f"tokenizer.json has token id {largest} but config.json's vocab_size is "
+                              f"{vocab_size}; expected every token id below vocab_size")
+    tokens, types = [], []
+    for token_id in range(vocab_size):
+        text, kind = by_id.get(token_id, (f"[PAD{token_id}]", gguf.TokenType.UNUSED))
+        tokens.append(text)
+        types.append(int(kind))
+    return tokens, types
+
+
+def looks_special(text: str) -> bool:
+    """Added tokens that some models forget to mark special (llama.cpp's reference rule)."""
+    return ((text.startswith("<|") and text.endswith("|>"))
+            or (text.startswith("<｜") and text.endswith("｜>"))
+            or (text.startswith("<unused") and text.endswith(">"))
+            or text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]"))
+
+
+def verdict_token_ids(tokenizer_path: Path) -> tuple[int, int]:
+    """The single tokens of " Yes" and " No", which R-PRM's score is read from."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    except Exception as exc:  # tokenizers raises plain Exception for unreadable files
+        raise ConversionError(f"{tokenizer_path}: the tokenizers library cannot load it ({exc})") from None
+    ids = []
+    for text in (metadata.YES_TEXT, metadata.NO_TEXT):
+        encoded = tokenizer.encode(text, add_special_tokens=False).ids
+        if len(encoded) != 1:
+            raise ConversionError(f"tokenizer: expected {text!r} to be a single token, got {len(encoded)} "
+                                  f"tokens {encoded}; R-PRM reads its score from these two tokens")
+        ids.append(encoded[0])
+    return ids[0], ids[1]

@@ -1,0 +1,193 @@
+"""`--verify`: the original checkpoint (transformers, float32) and the GGUF (llama.cpp) on fixed R-PRM prompts.
+
+Both models get the same token ids (tokenized by llama.cpp the way the runtime does it: template
+text with special tokens parsed, user text without); the Hugging Face tokenizer must produce the
+same ids. Reported: the largest absolute logit difference over every position, top-1 agreement,
+and P(Yes) = softmax over the " Yes"/" No" logits at a verdict position, from both models.
+torch and transformers are imported here only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from rprm_lite import metadata
+from rprm_lite.prompt import VERDICT_PHRASE, render
+from rprm_lite.solution import Solution
+
+from .errors import ConversionError, VerificationError
+from .gguf_file import read_gguf_metadata
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    max_logit_diff: float
+    max_p_yes_diff: float
+    min_top1_agreement: float
+
+
+# Per output type. f32 differs only by summation order; f16/bf16 round weights and llama.cpp's
+# activations; quantized types lose more the fewer bits they keep. P(Yes) is what the scorer uses.
+TOLERANCES: dict[str, Tolerance] = {
+    "f32": Tolerance(1e-2, 1e-3, 0.99),
+    "f16": Tolerance(0.5, 0.02, 0.95),
+    "bf16": Tolerance(1.0, 0.03, 0.95),
+    "Q8_0": Tolerance(1.5, 0.05, 0.90),
+    "Q6_K": Tolerance(2.0, 0.07, 0.85),
+    "Q5_K_M": Tolerance(3.0, 0.10, 0.80), "Q5_K_S": Tolerance(3.0, 0.10, 0.80),
+    "Q5_0": Tolerance(3.0, 0.10, 0.80), "Q5_1": Tolerance(3.0, 0.10, 0.80),
+    "Q4_K_M": Tolerance(4.0, 0.15, 0.75), "Q4_K_S": Tolerance(4.0, 0.15, 0.75),
+    "Q4_0": Tolerance(4.0, 0.15, 0.75), "Q4_1": Tolerance(4.0, 0.15, 0.75),
+    "IQ4_NL": Tolerance(4.0, 0.15, 0.75), "IQ4_XS": Tolerance(4.0, 0.15, 0.75),
+    "Q3_K_L": Tolerance(6.0, 0.25, 0.60), "Q3_K_M": Tolerance(6.0, 0.25, 0.60),
+    "Q3_K_S": Tolerance(6.0, 0.25, 0.60), "Q2_K": Tolerance(8.0, 0.35, 0.50),
+}
+
+# Fixed solutions; each prompt asks about one step and ends at a verdict position
+VERIFY_SOLUTIONS = (
+    Solution.create("Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in "
+                    "May. How many clips did Natalia sell altogether in April and May?",
+                    ["In May she sold 48 / 2 = 24 clips.", "Altogether she sold 48 + 24 = 72 clips."]),
+    Solution.create("Solve for $x$: $2x + 3 = 11$.",
+                    ["Subtract 3 from both sides: $2x = 8$.", "Divide by 2: $x = 5$."]),
+)
+VERIFY_STEPS = ((0, 0), (0, 1), (1, 1))  # (solution, step index)
+VERIFY_CONTEXT = 1024
+CRITIQUE = "The step computes the value correctly from the previous steps.\nVerification: "
+
+
+@dataclass
+class VerificationReport:
+    kind: str  # output type or quantization checked
+    tolerance: Tolerance
+    n_prompts: int
+    n_positions: int
+    tokens_match: bool
+    max_logit_diff: float
+    top1_agreement: float
+    p_yes_original: list[float] = field(default_factory=list)
+    p_yes_gguf: list[float] = field(default_factory=list)
+
+    @property
+    def max_p_yes_diff(self) -> float:
+        return max(abs(a - b) for a, b in zip(self.p_yes_original, self.p_yes_gguf, strict=True))
+
+    @property
+    def failures(self) -> list[str]:
+        tol, found = self.tolerance, []
+        if not self.tokens_match:
+            found.append("the Hugging Face tokenizer and llama.cpp tokenize the prompts differently")
+        if self.max_logit_diff > tol.max_logit_diff:
+            found.append(f"max |logit difference| {self.max_logit_diff:.3g} > {tol.max_logit_diff:g}")
+        if self.max_p_yes_diff > tol.max_p_yes_diff:
+            found.append(f"max |P(Yes) difference| {self.max_p_yes_diff:.3g} > {tol.max_p_yes_diff:g}")
+        if self.top1_agreement < tol.min_top1_agreement:
+            found.append(f"top-1 agreement {self.top1_agreement:.1%} < {tol.min_top1_agreement:.0%}")
+        return found
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(measure, value, tolerance) for a table."""
+        tol = self.tolerance
+        return [
+            ("prompts / positions", f"{self.n_prompts} / {self.n_positions}", ""),
+            ("tokenization matches", "yes" if self.tokens_match else "NO", "yes"),
+            ("max |logit difference|", f"{self.max_logit_diff:.3g}", f"<= {tol.max_logit_diff:g}"),
+            ("top-1 agreement", f"{self.top1_agreement:.1%}", f">= {tol.min_top1_agreement:.0%}"),
+            ("max |P(Yes) difference|", f"{self.max_p_yes_diff:.3g}", f"<= {tol.max_p_yes_diff:g}"),
+        ]
+
+
+def verify_conversion(folder: Path, gguf_path: Path, *, kind: str, threads: int | None = None,
+                      raise_on_failure: bool = True) -> VerificationReport:
+    """Compare the checkpoint in `folder` with the GGUF; raise VerificationError beyond `kind`'s tolerance."""
+    tolerance = TOLERANCES.get(kind)
+    if tolerance is None:
+        raise ConversionError(f"no verification tolerance for {kind!r}; known: {', '.join(TOLERANCES)}")
+    fields = read_gguf_metadata(gguf_path)
+    style = fields.get(metadata.PROMPT_STYLE, "r-prm-eval")
+    yes_no = (fields[metadata.YES_TOKEN_ID], fields[metadata.NO_TOKEN_ID])
+    llm = _load_gguf(gguf_path, threads)
+    prompts = [_token_ids(llm, VERIFY_SOLUTIONS[s], step, style) for s, step in VERIFY_STEPS]
+    tokens_match = all(_hf_token_ids(folder, pieces) == ids for ids, pieces in prompts)
+    original = _load_original(folder)
+    report = VerificationReport(kind, tolerance, len(prompts), sum(len(ids) for ids, _ in prompts), tokens_match,
+                                max_logit_diff=0.0, top1_agreement=0.0)
+    agree = 0
+    for ids, _ in prompts:  # one prompt at a time: a row of logits is vocab-sized, so these get large
+        expected, actual = original(ids), _gguf_logits(llm, ids)
+        report.max_logit_diff = max(report.max_logit_diff, float(np.abs(actual - expected).max()))
+        agree += int((actual.argmax(axis=1) == expected.argmax(axis=1)).sum())
+        report.p_yes_original.append(p_yes(expected[-1], *yes_no))
+        report.p_yes_gguf.append(p_yes(actual[-1], *yes_no))
+        del expected, actual
+    report.top1_agreement = agree / report.n_positions
+    if raise_on_failure and not report.passed:
+        raise VerificationError(f"verification failed for {kind}: {'; '.join(report.failures)}. The GGUF was "
+                                "not kept; rerun without --verify to keep it anyway")
+    return report
+
+
+def p_yes(logits: np.ndarray, yes_id: int, no_id: int) -> float:
+    """softmax over the " Yes" and " No" logits only, as R-PRM scores a verdict."""
+    yes, no = float(logits[yes_id]), float(logits[no_id])
+    return 1.0 / (1.0 + np.exp(no - yes))
+
+
+def _load_gguf(path: Path, threads: int | None):
+    import llama_cpp
+
+    # f32 KV cache: llama.cpp's default f16 cache alone adds ~1e-2 to the logits. The context holds the
+    # longest verification prompt (about 700 tokens with the Qwen2 tokenizer)
+    return llama_cpp.Llama(str(path), n_ctx=VERIFY_CONTEXT, n_batch=512, logits_all=True, verbose=False,
+                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, n_threads=threads)
+
+
+def _token_ids(llm, solution: Solution, step: int, style: str) -> tuple[list[int], list[tuple[str, bool]]]:
+    """The prompt plus a short critique ending in the verdict phrase, as llama.cpp tokenizes it."""
+    pieces = [(piece.text, piece.is_template) for piece in render(solution, step, style).pieces]
+    pieces.append((CRITIQUE + VERDICT_PHRASE, False))
+    ids: list[int] = []
+    for text, special in pieces:
+        ids += llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+    return ids, pieces
+
+
+def _hf_token_ids(folder: Path, pieces: list[tuple[str, bool]]) -> list[int]:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    return [i for text, _ in pieces for i in tokenizer.encode(text, add_special_tokens=False).ids]
+
+
+def _gguf_logits(llm, ids: list[int]) -> np.ndarray:
+    if len(ids) > VERIFY_CONTEXT:
+        raise AssertionError(f"verification prompt of {len(ids)} tokens exceeds VERIFY_CONTEXT")
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+
+def _load_original(folder: Path):
+    """The checkpoint in transformers (float32), as a function from token ids to a logits array."""
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise ConversionError(f"--verify needs torch and transformers ({exc.name} is missing): "
+                              "pip install 'rprm-lite[convert]'") from None
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).float().eval()
+
+    def logits(ids: list[int]) -> np.ndarray:
+        with torch.no_grad():
+            return model(torch.tensor([ids])).logits[0].float().numpy()
+
+    return logits
