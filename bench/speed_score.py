@@ -1,6 +1,7 @@
 """Scoring speed: rprm-lite against a high-level `Llama` loop and a bare llama.cpp decode loop.
 
     python -m rprm_lite.bench.speed_score [--shape qwen2.5-0.5b] [--quant Q8_0] [--k 10] [--tokens 64]
+                                          [--n-gpu-layers N]
 
 Each variant scores the same fixed 4-step solution with K critiques per step of a fixed length
 (end-of-text is banned, so every critique runs to the token budget and takes the fallback question),
@@ -11,68 +12,153 @@ in its own process so that peak RSS is its own:
   (c) the engine ceiling: a bare loop of llama_decode over the same batches with llama.cpp's C
       samplers and no per-token Python work beyond filling the batch.
 Prints a markdown table and writes JSON (ratios measured in one run; never a test).
+
+This module also holds the pieces the whole speed suite (`python -m rprm_lite.bench.speed`) shares:
+the random-weight models, the `Job` a measurement child runs, and the child-process protocol.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 SHAPES = {
     "qwen2.5-0.5b": dict(n_layer=24, hidden=896, n_head=14, n_kv_head=2, ffn=4864),
     "tiny": dict(n_layer=2, hidden=64, n_head=4, n_kv_head=2, ffn=128),
 }
+# format name -> (converter outtype, llama.cpp quantization); every format comes from one f32 checkpoint
+FORMATS = {"F32": ("f32", None), "F16": ("f16", None), "Q8_0": ("f32", "Q8_0"), "Q4_K_M": ("f32", "Q4_K_M")}
 QUESTION = ("A baker makes 24 muffins. She sells 15 of them and then bakes 8 more. "
             "How many muffins does she have now?")
-STEPS = ["The baker starts with 24 muffins.", "After selling 15 muffins she has 24 - 15 = 9 muffins.",
-         "After baking 8 more she has 9 + 8 = 17 muffins.", "The answer is 17."]
+STEPS = ("The baker starts with 24 muffins.", "After selling 15 muffins she has 24 - 15 = 9 muffins.",
+         "After baking 8 more she has 9 + 8 = 17 muffins.", "The answer is 17.")
 DEFAULT_OUT = Path("bench/results")
+TEMPERATURE = TOP_P = 0.95  # the released recipe
 
 
-def build_model(shape: str, quant: str | None, folder: Path) -> Path:
-    from rprm_lite.convert.random_model import build_random_gguf
+# -- models ------------------------------------------------------------------------------------
+def build_checkpoint(shape: str, folder: Path) -> Path:
+    """The random-weight f32 Hugging Face checkpoint (seed 0) every format of `shape` is converted from."""
+    from rprm_lite.convert.random_model import build_random_checkpoint
 
-    path = folder / f"random-{shape}-{quant or 'F32'}.gguf"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        build_random_gguf(path, tokenizer="qwen2", quant=quant, seed=0, **SHAPES[shape])
+    path = folder / f"random-{shape}-hf"
+    if not (path / "config.json").exists():
+        partial = folder / f"random-{shape}-hf.partial"
+        shutil.rmtree(partial, ignore_errors=True)
+        build_random_checkpoint(partial, tokenizer="qwen2", seed=0, dtype="float32", **SHAPES[shape])
+        partial.rename(path)  # only a finished checkpoint gets the final name
     return path
 
 
-def prompts_and_engine(model: Path, threads: int):
-    from rprm_lite.engine import Engine
-    from rprm_lite.prompt import render
-    from rprm_lite.solution import Solution
+def build_model(shape: str, fmt: str, folder: Path) -> Path:
+    """The GGUF of `shape` in format `fmt` (a FORMATS key), converted by our converter and cached in `folder`."""
+    from rprm_lite.convert.converter import RANDOM_WEIGHTS_DESCRIPTION, ConvertConfig, convert
 
-    engine = Engine(model, threads=threads)
-    solution = Solution.create(QUESTION, STEPS)
-    return engine, [engine.tokenize_prompt(render(solution, i)) for i in range(len(STEPS))]
+    path = folder / f"random-{shape}-{fmt}.gguf"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        outtype, quant = FORMATS[fmt]
+        convert(ConvertConfig(source=str(build_checkpoint(shape, folder)), output=path, outtype=outtype,
+                              quant=quant, description=RANDOM_WEIGHTS_DESCRIPTION))
+    return path
 
 
-def run_rprm_lite(model: Path, k: int, tokens: int, threads: int) -> dict:
+# -- one measurement -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Job:
+    """What one measurement child scores: a solution, K critiques of exactly `tokens` tokens per step."""
+
+    model: str
+    k: int = 10
+    tokens: int = 64
+    threads: int = 2
+    n_gpu_layers: int = 0
+    question: str = QUESTION
+    steps: tuple[str, ...] = STEPS
+    kv_reuse: bool = True
+    error_step: int | None = None  # rprm-lite only: mark this 1-based step wrong, so scoring stops there
+
+    @classmethod
+    def from_json(cls, text: str) -> Job:
+        data = json.loads(text)
+        return cls(**{f.name: tuple(data[f.name]) if f.name == "steps" else data[f.name]
+                      for f in fields(cls) if f.name in data})
+
+
+def run_rprm_lite(job: Job) -> dict:
     import functools
 
     from rprm_lite.config import ScoreConfig
     from rprm_lite.engine import Sampler
-    from rprm_lite.scoring import Scorer
 
-    scorer = Scorer(model, ScoreConfig(k=k, max_tokens=tokens, all_steps=True, threads=threads))
+    # threshold 0: no real verdict is "wrong", so with `error_step` scoring stops exactly there
+    config = ScoreConfig(k=job.k, max_tokens=job.tokens, threads=job.threads, n_gpu_layers=job.n_gpu_layers,
+                         kv_reuse=job.kv_reuse, all_steps=job.error_step is None, threshold=0.0)
+    scorer = _scorer_class(job.error_step)(job.model, config)
     scorer.make_sampler = functools.partial(Sampler, n_vocab=scorer.engine.n_vocab,
                                             banned=scorer.engine.end_tokens())
-    scorer.score("warm-up?", ["1"])  # the first decode allocates buffers
-    seconds: list[float] = []
+    _warm_up(scorer, job)
+    marks: list[float] = []
     start = time.perf_counter()
-    result = scorer.score(QUESTION, STEPS, on_step=lambda *_: seconds.append(time.perf_counter()))
-    generated = sum(step.generated_tokens for step in result.steps)
-    return _report(start, seconds, generated, fallbacks=sum(s.fallbacks for s in result.steps))
+    result = scorer.score(job.question, job.steps, on_step=lambda *_: marks.append(time.perf_counter()))
+    steps = [_step(end - begin, s.generated_tokens, 0 if s.score is None else s.prompt_tokens - s.reused_tokens,
+                   s.verdict)
+             for begin, end, s in zip([start, *marks[:-1]], marks, result.steps, strict=True)]
+    return report(steps, fallbacks=sum(s.fallbacks for s in result.steps))
 
 
-def run_high_level(model: Path, k: int, tokens: int, threads: int) -> dict:
+def _scorer_class(error_step: int | None):
+    """The Scorer, or a Scorer that reports step `error_step` as wrong after really scoring it.
+
+    Random weights give meaningless verdicts; scripting the verdict (not the work) shows what early
+    stop saves: the steps after the first error are never decoded.
+    """
+    from rprm_lite.scoring import Scorer
+
+    if error_step is None:
+        return Scorer
+
+    class ScriptedErrorScorer(Scorer):
+        def _score_step(self, index, tokens, max_tokens):
+            result = super()._score_step(index, tokens, max_tokens)
+            return replace(result, verdict="wrong") if index + 1 == error_step else result
+
+    return ScriptedErrorScorer
+
+
+def _warm_up(scorer, job: Job) -> None:
+    """Size the context as scoring will and decode a few tokens, like the bare loop does before timing."""
+    from rprm_lite.engine import DecodeEntry
+    from rprm_lite.prompt import render
+    from rprm_lite.solution import Solution
+
+    solution = Solution.create(job.question, list(job.steps))
+    prompts = [scorer.engine.tokenize_prompt(render(solution, i)) for i in range(len(job.steps))]
+    scorer._fit_context(prompts)  # the exact size score() asks for, so it keeps this context
+    list(scorer.engine.decode([DecodeEntry(t, i, 0, logits=True) for i, t in enumerate(prompts[0][:8])]))
+    scorer.engine.clear()
+
+
+def prompts_and_engine(job: Job):
+    from rprm_lite.engine import Engine
+    from rprm_lite.prompt import render
+    from rprm_lite.solution import Solution
+
+    engine = Engine(job.model, threads=job.threads, n_gpu_layers=job.n_gpu_layers)
+    solution = Solution.create(job.question, list(job.steps))
+    return engine, [engine.tokenize_prompt(render(solution, i)) for i in range(len(job.steps))]
+
+
+def run_high_level(job: Job) -> dict:
     import math
 
     import llama_cpp
@@ -80,51 +166,53 @@ def run_high_level(model: Path, k: int, tokens: int, threads: int) -> dict:
 
     from rprm_lite.prompt import FALLBACK_TEXT
 
-    engine, prompts = prompts_and_engine(model, threads)
+    engine, prompts = prompts_and_engine(job)
     yes, no = engine.tokenize(" Yes", special=False)[0], engine.tokenize(" No", special=False)[0]
     fallback = engine.tokenize(FALLBACK_TEXT, special=False)
     engine.close()
-    llm = Llama(str(model), n_ctx=max(map(len, prompts)) + tokens + len(fallback) + 16, n_threads=threads,
-                n_threads_batch=threads, n_batch=512, verbose=False)
+    llm = Llama(job.model, n_ctx=max(map(len, prompts)) + job.tokens + len(fallback) + 16,
+                n_threads=job.threads, n_threads_batch=job.threads, n_batch=512, n_gpu_layers=job.n_gpu_layers,
+                verbose=False)
     llm.create_completion(prompts[0][:8], max_tokens=1)  # warm-up
-    seconds, generated = [], 0
-    start = time.perf_counter()
+    steps: list[dict] = []
     for prompt in prompts:
-        for i in range(k):
-            completion = llm.create_completion(prompt, max_tokens=tokens, temperature=0.95, top_p=0.95, top_k=0,
-                                               min_p=0.0, repeat_penalty=1.0, seed=i)
+        begin, generated = time.perf_counter(), 0
+        for i in range(job.k):
+            completion = llm.create_completion(prompt, max_tokens=job.tokens, temperature=TEMPERATURE, top_p=TOP_P,
+                                               top_k=0, min_p=0.0, repeat_penalty=1.0, seed=i)
             generated += completion["usage"]["completion_tokens"]
             llm.eval(fallback)
             logits = llama_cpp.llama_get_logits_ith(llm._ctx.ctx, -1)  # the last token's row
             _ = 1.0 / (1.0 + math.exp(float(logits[no]) - float(logits[yes])))
-        seconds.append(time.perf_counter())
-    return _report(start, seconds, generated, fallbacks=k * len(prompts))
+        steps.append(_step(time.perf_counter() - begin, generated, None, "correct"))
+    return report(steps, fallbacks=job.k * len(prompts))
 
 
-def run_bare(model: Path, k: int, tokens: int, threads: int) -> dict:
+def run_bare(job: Job) -> dict:
     import llama_cpp
 
     from rprm_lite.engine import DecodeEntry, Sampler, stream_seed
     from rprm_lite.prompt import FALLBACK_TEXT
     from rprm_lite.scoring import common_prefix
 
-    engine, prompts = prompts_and_engine(model, threads)
+    k, tokens = job.k, job.tokens
+    engine, prompts = prompts_and_engine(job)
     fallback = engine.tokenize(FALLBACK_TEXT, special=False)
     engine.ensure_context(max(map(len, prompts)) + k * (tokens + len(fallback) + 1), k + 1)
     ends, ctx, batch = engine.end_tokens(), engine.ctx, engine.batch
     list(engine.decode([DecodeEntry(t, i, 0, logits=True) for i, t in enumerate(prompts[0][:8])]))  # warm-up
-    seconds, generated, previous = [], 0, []
     engine.clear()
-    start = time.perf_counter()
+    steps, previous = [], []
     for index, prompt in enumerate(prompts):  # the same KV reuse as the scorer: decode only the new suffix
-        keep = min(common_prefix(previous, prompt), len(prompt) - 1)
+        begin = time.perf_counter()
+        keep = min(common_prefix(previous, prompt), len(prompt) - 1) if job.kv_reuse else 0
         for seq in range(k + 1):
             engine.trim(seq, keep if seq == 0 else 0)
         last = list(engine.decode([DecodeEntry(t, p, 0, logits=p == len(prompt) - 1)
                                    for p, t in enumerate(prompt) if p >= keep]))[-1][1]
         previous = prompt
-        samplers = [Sampler(temperature=0.95, top_p=0.95, seed=stream_seed(0, index, i), n_vocab=engine.n_vocab,
-                            banned=ends) for i in range(k)]
+        samplers = [Sampler(temperature=TEMPERATURE, top_p=TOP_P, seed=stream_seed(0, index, i),
+                            n_vocab=engine.n_vocab, banned=ends) for i in range(k)]
         for i in range(k):
             engine.copy(0, i + 1)
         rows = [last] * k
@@ -138,76 +226,93 @@ def run_bare(model: Path, k: int, tokens: int, threads: int) -> dict:
             batch.n_tokens = k
             llama_cpp.llama_decode(ctx, batch)
             rows = list(range(k))
-        generated += k * tokens
         entries = [DecodeEntry(t, len(prompt) + tokens + j, i + 1, logits=j == len(fallback) - 1)
                    for i in range(k) for j, t in enumerate(fallback)]
         for _, row in engine.decode(entries):
             llama_cpp.llama_get_logits_ith(ctx, row)
         for sampler in samplers:
             sampler.close()
-        seconds.append(time.perf_counter())
-    return _report(start, seconds, generated, fallbacks=k * len(prompts))
+        steps.append(_step(time.perf_counter() - begin, k * tokens, len(prompt) - keep, "correct"))
+    return report(steps, fallbacks=k * len(prompts))
 
 
-def _report(start: float, step_ends: list[float], generated: int, *, fallbacks: int) -> dict:
-    total = step_ends[-1] - start
-    marks = [start, *step_ends]
+def _step(seconds: float, generated: int, decoded_prompt: int | None, verdict: str) -> dict:
+    return {"seconds": seconds, "generated_tokens": generated, "decoded_prompt_tokens": decoded_prompt,
+            "verdict": verdict}
+
+
+def report(steps: list[dict], **extra) -> dict:
+    """Totals over the scored steps (steps left unscored by early stop count as no work), plus peak RSS."""
+    scored = [s for s in steps if s["verdict"] != "not scored"]
+    total = sum(s["seconds"] for s in steps)
+    generated = sum(s["generated_tokens"] for s in steps)
     return {"seconds": total, "generated_tokens": generated, "tokens_per_s": generated / total,
-            "seconds_per_step": [b - a for a, b in zip(marks, marks[1:], strict=False)],
-            "mean_seconds_per_step": total / len(step_ends), "fallbacks": fallbacks,
+            "seconds_per_step": [s["seconds"] for s in scored], "mean_seconds_per_step": total / len(scored),
+            "steps": steps, "steps_scored": len(scored), **extra,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
-VARIANTS = {"rprm-lite": run_rprm_lite, "llama-high-level": run_high_level, "bare-decode": run_bare}
+VARIANTS: dict[str, Callable[[Job], dict]] = {"rprm-lite": run_rprm_lite, "llama-high-level": run_high_level,
+                                              "bare-decode": run_bare}
 
 
-def measure(variant: str, model: Path, k: int, tokens: int, threads: int) -> dict:
-    command = [sys.executable, "-m", "rprm_lite.bench.speed_score", "--child", variant, "--model", str(model),
-               "--k", str(k), "--tokens", str(tokens), "--threads", str(threads)]
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{variant} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+# -- child processes -----------------------------------------------------------------------------
+class MeasurementError(RuntimeError):
+    pass
 
 
-def kv_cache_mb(model: Path, n_cells: int) -> float:
-    from rprm_lite.model_file import inspect_model
+@dataclass
+class Child:
+    """Runs `variant` of `module` in a fresh Python process, so its peak RSS and warm-up are its own."""
 
-    info = inspect_model(model)
-    shape = next(s for s in SHAPES.values() if s["hidden"] == _hidden(info))
-    head_dim = shape["hidden"] // shape["n_head"]
-    return n_cells * shape["n_layer"] * 2 * shape["n_kv_head"] * head_dim * 2 / 2**20  # f16 K and V
+    module: str = "rprm_lite.bench.speed_score"
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __call__(self, variant: str, job) -> dict:
+        command = [sys.executable, "-m", self.module, "--child", variant, "--job", json.dumps(asdict(job))]
+        done = subprocess.run(command, capture_output=True, text=True, check=False, env={**os.environ, **self.env})
+        if done.returncode != 0:
+            raise MeasurementError(f"{variant} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+        return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _hidden(info) -> int:
-    from rprm_lite.model_file import _Header
+def run_child_here(variants: dict, variant: str, job_json: str, job_class=Job) -> None:
+    """The child's side of `Child`: run one variant and print its result as the last stdout line."""
+    print(json.dumps(variants[variant](job_class.from_json(job_json))))
 
-    return int(_Header(info.path, info.size).fields[f"{info.architecture}.embedding_length"])
+
+def kv_cache_mb(shape: str, n_cells: int) -> float:
+    dims = SHAPES[shape]
+    head_dim = dims["hidden"] // dims["n_head"]
+    return n_cells * dims["n_layer"] * 2 * dims["n_kv_head"] * head_dim * 2 / 2**20  # f16 K and V
 
 
+# -- issue 2's benchmark ------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
-    parser.add_argument("--quant", default="Q8_0", help="llama.cpp quantization of the random model (or F32)")
+    parser.add_argument("--quant", default="Q8_0", type=str.upper, choices=sorted(FORMATS),
+                        help="format of the random model")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=64, help="fixed critique length")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload (-1: all)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--model", type=Path, help="use this GGUF instead of building a random one")
     parser.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(VARIANTS[args.child](args.model, args.k, args.tokens, args.threads)))
+        run_child_here(VARIANTS, args.child, args.job)
         return
-    quant = None if args.quant.upper() == "F32" else args.quant
-    model = args.model or build_model(args.shape, quant, args.out / "models")
-    results = {name: measure(name, model, args.k, args.tokens, args.threads) for name in VARIANTS}
+    model = args.model or build_model(args.shape, args.quant, args.out / "models")
+    job = Job(str(model), k=args.k, tokens=args.tokens, threads=args.threads, n_gpu_layers=args.n_gpu_layers)
+    results = {name: Child()(name, job) for name in VARIANTS}
     a, b, c = results["rprm-lite"], results["llama-high-level"], results["bare-decode"]
-    n_cells = 600 + args.k * (args.tokens + 16)
-    budget = model.stat().st_size / 2**20 + kv_cache_mb(model, n_cells) + 400
+    budget = model.stat().st_size / 2**20 + kv_cache_mb(args.shape, 600 + args.k * (args.tokens + 16)) + 400
     summary = {
         "model": model.name, "model_mb": model.stat().st_size / 2**20, "k": args.k, "critique_tokens": args.tokens,
-        "threads": args.threads, "variants": results,
+        "threads": args.threads, "n_gpu_layers": args.n_gpu_layers, "variants": results,
         "speedup_vs_high_level": a["tokens_per_s"] / b["tokens_per_s"],
         "fraction_of_bare_decode": a["tokens_per_s"] / c["tokens_per_s"],
         "rss_budget_mb": budget, "rss_within_budget": a["peak_rss_mb"] <= budget,

@@ -28,6 +28,8 @@ class Architecture:
     # rows are permuted on the way in, exactly as llama.cpp's reference converter does
     permute_qk: bool
     write_rope_dimension: bool  # the reference converter writes rope.dimension_count and vocab_size
+    # the reference converter copies tokenizer_config.json's add_prefix_space for this architecture
+    write_add_space_prefix: bool
     defaults: dict[str, Any] = field(default_factory=dict)  # transformers' config defaults
 
 
@@ -35,10 +37,10 @@ ARCHITECTURES: dict[str, Architecture] = {
     arch.hf_name: arch
     for arch in (
         Architecture("Qwen2ForCausalLM", gguf.MODEL_ARCH.QWEN2, qkv_bias=True, permute_qk=False,
-                     write_rope_dimension=False,
+                     write_rope_dimension=False, write_add_space_prefix=False,
                      defaults={"rope_theta": 10000.0, "tie_word_embeddings": False, "rms_norm_eps": 1e-6}),
         Architecture("LlamaForCausalLM", gguf.MODEL_ARCH.LLAMA, qkv_bias=False, permute_qk=True,
-                     write_rope_dimension=True,
+                     write_rope_dimension=True, write_add_space_prefix=True,
                      defaults={"rope_theta": 10000.0, "tie_word_embeddings": False, "rms_norm_eps": 1e-6}),
     )
 }
@@ -220,7 +222,7 @@ def write_hparams(writer: gguf.GGUFWriter, hp: HParams) -> None:
     writer.add_head_count_kv(hp.n_kv_head)
     writer.add_rope_freq_base(hp.rope_theta)
     writer.add_layer_norm_rms_eps(hp.rms_eps)
-    if hp.head_dim * hp.n_head != hp.hidden:
+    if hp.config.get("head_dim") is not None or hp.head_dim * hp.n_head != hp.hidden:
         writer.add_key_length(hp.head_dim)
         writer.add_value_length(hp.head_dim)
     if hp.architecture.write_rope_dimension:

@@ -6,6 +6,7 @@ Errors are raised as RprmError subclasses; the main CLI prints them as one line 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -18,20 +19,23 @@ from .quantize import QUANT_TYPES
 app = typer.Typer(add_completion=False, help="Convert a Hugging Face checkpoint to a (quantized) GGUF.")
 
 
+SourceArg = Annotated[str, typer.Argument(help="Checkpoint folder (config.json, tokenizer.json, *.safetensors) "
+                                              "or a Hugging Face repo id.", show_default=False)]
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="The GGUF file to write.", show_default=False)]
+OuttypeOpt = Annotated[str, typer.Option("--outtype", help=f"Float type of the matrices: {', '.join(OUTPUT_TYPES)}.")]
+QuantOpt = Annotated[str | None, typer.Option("--quant", help=f"Quantize with llama.cpp: {', '.join(QUANT_TYPES)}.")]
+VerifyOpt = Annotated[bool, typer.Option("--verify", help="Compare logits with transformers (needs the verify "
+                                                          "extra); keep the file only if within tolerance.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Overwrite OUTPUT if it exists.")]
+StyleOpt = Annotated[str, typer.Option("--prompt-style", help="Prompt style recorded in the GGUF metadata.")]
+DescriptionOpt = Annotated[str | None, typer.Option("--description", help="Free text recorded as rprm.description.")]
+ThreadsOpt = Annotated[int | None, typer.Option("--threads", help="Threads for quantization and verification.")]
+
+
 @app.command(name="convert")
-def convert_command(
-    source: str = typer.Argument(..., help="Checkpoint folder (config.json, tokenizer.json, *.safetensors) "
-                                           "or a Hugging Face repo id."),
-    output: Path = typer.Option(..., "--output", "-o", help="The GGUF file to write."),
-    outtype: str = typer.Option("f16", help=f"Float type of the matrices: {', '.join(OUTPUT_TYPES)}."),
-    quant: str | None = typer.Option(None, help=f"Quantize with llama.cpp: {', '.join(QUANT_TYPES)}."),
-    verify: bool = typer.Option(False, help="Compare logits with transformers; keep the file only if within "
-                                            "tolerance."),
-    force: bool = typer.Option(False, help="Overwrite OUTPUT if it exists."),
-    prompt_style: str = typer.Option("r-prm-eval", help="Prompt style recorded in the GGUF metadata."),
-    description: str | None = typer.Option(None, help="Free text recorded as rprm.description."),
-    threads: int | None = typer.Option(None, help="Threads for quantization and verification."),
-) -> None:
+def convert_command(source: SourceArg, output: OutputOpt, outtype: OuttypeOpt = "f16", quant: QuantOpt = None,
+                    verify: VerifyOpt = False, force: ForceOpt = False, prompt_style: StyleOpt = "r-prm-eval",
+                    description: DescriptionOpt = None, threads: ThreadsOpt = None) -> None:
     """Convert SOURCE to a GGUF that rprm-lite can score with."""
     config = ConvertConfig(source=source, output=output, outtype=outtype, quant=quant, verify=verify,
                            force=force, prompt_style=prompt_style, description=description, threads=threads)

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gguf
 
@@ -36,6 +37,9 @@ from .hub import resolve_source
 from .quantize import normalize_quant, quantize
 from .safetensors_io import TensorRef, read_checkpoint_tensors
 from .tokenizer import Vocabulary, read_vocabulary
+
+if TYPE_CHECKING:
+    from .verify import VerificationReport
 
 RANDOM_WEIGHTS_DESCRIPTION = "random weights: for tests and demos only"
 
@@ -88,8 +92,7 @@ class ConvertResult:
     n_tensors: int
     file_bytes: int
     seconds: float
-    verification: object | None = None  # a verify.VerificationReport when --verify ran
-    steps: list[str] = field(default_factory=list)
+    verification: VerificationReport | None = None  # when --verify ran
 
 
 Progress = Callable[[str], None]
@@ -100,6 +103,10 @@ def convert(config: ConvertConfig, *, progress: Progress | None = None) -> Conve
     started = time.perf_counter()
     report = progress or (lambda message: None)
     check_output(config.output, force=config.force)
+    if config.verify:
+        from .verify import check_verify_dependencies
+
+        check_verify_dependencies()  # before any work, not after writing gigabytes
     folder = resolve_source(config.source)
     plan = plan_conversion(folder, config.outtype)
     hp = plan.hparams
@@ -116,7 +123,7 @@ def convert(config: ConvertConfig, *, progress: Progress | None = None) -> Conve
         else:
             _write(plan, config, final_temp, report)
         if config.verify:
-            from rprm_lite.convert.verify import verify_conversion
+            from .verify import verify_conversion
 
             report("verifying against transformers")
             verification = verify_conversion(folder, final_temp, kind=config.quant or config.outtype,
@@ -205,7 +212,7 @@ def add_metadata(writer: gguf.GGUFWriter, plan: ConversionPlan, config: ConvertC
     arch_table.write_hparams(writer, plan.hparams)
     writer.add_file_type(FILE_TYPES[config.outtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    plan.vocab.write(writer)
+    plan.vocab.write(writer, add_space_prefix=plan.hparams.architecture.write_add_space_prefix)
     add_rprm_metadata(writer, plan.vocab, config)
 
 

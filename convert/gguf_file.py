@@ -98,6 +98,7 @@ def write_gguf(path: Path, writer: gguf.GGUFWriter, tensors: list[PlannedTensor]
     for tensor in tensors:
         writer.add_tensor_info(tensor.gguf_name, tensor.shape, NUMPY_TYPES[tensor.out_type], tensor.nbytes,
                                raw_dtype=tensor.out_type)
+    writer.add_size_label(gguf.size_label(*writer.get_total_parameter_count()))
     try:
         writer.write_header_to_file(path)
         writer.write_kv_data_to_file()

@@ -67,6 +67,8 @@ def read_header(path: Path) -> dict[str, TensorRef]:
             header = json.loads(f.read(header_length))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ConversionError(f"{path}: the safetensors header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ConversionError(f"{path}: expected a JSON object as the safetensors header, got {type(header).__name__}")
     data_start = 8 + header_length
     refs = {}
     for name, entry in header.items():

@@ -42,8 +42,9 @@ class Vocabulary:
     special: gguf.SpecialVocab
     yes_token_id: int
     no_token_id: int
+    add_prefix_space: bool | None = None  # tokenizer_config.json's flag, when it has one
 
-    def write(self, writer: gguf.GGUFWriter) -> None:
+    def write(self, writer: gguf.GGUFWriter, *, add_space_prefix: bool = False) -> None:
         writer.add_tokenizer_model("gpt2")
         writer.add_tokenizer_pre(self.pre)
         writer.add_token_list(self.tokens)
@@ -54,6 +55,8 @@ class Vocabulary:
             writer.add_add_bos_token(False)
         if "eos" not in self.special.add_special_token:
             writer.add_add_eos_token(False)
+        if add_space_prefix and self.add_prefix_space is not None:
+            writer.add_add_space_prefix(self.add_prefix_space)
 
 
 def read_tokenizer_json(folder: Path) -> dict[str, Any]:
@@ -79,7 +82,16 @@ def read_vocabulary(folder: Path, vocab_size: int) -> Vocabulary:
     if not special.merges:
         raise ConversionError(f"{folder / TOKENIZER_FILE}: the BPE model has no merges")
     yes_id, no_id = verdict_token_ids(folder / TOKENIZER_FILE)
-    return Vocabulary(tokens, token_types, pre, special, yes_id, no_id)
+    return Vocabulary(tokens, token_types, pre, special, yes_id, no_id, _add_prefix_space(folder))
+
+
+def _add_prefix_space(folder: Path) -> bool | None:
+    path = folder / TOKENIZER_CONFIG_FILE
+    try:
+        flag = json.loads(path.read_text(encoding="utf-8")).get("add_prefix_space") if path.is_file() else None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
+        raise ConversionError(f"{path}: expected a JSON object ({exc})") from None
+    return flag if isinstance(flag, bool) else None
 
 
 def pre_tokenizer_name(tokenizer: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ torch and transformers are imported here only.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,14 +175,19 @@ def _gguf_logits(llm, ids: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(ids)], dtype=np.float32)
 
 
+def check_verify_dependencies() -> None:
+    missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConversionError(f"--verify needs torch and transformers ({', '.join(missing)} missing): "
+                              "pip install 'rprm-lite[verify]'")
+
+
 def _load_original(folder: Path):
     """The checkpoint in transformers (float32), as a function from token ids to a logits array."""
-    try:
-        import torch
-        import transformers
-    except ImportError as exc:
-        raise ConversionError(f"--verify needs torch and transformers ({exc.name} is missing): "
-                              "pip install 'rprm-lite[convert]'") from None
+    check_verify_dependencies()
+    import torch
+    import transformers
+
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).float().eval()

@@ -1,0 +1,12 @@
+"""Training an R-PRM: seed critiques from a teacher, SFT, preference pairs, DPO (installed as rprm_lite.training).
+
+One module per concept, light ones first:
+- `labels`: which steps of a solution are labelled right or wrong (ProcessBench `label`, or `labels`).
+- `critiques`: a critique's verdict, and whether it agrees with a label.
+- `tokens`: (ids, loss_mask) of a prompt and its critique, split exactly as the runtime splits prompts.
+- `teacher`, `seed`: `rprm-lite data seed` (OpenAI-compatible endpoint or local GGUF teacher).
+- `pairs`: `rprm-lite data pairs` (K critiques per step from a GGUF or Hugging Face model).
+- `train_config`, `sft`, `dpo`, `trainrun`, `checkpoint`: `rprm-lite train sft|dpo` on TRL's trainers.
+- `gpu_check`: a self-contained SFT + DPO throughput and MFU check for a GPU (torch and transformers only).
+Importing this package imports nothing heavy; torch, transformers and TRL load when a job runs.
+"""

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from rprm_lite.convert.random_model import build_random_checkpoint, build_random_gguf
-
-SHARED = Path(os.environ.get("RPRM_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
-QWEN2_VOCAB = SHARED / "vocab" / "ggml-vocab-qwen2.gguf"
-PROCESSBENCH = SHARED / "data" / "processbench"
+from shared_paths import PROCESSBENCH, QWEN2_VOCAB
 
 
 @pytest.fixture(scope="session")

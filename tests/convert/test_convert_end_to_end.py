@@ -26,7 +26,7 @@ def converted_q8(tmp_path_factory, qwen2_checkpoint) -> Path:
 
 
 def test_scorer_scores_every_step_of_a_converted_model(converted_q8):
-    config = ScoreConfig(k=2, max_tokens=12, all_steps=True, seed=3, prompt_style="chatml")
+    config = ScoreConfig(k=2, max_tokens=6, all_steps=True, seed=3, prompt_style="chatml")
     with scoring.Scorer(converted_q8, config=config) as scorer:
         result = scorer.score(QUESTION, STEPS)
     assert [step.index for step in result.steps] == [1, 2]
@@ -45,7 +45,7 @@ def test_scorer_takes_its_defaults_from_the_converted_metadata(converted_q8):
 def test_rprm_lite_score_cli_on_a_converted_model(converted_q8):
     pytest.importorskip("rprm_lite.cli")
     command = [sys.executable, "-m", "rprm_lite.cli", "score", str(EXAMPLE), "--model", str(converted_q8),
-               "--k", "2", "--max-tokens", "8", "--all-steps", "--json"]
+               "--k", "2", "--max-tokens", "4", "--all-steps", "--json"]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[0])

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from rprm_lite.convert import gguf_file
 from rprm_lite.convert.cli import app
 from rprm_lite.convert.errors import ConversionError
+from rprm_lite.convert.gguf_file import read_gguf_metadata
 from rprm_lite.convert.quantize import QUANT_TYPES, quantize, run_child
 from rprm_lite.convert.random_model import build_random_checkpoint
 from rprm_lite.convert.safetensors_io import read_checkpoint_tensors, read_tensor_f32
@@ -239,3 +240,45 @@ def test_local_folder_wins_over_a_hub_id(checkpoint, out_dir, monkeypatch):
     result = CliRunner().invoke(app, [f"{checkpoint.name}/../{checkpoint.name}", "-o", str(out_dir / "m.gguf")])
     assert result.exit_code == 0, result.output
     assert (out_dir / "m.gguf").is_file()
+
+
+def test_hub_id_is_downloaded_then_converted(checkpoint, out_dir, monkeypatch):
+    """The download path, served from a local folder: snapshot_download is where the network would be."""
+    import huggingface_hub
+
+    asked = []
+
+    def fake_snapshot_download(repo_id, **options):
+        asked.append((repo_id, options["allow_patterns"]))
+        return str(checkpoint)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    result = CliRunner().invoke(app, ["someone/r-prm-tiny", "-o", str(out_dir / "m.gguf")])
+    assert result.exit_code == 0, result.output
+    assert asked == [("someone/r-prm-tiny", ["*.json", "*.safetensors", "*.jinja", "*.txt"])]
+    assert read_gguf_metadata(out_dir / "m.gguf")["general.name"] == "r-prm-tiny"
+
+
+def test_unsupported_rope_scaling(checkpoint, out_dir):
+    edit_json(checkpoint / "config.json", rope_scaling={"rope_type": "llama3", "factor": 8.0})
+    assert str(convert_error(checkpoint, out_dir)) == (
+        "config.json: rope scaling type 'llama3' is not supported; supported: default, linear, yarn")
+
+
+def test_yarn_rope_scaling_is_written(checkpoint, out_dir):
+    edit_json(checkpoint / "config.json", rope_scaling={"type": "yarn", "factor": 4.0,
+                                                        "original_max_position_embeddings": 32768})
+    assert CliRunner().invoke(app, [str(checkpoint), "-o", str(out_dir / "m.gguf")]).exit_code == 0
+    fields = read_gguf_metadata(out_dir / "m.gguf")
+    assert (fields["qwen2.rope.scaling.type"], fields["qwen2.rope.scaling.factor"]) == ("yarn", 4.0)
+    assert fields["qwen2.rope.scaling.original_context_length"] == 32768
+
+
+def test_verify_without_torch_is_refused_before_any_work(checkpoint, out_dir, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "torch" else real_find_spec(name, *args))
+    assert str(convert_error(checkpoint, out_dir, "--verify")) == (
+        "--verify needs torch and transformers (torch missing): pip install 'rprm-lite[verify]'")

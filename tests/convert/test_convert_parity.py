@@ -99,3 +99,30 @@ def test_checkpoint_saved_by_transformers_converts(tmp_path, small_checkpoint):
             (folder / name).write_bytes((small_checkpoint / name).read_bytes())
         report = convert_and_verify(folder, tmp_path / f"{arch_class.__name__}.gguf")
         assert report.max_logit_diff < F32_BOUND, (arch_class.__name__, report.rows())
+
+
+def test_verify_beyond_tolerance_fails_and_keeps_nothing(tmp_path, small_checkpoint, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rprm_lite.convert import verify
+    from rprm_lite.convert.cli import app
+    from rprm_lite.convert.errors import VerificationError
+
+    monkeypatch.setitem(verify.TOLERANCES, "f16", verify.Tolerance(1e-9, 1e-9, 1.0))
+    out = tmp_path / "m.gguf"
+    result = CliRunner().invoke(app, [str(small_checkpoint), "-o", str(out), "--verify"])
+    assert isinstance(result.exception, VerificationError) and result.exception.exit_code == 6
+    assert str(result.exception).startswith("verification failed for f16: max |logit difference| ")
+    assert "The GGUF was not kept" in str(result.exception)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_verify_within_tolerance_prints_the_figures(tmp_path, small_checkpoint):
+    from typer.testing import CliRunner
+
+    from rprm_lite.convert.cli import app
+
+    result = CliRunner().invoke(app, [str(small_checkpoint), "-o", str(tmp_path / "m.gguf"), "--verify"])
+    assert result.exit_code == 0, result.output
+    assert "GGUF vs transformers (f16)" in result.output and "max |P(Yes) difference|" in result.output
+    assert (tmp_path / "m.gguf").is_file()

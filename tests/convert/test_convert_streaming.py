@@ -115,3 +115,14 @@ def test_peak_memory_does_not_grow_with_the_model(tmp_path):
     extra = int(done.stdout.split()[-1])
     assert extra < model_bytes / 2, f"peak RSS grew by {extra / 1e6:.0f} MB while converting {model_bytes / 1e6:.0f} MB"
     assert read_gguf_metadata(tmp_path / "m.gguf")["general.file_type"] == 1
+
+
+def test_conversion_never_imports_torch_or_transformers(tmp_path, small_checkpoint):
+    code = textwrap.dedent(f"""
+        import sys
+        from rprm_lite.convert.converter import ConvertConfig, convert
+        convert(ConvertConfig(source={str(small_checkpoint)!r}, output={str(tmp_path / "m.gguf")!r}, quant="Q8_0"))
+        print(sorted(name for name in ("torch", "transformers", "safetensors") if name in sys.modules))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -6,28 +6,13 @@ import socket
 from collections import Counter
 
 import pytest
-from conftest import CRITIQUE, SOLUTIONS, read_jsonl, write_jsonl
+from training_helpers import DROPPED, KEPT, NO, REPLIES, SOLUTIONS, read_jsonl, write_jsonl
 
 from rprm_lite.errors import InputError
 from rprm_lite.solution import solution_from_dict
 from rprm_lite.training.errors import TeacherError
 from rprm_lite.training.seed import SeedConfig, build_seed_data, dropped_path
 from rprm_lite.training.teacher import chat_messages
-
-YES, NO = CRITIQUE.format("Yes"), CRITIQUE.format("No")
-# (question, step number) -> canned critique; labels: add all right, mul step 1 wrong,
-# sub steps 1-2 right and 3 wrong (no step 4), div step 1 right and step 2 unlabelled
-REPLIES = {
-    ("What is 2 + 3?", 1): YES,                                       # agrees: kept
-    ("What is 2 + 3?", 2): NO,                                        # disagrees: wrong verdict
-    ("What is 4 * 6?", 1): NO,                                        # agrees: kept
-    ("What is 9 - 4?", 1): "Looks fine to me.",                      # no verdict
-    ("What is 9 - 4?", 2): "Good. Verification: Is the step correct (Yes/No)? **Yes**\n",  # kept, cut
-    ("What is 9 - 4?", 3): "",                                        # empty
-    ("What is 8 / 2?", 1): YES,                                       # agrees: kept
-}
-KEPT = {("add", 1), ("mul", 1), ("sub", 2), ("div", 1)}
-DROPPED = {("add", 2): "wrong_verdict", ("sub", 1): "no_verdict", ("sub", 3): "empty"}
 
 
 @pytest.fixture

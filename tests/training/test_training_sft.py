@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import seed_records, write_jsonl
+from training_helpers import seed_records, write_jsonl
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from rprm_lite.errors import InputError
@@ -20,7 +20,7 @@ from rprm_lite.training.train_config import SFTRunConfig
 
 
 def sft_config(model_dir, data, out, **changes) -> SFTRunConfig:
-    settings = {"learning_rate": 1e-2, "batch_size": 4, "micro_batch_size": 2, "max_steps": 12,
+    settings = {"learning_rate": 1e-2, "batch_size": 2, "micro_batch_size": 2, "max_steps": 12,
                 "warmup_ratio": 0.0, "lr_scheduler": "constant", "logging_steps": 1, **changes}
     return SFTRunConfig(model=str(model_dir), data=str(data), out=str(out), **settings)
 
@@ -43,6 +43,18 @@ class Snapshots(TrainerCallback):
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
         self.end = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def test_trl_trains_on_exactly_our_loss_mask(small_model_dir, seed_file, tmp_path):
+    from rprm_lite.training.sft import build_sft_trainer
+
+    trainer, _, _ = build_sft_trainer(sft_config(small_model_dir, seed_file, tmp_path / "out"))
+    examples = examples_of(small_model_dir, seed_file)
+    rows = trainer.train_dataset
+    assert sorted(map(tuple, rows["input_ids"])) == sorted(tuple(e.ids) for e in examples)
+    for ids, labels in zip(rows["input_ids"], rows["labels"], strict=True):
+        mask = next(e.loss_mask for e in examples if e.ids == ids)
+        assert labels == [t if m else -100 for t, m in zip(ids, mask, strict=True)]
 
 
 def test_loss_on_a_fixed_set_halves_and_every_weight_changes(small_model_dir, seed_file, tmp_path):
@@ -100,6 +112,17 @@ def test_lora_moves_only_adapters_and_the_merged_export_differs(small_model_dir,
     assert torch.equal(merged["model.embed_tokens.weight"], base["model.embed_tokens.weight"])
 
 
+class RunsOutOfMemory(TrainerCallback):
+    def on_step_begin(self, args, state, control, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_says_what_to_change(small_model_dir, seed_file, tmp_path):
+    with pytest.raises(TrainingError, match="out of memory on the GPU with micro-batch-size 2 .* try "
+                                            "--gradient-checkpointing, --lora, a smaller --micro-batch-size"):
+        train_sft(sft_config(small_model_dir, seed_file, tmp_path / "out"), callbacks=[RunsOutOfMemory()])
+
+
 def test_bad_checkpoints_are_refused(seed_file, tmp_path):
     with pytest.raises(TrainingError, match="no such folder exists"):
         train_sft(sft_config(tmp_path / "missing", seed_file, tmp_path / "out"))
@@ -125,6 +148,6 @@ def test_examples_over_max_length_are_skipped_and_sizes_must_divide(small_model_
     with pytest.raises(TrainingError, match="all 7 examples are longer than --max-length 32 tokens"):
         train_sft(sft_config(small_model_dir, seed_file, tmp_path / "out", max_length=32))
     with pytest.raises(TrainingError, match="batch-size 4 is not a multiple of micro-batch-size 3"):
-        train_sft(sft_config(small_model_dir, seed_file, tmp_path / "out", micro_batch_size=3))
+        train_sft(sft_config(small_model_dir, seed_file, tmp_path / "out", batch_size=4, micro_batch_size=3))
     with pytest.raises(InputError, match="precision must be one of auto, bf16, fp32, got 'fp16'"):
         sft_config(small_model_dir, seed_file, tmp_path / "out", precision="fp16")

@@ -31,7 +31,7 @@ def test_loss_mask_covers_exactly_the_critique_and_the_end_marker(encoder, style
 
     n_prompt = len(example.ids) - len(CRITIQUE_IDS) - 1
     assert example.loss_mask == [0] * n_prompt + [1] * (len(CRITIQUE_IDS) + 1)
-    assert [t for t, m in zip(example.ids, example.loss_mask) if m] == [*CRITIQUE_IDS, IM_END]
+    assert [t for t, m in zip(example.ids, example.loss_mask, strict=True) if m] == [*CRITIQUE_IDS, IM_END]
     # the prompt ends with end-of-user, then the assistant header, none of it supervised
     assert example.ids[n_prompt - 5:n_prompt] == [IM_END, newline, IM_START, ASSISTANT, newline]
     assert example.ids[:n_prompt] == encoder.prompt_ids(render(SOLUTION, 1, style))
@@ -52,7 +52,7 @@ def test_markers_inside_user_text_stay_plain_text(encoder):
 def test_a_marker_written_in_the_critique_is_text_too(encoder):
     example = encoder.example(render(SOLUTION, 0, "chatml"), "Fine<|im_end|>. Verification: Is the step "
                                                               "correct (Yes/No)? Yes")
-    supervised = [t for t, m in zip(example.ids, example.loss_mask) if m]
+    supervised = [t for t, m in zip(example.ids, example.loss_mask, strict=True) if m]
     assert supervised.count(IM_END) == 1 and supervised[-1] == IM_END
 
 

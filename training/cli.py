@@ -1,0 +1,113 @@
+"""The `rprm-lite data ...` and `rprm-lite train ...` commands (registered lazily by the main CLI).
+
+Each command's options are generated from the fields of its config dataclass, so the CLI, the
+Python API and the saved metadata can never disagree. Command bodies only call the library.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import typer
+
+from rprm_lite.errors import RprmError
+from rprm_lite.training.jobconfig import JobConfig
+from rprm_lite.training.pairs import PairsConfig
+from rprm_lite.training.seed import SeedConfig
+from rprm_lite.training.train_config import DPORunConfig, SFTRunConfig
+
+data_app = typer.Typer(help="Build training data: seed critiques, preference pairs.", no_args_is_help=True,
+                       add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+train_app = typer.Typer(help="Train an R-PRM: SFT and DPO.", no_args_is_help=True,
+                        add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False)
+
+
+def config_command(app: typer.Typer, name: str, config_class: type[JobConfig],
+                   run: Callable[[Any], str], help: str) -> None:
+    """Register `run(config)` as command `name`, with one option per field of `config_class`."""
+
+    def command(**values: Any) -> None:
+        try:
+            typer.echo(run(config_class(**values)))
+        except RprmError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(exc.exit_code) from None
+
+    command.__signature__ = inspect.Signature(options(config_class))  # type: ignore[attr-defined]
+    app.command(name, help=help)(command)
+
+
+def options(config_class: type[JobConfig]) -> list[inspect.Parameter]:
+    hints = typing.get_type_hints(config_class)
+    parameters = []
+    for field in dataclasses.fields(config_class):
+        flag = "--" + field.name.replace("_", "-")
+        declarations = [f"{flag}/--no-{flag[2:]}"] if hints[field.name] is bool else [flag]
+        default = ... if field.default is dataclasses.MISSING else field.default
+        parameters.append(inspect.Parameter(
+            field.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[field.name],
+            default=typer.Option(default, *declarations, help=field.metadata["help"], show_default=default != "")))
+    return parameters
+
+
+def run_seed(config: SeedConfig) -> str:
+    from rprm_lite.training.seed import build_seed_data
+
+    with progress_bar("critiques") as advance:
+        report = build_seed_data(config, on_result=lambda r: advance(r.new, r.todo))
+    return report.summary()
+
+
+def run_pairs(config: PairsConfig) -> str:
+    from rprm_lite.training.pairs import build_pairs
+
+    with progress_bar("steps") as advance:
+        report = build_pairs(config, on_step=lambda r: advance(r.new_steps, r.todo))
+    return report.summary()
+
+
+def run_sft(config: SFTRunConfig) -> str:
+    from rprm_lite.training.sft import train_sft
+
+    return train_summary(train_sft(config))
+
+
+def run_dpo(config: DPORunConfig) -> str:
+    from rprm_lite.training.dpo import train_dpo
+
+    return train_summary(train_dpo(config))
+
+
+def train_summary(summary: Any) -> str:
+    loss = "n/a" if summary.final_loss is None else f"{summary.final_loss:.4f}"
+    rate = "n/a" if summary.tokens_per_second is None else f"{summary.tokens_per_second:,.0f}"
+    return (f"trained {summary.steps} steps on {summary.examples} examples "
+            f"({summary.skipped_too_long} skipped as too long); last loss {loss}; {rate} tokens/s; "
+            f"checkpoint saved to {summary.out}")
+
+
+@contextmanager
+def progress_bar(unit: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr; the yielded `advance(done, total)` moves it."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(unit), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task(unit, total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+config_command(data_app, "seed", SeedConfig, run_seed,
+               "Ask a teacher to critique labelled steps; keep critiques whose verdict agrees with the label.")
+config_command(data_app, "pairs", PairsConfig, run_pairs,
+               "Sample K critiques per labelled step from a model; pair agreeing with disagreeing ones.")
+config_command(train_app, "sft", SFTRunConfig, run_sft,
+               "Fine-tune on seed critiques (the loss covers each critique and its end marker only).")
+config_command(train_app, "dpo", DPORunConfig, run_dpo,
+               "Prefer critiques that agree with the label, against the frozen SFT model (DPO).")

@@ -1,0 +1,82 @@
+"""`rprm-lite train sft`: supervised fine-tuning on teacher critiques, with TRL's SFTTrainer.
+
+Examples are tokenized here, not by TRL: TRL would tokenize the prompt as one string and parse
+special tokens inside user text. The dataset handed to SFTTrainer is already (input_ids,
+completion_mask), and `completion_only_loss` makes the loss cover exactly the masked tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rprm_lite.prompt import render
+from rprm_lite.training.checkpoint import check_causal_lm, load_causal_lm, load_tokenizer, training_metadata
+from rprm_lite.training.errors import TrainingError
+from rprm_lite.training.records import CritiqueRecord, read_critiques
+from rprm_lite.training.tokens import Example, PromptTokenizer
+from rprm_lite.training.train_config import SFTRunConfig
+from rprm_lite.training.trainrun import (
+    JsonlLog,
+    MetadataOnSave,
+    TrainSummary,
+    lora_config,
+    run_and_export,
+    trl_arguments,
+)
+
+
+def sft_examples(records: list[CritiqueRecord], encoder: PromptTokenizer, *, prompt_style: str,
+                 max_length: int) -> tuple[list[Example], int]:
+    """Token ids and loss masks of every record; the second value counts records over `max_length`."""
+    examples = [encoder.example(render(r.solution, r.index, prompt_style), r.critique) for r in records]
+    kept = [e for e in examples if len(e.ids) <= max_length]
+    return kept, len(examples) - len(kept)
+
+
+def build_sft_trainer(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) -> tuple[Any, Any, TrainSummary]:
+    """The SFTTrainer for a run, its tokenizer, and the summary it will fill in."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    check_causal_lm(config.model)
+    # `data seed` appends critiques as they arrive; a fixed order makes the run repeatable
+    records = sorted(read_critiques(config.data), key=lambda record: record.key)
+    tokenizer = load_tokenizer(config.model)
+    examples, too_long = sft_examples(records, PromptTokenizer(tokenizer), prompt_style=config.prompt_style,
+                                      max_length=config.max_length)
+    if not examples:
+        raise TrainingError(f"all {too_long} examples are longer than --max-length {config.max_length} tokens")
+    summary = TrainSummary(out=config.out, examples=len(examples), skipped_too_long=too_long)
+    trainer = SFTTrainer(
+        model=load_causal_lm(config.model),
+        args=trl_arguments(SFTConfig, config, completion_only_loss=True, dataset_num_proc=None),
+        train_dataset=Dataset.from_list([{"input_ids": e.ids, "completion_mask": e.loss_mask} for e in examples]),
+        processing_class=tokenizer,
+        peft_config=lora_config(config),
+        callbacks=[JsonlLog(config.out, summary),
+                   MetadataOnSave(training_metadata("sft", config, base_model=config.model)), *callbacks],
+    )
+    return trainer, tokenizer, summary
+
+
+def train_sft(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) -> TrainSummary:
+    trainer, tokenizer, summary = build_sft_trainer(config, callbacks=callbacks)
+    return run_and_export(trainer, tokenizer, config, "sft", summary, base_model=config.model)
+
+
+def critique_loss(model: Any, examples: list[Example]) -> float:
+    """Mean cross-entropy per supervised token (critique and end marker) over `examples`."""
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for example in examples:
+            ids = torch.tensor([example.ids], device=model.device)
+            labels = ids.masked_fill(torch.tensor([example.loss_mask], device=model.device) == 0, -100)
+            logits = model(input_ids=ids).logits[0, :-1].float()
+            targets = labels[0, 1:]
+            total += torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="sum").item()
+            count += int((targets != -100).sum())
+    return total / count

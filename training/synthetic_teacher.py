@@ -1,0 +1,212 @@
+"""A programmatic teacher for the synthetic problems: short critiques in the R-PRM structure.
+
+The teacher recomputes each step from the problem's record: where each operand must come from (a
+number of the question or the result of an earlier step), which operation the step's goal needs, and
+the arithmetic. It writes what it finds under the section headers the R-PRM prompt asks for and ends
+with the verification line. Critiques are short and regular so that a tiny model can learn them.
+
+With probability `wrong_share` per critique the teacher is mistaken, and its text follows the mistake:
+on a right step it misreads a source, miscalculates or misjudges the operation and says No; on a wrong
+step it takes the written numbers at face value and says Yes. Such critiques are what the seed-data
+filter (`rprm_lite.training.critiques.judge`) must drop.
+
+`SyntheticTeacher` serves the training package's `Teacher` protocol, so `build_seed_data` can use it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from rprm_lite.errors import InputError
+from rprm_lite.prompt import VERDICT_PHRASE
+from rprm_lite.solution import Solution
+from rprm_lite.training.critiques import find_verdict
+from rprm_lite.training.synthetic import GENERATOR, SYMBOLS, Problem, Step, apply, slip
+from rprm_lite.training.teacher import Task, task_seed
+
+SECTION_HEADERS = ("**Previous Steps Analysis**", "**Now Step Analysis**", "**Data Source Analysis**",
+                   "**Consistency Analysis**", "**Calculation Analysis**", "Conclusion:")
+VERIFICATION = "Verification: " + VERDICT_PHRASE
+OP_NOUNS = {"+": "addition", "-": "subtraction", "*": "multiplication", "/": "division"}
+OP_VERBS = {"+": "adds", "-": "subtracts", "*": "multiplies", "/": "divides"}
+MISTAKES = ("source", "calculation", "operation")  # how a mistaken teacher faults a right step
+
+
+@dataclass(frozen=True)
+class Belief:
+    """What the teacher takes to be right for the Now Step; the critique compares the step against it."""
+
+    operands: tuple[int, int]  # the values the sources hold
+    op: str  # the operation the goal needs
+    computed: int | None  # the teacher's own result of the written expression (None: does not divide)
+
+
+def critique(problem: Problem, step_index: int, *, rng: random.Random, wrong_share: float = 0.0) -> str:
+    """A critique of step `step_index` (0-based); with probability `wrong_share` its verdict is wrong."""
+    check_step(problem, step_index)
+    if not 0 <= wrong_share <= 1:
+        raise InputError(f"wrong_share must be between 0 and 1, got {wrong_share}")
+    belief = true_belief(problem, step_index)
+    if rng.random() < wrong_share:
+        belief = mistaken_belief(problem, step_index, belief, rng)
+    return write(problem, step_index, belief)
+
+
+def verdict_of(critique: str) -> bool | None:
+    """True for "... (Yes/No)? Yes", False for No, None when the critique gives no verdict."""
+    verdict = find_verdict(critique)
+    return None if verdict is None else verdict.says_correct
+
+
+def check_step(problem: Problem, step_index: int) -> None:
+    n_steps = len(problem.steps)
+    if not 0 <= step_index < n_steps:
+        raise InputError(f"{problem.id}: step index {step_index} is out of range; the solution has {n_steps} "
+                         f"steps (0..{n_steps - 1})")
+    if problem.label != -1 and step_index > problem.label:
+        raise InputError(f"{problem.id}: step {step_index + 1} comes after the first error (step "
+                         f"{problem.label + 1}), so it has no label to critique against")
+
+
+def source_value(problem: Problem, source: str) -> int:
+    kind, _, key = source.partition(":")
+    return problem.quantities[key] if kind == "question" else problem.steps[int(key)].result
+
+
+def true_belief(problem: Problem, step_index: int) -> Belief:
+    step = problem.steps[step_index]
+    operands = (source_value(problem, step.sources[0]), source_value(problem, step.sources[1]))
+    return Belief(operands, step.intended_op, apply(step.op, step.left, step.right))
+
+
+def mistaken_belief(problem: Problem, step_index: int, honest: Belief, rng: random.Random) -> Belief:
+    """A belief whose verdict is the opposite of the honest one, reached by a plausible slip."""
+    step = problem.steps[step_index]
+    if not is_right(step, honest):
+        return Belief((step.left, step.right), step.op, step.result)  # overlooks the error
+    mistake = rng.choice(MISTAKES)
+    if mistake == "source":
+        operand = rng.randrange(2)
+        misread = slip(rng, honest.operands[operand])
+        return Belief((misread, honest.operands[1]) if operand == 0 else (honest.operands[0], misread),
+                      honest.op, honest.computed)
+    if mistake == "calculation":
+        return Belief(honest.operands, honest.op, slip(rng, step.result, minimum=0))
+    return Belief(honest.operands, rng.choice([op for op in SYMBOLS if op != step.op]), honest.computed)
+
+
+def is_right(step: Step, belief: Belief) -> bool:
+    return (step.left, step.right) == belief.operands and step.op == belief.op and step.result == belief.computed
+
+
+def write(problem: Problem, step_index: int, belief: Belief) -> str:
+    step = problem.steps[step_index]
+    faults, consistency = [], [f"This needs {OP_NOUNS[belief.op]}, and the Now Step {OP_VERBS[step.op]}."]
+    if step.op != belief.op:
+        consistency = [f"This needs {OP_NOUNS[belief.op]}, but the Now Step {OP_VERBS[step.op]}."]
+        faults.append("uses the wrong operation")
+    sources, source_faults, contradicted = data_sources(problem, step, belief)
+    faults += source_faults
+    if contradicted is not None:
+        earlier = problem.steps[contradicted]
+        consistency.append(f"Step {contradicted + 1} found {earlier.result}, so the Now Step contradicts it.")
+    expression = f"{step.left} {SYMBOLS[step.op]} {step.right}"
+    if belief.computed is None:
+        calculation = f"{expression} does not divide evenly, so {step.result} is wrong."
+        faults.append("has a calculation error")
+    elif belief.computed == step.result:
+        calculation = f"{expression} = {belief.computed}, which matches."
+    else:
+        calculation = f"{expression} = {belief.computed}, not {step.result}."
+        faults.append("has a calculation error")
+    conclusion = "The Now Step is correct." if not faults else f"The Now Step {join(faults)}, so it is wrong."
+    return "\n".join((
+        f"{SECTION_HEADERS[0]}: {previous_steps(problem, step_index)}",
+        f"{SECTION_HEADERS[1]}: The Now Step finds {step.goal}.",
+        f"{SECTION_HEADERS[2]}: {sources}",
+        f"{SECTION_HEADERS[3]}: {' '.join(consistency)}",
+        f"{SECTION_HEADERS[4]}: {calculation}",
+        f"{SECTION_HEADERS[5]} {conclusion}",
+        f"{VERIFICATION} {'No' if faults else 'Yes'}",
+    ))
+
+
+def previous_steps(problem: Problem, step_index: int) -> str:
+    if step_index == 0:
+        return "There are no Previous Steps."
+    found = [f"Step {i + 1} gets {problem.steps[i].result}" for i in range(step_index)]
+    return f"{join(found)}, {'which is' if step_index == 1 else 'all'} correct."
+
+
+def data_sources(problem: Problem, step: Step, belief: Belief) -> tuple[str, list[str], int | None]:
+    """The data source sentence, its faults, and the earlier step the Now Step contradicts (if any)."""
+    clauses, faults, contradicted = [], [], None
+    origins = ["the question" if source.startswith("question:") else f"Step {int(source.split(':')[1]) + 1}"
+               for source in step.sources]
+    if (step.left, step.right) == belief.operands and origins[0] == origins[1]:
+        return f"{step.left} and {step.right} are from {origins[0]}, which is right.", [], None
+    for written, expected, source, origin in zip((step.left, step.right), belief.operands, step.sources, origins,
+                                                 strict=True):
+        if written == expected:
+            clauses.append(f"{written} is from {origin}")
+            continue
+        clauses.append(f"{written} should be {expected} from {origin}")
+        stale_of = stale_step(problem, source, written)
+        if stale_of is not None and expected == problem.steps[stale_of].result:
+            contradicted = stale_of
+            faults.append(f"contradicts Step {stale_of + 1}")
+        else:
+            faults.append("uses a wrong number")
+    ending = "which is right." if not faults else "so the data is wrong."
+    return f"{join(clauses)}, {ending}", faults, contradicted
+
+
+def stale_step(problem: Problem, source: str, written: int) -> int | None:
+    """Step j when `written` is the value step j started from: the Now Step ignores what step j did."""
+    if not source.startswith("step:"):
+        return None
+    earlier = int(source.split(":")[1])
+    step = problem.steps[earlier]
+    return earlier if step.intended_op in "+-" and step.left == written else None
+
+
+def join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+class SyntheticTeacher:
+    """The training package's `Teacher` for synthetic problems: `build_seed_data(config, teacher=...)`.
+
+    A task's solution must carry its `trace` (the files `rprm_lite.training.synthetic` writes do), or its
+    problem must be passed in `problems`. Each (solution, step, sample) gets its own seed from `seed`,
+    so results do not depend on task order and a resumed run writes the same critiques.
+    """
+
+    name = f"{GENERATOR}-teacher"
+
+    def __init__(self, *, seed: int = 0, wrong_share: float = 0.1,
+                 problems: Mapping[str, Problem] | None = None) -> None:
+        if not 0 <= wrong_share <= 1:
+            raise InputError(f"wrong_share must be between 0 and 1, got {wrong_share}")
+        self.seed = seed
+        self.wrong_share = wrong_share
+        self.problems = dict(problems or {})
+
+    def critiques(self, tasks: list[Task]) -> Iterator[tuple[Task, str]]:
+        for task in tasks:
+            problem = self.problem(task.step.solution)
+            rng = random.Random(task_seed(self.seed, task))
+            yield task, critique(problem, task.step.index, rng=rng, wrong_share=self.wrong_share)
+
+    def problem(self, solution: Solution) -> Problem:
+        problem = self.problems.get(solution.id)
+        if problem is None:
+            problem = Problem.from_item({"id": solution.id, "problem": solution.question, "steps": solution.steps,
+                                         **solution.extra}, where=f"solution {solution.id!r}")
+            self.problems[solution.id] = problem
+        if tuple(step.text for step in problem.steps) != solution.steps:
+            raise InputError(f"solution {solution.id!r}: its steps differ from the synthetic problem's record; "
+                             "the synthetic teacher only judges solutions written by the generator")
+        return problem
