@@ -3,9 +3,12 @@
     python -m rprm_lite.bench.speed [--quick] [--shape qwen2.5-0.5b|tiny] [--threads 2]
                                     [--n-gpu-layers N] [--device auto|cpu|cuda] [--out bench/results]
 
-Every number comes from this one run, on random-weight models with real shapes (speed does not depend on
-weight values) and the real Qwen2 tokenizer. All formats are converted by our converter from one f32
-checkpoint (seed 0), so transformers and llama.cpp run the same weights. Critiques have a fixed length:
+Every number comes from this one run, on random-weight models with real shapes and the real Qwen2 tokenizer.
+All formats are converted by our converter from one f32 checkpoint (seed 0), so transformers and llama.cpp
+run the same weights. Decoding speed does not depend on weight values, but llama.cpp's top-p sampler does:
+raw random weights give nearly flat logits, its slowest case, so by default the checkpoint's final norm is
+scaled (--logit-scale 4) to make next-token distributions as peaked as a trained model's; --logit-scale 1
+measures raw random weights. Critiques have a fixed length:
 end-of-text is banned (transformers: min_new_tokens = max_new_tokens), so every critique takes the fallback
 question and every variant does the same work. Each measurement runs in its own process (its own peak RSS).
 
@@ -86,6 +89,7 @@ FULL = Sizes(tokens=64, engine_ks=(1, 4, 10), reference_k=10, reference_steps=1,
 QUICK = Sizes(tokens=8, engine_ks=(1, 2), reference_k=2, reference_steps=1, scaling_k=2, scaling_tokens=4,
               scaling_steps=4, error_step=2, cold_runs=1)
 FORMAT_ROWS = ("F16", "Q8_0", "Q4_K_M")
+DEFAULT_LOGIT_SCALE = 4.0  # see speed_score's models section: sample like a trained model
 
 
 @dataclass(frozen=True)
@@ -173,14 +177,15 @@ class Suite:
     device: str
     torch_dtype: str
     out: Path
+    logit_scale: float = DEFAULT_LOGIT_SCALE
     models: dict[str, Path] = field(default_factory=dict)
     checkpoint: Path | None = None
     child: Child = field(default_factory=lambda: Child(module="rprm_lite.bench.speed"))
 
     def prepare(self) -> None:
         folder = self.out / "models"
-        self.models = {fmt: build_model(self.shape, fmt, folder) for fmt in FORMATS}
-        self.checkpoint = build_checkpoint(self.shape, folder)
+        self.models = {fmt: build_model(self.shape, fmt, folder, logit_scale=self.logit_scale) for fmt in FORMATS}
+        self.checkpoint = build_checkpoint(self.shape, folder, logit_scale=self.logit_scale)
 
     def job(self, fmt: str = "Q8_0", **changes) -> Job:
         return Job(str(self.models[fmt]), threads=self.threads, n_gpu_layers=self.n_gpu_layers,
@@ -305,14 +310,18 @@ def _cold_start_once(suite: Suite) -> dict:
     prefill = marks["first_token"] - marks["decode_start"]
     return {**marks, "time_to_first_token_s": marks["first_token"], "startup_s": marks["runtime_imported"],
             "model_load_s": load, "prefill_s": prefill, "other_s": marks["first_token"] - load - prefill
-            - marks["runtime_imported"], "minus_load_s": marks["first_token"] - load}
+            - marks["runtime_imported"], "minus_load_s": marks["first_token"] - load,
+            # the parts of "other": CLI, reading the solution and the GGUF pre-flight; then engine set-up
+            "before_load_s": marks["model_load_start"] - marks["runtime_imported"],
+            "after_load_s": marks["decode_start"] - marks["model_load_end"]}
 
 
 # -- running and reporting ----------------------------------------------------------------------
 SECTIONS = ("reference", "engine", "scaling", "formats", "cold_start")  # in table order
 
 
-def run_suite(suite: Suite, only: tuple[str, ...] = SECTIONS) -> dict:
+def run_suite(suite: Suite, only: tuple[str, ...] = SECTIONS, save=lambda result: None) -> dict:
+    """Run the chosen sections; `save(result)` after each one keeps what a killed run finished."""
     started = time.time()
     suite.prepare()
     result: dict = {"meta": metadata(suite)}
@@ -326,7 +335,8 @@ def run_suite(suite: Suite, only: tuple[str, ...] = SECTIONS) -> dict:
         except MeasurementError as exc:
             _say(f"{name} failed: {exc}")
             result[name] = {"error": str(exc)}
-    result["meta"] |= {"wall_s": time.time() - started, "load_average_end": list(os.getloadavg())}
+        result["meta"] |= {"wall_s": time.time() - started, "load_average_end": list(os.getloadavg())}
+        save(result)
     return result
 
 
@@ -344,7 +354,8 @@ def metadata(suite: Suite) -> dict:
             return None
 
     return {"shape": suite.shape, "dims": SHAPES[suite.shape], "sizes": asdict(suite.sizes),
-            "quick": suite.sizes == QUICK, "threads": suite.threads, "n_gpu_layers": suite.n_gpu_layers,
+            "quick": suite.sizes == QUICK, "logit_scale": suite.logit_scale, "threads": suite.threads,
+            "n_gpu_layers": suite.n_gpu_layers,
             "device": suite.device, "torch_dtype": suite.torch_dtype, "cpu_count": os.cpu_count(),
             "gpu_offload_build": bool(llama_cpp.llama_supports_gpu_offload()),
             "load_average_start": list(os.getloadavg()),
@@ -383,9 +394,9 @@ def _header(meta: dict) -> str:
     dims = ", ".join(f"{k} {v}" for k, v in meta["dims"].items())
     gpu = f"n_gpu_layers {meta['n_gpu_layers']}" + ("" if meta["gpu_offload_build"] else " (CPU build of llama.cpp)")
     return (f"## rprm-lite speed suite{' (quick)' if meta['quick'] else ''}\n"
-            f"Random-weight {meta['shape']} ({dims}), real Qwen2 tokenizer, fixed critique length (end-of-text "
-            f"banned); {meta['threads']} threads, {gpu}, {meta['cpu_count']} CPUs; llama-cpp-python "
-            f"{meta['versions']['llama_cpp_python']}, torch {meta['versions']['torch']}, transformers "
+            f"Random-weight {meta['shape']} ({dims}), logits x{meta['logit_scale']:g}, real Qwen2 tokenizer, fixed "
+            f"critique length (end-of-text banned); {meta['threads']} threads, {gpu}, {meta['cpu_count']} CPUs; "
+            f"llama-cpp-python {meta['versions']['llama_cpp_python']}, torch {meta['versions']['torch']}, transformers "
             f"{meta['versions']['transformers']}. Load average {_load(meta['load_average_start'])} at the start, "
             f"{_load(meta.get('load_average_end', []))} at the end; {meta.get('wall_s', 0):.0f} s in all.")
 
@@ -496,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="transformers device (auto: cuda when available)")
     parser.add_argument("--torch-dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                         help="transformers dtype (auto: float32 on cpu, bfloat16 on cuda)")
+    parser.add_argument("--logit-scale", type=float, default=DEFAULT_LOGIT_SCALE,
+                        help="multiply the random model's logits: 4 samples like a trained model (a top-p nucleus "
+                             "of a few tokens), 1 is raw random weights (nearly flat, llama.cpp's slowest top-p)")
     parser.add_argument("--only", type=lambda text: tuple(text.split(",")), default=SECTIONS,
                         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -506,18 +520,21 @@ def main(argv: list[str] | None = None) -> int:
         run_child_here(CHILDREN, args.child, args.job, ReferenceJob if args.child == "transformers" else Job)
         return 0
     suite = Suite(args.shape, QUICK if args.quick else FULL, args.threads, args.n_gpu_layers, args.device,
-                  args.torch_dtype, args.out)
+                  args.torch_dtype, args.out, args.logit_scale)
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
-    result = run_suite(suite, args.only)
-    text = tables(result)
-    name = "speed" + ("-quick" if args.quick else "") + ("" if set(args.only) == set(SECTIONS) else
-                                                         "-" + "-".join(n for n in SECTIONS if n in args.only))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
-    (args.out / f"{name}.md").write_text(text + "\n")
-    print(text)
+    name = ("speed" + ("-quick" if args.quick else "")
+            + ("" if args.logit_scale == DEFAULT_LOGIT_SCALE else f"-logits-x{args.logit_scale:g}")
+            + ("" if set(args.only) == set(SECTIONS) else "-" + "-".join(n for n in SECTIONS if n in args.only)))
+
+    def save(result: dict) -> None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2))
+        (args.out / f"{name}.md").write_text(tables(result) + "\n")
+
+    result = run_suite(suite, args.only, save)
+    print(tables(result))
     return 1 if any("error" in result[key] for key in result if key != "meta") else 0
 
 

@@ -46,29 +46,57 @@ TEMPERATURE = TOP_P = 0.95  # the released recipe
 
 
 # -- models ------------------------------------------------------------------------------------
-def build_checkpoint(shape: str, folder: Path) -> Path:
+# Raw random weights give nearly flat next-token distributions: at temperature 0.95 the top-p 0.95 nucleus
+# holds ~50,000 of Qwen2's 151,936 tokens, which is llama.cpp's slowest top-p path (its adaptive sort tries
+# the best 256 tokens first, then sorts them all), ~10 ms per sampled token here. Trained models are peaked
+# (a nucleus of a few tokens: ~1.7 ms). `logit_scale` multiplies the final norm weight, i.e. every logit,
+# so random models sample like trained ones; 4 gives a nucleus of ~4 tokens on the 0.5B shape.
+def _stem(shape: str, logit_scale: float) -> str:
+    return f"random-{shape}" + ("" if logit_scale == 1 else f"-x{logit_scale:g}")
+
+
+def build_checkpoint(shape: str, folder: Path, *, logit_scale: float = 1.0) -> Path:
     """The random-weight f32 Hugging Face checkpoint (seed 0) every format of `shape` is converted from."""
     from rprm_lite.convert.random_model import build_random_checkpoint
 
-    path = folder / f"random-{shape}-hf"
+    path = folder / f"{_stem(shape, logit_scale)}-hf"
     if not (path / "config.json").exists():
-        partial = folder / f"random-{shape}-hf.partial"
+        partial = path.with_name(path.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         build_random_checkpoint(partial, tokenizer="qwen2", seed=0, dtype="float32", **SHAPES[shape])
+        if logit_scale != 1:
+            scale_tensor(partial / "model.safetensors", "model.norm.weight", logit_scale)
         partial.rename(path)  # only a finished checkpoint gets the final name
     return path
 
 
-def build_model(shape: str, fmt: str, folder: Path) -> Path:
+def scale_tensor(path: Path, name: str, factor: float) -> None:
+    """Multiply one f32 tensor of a safetensors file in place."""
+    import numpy as np
+
+    with path.open("r+b") as handle:
+        header_size = int.from_bytes(handle.read(8), "little")
+        entry = json.loads(handle.read(header_size))[name]
+        if entry["dtype"] != "F32":
+            raise ValueError(f"{path}: expected {name} in F32, got {entry['dtype']}")
+        begin, end = (8 + header_size + offset for offset in entry["data_offsets"])
+        handle.seek(begin)
+        values = np.frombuffer(handle.read(end - begin), dtype=np.float32) * np.float32(factor)
+        handle.seek(begin)
+        handle.write(values.tobytes())
+
+
+def build_model(shape: str, fmt: str, folder: Path, *, logit_scale: float = 1.0) -> Path:
     """The GGUF of `shape` in format `fmt` (a FORMATS key), converted by our converter and cached in `folder`."""
     from rprm_lite.convert.converter import RANDOM_WEIGHTS_DESCRIPTION, ConvertConfig, convert
 
-    path = folder / f"random-{shape}-{fmt}.gguf"
+    path = folder / f"{_stem(shape, logit_scale)}-{fmt}.gguf"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         outtype, quant = FORMATS[fmt]
-        convert(ConvertConfig(source=str(build_checkpoint(shape, folder)), output=path, outtype=outtype,
-                              quant=quant, description=RANDOM_WEIGHTS_DESCRIPTION))
+        checkpoint = build_checkpoint(shape, folder, logit_scale=logit_scale)
+        convert(ConvertConfig(source=str(checkpoint), output=path, outtype=outtype, quant=quant,
+                              description=RANDOM_WEIGHTS_DESCRIPTION))
     return path
 
 
@@ -297,6 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tokens", type=int, default=64, help="fixed critique length")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload (-1: all)")
+    parser.add_argument("--logit-scale", type=float, default=1.0,
+                        help="multiply the random model's logits (4: peaked like a trained model)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--model", type=Path, help="use this GGUF instead of building a random one")
     parser.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
@@ -305,14 +335,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         run_child_here(VARIANTS, args.child, args.job)
         return
-    model = args.model or build_model(args.shape, args.quant, args.out / "models")
+    model = args.model or build_model(args.shape, args.quant, args.out / "models", logit_scale=args.logit_scale)
     job = Job(str(model), k=args.k, tokens=args.tokens, threads=args.threads, n_gpu_layers=args.n_gpu_layers)
     results = {name: Child()(name, job) for name in VARIANTS}
     a, b, c = results["rprm-lite"], results["llama-high-level"], results["bare-decode"]
     budget = model.stat().st_size / 2**20 + kv_cache_mb(args.shape, 600 + args.k * (args.tokens + 16)) + 400
     summary = {
         "model": model.name, "model_mb": model.stat().st_size / 2**20, "k": args.k, "critique_tokens": args.tokens,
-        "threads": args.threads, "n_gpu_layers": args.n_gpu_layers, "variants": results,
+        "threads": args.threads, "n_gpu_layers": args.n_gpu_layers, "logit_scale": args.logit_scale,
+        "variants": results,
         "speedup_vs_high_level": a["tokens_per_s"] / b["tokens_per_s"],
         "fraction_of_bare_decode": a["tokens_per_s"] / c["tokens_per_s"],
         "rss_budget_mb": budget, "rss_within_budget": a["peak_rss_mb"] <= budget,
