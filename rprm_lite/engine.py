@@ -13,7 +13,6 @@ import ctypes
 import hashlib
 import math
 import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,6 @@ import llama_cpp
 from rprm_lite.errors import ContextOverflowError, ModelFileError
 from rprm_lite.prompt import Prompt
 
-SPECIAL_MARKER = re.compile(r"<\|[^|<>\s]+\|>")
 MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 DEFAULT_N_BATCH = 512
 
@@ -163,7 +161,7 @@ class Engine:
         the seams match tokenizing the whole string, and markers inside user text stay text.
         """
         tokens = [self.bos] if self.add_bos else []
-        for is_special, text in _segments(prompt):
+        for is_special, text in prompt.segments():
             tokens += self.tokenize(text, special=is_special)
         return tokens
 
@@ -273,25 +271,3 @@ def stream_seed(seed: int, step_index: int, stream: int) -> int:
     """A distinct, reproducible 32-bit seed per (run seed, step, critique)."""
     digest = hashlib.sha256(f"{seed}:{step_index}:{stream}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0xFFFFFFFE  # 0xFFFFFFFF means "random" to llama.cpp
-
-
-def _segments(prompt: Prompt) -> list[tuple[bool, str]]:
-    """Split a prompt into (is_special, text) runs, cutting only at template markers."""
-    segments: list[tuple[bool, str]] = []
-    plain = ""
-    for piece in prompt.pieces:
-        if not piece.is_template:
-            plain += piece.text
-            continue
-        last = 0
-        for match in SPECIAL_MARKER.finditer(piece.text):
-            plain += piece.text[last:match.start()]
-            if plain:
-                segments.append((False, plain))
-                plain = ""
-            segments.append((True, match.group()))
-            last = match.end()
-        plain += piece.text[last:]
-    if plain:
-        segments.append((False, plain))
-    return segments

@@ -8,6 +8,7 @@ pieces, each marked as template text (whose `<|...|>` markers are special tokens
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -24,6 +25,7 @@ FIRST_STEP_PREVIOUS = "Since the Now Step is the first step, there are no Previo
 VERDICT_PHRASE = "Is the step correct (Yes/No)?"
 FALLBACK_TEXT = "\nBased on your analysis. Is the answer correct (Yes/No)?"
 END_OF_TURN = "<|im_end|>"
+SPECIAL_MARKER = re.compile(r"<\|[^|<>\s]+\|>")  # a ChatML marker such as <|im_start|>
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,32 @@ class Prompt:
     @property
     def text(self) -> str:
         return "".join(piece.text for piece in self.pieces)
+
+    def segments(self) -> list[tuple[bool, str]]:
+        """(is_marker, text) runs, cut only at the template's own markers.
+
+        Everything between two markers (template and user text together) is one plain run, so
+        tokenizing run by run matches tokenizing the whole string, and a marker inside user text
+        stays text. The runtime engine and the training tokenizer both split prompts this way.
+        """
+        segments: list[tuple[bool, str]] = []
+        plain = ""
+        for piece in self.pieces:
+            if not piece.is_template:
+                plain += piece.text
+                continue
+            last = 0
+            for match in SPECIAL_MARKER.finditer(piece.text):
+                plain += piece.text[last:match.start()]
+                if plain:
+                    segments.append((False, plain))
+                    plain = ""
+                segments.append((True, match.group()))
+                last = match.end()
+            plain += piece.text[last:]
+        if plain:
+            segments.append((False, plain))
+        return segments
 
 
 def load_template_file(name: str) -> str:

@@ -189,16 +189,10 @@ class Scorer:
 
     def _check_template_markers(self) -> None:
         text = "".join(prompts.template(self.config.prompt_style))
-        for marker in sorted(set(prompts_markers(text))):
+        for marker in sorted(set(prompts.SPECIAL_MARKER.findall(text))):
             if len(self.engine.tokenize(marker, special=True)) != 1:
                 raise ModelFileError(f"{self.model_info.path.name}: the vocabulary has no {marker} token; "
                                      f"the {self.config.prompt_style} prompt needs ChatML special tokens")
-
-
-def prompts_markers(text: str) -> list[str]:
-    from rprm_lite.engine import SPECIAL_MARKER
-
-    return SPECIAL_MARKER.findall(text)
 
 
 def aggregate(scores: Sequence[float], how: str) -> float | None:

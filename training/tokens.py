@@ -9,16 +9,11 @@ together: the mask is 1 on the critique tokens and the end marker, 0 everywhere 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from rprm_lite.prompt import END_OF_TURN, Prompt
 from rprm_lite.training.errors import TrainingError
-
-# the runtime's rule for template markers (rprm_lite.engine.SPECIAL_MARKER), kept here because
-# importing the engine would pull in llama.cpp, which a training machine may not have
-SPECIAL_MARKER = re.compile(r"<\|[^|<>\s]+\|>")
 
 
 @dataclass(frozen=True)
@@ -90,25 +85,8 @@ class PromptTokenizer:
 
 
 def prompt_runs(prompt: Prompt) -> list[Run]:
-    """Cut a rendered prompt at the template's markers only; user text never creates a marker."""
-    runs: list[Run] = []
-    plain = ""
-    for piece in prompt.pieces:
-        if not piece.is_template:
-            plain += piece.text
-            continue
-        last = 0
-        for match in SPECIAL_MARKER.finditer(piece.text):
-            plain += piece.text[last:match.start()]
-            if plain:
-                runs.append(Run(plain, is_marker=False, supervised=False))
-                plain = ""
-            runs.append(Run(match.group(), is_marker=True, supervised=False))
-            last = match.end()
-        plain += piece.text[last:]
-    if plain:
-        runs.append(Run(plain, is_marker=False, supervised=False))
-    return runs
+    """Cut a rendered prompt at the template's markers only (the runtime's rule, `Prompt.segments`)."""
+    return [Run(text, is_marker=is_marker, supervised=False) for is_marker, text in prompt.segments()]
 
 
 def completion_runs(critique: str) -> list[Run]:
