@@ -10,8 +10,6 @@ A candidate may carry `scores` (one per step, from an earlier run): it is then n
 
 from __future__ import annotations
 
-import json
-import math
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -21,6 +19,8 @@ from typing import Any
 
 from rprm_lite.config import AGGREGATIONS
 from rprm_lite.errors import InputError
+from rprm_lite.jsonl import read_jsonl
+from rprm_lite.results import aggregate as aggregate_scores
 from rprm_lite.solution import Solution, solution_from_dict
 
 from .harness import BenchItem
@@ -50,16 +50,8 @@ class Problem:
 
 def read_problems(path: str | Path) -> list[Problem]:
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; expected a JSONL file of problems with 'candidates'")
     problems, seen = [], set()
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path} line {number}: invalid JSON ({exc.msg})") from None
+    for number, entry in read_jsonl(path, what="a JSONL file of problems with 'candidates'"):
         problem = _problem(entry, f"{path.name} line {number}", default_id=f"line-{number}")
         if problem.id in seen:
             raise InputError(f"{path} line {number}: problem id {problem.id!r} is repeated; "
@@ -127,13 +119,7 @@ def aggregate(scores: Sequence[float | None], how: str) -> float:
         raise InputError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {how!r}")
     if not scores or None in scores:
         raise InputError("every step needs a score to aggregate; score candidates with all steps")
-    if how == "min":
-        return min(scores)
-    if how == "product":
-        return math.prod(scores)
-    if how == "mean":
-        return sum(scores) / len(scores)
-    return scores[-1]
+    return aggregate_scores(scores, how)
 
 
 def rank(problem: Problem, how: str) -> dict[str, Any]:

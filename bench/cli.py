@@ -31,10 +31,11 @@ from rprm_lite.cli import (
 )
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, RprmError
+from rprm_lite.jsonl import JsonlWriter
 
 from . import bestofn, prmbench, processbench, report, scaling
 from .harness import BenchItem, run_items
-from .records import METRICS_FILE, PredictionWriter, read_records
+from .records import METRICS_FILE, read_records
 
 app = typer.Typer(help="Benchmarks: ProcessBench, PRMBench, threshold and K sweeps, best-of-N.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
@@ -339,7 +340,7 @@ def rerank_command(
     done = {str(r.get("id")) for r in read_records(output)} if output and output.exists() else set()
     problems = [p for p in bestofn.read_problems(candidates) if p.id not in done]
     scorer = make_scorer(model, settings) if any(p.bench_items() for p in problems) else None
-    writer = PredictionWriter(output) if output is not None else None
+    writer = JsonlWriter(output) if output is not None else None
     try:
         for problem in problems:
             ranked = bestofn.rank(bestofn.score_problem(problem, scorer), how)

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rprm_lite.jsonl import JsonlWriter
 from rprm_lite.results import SolutionResult
 from rprm_lite.solution import Solution
 
-from .records import PREDICTIONS_FILE, PredictionWriter, check_run, read_records, record_from_result
+from .records import PREDICTIONS_FILE, check_run, read_records, record_from_result
 
 
 class ScorerLike(Protocol):
@@ -53,7 +54,7 @@ def run_items(items: Sequence[BenchItem], scorer: ScorerLike, out_dir: str | Pat
     path = out_dir / PREDICTIONS_FILE
     done = {str(r.get("id")): r for r in read_records(path)} if path.exists() else {}
     todo = [item for item in items if item.id not in done]
-    with PredictionWriter(path) as writer:
+    with JsonlWriter(path) as writer:
         for item in todo:
             record = record_from_result(scorer.score_solution(item.solution), critiques=critiques,
                                         **item.fields)

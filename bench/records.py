@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from rprm_lite.errors import InputError
+from rprm_lite.jsonl import read_jsonl
 from rprm_lite.results import SolutionResult
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -56,30 +57,8 @@ class Prediction:
 
 
 def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every JSON object of a JSONL file; a cut-off last line (a killed run) is ignored."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; expected a JSONL predictions file")
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if number - 1 == last and not text.endswith("\n"):
-                break  # the last write of a killed run
-            raise InputError(f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno}); "
-                             "expected one JSON object per line") from None
-        if not isinstance(record, dict):
-            raise InputError(f"{path} line {number}: expected a JSON object, got {type(record).__name__}")
-        records.append(record)
-    return records
+    """Every JSON object of a JSONL file; a cut-off last line (a killed run) is ignored, the file untouched."""
+    return [record for _, record in read_jsonl(path, what="a JSONL predictions file", skip_torn_end=True)]
 
 
 def record_id(record: Mapping[str, Any], where: str) -> str:
@@ -138,38 +117,6 @@ def _score(value: Any, where: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
         raise InputError(f"{where}: expected a score between 0 and 1 (or null), got {value!r}")
     return float(value)
-
-
-class PredictionWriter:
-    """Appends records to a JSONL file, flushing each, after trimming a cut-off last line."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        _trim_partial_line(self.path)
-        self._file = self.path.open("a", encoding="utf-8")
-
-    def write(self, record: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> PredictionWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _trim_partial_line(path: Path) -> None:
-    if not path.exists():
-        return
-    data = path.read_bytes()
-    if data and not data.endswith(b"\n"):
-        with path.open("r+b") as file:
-            file.truncate(data.rfind(b"\n") + 1)
 
 
 def check_run(out_dir: Path, run: Mapping[str, Any]) -> None:

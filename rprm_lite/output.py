@@ -4,11 +4,10 @@ append-only results file that makes long runs resumable."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import IO
 
 from rprm_lite.errors import InputError
+from rprm_lite.jsonl import JsonlWriter, existing_records
 from rprm_lite.results import SolutionResult
 
 EXCERPT_WIDTH = 60
@@ -45,7 +44,7 @@ def to_json_line(result: SolutionResult, *, critiques: bool) -> str:
 
 
 class ResultsFile:
-    """JSONL results, appended and flushed as each solution finishes.
+    """JSONL results, appended and synced to disk as each solution finishes.
 
     Opening an existing file reads the ids already there (so a rerun skips them) and cuts off a
     last line left half-written by a killed run; every complete line is kept.
@@ -54,38 +53,19 @@ class ResultsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.done: set[str] = set()
-        if path.exists():
-            self._load_existing()
-        self._handle: IO[str] | None = None
-
-    def _load_existing(self) -> None:
-        data = self.path.read_bytes()
-        keep = len(data)
-        lines = data.split(b"\n")
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                self.done.add(str(json.loads(line)["id"]))
-            except (ValueError, KeyError, TypeError):
-                if number == len(lines):  # an unterminated last line: a write cut short
-                    keep = len(data) - len(line)
-                    continue
-                raise InputError(f"{self.path} line {number}: not a result line from rprm-lite; "
-                                 "choose another --output file") from None
-        if keep < len(data):
-            with self.path.open("r+b") as handle:
-                handle.truncate(keep)
+        for record in existing_records(path):
+            if "id" not in record:
+                raise InputError(f"{path}: holds lines that are not rprm-lite results (no 'id'); "
+                                 "choose another --output file")
+            self.done.add(str(record["id"]))
+        self._writer: JsonlWriter | None = None
 
     def append(self, line: str) -> None:
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(line)
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        if self._writer is None:
+            self._writer = JsonlWriter(self.path, fsync=True)
+        self._writer.write_line(line)
 
     def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

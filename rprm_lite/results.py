@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -47,3 +49,16 @@ class SolutionResult:
         if not data["extra"]:
             del data["extra"]
         return data
+
+
+def aggregate(scores: Sequence[float], how: str) -> float | None:
+    """Solution-level score from step scores: min, product, mean or last (None without scores)."""
+    if not scores:
+        return None
+    if how == "min":
+        return min(scores)
+    if how == "product":
+        return math.prod(scores)
+    if how == "mean":
+        return sum(scores) / len(scores)
+    return scores[-1]

@@ -8,7 +8,6 @@ can be shared by the threads of a desktop app.
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,7 +19,7 @@ from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques
 from rprm_lite.engine import DecodeEntry, Engine, Sampler
 from rprm_lite.errors import ContextOverflowError, ModelFileError
 from rprm_lite.model_file import ModelInfo, inspect_model, resolve_model_path
-from rprm_lite.results import SolutionResult, StepResult
+from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
 
 MIN_CRITIQUE_TOKENS = 16
@@ -193,19 +192,6 @@ class Scorer:
             if len(self.engine.tokenize(marker, special=True)) != 1:
                 raise ModelFileError(f"{self.model_info.path.name}: the vocabulary has no {marker} token; "
                                      f"the {self.config.prompt_style} prompt needs ChatML special tokens")
-
-
-def aggregate(scores: Sequence[float], how: str) -> float | None:
-    """Solution-level score from the scored steps."""
-    if not scores:
-        return None
-    if how == "min":
-        return min(scores)
-    if how == "product":
-        return math.prod(scores)
-    if how == "mean":
-        return sum(scores) / len(scores)
-    return scores[-1]
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -12,7 +12,8 @@ import pytest
 from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import DecodeEntry, Engine
 from rprm_lite.prompt import FALLBACK_TEXT, render
-from rprm_lite.scoring import Scorer, aggregate
+from rprm_lite.results import aggregate
+from rprm_lite.scoring import Scorer
 from rprm_lite.solution import Solution
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"

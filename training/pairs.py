@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rprm_lite.config import PROMPT_STYLES, ScoreConfig
+from rprm_lite.jsonl import JsonlWriter, existing_records
 from rprm_lite.prompt import render
 from rprm_lite.solution import Solution
 from rprm_lite.training.critiques import Verdict, find_verdict
 from rprm_lite.training.jobconfig import JobConfig, option
-from rprm_lite.training.jsonl import JsonlWriter, existing_records
 from rprm_lite.training.labels import LabelledStep, read_labelled_steps
 
 

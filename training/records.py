@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.errors import InputError
+from rprm_lite.jsonl import read_jsonl
 from rprm_lite.solution import Solution, solution_from_dict
-from rprm_lite.training.jsonl import read_jsonl
 
 
 @dataclass(frozen=True)

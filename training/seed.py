@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.config import PROMPT_STYLES
+from rprm_lite.jsonl import JsonlWriter, existing_records
 from rprm_lite.training.critiques import DropReason, Judged, judge
 from rprm_lite.training.errors import TeacherError
 from rprm_lite.training.jobconfig import JobConfig, option
-from rprm_lite.training.jsonl import JsonlWriter, existing_records
 from rprm_lite.training.labels import read_labelled_steps
 from rprm_lite.training.teacher import Task, Teacher, make_teacher
 

@@ -9,9 +9,10 @@ import pytest
 
 from rprm_lite.bench import processbench as pb
 from rprm_lite.bench.harness import run_items
-from rprm_lite.bench.records import Prediction, PredictionWriter, read_records
+from rprm_lite.bench.records import Prediction, read_records
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
+from rprm_lite.jsonl import JsonlWriter
 
 
 def test_read_records_ignores_a_cut_off_last_line(tmp_path):
@@ -35,7 +36,7 @@ def test_read_records_rejects_a_broken_line_in_the_middle(tmp_path):
 def test_writer_trims_a_cut_off_line_before_appending(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text('{"id": "a"}\n{"id": "b", "sc')
-    with PredictionWriter(path) as writer:
+    with JsonlWriter(path) as writer:
         writer.write({"id": "b"})
     assert path.read_text() == '{"id": "a"}\n{"id": "b"}\n'
 
