@@ -47,10 +47,6 @@ class ScoreConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0.0
-
 
 def _problems(cfg: ScoreConfig):
     if cfg.k < 1:

@@ -121,6 +121,6 @@ def _ask_fallback(engine: Engine, streams: list[Critique], vocab: Vocabulary) ->
             entries.append(DecodeEntry(token, stream.pos + offset, stream.seq, logits=last))
         stream.pos += len(vocab.fallback)
         stream.text += FALLBACK_TEXT.encode("utf-8")
-    for stream, (_, row) in zip(streams, engine.decode(entries), strict=False):
+    for stream, (_, row) in zip(streams, engine.decode(entries), strict=True):
         stream.p_yes = engine.p_yes(row, vocab.yes, vocab.no)
         _append_verdict(engine, stream, row)

@@ -92,16 +92,18 @@ class Engine:
         self._ends = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t))
 
     # -- context -----------------------------------------------------------------------------
-    def ensure_context(self, n_ctx: int, n_seq: int) -> None:
-        """Make sure the context holds at least `n_ctx` cells and `n_seq` sequences."""
+    def ensure_context(self, n_ctx: int, n_seq: int, *, limit: int | None = None) -> None:
+        """Make sure the context holds at least `n_ctx` cells (rounded up to 256 so that slightly longer
+        solutions reuse it, but never past `limit`) and `n_seq` sequences."""
         if n_seq > MAX_SEQUENCES:
             raise ContextOverflowError(f"llama.cpp supports at most {MAX_SEQUENCES - 1} parallel critiques, "
                                        f"asked for {n_seq - 1}")
         if self.ctx is not None and n_ctx <= self.n_ctx and n_seq <= self.n_seq:
             return
         self._free_context()
-        n_ctx = max(n_ctx, self.n_ctx)
-        n_ctx = -(-n_ctx // 256) * 256
+        n_ctx = max(-(-n_ctx // 256) * 256, self.n_ctx)
+        if limit is not None:
+            n_ctx = min(n_ctx, limit)
         params = llama_cpp.llama_context_default_params()
         params.n_ctx = n_ctx
         params.n_batch = self.n_batch

@@ -18,7 +18,7 @@ from rprm_lite.errors import InputError
 
 def read_jsonl(path: str | Path, *, what: str = "a JSONL file with one object per line",
                skip_torn_end: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for every non-blank line; a bad line is an error naming it.
+    """(line number, object) for every non-blank line of a file; a bad line is an error naming it.
 
     With `skip_torn_end`, an unterminated invalid last line (a killed writer) is skipped instead.
     """
@@ -27,7 +27,15 @@ def read_jsonl(path: str | Path, *, what: str = "a JSONL file with one object pe
         raise InputError(f"{path}: is a folder; expected {what}")
     if not path.is_file():
         raise InputError(f"{path}: no such file; expected {what}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    yield from parse_jsonl(str(path), text, skip_torn_end=skip_torn_end)
+
+
+def parse_jsonl(name: str, text: str, *, skip_torn_end: bool = False) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The objects of JSONL text, split on newlines only (JSON strings may hold U+2028 and friends)."""
     lines = text.split("\n")
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -37,9 +45,9 @@ def read_jsonl(path: str | Path, *, what: str = "a JSONL file with one object pe
         except json.JSONDecodeError as exc:
             if skip_torn_end and number == len(lines):
                 return
-            raise InputError(f"{path} line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            raise InputError(f"{name} line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(item, dict):
-            raise InputError(f"{path} line {number}: expected a JSON object, got {type(item).__name__}")
+            raise InputError(f"{name} line {number}: expected a JSON object, got {type(item).__name__}")
         yield number, item
 
 
@@ -73,10 +81,13 @@ class JsonlWriter:
 
     def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        trim_torn_end(self.path)
         self.fsync = fsync
-        self._file = self.path.open("a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            trim_torn_end(self.path)
+            self._file = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
 
     def write(self, record: dict[str, Any]) -> None:
         self.write_line(json.dumps(record, ensure_ascii=False) + "\n")

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from rprm_lite.errors import InputError
-from rprm_lite.jsonl import JsonlWriter, existing_records
+from rprm_lite.jsonl import JsonlWriter, read_jsonl
 from rprm_lite.results import SolutionResult
 
 EXCERPT_WIDTH = 60
@@ -53,16 +53,16 @@ class ResultsFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.done: set[str] = set()
-        for record in existing_records(path):
-            if "id" not in record:
-                raise InputError(f"{path}: holds lines that are not rprm-lite results (no 'id'); "
-                                 "choose another --output file")
-            self.done.add(str(record["id"]))
-        self._writer: JsonlWriter | None = None
+        if path.exists():
+            for number, record in read_jsonl(path, what="a JSONL results file", skip_torn_end=True):
+                if "id" not in record:
+                    raise InputError(f"{path} line {number}: not an rprm-lite result (no 'id'); "
+                                     "choose another --output file")
+                self.done.add(str(record["id"]))
+        # opened now, before any model work, so an unwritable path fails at once
+        self._writer: JsonlWriter | None = JsonlWriter(path, fsync=True)
 
     def append(self, line: str) -> None:
-        if self._writer is None:
-            self._writer = JsonlWriter(self.path, fsync=True)
         self._writer.write_line(line)
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from rprm_lite import metadata
 from rprm_lite import prompt as prompts
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques
@@ -42,8 +43,12 @@ class Scorer:
         self.config = base.replace(**overrides) if overrides else base
         self.engine = Engine(self.model_info.path, n_gpu_layers=self.config.n_gpu_layers,
                              threads=self.config.threads)
-        self.vocab = self._find_vocabulary()
-        self._check_template_markers()
+        try:
+            self.vocab = self._find_vocabulary()
+            self._check_template_markers()
+        except BaseException:
+            self.engine.close()
+            raise
         self.make_sampler = Sampler  # a seam for tests that script a critique
         self._lock = threading.Lock()
         self._cached: list[int] = []  # tokens of the prompt now held in sequence 0
@@ -147,7 +152,7 @@ class Scorer:
                 f"the longest step prompt is {longest} tokens and the context is {limit} tokens: "
                 f"no room for {cfg.k} critiques of at least {MIN_CRITIQUE_TOKENS} tokens; "
                 "lower --k, shorten the solution, or raise --n-ctx if the model allows it")
-        self.engine.ensure_context(longest + cfg.k * (per_critique + reserve), cfg.k + 1)
+        self.engine.ensure_context(longest + cfg.k * (per_critique + reserve), cfg.k + 1, limit=cfg.n_ctx)
         return per_critique
 
     def _solution_result(self, solution: Solution, steps: list[StepResult]) -> SolutionResult:
@@ -173,18 +178,24 @@ class Scorer:
         }
 
     def _find_vocabulary(self) -> Vocabulary:
-        yes = self.model_info.yes_token_id
-        no = self.model_info.no_token_id
-        if yes is None or no is None:
-            yes_tokens = self.engine.tokenize(" Yes", special=False)
-            no_tokens = self.engine.tokenize(" No", special=False)
-            if len(yes_tokens) != 1 or len(no_tokens) != 1:
-                raise ModelFileError(
-                    f"{self.model_info.path.name}: the vocabulary has no single token for ' Yes' and ' No' "
-                    f"(they tokenize as {yes_tokens} and {no_tokens}); R-PRM reads P(Yes) from one token each")
-            yes, no = yes_tokens[0], no_tokens[0]
+        yes = self._verdict_token(metadata.YES_TEXT, self.model_info.yes_token_id)
+        no = self._verdict_token(metadata.NO_TEXT, self.model_info.no_token_id)
         return Vocabulary(yes=yes, no=no,
                           fallback=tuple(self.engine.tokenize(prompts.FALLBACK_TEXT, special=False)))
+
+    def _verdict_token(self, text: str, from_metadata: int | None) -> int:
+        """The single token of " Yes" / " No": from rprm.* metadata when present (checked), else tokenized."""
+        name = self.model_info.path.name
+        if from_metadata is not None:
+            if not 0 <= from_metadata < self.engine.n_vocab or self.engine.piece(from_metadata) != text.encode():
+                raise ModelFileError(f"{name}: metadata says {text!r} is token {from_metadata}, but that token is "
+                                     f"not {text!r} in this vocabulary of {self.engine.n_vocab}; reconvert the model")
+            return from_metadata
+        tokens = self.engine.tokenize(text, special=False)
+        if len(tokens) != 1:
+            raise ModelFileError(f"{name}: the vocabulary has no single token for ' Yes' and ' No' ({text!r} "
+                                 f"tokenizes as {tokens}); R-PRM reads P(Yes) from one token each")
+        return tokens[0]
 
     def _check_template_markers(self) -> None:
         text = "".join(prompts.template(self.config.prompt_style))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.errors import InputError
+from rprm_lite.jsonl import parse_jsonl
 
 QUESTION_KEYS = ("question", "problem")
 ID_KEYS = ("id", "idx")
@@ -65,7 +66,7 @@ def solution_from_dict(item: Any, *, where: str) -> Solution:
     raw_id = next((item[k] for k in ID_KEYS if item.get(k) is not None), None)
     steps_tuple = tuple(steps)
     solution_id = str(raw_id) if raw_id is not None else content_id(question, steps_tuple)
-    extra = {k: v for k, v in item.items() if k not in (*QUESTION_KEYS, "steps")}
+    extra = {k: v for k, v in item.items() if k not in (*QUESTION_KEYS, *ID_KEYS, "steps")}
     return Solution(question=question, steps=steps_tuple, id=solution_id, extra=extra)
 
 
@@ -98,15 +99,7 @@ def _from_json_list(name: str, text: str) -> list[Solution]:
 
 
 def _from_jsonl(name: str, text: str) -> list[Solution]:
-    solutions = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{name} line {number}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-        solutions.append(solution_from_dict(item, where=f"{name} line {number}"))
+    solutions = [solution_from_dict(item, where=f"{name} line {number}") for number, item in parse_jsonl(name, text)]
     return _unique(name, solutions)
 
 

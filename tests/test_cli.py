@@ -141,3 +141,17 @@ def test_help_lists_every_command_without_importing_tools():
     assert result.returncode == 0
     for name in ("score", "prompt", "info", "convert", "data", "train", "bench", "rerank"):
         assert f"  {name} " in result.stdout
+
+
+def test_a_foreign_output_file_is_refused_and_left_untouched(tiny_gguf, tmp_path):
+    out = tmp_path / "notes.jsonl"
+    out.write_text('{"note": "mine"}\nnot json, and no newline')
+    before = out.read_bytes()
+    result = run("score", solutions_file(tmp_path, 1), "--model", tiny_gguf, *FAST, "--output", out)
+    assert result.returncode == 2 and "line 1: not an rprm-lite result (no 'id')" in result.stderr
+    assert out.read_bytes() == before
+
+
+def test_an_output_path_that_is_a_folder_fails_before_scoring(tiny_gguf, tmp_path):
+    result = run("score", solutions_file(tmp_path, 1), "--model", tiny_gguf, *FAST, "--output", tmp_path)
+    assert result.returncode == 2 and "is a folder" in result.stderr and "Traceback" not in result.stderr

@@ -59,3 +59,9 @@ def test_missing_file_and_folder(tmp_path):
         read_solutions(tmp_path / "nope.json")
     with pytest.raises(InputError, match="is a folder"):
         read_solutions(tmp_path)
+
+
+def test_jsonl_lines_split_on_newlines_only(tmp_path):
+    text = json.dumps({"question": "Q\u2028still Q", "steps": ["a\x85b"]}, ensure_ascii=False) + "\n"
+    solutions = read_solutions(write(tmp_path, "u.jsonl", text + text.replace("Q\u2028", "R\u2028")))
+    assert [s.question for s in solutions] == ["Q\u2028still Q", "R\u2028still Q"]
