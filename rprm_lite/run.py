@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,24 +29,30 @@ def run_score_job(job: ScoreJob) -> None:
 
     ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
     solutions = read_solutions(job.source)
-    results = output.ResultsFile(job.output) if job.output else None
-    todo = [s for s in solutions if results is None or s.id not in results.done]
-    if results is not None and len(todo) < len(solutions):
-        _note(f"skipping {len(solutions) - len(todo)} solution(s) already in {job.output}")
-    if not todo:
-        _note("nothing left to score")
-        return
-    from rprm_lite.scoring import Scorer
+    with contextlib.ExitStack() as stack:
+        results = stack.enter_context(contextlib.closing(output.ResultsFile(job.output))) if job.output else None
+        todo = [s for s in solutions if results is None or s.id not in results.done]
+        if results is not None and len(todo) < len(solutions):
+            _note(f"skipping {len(solutions) - len(todo)} solution(s) already in {job.output}")
+        if not todo:
+            _note("nothing left to score")
+            return
+        from rprm_lite.scoring import Scorer
 
-    scorer = Scorer(job.model, **job.overrides)
-    if scorer.model_info.description:
-        _say_model_note(job, scorer.model_info)
-    finished = 0
+        scorer = stack.enter_context(Scorer(job.model, **job.overrides))
+        if scorer.model_info.description:
+            _say_model_note(job, scorer.model_info)
+        _score_all(job, scorer, todo, results)
+
+
+def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.ResultsFile | None) -> None:
+    finished, noted = 0, False
     try:
         with _progress(len(todo)) as advance:
             for solution in todo:
                 result = scorer.score_solution(solution, on_step=advance)
-                _note_short_critiques(scorer, solution)
+                if not noted:
+                    noted = _note_short_critiques(scorer)
                 line = output.to_json_line(result, critiques=job.show_critiques)
                 if results is not None:
                     results.append(line)
@@ -57,17 +64,16 @@ def run_score_job(job: ScoreJob) -> None:
         where = f"; their results are in {job.output}" if job.output else ""
         _note(f"stopped after {finished} of {len(todo)} solution(s){where}")
         raise
-    finally:
-        if results is not None:
-            results.close()
-        scorer.close()
 
 
-def _note_short_critiques(scorer, solution: Solution) -> None:
-    if scorer.effective_max_tokens < scorer.config.max_tokens:
-        _note(f"note: {solution.id}: critiques were limited to {scorer.effective_max_tokens} tokens (not "
-              f"{scorer.config.max_tokens}) to fit the model's context of {scorer.engine.n_ctx_train} tokens"
-              + (f" and --n-ctx {scorer.config.n_ctx}" if scorer.config.n_ctx else ""))
+def _note_short_critiques(scorer) -> bool:
+    """Say once per run when critiques had to be shortened to fit the context; True when said."""
+    if scorer.effective_max_tokens >= scorer.config.max_tokens:
+        return False
+    _note(f"note: critiques were limited to {scorer.effective_max_tokens} tokens (not "
+          f"{scorer.config.max_tokens}) to fit the model's context of {scorer.engine.n_ctx_train} tokens"
+          + (f" and --n-ctx {scorer.config.n_ctx}" if scorer.config.n_ctx else ""))
+    return True
 
 
 def _say_model_note(job: ScoreJob, info) -> None:
