@@ -26,7 +26,6 @@ question and every variant does the same work. Each measurement runs in its own 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -368,15 +367,14 @@ def metadata(suite: Suite) -> dict:
 
 def file_sha256(path: Path) -> str:
     """sha256 of a model file, cached beside it while its size and mtime stay the same."""
+    from rprm_lite.model_file import file_sha256 as compute
+
     stamp, key = path.with_name(path.name + ".sha256"), f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
     if stamp.exists() and stamp.read_text().split()[-1] == key:
         return stamp.read_text().split()[0]
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 24):
-            digest.update(chunk)
-    stamp.write_text(f"{digest.hexdigest()} {key}")
-    return digest.hexdigest()
+    digest = compute(path)
+    stamp.write_text(f"{digest} {key}")
+    return digest
 
 
 # -- tables --------------------------------------------------------------------------------------

@@ -24,6 +24,14 @@ MODEL_ENV = "RPRM_MODEL"
 BUNDLED_MODEL = "rprm-demo.gguf"
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def bundled_model_path() -> Path:
     return Path(str(resources.files("rprm_lite").joinpath("models", BUNDLED_MODEL)))
 
@@ -55,11 +63,7 @@ class ModelInfo:
 
     @cached_property
     def sha256(self) -> str:
-        digest = hashlib.sha256()
-        with self.path.open("rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return file_sha256(self.path)
 
     @property
     def yes_token_id(self) -> int | None:
