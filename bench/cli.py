@@ -322,6 +322,18 @@ def bon_command(
     _emit(result, report.bon_table(result), out, as_json)
 
 
+@app.command("speed", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def speed_command(ctx: typer.Context) -> None:
+    """Speed and memory in one run: vs transformers, engine efficiency, scaling, formats, cold start.
+
+    Every option is passed to `python -m rprm_lite.bench.speed` (see `rprm-lite bench speed --help`).
+    """
+    from . import speed
+
+    raise typer.Exit(speed.main(list(ctx.args)))
+
+
 @rerank_app.command("rerank")
 @cli_errors
 def rerank_command(

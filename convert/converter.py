@@ -56,6 +56,7 @@ class ConvertConfig:
     force: bool = False  # overwrite an existing output
     prompt_style: str = "r-prm-eval"  # written as rprm.prompt_style
     description: str | None = None  # written as rprm.description
+    max_tokens: int | None = None  # written as rprm.max_tokens (the default critique length when scoring)
     threads: int | None = None  # quantization threads (llama.cpp's default when None)
 
     def __post_init__(self) -> None:
@@ -224,7 +225,8 @@ def model_name(source: str, folder: Path) -> str:
 
 
 def add_rprm_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary, config: ConvertConfig) -> None:
-    defaults = ScoreConfig(prompt_style=config.prompt_style)
+    defaults = ScoreConfig(prompt_style=config.prompt_style,
+                           **({"max_tokens": config.max_tokens} if config.max_tokens else {}))
     writer.add_string(metadata.PROMPT_STYLE, config.prompt_style)
     writer.add_string(metadata.TEMPLATE_SHA256, template_hash(config.prompt_style))
     writer.add_uint32(metadata.YES_TOKEN_ID, vocab.yes_token_id)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -147,6 +148,15 @@ def training_corpus() -> list[str]:
 
 def small_bpe_tokenizer(vocab_size: int = SMALL_BPE_VOCAB) -> TokenizerFiles:
     """Train a small byte-level BPE (deterministic) whose " Yes" and " No" are single tokens."""
+    return train_byte_level_bpe(training_corpus(), vocab_size=vocab_size)
+
+
+def train_byte_level_bpe(corpus: Iterable[str], *, vocab_size: int) -> TokenizerFiles:
+    """A Qwen2-style byte-level BPE trained on `corpus` (deterministic), with the ChatML specials.
+
+    It keeps Qwen2's pre-tokenizer (llama.cpp knows it, and it splits digits one by one), so a model
+    trained with it runs in the runtime like the real one. " Yes" and " No" must be single tokens.
+    """
     from tokenizers import (
         Regex,
         Tokenizer,
@@ -167,12 +177,13 @@ def small_bpe_tokenizer(vocab_size: int = SMALL_BPE_VOCAB) -> TokenizerFiles:
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=2, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(training_corpus(), trainer)
+    tokenizer.train_from_iterator(corpus, trainer)
     tokenizer.add_special_tokens(list(CHATML_SPECIALS))
     data = json.loads(tokenizer.to_str())
     for text in (metadata.YES_TEXT, metadata.NO_TEXT):
         if len(tokenizer.encode(text).ids) != 1:
-            raise AssertionError(f"small-bpe: {text!r} did not become a single token; enlarge the corpus")
+            raise ConversionError(f"byte-level BPE: {text!r} did not become a single token; the training text "
+                                  "must contain verdict lines")
     added = data["added_tokens"]
     n_tokens = max(t["id"] for t in added) + 1
     config = _tokenizer_config(added, eos="<|im_end|>", pad="<|endoftext|>",

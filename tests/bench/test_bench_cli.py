@@ -210,3 +210,11 @@ def test_resuming_with_other_settings_is_refused(processbench_run, processbench_
                     "--out", out)
     assert result.exit_code == 2
     assert "other settings (k: 2 before, 4 now)" in result.stderr
+
+
+def test_speed_suite_is_a_bench_command_and_passes_its_options_through():
+    result = invoke("speed", "--help")
+    assert result.exit_code == 0
+    assert "--logit-scale" in result.output and "--n-gpu-layers" in result.output
+    bad = invoke("speed", "--shape", "no-such-shape")
+    assert bad.exit_code == 2 and "invalid choice" in bad.output
