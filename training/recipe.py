@@ -15,8 +15,9 @@ Stages, each writing into --out:
 7. `rprm-demo.gguf` the DPO model converted and quantized (with `base.gguf`, `sft.gguf` kept for evaluation)
 
 A stage that finished is recorded in `stages.json` and skipped by a rerun, so a stopped run resumes at
-the stage it was in. The same seed and settings give the same data, tokenizer and initial weights;
-training is deterministic on one machine with the same thread count (floating-point sums depend on it).
+the stage it was in (the seed and pairs stages also keep what they wrote before the stop). The same seed
+and settings give the same data, tokenizer and initial weights; training is deterministic on one machine
+with the same thread count (floating-point sums depend on it).
 """
 
 from __future__ import annotations
@@ -153,8 +154,7 @@ class Recipe:
         from rprm_lite.training.synthetic_teacher import SyntheticTeacher
 
         c = self.config
-        out = self.path("seed.jsonl")
-        out.unlink(missing_ok=True)
+        out = self.path("seed.jsonl")  # a stopped stage resumes: build_seed_data skips what is in the file
         teacher = SyntheticTeacher(seed=c.seed, wrong_share=c.teacher_wrong_share)
         report = build_seed_data(SeedConfig(solutions=str(self.path("data") / "train.jsonl"), teacher=teacher.name,
                                             out=str(out), seed=c.seed), teacher=teacher)
@@ -180,8 +180,7 @@ class Recipe:
         solutions = self.path("pair-solutions.jsonl")
         lines = (self.path("data") / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
         solutions.write_text("".join(lines[:c.pair_problems]), encoding="utf-8")
-        out = self.path("pairs.jsonl")
-        out.unlink(missing_ok=True)
+        out = self.path("pairs.jsonl")  # a stopped stage resumes: build_pairs skips the steps already there
         report = build_pairs(PairsConfig(model=str(self.path("sft.gguf")), solutions=str(solutions), out=str(out),
                                          k=c.pair_k, temperature=c.pair_temperature, max_tokens=c.max_tokens,
                                          seed=c.seed, prompt_style=c.prompt_style))

@@ -16,8 +16,8 @@ from rprm_lite.training.recipe import DEMO_FILE, Recipe, RecipeConfig, main
 pytest.importorskip("llama_cpp", reason="the recipe samples pairs and quantizes with llama-cpp-python")
 
 TOY = {"train": 60, "dev": 0, "test": 8, "hidden": 64, "layers": 2, "heads": 2, "kv_heads": 1, "intermediate": 128,
-       "sft_learning_rate": 1e-2, "sft_epochs": 6, "batch_size": 8, "micro_batch_size": 8, "pair_problems": 12,
-       "pair_k": 4, "pair_temperature": 1.5, "max_tokens": 160, "dpo_epochs": 1, "eval_k": 2}
+       "sft_learning_rate": 1e-2, "sft_epochs": 6, "batch_size": 8, "micro_batch_size": 8, "pair_problems": 30,
+       "pair_k": 8, "pair_temperature": 1.0, "max_tokens": 160, "dpo_epochs": 1, "eval_k": 2}
 
 
 def toy_config(out, **changes) -> RecipeConfig:
