@@ -38,6 +38,7 @@ from rprm_lite.errors import InputError, RprmError
 from rprm_lite.training.jobconfig import JobConfig, option
 
 STATE_FILE = "stages.json"
+ADDABLE = ("evaluate",)  # settings a rerun may change: they add a stage and change none that ran
 DEMO_FILE = "rprm-demo.gguf"
 DESCRIPTION = ("rprm-lite demo R-PRM: a {params} Qwen2 trained by rprm-lite's recipe on synthetic arithmetic word "
                "problems only; not a substitute for R-PRM-7B")
@@ -243,10 +244,12 @@ class Recipe:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"{self.state_path}: unreadable ({exc}); delete it to start the recipe over") from None
-        if state.get("config") != self.config.to_dict():
-            changed = sorted(k for k, v in self.config.to_dict().items() if state.get("config", {}).get(k) != v)
+        before = state.get("config", {})
+        changed = sorted(k for k, v in self.config.to_dict().items() if before.get(k) != v and k not in ADDABLE)
+        if changed:
             raise InputError(f"{self.out} holds a recipe run with other settings ({', '.join(changed)}); "
                              "use another --out, or delete the folder to start over")
+        state["config"] = self.config.to_dict()
         return state
 
     def _write_state(self) -> None:

@@ -71,6 +71,8 @@ def test_a_rerun_skips_finished_stages(toy_run):
     again = Recipe(toy_config(out, evaluate=True), log=lines.append).run()
     assert again["stages"] == state["stages"]
     assert all("done earlier" in line for line in lines) and len(lines) == len(state["stages"])
+    # leaving out --evaluate (or adding it later) is not a change of the model's settings
+    assert Recipe(toy_config(out, evaluate=False), log=lines.append).run()["stages"] == state["stages"]
 
 
 def test_a_rerun_with_other_settings_is_refused_before_any_work(toy_run):
