@@ -78,9 +78,10 @@ def _note_short_critiques(scorer) -> bool:
 
 def _say_model_note(job: ScoreJob, info) -> None:
     text = f"note: model {info.path.name}: {info.description}"
-    _note(text)
-    if not job.json_out:
-        sys.stdout.write(text + "\n")
+    if job.json_out:
+        _note(text)  # JSON lines on stdout stay pure
+    else:
+        sys.stdout.write(text + "\n")  # above the table, once, so a saved table carries it too
 
 
 def _note(text: str) -> None:

@@ -66,3 +66,18 @@ def test_score_command_without_a_model_option_uses_the_demo_model(monkeypatch):
     scored = json.loads(result.stdout.strip().splitlines()[-1])
     assert scored["first_error_step"] == example_solutions()[0]["expected_first_error_step"]
     assert scored["config"]["model"] == "rprm-demo.gguf"
+
+
+def test_the_model_note_is_said_once_above_the_table_and_on_stderr_with_json(monkeypatch):
+    from typer.testing import CliRunner
+
+    from rprm_lite.cli import app
+
+    monkeypatch.delenv("RPRM_MODEL", raising=False)
+    table = CliRunner().invoke(app, ["score", str(EXAMPLES / "solution.json"), "--k", "1"])
+    assert table.exit_code == 0, table.output
+    assert table.stdout.startswith("note: model rprm-demo.gguf: rprm-lite demo R-PRM")
+    assert table.output.count("note: model") == 1
+    as_json = CliRunner().invoke(app, ["score", str(EXAMPLES / "solution.json"), "--k", "1", "--json"])
+    assert as_json.exit_code == 0 and "note: model rprm-demo.gguf" in as_json.stderr
+    assert "note" not in as_json.stdout
