@@ -23,7 +23,7 @@ install-dev: $(PY)
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[dev]" "$(TORCH)"
 
-# The package bundles the project's demo R-PRM (rprm_lite/models/rprm-demo.gguf); $$RPRM_MODEL overrides it.
+# The package bundles the project's demo R-PRM (rprm_lite/models/rprm-demo.gguf); $RPRM_MODEL overrides it.
 demo: install
 	$(VENV)/bin/rprm-lite score examples/solution.json
 

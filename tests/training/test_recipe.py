@@ -33,6 +33,8 @@ def toy_run(tmp_path_factory):
 
 
 def test_every_stage_runs_and_the_model_is_a_quantized_rprm(toy_run):
+    import llama_cpp
+
     from rprm_lite.model_file import inspect_model
 
     out, state, _ = toy_run
@@ -41,8 +43,6 @@ def test_every_stage_runs_and_the_model_is_a_quantized_rprm(toy_run):
     # the filter dropped the teacher's wrong critiques and kept the rest
     assert stages["seed"]["kept"] > 0 and stages["seed"]["dropped"]["wrong_verdict"] > 0
     assert stages["pairs"]["pairs"] > 0 and stages["dpo"]["steps"] > 0
-    import llama_cpp
-
     info = inspect_model(out / DEMO_FILE)
     assert info.architecture == "qwen2" and info.file_type == llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
     assert info.rprm["rprm.prompt_style"] == "r-prm-eval"
