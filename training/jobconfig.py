@@ -6,6 +6,7 @@ The CLI builds each command's options from these fields, and every checkpoint re
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -45,3 +46,17 @@ class JobConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def argument_parser(cls, prog: str, description: str) -> argparse.ArgumentParser:
+        """An argparse parser with one flag per field (for `python -m` entry points outside the typer CLI)."""
+        parser = argparse.ArgumentParser(prog=prog, description=description)
+        for spec in dataclasses.fields(cls):
+            flag, help_text = "--" + spec.name.replace("_", "-"), spec.metadata["help"]
+            if spec.default is dataclasses.MISSING:
+                parser.add_argument(flag, required=True, help=help_text)
+            elif isinstance(spec.default, bool):
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=spec.default, help=help_text)
+            else:
+                parser.add_argument(flag, type=type(spec.default), default=spec.default, help=help_text)
+        return parser

@@ -22,14 +22,13 @@ with the same thread count (floating-point sums depend on it).
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -270,9 +269,9 @@ def tokenizer_corpus(train_file: Path, prompt_style: str) -> Iterator[str]:
         yield from [f"Verification: {VERDICT_PHRASE}{verdict}"] * 1000
     for problem in read_problems(train_file):
         yield problem.question
-        for index, step in enumerate(problem.steps):
+        for index, (step, label) in enumerate(zip(problem.steps, problem.step_labels(), strict=True)):
             yield step.text
-            if problem.step_labels()[index] is not None:
+            if label is not None:
                 yield critique(problem, index, rng=random.Random(index))
 
 
@@ -317,16 +316,7 @@ def fresh_folder(path: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m rprm_lite.training.recipe --out DIR ...`: the flags are RecipeConfig's fields."""
-    parser = argparse.ArgumentParser(prog="python -m rprm_lite.training.recipe", description=__doc__.split("\n")[0])
-    for spec in fields(RecipeConfig):
-        flag = "--" + spec.name.replace("_", "-")
-        if spec.default is MISSING:
-            parser.add_argument(flag, required=True, help=spec.metadata["help"])
-        elif isinstance(spec.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=spec.default,
-                                help=spec.metadata["help"])
-        else:
-            parser.add_argument(flag, type=type(spec.default), default=spec.default, help=spec.metadata["help"])
+    parser = RecipeConfig.argument_parser("python -m rprm_lite.training.recipe", __doc__.split("\n")[0])
     try:
         config = RecipeConfig(**vars(parser.parse_args(argv)))
         state = Recipe(config, log=lambda line: print(line, flush=True)).run()

@@ -23,14 +23,13 @@ folder, and only knows the ProcessBench subset names), plus `manifest.json` with
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -537,11 +536,7 @@ def read_problems(path: str | Path) -> list[Problem]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m rprm_lite.training.synthetic --out DIR ...`: the flags are SyntheticConfig's fields."""
-    parser = argparse.ArgumentParser(prog="python -m rprm_lite.training.synthetic", description=__doc__.split("\n")[0])
-    for spec in fields(SyntheticConfig):
-        required = spec.default is MISSING
-        parser.add_argument("--" + spec.name.replace("_", "-"), type=type(spec.default) if not required else str,
-                            required=required, default=None if required else spec.default, help=spec.metadata["help"])
+    parser = SyntheticConfig.argument_parser("python -m rprm_lite.training.synthetic", __doc__.split("\n")[0])
     try:
         config = SyntheticConfig(**vars(parser.parse_args(argv)))
         written = write_dataset(config)
