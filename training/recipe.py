@@ -8,11 +8,14 @@ Stages, each writing into --out:
 1. `data/`       synthetic step-labelled problems (train.jsonl; dev/ and test/ in ProcessBench format)
 2. `base/`       a byte-level BPE trained on the synthetic text and the R-PRM prompt, and a Qwen2 model
                  with random weights (the same architecture and code path as R-PRM-7B, much smaller)
-3. `seed.jsonl`  critiques by the programmatic teacher, kept when their verdict agrees with the label
-4. `sft/`        supervised fine-tuning on the kept critiques (loss on the critique only)
-5. `pairs.jsonl` K critiques per step sampled from the SFT model by the runtime, paired agree/disagree
-6. `dpo/`        DPO on those pairs, against the frozen SFT model
-7. `rprm-demo.gguf` the DPO model converted and quantized (with `base.gguf`, `sft.gguf` kept for evaluation)
+3. `seed.jsonl`  critiques by the programmatic teacher, kept when their verdict agrees with the label;
+                 `sft-data.jsonl` the kept ones with Yes critiques sampled down to `--no-share` No verdicts
+4. `drill/`      the base model after a short arithmetic drill ("72 - 36 = 36" lines, `curriculum`)
+5. `sft/`        supervised fine-tuning on the balanced critiques (loss on the critique only), the prompt
+                 prefix shared by a micro-batch run once; early signals in `sft/signals.jsonl`
+6. `pairs.jsonl` K critiques per step sampled from the SFT model by the runtime, paired agree/disagree
+7. `dpo/`        DPO on those pairs, against the frozen SFT model
+8. `rprm-demo.gguf` the DPO model converted and quantized (with `base.gguf`, `sft.gguf` kept for evaluation)
 
 A stage that finished is recorded in `stages.json` and skipped by a rerun, so a stopped run resumes at
 the stage it was in (the seed and pairs stages also keep what they wrote before the stop). The same seed
@@ -37,6 +40,7 @@ from rprm_lite.errors import InputError, RprmError
 from rprm_lite.training.jobconfig import JobConfig, option
 
 STATE_FILE = "stages.json"
+SFT_DATA = "sft-data.jsonl"
 ADDABLE = ("evaluate",)  # settings a rerun may change: they add a stage and change none that ran
 DEMO_FILE = "rprm-demo.gguf"
 DESCRIPTION = ("rprm-lite demo R-PRM: a {params} Qwen2 trained by rprm-lite's recipe on synthetic arithmetic word "
@@ -49,7 +53,8 @@ class RecipeConfig(JobConfig):
 
     out: str = option(help="Working folder: every stage's output, and the final rprm-demo.gguf.")
     seed: int = option(0, help="Seed of every stage (data, tokenizer corpus, initial weights, sampling).")
-    train: int = option(5000, help="Synthetic training problems.")
+    train: int = option(16000, help="Synthetic training problems.")
+    train_error_share: float = option(0.8, help="Share of training problems with an injected error.")
     dev: int = option(200, help="Synthetic dev problems.")
     test: int = option(300, help="Synthetic test problems (the reported F1).")
     vocab_size: int = option(1024, help="Byte-level BPE tokens learned (plus ChatML specials).")
@@ -58,18 +63,29 @@ class RecipeConfig(JobConfig):
     heads: int = option(4, help="Attention heads.")
     kv_heads: int = option(2, help="Key-value heads (grouped-query attention, as in Qwen2).")
     intermediate: int = option(768, help="MLP width.")
+    no_share: float = option(0.45, help="Share of No verdicts in the SFT data (Yes critiques are sampled down).")
+    drill_steps: int = option(150, help="Steps of the arithmetic drill before SFT (0: none).")
     context: int = option(1024, help="Context length the model is trained for (prompt plus critique).")
     teacher_wrong_share: float = option(0.1, help="Share of teacher critiques that are wrong (the filter drops them).")
     sft_learning_rate: float = option(2e-3, help="SFT peak learning rate (from scratch, so far above the paper's).")
-    sft_epochs: float = option(1.0, help="SFT passes over the kept critiques.")
+    sft_epochs: float = option(1.0, help="SFT passes over the balanced critiques.")
+    sft_max_steps: int = option(1300, help="Stop SFT after this many optimizer steps (-1: as the epochs take).")
+    precision: str = option("bf16", help="bf16 (autocast, fp32 master weights; fast on CPUs with AVX512-BF16/AMX "
+                                         "and on GPUs) or fp32.")
+    signals_every: int = option(50, help="SFT steps between teacher-forced digit and verdict accuracies on dev.")
+    greedy_every: int = option(400, help="SFT steps between greedy F1 measurements on dev problems (0: none).")
+    greedy_problems: int = option(30, help="Dev problems scored for the greedy F1 signal.")
+    device: str = option("auto", help="auto (a GPU when there is one), cpu or cuda; cuda also trains longer.")
+    cuda_scale: float = option(3.0, help="On cuda: SFT epochs and pair problems are multiplied by this.")
     batch_size: int = option(32, help="Examples per optimizer step (SFT; DPO uses half as many pairs).")
-    micro_batch_size: int = option(8, help="Examples per forward pass.")
-    pair_problems: int = option(800, help="Training problems whose steps are sampled for DPO pairs.")
+    micro_batch_size: int = option(32, help="Examples per forward pass (SFT; the shared prefix runs once per pass).")
+    pair_problems: int = option(500, help="Training problems whose steps are sampled for DPO pairs.")
     pair_k: int = option(8, help="Critiques sampled per step for pairs.")
     pair_temperature: float = option(0.95, help="Sampling temperature for pairs.")
     dpo_learning_rate: float = option(1e-4, help="DPO peak learning rate.")
     dpo_beta: float = option(0.1, help="DPO beta.")
     dpo_epochs: float = option(2.0, help="DPO passes over the pairs.")
+    dpo_max_steps: int = option(80, help="Stop DPO after this many optimizer steps (-1: as the epochs take).")
     max_tokens: int = option(256, help="Longest critique when sampling (and the model's default).")
     prompt_style: str = option("r-prm-eval", help="Prompt the model is trained on and scored with.")
     quant: str = option("Q8_0", help="llama.cpp quantization of the shipped file.")
@@ -84,6 +100,11 @@ class RecipeConfig(JobConfig):
             yield f"hidden ({self.hidden}) must divide by heads ({self.heads}), and heads by kv-heads ({self.kv_heads})"
         if not 0 <= self.teacher_wrong_share < 1:
             yield f"teacher-wrong-share must be in [0, 1), got {self.teacher_wrong_share}"
+        for name in ("train_error_share", "no_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                yield f"{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}"
+        yield from self.one_of("device", ("auto", "cpu", "cuda"))
+        yield from self.one_of("precision", ("bf16", "fp32"))
         yield from self.one_of("prompt_style", PROMPT_STYLES)
 
 
@@ -103,7 +124,7 @@ class Recipe:
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("data", self.data), ("base", self.base), ("seed", self.seed), ("sft", self.sft),
+            ("data", self.data), ("base", self.base), ("seed", self.seed), ("drill", self.drill), ("sft", self.sft),
             ("pairs", self.pairs), ("dpo", self.dpo), ("export", self.export)]
         if self.config.evaluate:
             stages.append(("evaluate", self.evaluation))
@@ -126,7 +147,7 @@ class Recipe:
 
         c = self.config
         written = write_dataset(SyntheticConfig(out=str(self.path("data")), train=c.train, dev=c.dev,
-                                                test=c.test, seed=c.seed))
+                                                test=c.test, seed=c.seed, train_error_share=c.train_error_share))
         return {"files": {k: str(v) for k, v in written.items()}}
 
     def base(self) -> dict[str, Any]:
@@ -158,19 +179,82 @@ class Recipe:
         teacher = SyntheticTeacher(seed=c.seed, wrong_share=c.teacher_wrong_share)
         report = build_seed_data(SeedConfig(solutions=str(self.path("data") / "train.jsonl"), teacher=teacher.name,
                                             out=str(out), seed=c.seed), teacher=teacher)
-        return {"kept": report.kept, "dropped": dict(report.dropped)}
+        balanced = balance_verdicts(out, self.path(SFT_DATA), no_share=c.no_share, seed=c.seed)
+        return {"kept": report.kept, "dropped": dict(report.dropped), "balanced": balanced}
+
+    def drill(self) -> dict[str, Any]:
+        from rprm_lite.training.curriculum import DrillConfig, train_drill
+
+        folder = fresh_folder(self.path("drill"))
+        if not self.config.drill_steps:
+            shutil.copytree(self.path("base"), folder, dirs_exist_ok=True)
+            return {"steps": 0}
+        return train_drill(DrillConfig(model=str(self.path("base")), out=str(folder), steps=self.config.drill_steps,
+                                       seed=self.config.seed, device=self.device(),
+                                       bf16=self.config.precision == "bf16"), log=self.log)
 
     def sft(self) -> dict[str, Any]:
         from rprm_lite.training.sft import train_sft
         from rprm_lite.training.train_config import SFTRunConfig
 
         c = self.config
-        summary = train_sft(SFTRunConfig(
-            model=str(self.path("base")), data=str(self.path("seed.jsonl")), out=str(fresh_folder(self.path("sft"))),
+        out = fresh_folder(self.path("sft"))
+        scale = c.cuda_scale if self.device() == "cuda" else 1.0
+        run = SFTRunConfig(
+            model=str(self.path("drill")), data=str(self.path(SFT_DATA)), out=str(out),
             prompt_style=c.prompt_style, learning_rate=c.sft_learning_rate, batch_size=c.batch_size,
-            micro_batch_size=c.micro_batch_size, epochs=c.sft_epochs, warmup_ratio=0.05, max_length=c.context,
-            seed=c.seed, logging_steps=10, precision="fp32"))
-        return summary.to_dict()
+            micro_batch_size=c.micro_batch_size, epochs=c.sft_epochs * scale, warmup_ratio=0.05, max_length=c.context,
+            max_steps=round(c.sft_max_steps * scale) if c.sft_max_steps > 0 else -1, seed=c.seed, logging_steps=10,
+            precision=c.precision, shared_prefix=True)
+        signals = self.signals_callback(str(out))
+        summary = train_sft(run, callbacks=[signals])
+        return summary.to_dict() | {"signals": signals.history[-1], "signals_file": str(signals.path)}
+
+    def signals_callback(self, out: str) -> Any:
+        """Teacher-forced digit and verdict accuracy on 64 dev critiques; greedy dev F1 every `greedy_every`."""
+        from rprm_lite.prompt import render
+        from rprm_lite.training.checkpoint import load_tokenizer
+        from rprm_lite.training.signals import SignalsCallback, signal_examples
+        from rprm_lite.training.synthetic import read_problems
+        from rprm_lite.training.synthetic_teacher import critique
+        from rprm_lite.training.tokens import PromptTokenizer
+
+        c = self.config
+        tokenizer = load_tokenizer(str(self.path("base")))
+        encoder = PromptTokenizer(tokenizer)
+        dev = read_problems(self.path("data") / "dev" / "gsm8k.json")
+        steps = [(p, i) for p in dev for i, label in enumerate(p.step_labels()) if label is not None]
+        random.Random(c.seed).shuffle(steps)
+        examples = [encoder.example(render(p.solution(), i, c.prompt_style), critique(p, i, rng=random.Random(0)))
+                    for p, i in steps[:64]]
+        return SignalsCallback(signal_examples(examples, tokenizer), out, every=c.signals_every,
+                               extra=self.greedy_signal, extra_every=c.greedy_every, log=self.log)
+
+    def greedy_signal(self, model: Any, step: int) -> dict[str, Any]:
+        """Greedy F1 of the model as it is now, on the first `greedy_problems` dev problems, through the runtime."""
+        from rprm_lite.training.checkpoint import export_model, load_tokenizer
+
+        folder = fresh_folder(self.path("signals") / "checkpoint")
+        import torch
+
+        export_model(model, load_tokenizer(str(self.path("base"))), str(folder), dtype=torch.float32)
+        gguf = self.path("signals") / "model.gguf"
+        self.to_gguf(str(folder.relative_to(self.out)), gguf)
+        data = fresh_folder(self.path("signals") / "dev")
+        items = json.loads((self.path("data") / "dev" / "gsm8k.json").read_text(encoding="utf-8"))
+        (data / "gsm8k.json").write_text(json.dumps(items[:self.config.greedy_problems]), encoding="utf-8")
+        result = evaluate_processbench(gguf, data, fresh_folder(self.path("signals") / f"step-{step}"), k=1,
+                                       seed=self.config.seed, max_tokens=self.config.max_tokens)
+        model.train()
+        return {"greedy_dev_f1": round(result["f1"], 1), "greedy_dev_error_acc": round(result["error_acc"], 1),
+                "greedy_dev_correct_acc": round(result["correct_acc"], 1)}
+
+    def device(self) -> str:
+        if self.config.device != "auto":
+            return self.config.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
     def pairs(self) -> dict[str, Any]:
         from rprm_lite.training.pairs import PairsConfig, build_pairs
@@ -179,7 +263,8 @@ class Recipe:
         self.to_gguf("sft", self.path("sft.gguf"))
         solutions = self.path("pair-solutions.jsonl")
         lines = (self.path("data") / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
-        solutions.write_text("".join(lines[:c.pair_problems]), encoding="utf-8")
+        scale = c.cuda_scale if self.device() == "cuda" else 1.0
+        solutions.write_text("".join(lines[:round(c.pair_problems * scale)]), encoding="utf-8")
         out = self.path("pairs.jsonl")  # a stopped stage resumes: build_pairs skips the steps already there
         report = build_pairs(PairsConfig(model=str(self.path("sft.gguf")), solutions=str(solutions), out=str(out),
                                          k=c.pair_k, temperature=c.pair_temperature, max_tokens=c.max_tokens,
@@ -199,7 +284,8 @@ class Recipe:
             model=str(self.path("sft")), data=str(self.path("pairs.jsonl")), out=str(fresh_folder(self.path("dpo"))),
             prompt_style=c.prompt_style, learning_rate=c.dpo_learning_rate, beta=c.dpo_beta, batch_size=batch,
             micro_batch_size=min(c.micro_batch_size // 2 or 1, batch), epochs=c.dpo_epochs, warmup_ratio=0.05,
-            max_length=c.context, seed=c.seed, logging_steps=10, precision="fp32"))
+            max_steps=c.dpo_max_steps,
+            max_length=c.context, seed=c.seed, logging_steps=10, precision=c.precision))
         return summary.to_dict()
 
     def export(self) -> dict[str, Any]:
@@ -255,6 +341,22 @@ class Recipe:
         temp = self.state_path.with_suffix(".tmp")
         temp.write_text(json.dumps(self.state, indent=2) + "\n", encoding="utf-8")
         temp.replace(self.state_path)
+
+
+def balance_verdicts(kept: Path, out: Path, *, no_share: float, seed: int) -> dict[str, int]:
+    """Copy the kept critiques to `out`, Yes ones sampled down (seeded) so that No makes `no_share` of them."""
+    lines = kept.read_text(encoding="utf-8").splitlines(keepends=True)
+    records = [json.loads(line) for line in lines]
+    no = [i for i, r in enumerate(records) if r["verdict"] == "No"]
+    yes = [i for i, r in enumerate(records) if r["verdict"] != "No"]
+    if no_share > 0 and len(no) < no_share * len(records):
+        keep_yes = round(len(no) * (1 - no_share) / no_share) if no_share < 1 else 0
+        yes = sorted(random.Random(f"balance:{seed}").sample(yes, min(keep_yes, len(yes))))
+    chosen = sorted(no + yes)
+    temp = out.with_suffix(".tmp")
+    temp.write_text("".join(lines[i] for i in chosen), encoding="utf-8")
+    temp.replace(out)
+    return {"yes": len(yes), "no": len(no)}
 
 
 def tokenizer_corpus(train_file: Path, prompt_style: str) -> Iterator[str]:

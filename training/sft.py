@@ -48,7 +48,7 @@ def build_sft_trainer(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) ->
     if not examples:
         raise TrainingError(f"all {too_long} examples are longer than --max-length {config.max_length} tokens")
     summary = TrainSummary(out=config.out, examples=len(examples), skipped_too_long=too_long)
-    trainer = SFTTrainer(
+    trainer = (shared_prefix_sft_trainer() if config.shared_prefix else SFTTrainer)(
         model=load_causal_lm(config.model),
         args=trl_arguments(SFTConfig, config, completion_only_loss=True, dataset_num_proc=None),
         train_dataset=Dataset.from_list([{"input_ids": e.ids, "completion_mask": e.loss_mask} for e in examples]),
@@ -58,6 +58,25 @@ def build_sft_trainer(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) ->
                    MetadataOnSave(training_metadata("sft", config, base_model=config.model)), *callbacks],
     )
     return trainer, tokenizer, summary
+
+
+def shared_prefix_sft_trainer() -> type:
+    """SFTTrainer whose training loss runs each micro-batch's common prompt prefix once (`shared_prefix`)."""
+    from trl import SFTTrainer
+
+    from rprm_lite.training.shared_prefix import shared_prefix_loss
+
+    class SharedPrefixSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if return_outputs or not model.training:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss, _ = shared_prefix_loss(model, inputs["input_ids"], inputs["attention_mask"], inputs["labels"],
+                                         num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # as SFTTrainer: DDP averages the gradients
+            return loss
+
+    return SharedPrefixSFTTrainer
 
 
 def train_sft(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) -> TrainSummary:

@@ -71,6 +71,7 @@ class Template:
     quantities: Mapping[str, tuple[int, int]]  # inclusive ranges
     ops: tuple[Op, ...]
     words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    names: Mapping[str, str] = field(default_factory=dict)  # what each quantity of the question is, for critiques
 
 
 TEMPLATES = (
@@ -85,7 +86,8 @@ TEMPLATES = (
          Op("total", "left", "+", "gift", "After the gift from {pos} {relative}, {name} has {expr} dollars.",
             "the dollars {name} has after the gift")),
         {"items": ("notebooks", "pens", "comic books", "toy cars", "puzzles"),
-         "relative": ("aunt", "uncle", "grandmother", "grandfather", "sister", "brother")}),
+         "relative": ("aunt", "uncle", "grandmother", "grandfather", "sister", "brother")},
+        {"money": "the dollars {name} has at first", "count": "the {items} bought", "price": "the price of each", "gift": "the gift"}),
     Template(
         "baking",
         "{name} bakes {trays} trays of {goods} with {per_tray} {goods} on each tray. {Sub} sells {sold} {goods} "
@@ -95,7 +97,8 @@ TEMPLATES = (
          Op("left", "baked", "-", "sold", "After the sale, {sub} has {expr} {goods} left.",
             "the {goods} left after the sale"),
          Op("each", "left", "/", "boxes", "Each box gets {expr} {goods}.", "the {goods} in each box")),
-        {"goods": ("muffins", "cookies", "cupcakes", "rolls", "pies")}),
+        {"goods": ("muffins", "cookies", "cupcakes", "rolls", "pies")},
+        {"trays": "the trays", "per_tray": "the {goods} on each tray", "sold": "the {goods} sold", "boxes": "the boxes"}),
     Template(
         "travel",
         "A {vehicle} travels at {speed} km per hour for {hours} hours, and then another {extra} km. The whole "
@@ -106,7 +109,8 @@ TEMPLATES = (
          Op("so_far", "first", "+", "extra", "So far the {vehicle} has covered {expr} km.",
             "the distance covered so far"),
          Op("left", "trip", "-", "so_far", "The {vehicle} still has {expr} km to go.", "the distance left")),
-        {"vehicle": ("bus", "train", "truck", "van", "boat")}),
+        {"vehicle": ("bus", "train", "truck", "van", "boat")},
+        {"speed": "the speed", "hours": "the hours", "extra": "the extra km", "trip": "the length of the trip"}),
     Template(
         "sharing",
         "{name} has {start} {things}. {Sub} buys {packs} packs with {per_pack} {things} in each pack. {Sub} "
@@ -119,7 +123,8 @@ TEMPLATES = (
             "the {things} each friend gets"),
          Op("left", "each", "-", "used", "Each friend has {expr} {things} left.",
             "the {things} each friend has left")),
-        {"things": ("stickers", "marbles", "cards", "beads", "stamps")}),
+        {"things": ("stickers", "marbles", "cards", "beads", "stamps")},
+        {"start": "the {things} at first", "packs": "the packs", "per_pack": "the {things} in each pack", "friends": "the friends", "used": "the {things} each friend gives away"}),
     Template(
         "savings",
         "{name} saves {weekly} dollars a week for {weeks} weeks. {Sub} spends {spent} dollars on a {thing} and "
@@ -133,7 +138,8 @@ TEMPLATES = (
             "the dollars after {job}"),
          Op("each", "total", "/", "jars", "Each jar gets {expr} dollars.", "the dollars in each jar")),
         {"thing": ("book", "game", "ball", "kite", "lamp"),
-         "job": ("washing cars", "walking dogs", "raking leaves", "selling lemonade")}),
+         "job": ("washing cars", "walking dogs", "raking leaves", "selling lemonade")},
+        {"weekly": "the dollars a week", "weeks": "the weeks", "spent": "the dollars spent", "earned": "the dollars earned", "jars": "the jars"}),
     Template(
         "farm",
         "A farmer has {pens} pens with {per_pen} {animals} in each pen. The farmer sells {sold} {animals}, and "
@@ -148,7 +154,8 @@ TEMPLATES = (
          Op("each", "after_birth", "/", "barns", "Each barn gets {expr} {animals}.", "the {animals} in each barn"),
          Op("stay", "each", "-", "moved", "In each barn, {expr} {animals} stay.",
             "the {animals} that stay in each barn")),
-        {"animals": ("goats", "sheep", "pigs", "rabbits", "ducks")}),
+        {"animals": ("goats", "sheep", "pigs", "rabbits", "ducks")},
+        {"pens": "the pens", "per_pen": "the {animals} in each pen", "sold": "the {animals} sold", "born": "the {animals} born", "barns": "the barns", "moved": "the {animals} that go out of each barn"}),
     Template(
         "class",
         "A class has {boys} boys and {girls} girls. On {day}, {absent} children are absent. The teacher puts the "
@@ -157,7 +164,8 @@ TEMPLATES = (
         (Op("total", "boys", "+", "girls", "The class has {expr} children.", "the children in the class"),
          Op("present", "total", "-", "absent", "On {day}, {expr} children are present.", "the children present"),
          Op("groups", "present", "/", "size", "There are {expr} groups.", "the number of groups")),
-        {"day": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")}),
+        {"day": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")},
+        {"boys": "the boys", "girls": "the girls", "absent": "the children absent", "size": "the group size"}),
 )
 PEOPLE = (("Maya", "she"), ("Leo", "he"), ("Ava", "she"), ("Omar", "he"), ("Nina", "she"), ("Sam", "he"),
           ("Lena", "she"), ("Ben", "he"), ("Iris", "she"), ("Tom", "he"), ("Zoe", "she"), ("Raj", "he"))
@@ -190,6 +198,7 @@ class Problem:
     steps: tuple[Step, ...]
     answer: int  # the right final answer
     error: Mapping[str, Any] | None = None  # {"step": 0-based index, "kind": ..., "operand": 0/1/None}
+    names: Mapping[str, str] = field(default_factory=dict)  # what each quantity is ("the muffins sold")
 
     @property
     def label(self) -> int:
@@ -215,7 +224,8 @@ class Problem:
     def trace(self) -> dict[str, Any]:
         steps = [{k: v for k, v in asdict(step).items() if k != "text"} for step in self.steps]
         return {"split": self.split, "template": self.template, "quantities": dict(self.quantities),
-                "steps": steps, "answer": self.answer, "error": None if self.error is None else dict(self.error)}
+                "names": dict(self.names), "steps": steps, "answer": self.answer,
+                "error": None if self.error is None else dict(self.error)}
 
     def solution(self) -> Solution:
         return solution_from_dict(self.item(), where=f"problem {self.id}")
@@ -233,7 +243,8 @@ class Problem:
                        for text, step in zip(texts, trace["steps"], strict=True)]
             problem = cls(id=str(item["id"]), split=trace["split"], template=trace["template"],
                        question=item.get("problem", item.get("question")), quantities=dict(trace["quantities"]),
-                       steps=tuple(records), answer=trace["answer"], error=trace["error"])
+                       steps=tuple(records), answer=trace["answer"], error=trace["error"],
+                       names=dict(trace.get("names", {})))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{where}: the 'trace' does not match its {len(texts)} steps ({exc})") from None
         for number, step in enumerate(problem.steps, start=1):
@@ -414,8 +425,9 @@ def draw_problem(rng: random.Random, *, problem_id: str, split: str, error_kind:
                 continue
             chain, error = injected
         taken.add(question)
+        names = {quantity: phrase.format(**words) for quantity, phrase in template.names.items()}
         return Problem(problem_id, split, template.name, question, quantities,
-                       _steps(template, words, chain), run_chain(template, quantities)[-1].result, error)
+                       _steps(template, words, chain), run_chain(template, quantities)[-1].result, error, names)
 
 
 def _draw_quantities(rng: random.Random, template: Template) -> tuple[dict[str, int], list[Written]] | None:
@@ -448,14 +460,20 @@ class SyntheticConfig(JobConfig):
     test: int = option(200, help="Problems in the test split (ProcessBench JSON).")
     seed: int = option(0, help="Seed; the same seed and sizes give the same files.")
     error_share: float = option(0.5, help="Share of solutions with an injected error, 0 to 1.")
+    train_error_share: float = option(-1.0, help="The same for the train split only (-1: --error-share).")
     error_kinds: str = option(",".join(ERROR_KINDS), help="Comma-separated kinds of injected errors.")
 
     @property
     def kinds(self) -> tuple[str, ...]:
         return tuple(kind.strip() for kind in self.error_kinds.split(",") if kind.strip())
 
+    def split_error_share(self, split: str) -> float:
+        return self.train_error_share if split == "train" and self.train_error_share != -1 else self.error_share
+
     def problems(self):
         yield from settings_problems({split: getattr(self, split) for split in SPLITS}, self.error_share, self.kinds)
+        if self.train_error_share != -1:
+            yield from settings_problems({}, self.train_error_share, self.kinds)
         if not any(getattr(self, split) for split in SPLITS):
             yield "every split size is 0; ask for at least one problem with --train, --dev or --test"
 
@@ -492,7 +510,7 @@ def generate_split(split: str, size: int, *, seed: int, error_share: float = 0.5
 
 def generate(config: SyntheticConfig) -> dict[str, list[Problem]]:
     return {split: generate_split(split, getattr(config, split), seed=config.seed,
-                                  error_share=config.error_share, error_kinds=config.kinds)
+                                  error_share=config.split_error_share(split), error_kinds=config.kinds)
             for split in SPLITS}
 
 

@@ -102,65 +102,83 @@ def is_right(step: Step, belief: Belief) -> bool:
 
 
 def write(problem: Problem, step_index: int, belief: Belief) -> str:
+    """The critique: each section derives what the step should be before it quotes what the step wrote."""
     step = problem.steps[step_index]
-    faults, consistency = [], [f"This needs {OP_NOUNS[belief.op]}, and the Now Step {OP_VERBS[step.op]}."]
+    sources, faults, contradicted = data_sources(problem, step, belief)
+    consistency = f"The Now Step {OP_VERBS[step.op]}, which matches."
     if step.op != belief.op:
-        consistency = [f"This needs {OP_NOUNS[belief.op]}, but the Now Step {OP_VERBS[step.op]}."]
-        faults.append("uses the wrong operation")
-    sources, source_faults, contradicted = data_sources(problem, step, belief)
-    faults += source_faults
+        consistency = f"The Now Step {OP_VERBS[step.op]}, but it needs {OP_NOUNS[belief.op]}."
+        faults.insert(0, "uses the wrong operation")
     if contradicted is not None:
         earlier = problem.steps[contradicted]
-        consistency.append(f"Step {contradicted + 1} found {earlier.result}, so the Now Step contradicts it.")
-    expression = f"{step.left} {SYMBOLS[step.op]} {step.right}"
-    if belief.computed is None:
-        calculation = f"{expression} does not divide evenly, so {step.result} is wrong."
-        faults.append("has a calculation error")
-    elif belief.computed == step.result:
-        calculation = f"{expression} = {belief.computed}, which matches."
-    else:
-        calculation = f"{expression} = {belief.computed}, not {step.result}."
+        consistency += f" Step {contradicted + 1} found {earlier.result}, so the Now Step contradicts it."
+    calculation, calculation_ok = calculation_check(step, belief)
+    if not calculation_ok:
         faults.append("has a calculation error")
     conclusion = "The Now Step is correct." if not faults else f"The Now Step {join(faults)}, so it is wrong."
     return "\n".join((
         f"{SECTION_HEADERS[0]}: {previous_steps(problem, step_index)}",
-        f"{SECTION_HEADERS[1]}: The Now Step finds {step.goal}.",
+        f"{SECTION_HEADERS[1]}: The Now Step finds {step.goal}, which needs {OP_NOUNS[belief.op]}.",
         f"{SECTION_HEADERS[2]}: {sources}",
-        f"{SECTION_HEADERS[3]}: {' '.join(consistency)}",
+        f"{SECTION_HEADERS[3]}: {consistency}",
         f"{SECTION_HEADERS[4]}: {calculation}",
         f"{SECTION_HEADERS[5]} {conclusion}",
         f"{VERIFICATION} {'No' if faults else 'Yes'}",
     ))
 
 
+def calculation_check(step: Step, belief: Belief) -> tuple[str, bool]:
+    """The teacher's own result of the written expression first, then the step's; True when they agree."""
+    expression = f"{step.left} {SYMBOLS[step.op]} {step.right}"
+    if belief.computed is None:
+        return f"{expression} does not divide evenly, so the Now Step cannot get {step.result}.", False
+    if belief.computed == step.result:
+        return f"{expression} = {belief.computed}, and the Now Step writes {step.result}, which matches.", True
+    return f"{expression} = {belief.computed}, but the Now Step writes {step.result}, not {belief.computed}.", False
+
+
 def previous_steps(problem: Problem, step_index: int) -> str:
     if step_index == 0:
         return "There are no Previous Steps."
-    found = [f"Step {i + 1} gets {problem.steps[i].result}" for i in range(step_index)]
-    return f"{join(found)}, {'which is' if step_index == 1 else 'all'} correct."
+    if step_index == 1:
+        return "Step 1 is correct."
+    return f"Steps 1 to {step_index} are correct."
+
+
+def source_words(problem: Problem, source: str) -> str:
+    """What a source holds, in words: "the muffins sold" (question) or the earlier step's goal."""
+    kind, _, key = source.partition(":")
+    if kind == "question":
+        return problem.names.get(key, "the number " + key.replace("_", " "))
+    return problem.steps[int(key)].goal
+
+
+def origin(source: str) -> str:
+    kind, _, key = source.partition(":")
+    return "the question" if kind == "question" else f"Step {int(key) + 1}"
 
 
 def data_sources(problem: Problem, step: Step, belief: Belief) -> tuple[str, list[str], int | None]:
-    """The data source sentence, its faults, and the earlier step the Now Step contradicts (if any)."""
-    clauses, faults, contradicted = [], [], None
-    origins = ["the question" if source.startswith("question:") else f"Step {int(source.split(':')[1]) + 1}"
-               for source in step.sources]
-    if (step.left, step.right) == belief.operands and origins[0] == origins[1]:
-        return f"{step.left} and {step.right} are from {origins[0]}, which is right.", [], None
-    for written, expected, source, origin in zip((step.left, step.right), belief.operands, step.sources, origins,
-                                                 strict=True):
+    """The data source text (what the step needs, then what it uses), its faults, and a contradicted step."""
+    needs = [f"{source_words(problem, source)}, {expected} from {origin(source)}"
+             for source, expected in zip(step.sources, belief.operands, strict=True)]
+    uses = f"The Now Step uses {step.left} and {step.right}"
+    faults: list[str] = []
+    wrong: list[str] = []
+    contradicted = None
+    for written, expected, source in zip((step.left, step.right), belief.operands, step.sources, strict=True):
         if written == expected:
-            clauses.append(f"{written} is from {origin}")
             continue
-        clauses.append(f"{written} should be {expected} from {origin}")
         stale_of = stale_step(problem, source, written)
         if stale_of is not None and expected == problem.steps[stale_of].result:
             contradicted = stale_of
+            wrong.append(f"{written} should be {expected}, the number after Step {stale_of + 1}")
             faults.append(f"contradicts Step {stale_of + 1}")
         else:
+            wrong.append(f"{written} should be {expected}")
             faults.append("uses a wrong number")
-    ending = "which is right." if not faults else "so the data is wrong."
-    return f"{join(clauses)}, {ending}", faults, contradicted
+    checked = ", which is right." if not wrong else f", but {join(wrong)}, so the data is wrong."
+    return f"It needs {needs[0]}, and {needs[1]}. {uses}{checked}", faults, contradicted
 
 
 def stale_step(problem: Problem, source: str, written: int) -> int | None:

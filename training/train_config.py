@@ -65,6 +65,7 @@ class SFTRunConfig(TrainConfig):
     """`rprm-lite train sft`: learn to write critiques; the loss covers the critique and its end marker."""
 
     data: str = option(help="Seed critiques JSONL written by `rprm-lite data seed`.")
+    shared_prefix: bool = option(True, help="Run the prompt prefix common to a micro-batch once (same loss, faster).")
 
 
 @dataclass(frozen=True, kw_only=True)

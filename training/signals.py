@@ -1,0 +1,112 @@
+"""Early signals during SFT: does the model produce the teacher's numbers, and its verdict?
+
+On a fixed slice of dev critiques, fed to the model as they are (teacher forcing):
+- `digit_acc`: share of the critique's digit tokens the model predicts exactly (argmax); one wrong digit
+  among the ~30 of a critique is what flips a free-running verdict;
+- `verdict_acc`: share of critiques whose " Yes"/" No" is the argmax at the verdict position, given the
+  teacher's own analysis before it.
+Both rise long before a free-running F1 does, so a run that will not learn shows it in minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from rprm_lite.training.tokens import Example
+
+SIGNALS_FILE = "signals.jsonl"
+
+
+@dataclass(frozen=True)
+class SignalExample:
+    example: Example
+    digit_positions: list[int]  # positions of the critique's digit tokens
+    verdict_position: int  # position of the " Yes"/" No" token
+
+
+def signal_examples(examples: list[Example], tokenizer: Any) -> list[SignalExample]:
+    """Where the digits and the verdict are in each example (the verdict is the token before the end marker)."""
+    digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
+    found = []
+    for example in examples:
+        start = example.prompt_length
+        positions = [i for i in range(start, len(example.ids)) if example.ids[i] in digits]
+        found.append(SignalExample(example, positions, len(example.ids) - 2))
+    return found
+
+
+def teacher_forced_signals(model: Any, items: list[SignalExample], *, batch_size: int = 8) -> dict[str, float]:
+    import torch
+
+    from rprm_lite.training.shared_prefix import IGNORE, shared_prefix_logits
+
+    digit_hits = digit_total = verdict_hits = 0
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            width = max(len(item.example.ids) for item in chunk)
+            ids = torch.zeros((len(chunk), width), dtype=torch.long, device=model.device)
+            attention = torch.zeros_like(ids)
+            labels = torch.full_like(ids, IGNORE)
+            for row, item in enumerate(chunk):
+                n = len(item.example.ids)
+                ids[row, :n] = torch.tensor(item.example.ids)
+                attention[row, :n] = 1
+                labels[row, :n] = torch.tensor([t if m else IGNORE for t, m in
+                                                zip(item.example.ids, item.example.loss_mask, strict=True)])
+            logits, prefix = shared_prefix_logits(model, ids, attention, labels)
+            predicted = logits.argmax(dim=-1)  # predicted[r, j] is the guess for position prefix + j + 1
+            for row, item in enumerate(chunk):
+                guess = predicted[row]
+                hits = [int(guess[p - prefix - 1]) == item.example.ids[p] for p in item.digit_positions]
+                digit_hits += sum(hits)
+                digit_total += len(hits)
+                v = item.verdict_position
+                verdict_hits += int(guess[v - prefix - 1]) == item.example.ids[v]
+    model.train(was_training)
+    return {"digit_acc": round(digit_hits / max(digit_total, 1), 4), "verdict_acc": round(verdict_hits / len(items), 4)}
+
+
+class SignalsCallback(TrainerCallback):
+    """Every `every` optimizer steps: the teacher-forced signals, and `extra(model, step)` at chosen steps."""
+
+    def __init__(self, items: list[SignalExample], out: str, *, every: int,
+                 extra: Callable[[Any, int], dict[str, Any]] | None = None, extra_every: int = 0,
+                 log: Callable[[str], None] = print) -> None:
+        self.items = items
+        self.path = Path(out) / SIGNALS_FILE
+        self.every = every
+        self.extra = extra
+        self.extra_every = extra_every
+        self.log = log
+        self.history: list[dict[str, Any]] = []
+        self._start = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._start = time.perf_counter()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.unlink(missing_ok=True)
+        self.record(model, 0)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if state.global_step % self.every == 0 or state.global_step == state.max_steps:
+            self.record(model, state.global_step)
+
+    def record(self, model: Any, step: int) -> None:
+        entry: dict[str, Any] = {"step": step, "elapsed_s": round(time.perf_counter() - self._start, 1)}
+        entry |= teacher_forced_signals(model, self.items)
+        if self.extra is not None and self.extra_every and step and step % self.extra_every == 0:
+            entry |= self.extra(model, step)
+        self.history.append(entry)
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(entry) + "\n")
+        self.log("  signals " + ", ".join(f"{k} {v}" for k, v in entry.items()))
