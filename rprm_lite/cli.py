@@ -13,6 +13,11 @@ from typing import Annotated, Any
 import typer
 
 from rprm_lite.errors import RprmError
+
+try:  # typer 0.29+ carries its own copy of click
+    from typer._click import exceptions as click_errors
+except ImportError:  # pragma: no cover - older typer on the real click
+    from click import exceptions as click_errors
 from rprm_lite.lazy_cli import LazyGroup
 
 app = typer.Typer(cls=LazyGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
@@ -89,12 +94,33 @@ def _given(**options: Any) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; every failure is one `error: ...` line on stderr and a documented exit code."""
     command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="rprm-lite")
+        code = command.main(args=argv, prog_name="rprm-lite", standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:
+        exc.show()  # `rprm-lite` alone prints the help
+        sys.exit(2)
+    except click_errors.UsageError as exc:  # option-parser errors: one line, not click's usage box
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        _fail(exc.format_message() + where, 2)
+    except click_errors.ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", 1)
     except RprmError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+        _fail(str(exc), exc.exit_code)
+    except BrokenPipeError:  # `rprm-lite score ... | head`: the reader left, nothing to report
+        sys.stderr.close()
+        sys.exit(1)
+    except OSError as exc:  # stdout or stderr on a full disk, and the like
+        _fail(f"{exc.filename or 'output'}: {exc.strerror or exc}", 1)
+    sys.exit(code if isinstance(code, int) else 0)  # Ctrl-C arrives here as 130, after run.py's note
+
+
+def _fail(message: str, code: int) -> None:
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

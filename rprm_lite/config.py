@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,24 +51,96 @@ class ScoreConfig:
         return dataclasses.asdict(self)
 
 
+# Settings that change what a result holds (with the model file's and the prompt template's hashes):
+# an output made with other values must not be resumed or mixed. The benchmarks' run.json and the
+# results file of `rprm-lite score` (which also records aggregation and n_ctx) are checked with these.
+RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "all_steps", "model_sha256")
+RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256")
+
+
+def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],
+                     keys: Sequence[str] = RESUME_KEYS) -> list[str]:
+    """The settings in which `now` differs from `before`, as "key: old before, new now" lines."""
+    keys = [key for key in keys if key in now]
+    if not now.get("all_steps", True):
+        keys.append("threshold")  # with early stop, the threshold decides which steps were scored
+    return [f"{key}: {before.get(key)!r} before, {now.get(key)!r} now" for key in keys
+            if before.get(key) != now.get(key)]
+
+
+# Bounds that keep llama.cpp in its safe range: a context holds at most 255 parallel sequences
+# besides the prompt's, its counters are 32-bit, and threads far beyond the cores only thrash.
+MAX_K = 255
+INT32_MAX = 2**31 - 1
+THREADS_PER_CORE = 4
+
+INT_FIELDS = ("k", "max_tokens", "seed", "n_gpu_layers", "threads", "n_ctx")
+FLOAT_FIELDS = ("temperature", "top_p", "threshold")
+BOOL_FIELDS = ("all_steps", "kv_reuse")
+OPTIONAL_FIELDS = ("threads", "n_ctx")
+
+
+def max_threads() -> int:
+    return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
 def _problems(cfg: ScoreConfig):
+    """Type problems first (a range check on a wrong type would be meaningless), then ranges."""
+    type_problems = list(_type_problems(cfg))
+    yield from type_problems
+    if not type_problems:
+        yield from _range_problems(cfg)
+
+
+def _type_problems(cfg: ScoreConfig):
+    for name in (*INT_FIELDS, *FLOAT_FIELDS, *BOOL_FIELDS):
+        value = getattr(cfg, name)
+        if not (value is None and name in OPTIONAL_FIELDS) and not _has_type(name, value):
+            yield f"{name} must be {_expected(name)}, got {value!r}"
+    for name, choices in (("prompt_style", PROMPT_STYLES), ("aggregation", AGGREGATIONS)):
+        if getattr(cfg, name) not in choices:
+            yield f"{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}"
+
+
+def _has_type(name: str, value: Any) -> bool:
+    if name in BOOL_FIELDS:
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if name in INT_FIELDS:
+        return isinstance(value, int)
+    return isinstance(value, (int, float)) and math.isfinite(value)  # NaN and inf compare false to every bound
+
+
+def _expected(name: str) -> str:
+    if name in BOOL_FIELDS:
+        return "true or false"
+    return "an integer" if name in INT_FIELDS else "a finite number"
+
+
+def _range_problems(cfg: ScoreConfig):
     if cfg.k < 1:
         yield f"k must be at least 1, got {cfg.k}"
+    if cfg.k > MAX_K:
+        yield f"k must be at most {MAX_K} (llama.cpp's limit on parallel sequences), got {cfg.k}"
     if cfg.temperature < 0:
         yield f"temperature must be >= 0, got {cfg.temperature}"
     if not 0 < cfg.top_p <= 1:
         yield f"top_p must be in (0, 1], got {cfg.top_p}"
     if cfg.max_tokens < 1:
         yield f"max_tokens must be at least 1, got {cfg.max_tokens}"
+    if cfg.max_tokens > INT32_MAX:
+        yield f"max_tokens must be at most {INT32_MAX}, got {cfg.max_tokens}"
     if not 0 <= cfg.threshold <= 1:
         yield f"threshold must be in [0, 1], got {cfg.threshold}"
-    if cfg.prompt_style not in PROMPT_STYLES:
-        yield f"prompt_style must be one of {', '.join(PROMPT_STYLES)}, got {cfg.prompt_style!r}"
-    if cfg.aggregation not in AGGREGATIONS:
-        yield f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {cfg.aggregation!r}"
     if cfg.threads is not None and cfg.threads < 1:
         yield f"threads must be at least 1, got {cfg.threads}"
-    if cfg.n_ctx is not None and cfg.n_ctx < 64:
-        yield f"n_ctx must be at least 64, got {cfg.n_ctx}"
+    if cfg.threads is not None and cfg.threads > max_threads():
+        yield (f"threads must be at most {max_threads()} ({THREADS_PER_CORE} per CPU core of this machine), "
+               f"got {cfg.threads}")
+    if cfg.n_ctx is not None and not 64 <= cfg.n_ctx <= INT32_MAX:
+        yield f"n_ctx must be at least 64 and at most {INT32_MAX}, got {cfg.n_ctx}"
+    if not -1 <= cfg.n_gpu_layers <= INT32_MAX:
+        yield f"n_gpu_layers must be -1 (all) or between 0 and {INT32_MAX}, got {cfg.n_gpu_layers}"
     if cfg.seed < 0:
         yield f"seed must be >= 0, got {cfg.seed}"

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import llama_cpp
 
-from rprm_lite.errors import ContextOverflowError, ModelFileError
+from rprm_lite.config import max_threads
+from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError
 from rprm_lite.prompt import Prompt
 
 MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
@@ -68,8 +69,11 @@ class Engine:
 
     def __init__(self, model_path: str | Path, *, n_gpu_layers: int = 0, threads: int | None = None,
                  n_batch: int = DEFAULT_N_BATCH) -> None:
+        if threads is not None and not 1 <= threads <= max_threads():
+            raise InputError(f"threads must be between 1 and {max_threads()}, got {threads}")
         _init_backend()
         self.model_path = Path(model_path)
+        self.stopping = False  # set by `stop()` from another thread: the decode in flight gives up
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 10_000
         recent_errors.clear()
@@ -95,6 +99,7 @@ class Engine:
     def ensure_context(self, n_ctx: int, n_seq: int, *, limit: int | None = None) -> None:
         """Make sure the context holds at least `n_ctx` cells (rounded up to 256 so that slightly longer
         solutions reuse it, but never past `limit`) and `n_seq` sequences."""
+        self._check_open()
         if n_seq > MAX_SEQUENCES:
             raise ContextOverflowError(f"llama.cpp supports at most {MAX_SEQUENCES - 1} parallel critiques, "
                                        f"asked for {n_seq - 1}")
@@ -130,11 +135,21 @@ class Engine:
             llama_cpp.llama_free(self.ctx)
             self.ctx = None
 
+    def stop(self) -> None:
+        """Ask a decode running in another thread to stop at its next chunk (it raises RprmError)."""
+        self.stopping = True
+
     def close(self) -> None:
+        """Free the model and context. The caller makes sure no other thread is decoding."""
+        self.stopping = True
         self._free_context()
         if getattr(self, "model", None):
             llama_cpp.llama_model_free(self.model)
             self.model = None
+
+    def _check_open(self) -> None:
+        if self.stopping or not getattr(self, "model", None):
+            raise RprmError(f"{self.model_path.name}: this model has been closed; load it again to score")
 
     def __del__(self) -> None:  # pragma: no cover - best effort at interpreter exit
         try:
@@ -145,6 +160,7 @@ class Engine:
     # -- tokens ------------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool) -> list[int]:
         """Tokens of `text` without BOS; `special` parses `<|...|>` markers as control tokens."""
+        self._check_open()
         data = text.encode("utf-8")
         capacity = len(data) + 8
         buffer = (llama_cpp.llama_token * capacity)()
@@ -193,6 +209,7 @@ class Engine:
         """Decode entries in chunks of the batch size; yields (entry index, logits row) for each
         entry that asked for logits, right after its chunk, while that row is still valid."""
         for start in range(0, len(entries), self.n_batch):
+            self._check_open()
             chunk = entries[start:start + self.n_batch]
             batch = self.batch
             wanted = []
@@ -218,7 +235,14 @@ class Engine:
     def p_yes(self, row: int, yes: int, no: int) -> float:
         """P(Yes) = softmax over the raw logits of the " Yes" and " No" tokens."""
         logits = self.logits(row)
-        return 1.0 / (1.0 + math.exp(logits[no] - logits[yes]))
+        margin = logits[no] - logits[yes]
+        if not math.isfinite(margin):
+            raise ModelFileError(f"{self.model_path.name}: the model computed non-finite logits "
+                                 f"(' Yes' {logits[yes]}, ' No' {logits[no]}); its weights are broken")
+        if margin > 0:  # the two forms keep exp() from overflowing for large margins
+            odds = math.exp(-margin)
+            return odds / (1.0 + odds)
+        return 1.0 / (1.0 + math.exp(margin))
 
     # -- sequences ---------------------------------------------------------------------------
     def trim(self, seq: int, start: int = 0) -> None:

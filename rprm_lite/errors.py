@@ -24,6 +24,12 @@ class ModelFileError(RprmError):
     exit_code = 3
 
 
+class ModelNotFoundError(ModelFileError):
+    """No file at the model path given: a wrong option value (exit 2), not a broken file."""
+
+    exit_code = 2
+
+
 class ContextOverflowError(RprmError):
     """A prompt (plus the room the critiques need) does not fit the model's context."""
 

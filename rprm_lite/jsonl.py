@@ -8,12 +8,64 @@ JSON) is ignored when reading and removed before appending again, so the file st
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.errors import InputError
+from rprm_lite.errors import InputError, RprmError
+
+MAX_JSON_DEPTH = 64  # nesting of arrays and objects; real inputs use three or four levels
+
+
+def loads(text: str | bytes, *, where: str) -> Any:
+    """`json.loads` for untrusted input. A syntax error stays a `json.JSONDecodeError` (the caller
+    knows the line); every other problem is an InputError naming `where`: NaN or infinite numbers,
+    integers beyond Python's digit limit, nesting deeper than MAX_JSON_DEPTH, lone surrogates."""
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:  # an out-of-range number, or the integer digit limit
+        raise InputError(f"{where}: {str(exc).split(';')[0]}") from None
+    check_tree(value, where=where)
+    return value
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number (expected a finite number)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is too large for a float")
+    return value
+
+
+def check_tree(value: Any, *, where: str) -> None:
+    """Nesting at most MAX_JSON_DEPTH, and every string (keys too) encodable as UTF-8."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            check_text(item, where=where)
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise InputError(f"{where}: JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+
+
+def check_text(text: str, *, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(f"{where}: the text holds a lone surrogate ({text[exc.start]!a} at character "
+                         f"{exc.start}), which is not valid Unicode; fix the escape in the file") from None
 
 
 def read_jsonl(path: str | Path, *, what: str = "a JSONL file with one object per line",
@@ -23,14 +75,14 @@ def read_jsonl(path: str | Path, *, what: str = "a JSONL file with one object pe
     With `skip_torn_end`, an unterminated invalid last line (a killed writer) is skipped instead.
     """
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; expected {what}")
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; expected {what}")
     try:
+        if path.is_dir():
+            raise InputError(f"{path}: is a folder; expected {what}")
+        if not path.is_file():
+            raise InputError(f"{path}: no such file; expected {what}")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from None
+        raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     yield from parse_jsonl(str(path), text, skip_torn_end=skip_torn_end)
 
 
@@ -41,7 +93,7 @@ def parse_jsonl(name: str, text: str, *, skip_torn_end: bool = False) -> Iterato
         if not line.strip():
             continue
         try:
-            item = json.loads(line)
+            item = loads(line, where=f"{name} line {number}")
         except json.JSONDecodeError as exc:
             if skip_torn_end and number == len(lines):
                 return
@@ -60,32 +112,45 @@ def existing_records(path: str | Path) -> list[dict[str, Any]]:
     return [item for _, item in read_jsonl(path)]
 
 
-def trim_torn_end(path: Path) -> None:
-    """Cut an unterminated, invalid last line; terminate a complete last object that lacks its newline."""
+def trim_torn_end(path: Path, *, record_start: str = "{") -> None:
+    """Cut an unterminated, invalid last line; terminate a complete last object that lacks its newline.
+
+    A last line is only cut when it could be a record cut short (it begins like one, `record_start`):
+    anything else means the file was not written by a JsonlWriter, and it is refused untouched.
+    """
     data = path.read_bytes() if path.exists() else b""
     if not data or data.endswith(b"\n"):
         return
     cut = data.rfind(b"\n") + 1
+    tail, start = data[cut:], record_start.encode()
     try:
-        json.loads(data[cut:])
+        complete = isinstance(json.loads(tail), dict)
     except ValueError:
-        with path.open("r+b") as file:
-            file.truncate(cut)
-        return
+        complete = False
+        if tail.startswith(start) or start.startswith(tail):
+            with path.open("r+b") as file:
+                file.truncate(cut)
+            return
+    if not complete:
+        raise InputError(f"{path}: its last line is neither a record nor one cut short by a killed run, so this "
+                         "is not a file rprm-lite wrote; it is left untouched (choose another output file)")
     with path.open("ab") as file:
         file.write(b"\n")
 
 
 class JsonlWriter:
-    """Appends one JSON object per line, flushed immediately (and synced to disk with `fsync`)."""
+    """Appends one JSON object per line, each written whole with one unbuffered write (and synced to
+    disk with `fsync`). A failed write (a full disk) cuts the file back to its last complete line and
+    raises RprmError, so the file stays valid and a rerun resumes from it."""
 
-    def __init__(self, path: str | Path, *, fsync: bool = False) -> None:
+    def __init__(self, path: str | Path, *, fsync: bool = False, record_start: str = "{") -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.written = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            trim_torn_end(self.path)
-            self._file = self.path.open("a", encoding="utf-8")
+            trim_torn_end(self.path, record_start=record_start)
+            self._file = self.path.open("ab", buffering=0)
         except OSError as exc:
             raise InputError(f"{self.path}: cannot write ({exc.strerror or exc})") from None
 
@@ -93,10 +158,19 @@ class JsonlWriter:
         self.write_line(json.dumps(record, ensure_ascii=False) + "\n")
 
     def write_line(self, line: str) -> None:
-        self._file.write(line)
-        self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
+        data = line.encode("utf-8")
+        start = self._file.seek(0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[self._file.write(view):]
+            if self.fsync:
+                os.fsync(self._file.fileno())
+        except OSError as exc:
+            self._file.truncate(start)
+            raise RprmError(f"{self.path}: cannot write ({exc.strerror or exc}); the {self.written} record(s) "
+                            "written before are kept: free some space and rerun the same command to resume") from None
+        self.written += 1
 
     def close(self) -> None:
         self._file.close()

@@ -27,5 +27,12 @@ CONFIG_FIELDS = {
     THRESHOLD: "threshold",
 }
 
+# the type each rprm.* value must have; a file with another type is a bad model file
+KEY_TYPES: dict[str, type] = {
+    PROMPT_STYLE: str, TEMPLATE_SHA256: str, DESCRIPTION: str,
+    YES_TOKEN_ID: int, NO_TOKEN_ID: int, K: int, MAX_TOKENS: int,
+    TEMPERATURE: float, TOP_P: float, THRESHOLD: float,
+}
+
 YES_TEXT = " Yes"
 NO_TEXT = " No"

@@ -7,16 +7,19 @@ tensor extents are checked here first, with messages that say what is wrong.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rprm_lite import metadata
-from rprm_lite.errors import ModelFileError
+from rprm_lite import hparams, metadata
+from rprm_lite.config import ScoreConfig
+from rprm_lite.errors import InputError, ModelFileError, ModelNotFoundError
+from rprm_lite.hparams import MAX_DIMS, MAX_LAYERS, GGUFArray, TensorInfo
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -92,22 +95,25 @@ class ModelInfo:
         """ScoreConfig fields the model file sets (rprm.* metadata)."""
         return {name: plain_value(self.rprm[key]) for key, name in metadata.CONFIG_FIELDS.items() if key in self.rprm}
 
+    def default_config(self) -> ScoreConfig:
+        """ScoreConfig with the model file's settings (checked by `inspect_model`)."""
+        return ScoreConfig(**self.config_defaults())
+
 
 def plain_value(value: Any) -> Any:
     # float32 metadata such as 0.95 reads back as 0.949999988; keep the value that was meant
-    return float(f"{value:.7g}") if isinstance(value, float) else value
+    return float(f"{value:.7g}") if isinstance(value, float) and math.isfinite(value) else value
 
 
 def inspect_model(path: str | Path) -> ModelInfo:
+    """Check a GGUF file as far as llama.cpp will rely on it; every problem is a ModelFileError."""
     path = Path(path)
-    if not path.exists():
-        raise ModelFileError(f"{path}: model file not found")
-    if path.is_dir():
-        raise ModelFileError(f"{path}: is a folder; expected a .gguf file "
-                             "(convert a Hugging Face checkpoint with `rprm-lite convert`)")
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        head = handle.read(8)
+    try:
+        size = _regular_file_size(path)
+        with path.open("rb") as handle:
+            head = handle.read(8)
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
     if len(head) < 8 or head[:4] != GGUF_MAGIC:
         raise ModelFileError(f"{path}: not a GGUF file (expected magic b'GGUF', got {head[:4]!r})")
     version = struct.unpack("<I", head[4:8])[0]
@@ -115,16 +121,58 @@ def inspect_model(path: str | Path) -> ModelInfo:
         raise ModelFileError(f"{path}: GGUF version {version} is not supported (expected 2 or 3)")
     reader = _read(path, size)
     _check_extents(path, reader, size)
+    info = _model_info(path, size, version, reader)
+    _check_settings(info)
+    return info
+
+
+def _regular_file_size(path: Path) -> int:
+    if not path.exists():
+        raise ModelNotFoundError(f"{path}: model file not found")
+    if path.is_dir():
+        raise ModelFileError(f"{path}: is a folder; expected a .gguf file "
+                             "(convert a Hugging Face checkpoint with `rprm-lite convert`)")
+    if not path.is_file():
+        raise ModelFileError(f"{path}: not a regular file; expected a .gguf file")
+    return path.stat().st_size
+
+
+def _model_info(path: Path, size: int, version: int, reader: _Header) -> ModelInfo:
     fields = reader.fields
     arch = fields.get("general.architecture")
     if not isinstance(arch, str):
         raise ModelFileError(f"{path}: GGUF has no general.architecture; is it a vocabulary-only file?")
     if not reader.tensors:
         raise ModelFileError(f"{path}: GGUF holds no tensors (a vocabulary-only file?); expected model weights")
+    found = hparams.problems(arch, fields, reader.tensors)
+    if found:
+        raise ModelFileError(f"{path}: invalid model hyper-parameters ({'; '.join(found[:3])}); "
+                             "the file is corrupt or was not written for llama.cpp")
     return ModelInfo(path=path, size=size, version=version, architecture=arch,
                      name=fields.get("general.name"), file_type=fields.get("general.file_type"),
                      context_length=fields.get(f"{arch}.context_length"), n_tensors=len(reader.tensors),
                      rprm={k: v for k, v in fields.items() if k.startswith("rprm.")})
+
+
+def _check_settings(info: ModelInfo) -> None:
+    """rprm.* values of the wrong type, or settings ScoreConfig refuses, make a bad model file."""
+    wrong = [f"{key} is {value!r}, expected {metadata.KEY_TYPES[key].__name__}"
+             for key, value in info.rprm.items()
+             if key in metadata.KEY_TYPES and not _is_type(value, metadata.KEY_TYPES[key])]
+    if not wrong:
+        try:
+            info.default_config()
+            return
+        except InputError as exc:
+            wrong = [str(exc)]
+    raise ModelFileError(f"{info.path}: invalid rprm.* metadata ({'; '.join(wrong)}); reconvert the model "
+                         "with `rprm-lite convert`")
+
+
+def _is_type(value: Any, kind: type) -> bool:
+    if isinstance(value, bool):
+        return kind is bool
+    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
 
 
 class _Header:
@@ -139,9 +187,11 @@ class _Header:
             n_tensors, n_kv = self._unpack("<QQ")
             self.fields = dict(self._field() for _ in range(n_kv))
             infos = [self._tensor_info() for _ in range(n_tensors)]
-            alignment = int(self.fields.get("general.alignment", 32))
+            alignment = self.fields.get("general.alignment", 32)
+            if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1):
+                raise ValueError(f"general.alignment is {alignment!r}, expected a power of two")
             start = -(-self.offset // alignment) * alignment
-            self.tensors = [(name, start + offset, n_bytes) for name, offset, n_bytes in infos]
+            self.tensors = [replace(info, offset=start + info.offset) for info in infos]
             self.data = None
 
     def _unpack(self, fmt: str) -> tuple:
@@ -152,51 +202,65 @@ class _Header:
         self.offset += width
         return values
 
-    def _string(self) -> str:
+    def _raw_string(self) -> bytes:
         (length,) = self._unpack("<Q")
         if self.offset + length > self.size:
             raise ValueError(f"a string of {length:,} bytes runs past the end of the file")
-        text = self.data[self.offset:self.offset + length].decode("utf-8", errors="replace")
+        raw = self.data[self.offset:self.offset + length]
         self.offset += length
-        return text
+        return raw
+
+    def _string(self) -> str:
+        return self._raw_string().decode("utf-8", errors="replace")
 
     def _value(self, kind: int) -> Any:
         if kind == _STRING:
             return self._string()
         if kind == _ARRAY:
-            item_kind, count = self._unpack("<IQ")
-            if item_kind == _STRING:
-                for _ in range(count):
-                    self._string()
-            elif item_kind in _SCALARS:
-                self.offset += count * struct.calcsize(_SCALARS[item_kind])
-            else:
-                raise ValueError(f"unknown array item type {item_kind}")
-            return None  # arrays (vocabularies, merges) are not needed here
+            return self._array()
         if kind not in _SCALARS:
             raise ValueError(f"unknown value type {kind}")
         return self._unpack("<" + _SCALARS[kind])[0]
+
+    def _array(self) -> GGUFArray:
+        """Only short numeric arrays (per-layer values) are read; vocabularies are skipped or counted."""
+        item_kind, count = self._unpack("<IQ")
+        if item_kind == _STRING:
+            distinct = len({self._raw_string() for _ in range(count)})
+            return GGUFArray(item_kind, count, distinct=distinct)
+        if item_kind not in _SCALARS:
+            raise ValueError(f"unknown array item type {item_kind}")
+        fmt = _SCALARS[item_kind]
+        if count <= MAX_LAYERS:
+            return GGUFArray(item_kind, count, values=self._unpack(f"<{count}{fmt}"))
+        width = count * struct.calcsize(fmt)
+        if self.offset + width > self.size:
+            raise ValueError(f"an array of {count:,} items runs past the end of the file")
+        self.offset += width
+        return GGUFArray(item_kind, count)
 
     def _field(self) -> tuple[str, Any]:
         key = self._string()
         (kind,) = self._unpack("<I")
         return key, self._value(kind)
 
-    def _tensor_info(self) -> tuple[str, int, int]:
+    def _tensor_info(self) -> TensorInfo:
         from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
         name = self._string()
         (n_dims,) = self._unpack("<I")
+        if n_dims > MAX_DIMS:
+            raise ValueError(f"tensor {name} has {n_dims} dimensions, expected at most {MAX_DIMS}")
         dims = self._unpack(f"<{n_dims}Q")
         kind, offset = self._unpack("<IQ")
         try:
             block, type_size = GGML_QUANT_SIZES[GGMLQuantizationType(kind)]
-        except ValueError:
+        except (ValueError, KeyError):
             raise ValueError(f"tensor {name} has unknown type {kind}") from None
-        count = 1
-        for dim in dims:
-            count *= dim
-        return name, offset, count // block * type_size
+        count = math.prod(dims)
+        if dims and dims[0] % block:
+            raise ValueError(f"tensor {name} has {dims[0]} columns, not a multiple of its type's block of {block}")
+        return TensorInfo(name, tuple(dims), kind, offset, count // block * type_size)
 
 
 _STRING, _ARRAY = 8, 9
@@ -206,12 +270,13 @@ _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: 
 def _read(path: Path, size: int) -> _Header:
     try:
         return _Header(path, size)
-    except (ValueError, struct.error, UnicodeDecodeError) as exc:
+    except (ValueError, struct.error, UnicodeDecodeError, OverflowError, MemoryError) as exc:
         raise ModelFileError(f"{path}: corrupt or truncated GGUF header ({exc})") from None
 
 
 def _check_extents(path: Path, header: _Header, size: int) -> None:
-    for name, start, n_bytes in header.tensors:
-        if start + n_bytes > size:
-            raise ModelFileError(f"{path}: truncated: tensor {name} ends at byte {start + n_bytes:,} but the file "
+    for tensor in header.tensors:
+        end = tensor.offset + tensor.n_bytes
+        if end > size:
+            raise ModelFileError(f"{path}: truncated: tensor {tensor.name} ends at byte {end:,} but the file "
                                  f"has {size:,} bytes (an interrupted download or copy?)")

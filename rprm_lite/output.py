@@ -4,8 +4,11 @@ append-only results file that makes long runs resumable."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from rprm_lite.config import RESULT_KEYS, changed_settings
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import JsonlWriter, read_jsonl
 from rprm_lite.results import SolutionResult
@@ -40,27 +43,31 @@ def verdict_line(result: SolutionResult) -> str:
 
 
 def to_json_line(result: SolutionResult, *, critiques: bool) -> str:
-    return json.dumps(result.to_dict(critiques=critiques), ensure_ascii=False) + "\n"
+    # allow_nan=False: NaN and Infinity are not JSON (scores and settings are checked finite upstream)
+    return json.dumps(result.to_dict(critiques=critiques), ensure_ascii=False, allow_nan=False) + "\n"
+
+
+RESULT_START = '{"id": '  # how every result line begins (SolutionResult.to_dict puts the id first)
+RESULT_FIELDS = ("id", "steps", "first_error_step", "solution_score", "config")
 
 
 class ResultsFile:
     """JSONL results, appended and synced to disk as each solution finishes.
 
-    Opening an existing file reads the ids already there (so a rerun skips them) and cuts off a
-    last line left half-written by a killed run; every complete line is kept.
+    Opening an existing file checks that it is a results file made with the same settings (each
+    line's `config` block records them), reads the ids already there (so a rerun skips them) and cuts
+    off a last line left half-written by a killed run. Anything else is refused, and left untouched.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, settings: Mapping[str, Any]) -> None:
         self.path = path
         self.done: set[str] = set()
         if path.exists():
             for number, record in read_jsonl(path, what="a JSONL results file", skip_torn_end=True):
-                if "id" not in record:
-                    raise InputError(f"{path} line {number}: not an rprm-lite result (no 'id'); "
-                                     "choose another --output file")
+                _check_result(path, number, record, settings)
                 self.done.add(str(record["id"]))
         # opened now, before any model work, so an unwritable path fails at once
-        self._writer: JsonlWriter | None = JsonlWriter(path, fsync=True)
+        self._writer: JsonlWriter | None = JsonlWriter(path, fsync=True, record_start=RESULT_START)
 
     def append(self, line: str) -> None:
         self._writer.write_line(line)
@@ -69,3 +76,14 @@ class ResultsFile:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _check_result(path: Path, number: int, record: dict[str, Any], settings: Mapping[str, Any]) -> None:
+    missing = [name for name in RESULT_FIELDS if name not in record]
+    if missing or not isinstance(record["config"], dict):
+        raise InputError(f"{path} line {number}: not an rprm-lite result (it lacks "
+                         f"{', '.join(missing) or 'a config object'}); it is left untouched: choose another --output")
+    changed = changed_settings(record["config"], settings, RESULT_KEYS)
+    if changed:
+        raise InputError(f"{path} holds results made with other settings (line {number}: {'; '.join(changed)}); "
+                         "use another --output, or the same settings to resume")

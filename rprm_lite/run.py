@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite import output
-from rprm_lite.errors import InputError
+from rprm_lite.errors import InputError, ModelFileError
 from rprm_lite.solution import Solution, read_solutions
 
 
@@ -24,22 +24,31 @@ class ScoreJob:
 
 
 def run_score_job(job: ScoreJob) -> None:
-    """Score every solution of `job.source`, appending each result as soon as it is finished."""
+    """Score every solution of `job.source`, appending each result as soon as it is finished.
+
+    Everything that can be checked without llama.cpp is checked first, in this order: the option
+    values, every solution of the input, the model file (pre-flight), the output file (a results
+    file made with these same settings); only then is the model loaded.
+    """
     from rprm_lite.config import ScoreConfig
+    from rprm_lite.model_file import inspect_model, resolve_model_path
+    from rprm_lite.scoring import Scorer, resolve_config, run_settings
 
     ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
     solutions = read_solutions(job.source)
+    info = inspect_model(resolve_model_path(job.model))
     with contextlib.ExitStack() as stack:
-        results = stack.enter_context(contextlib.closing(output.ResultsFile(job.output))) if job.output else None
+        results = None
+        if job.output:
+            settings = run_settings(info, resolve_config(info, None, job.overrides))
+            results = stack.enter_context(contextlib.closing(output.ResultsFile(job.output, settings)))
         todo = [s for s in solutions if results is None or s.id not in results.done]
         if results is not None and len(todo) < len(solutions):
             _note(f"skipping {len(solutions) - len(todo)} solution(s) already in {job.output}")
         if not todo:
             _note("nothing left to score")
             return
-        from rprm_lite.scoring import Scorer
-
-        scorer = stack.enter_context(Scorer(job.model, **job.overrides))
+        scorer = stack.enter_context(Scorer(info, **job.overrides))
         if scorer.model_info.description:
             _say_model_note(job, scorer.model_info)
         _score_all(job, scorer, todo, results)
@@ -135,7 +144,6 @@ def prompt_text(source: str, *, step: int, style: str, solution_id: str | None =
 def info_text(model: Path | None) -> str:
     import llama_cpp
 
-    from rprm_lite.config import ScoreConfig
     from rprm_lite.model_file import inspect_model, plain_value, resolve_model_path
 
     lines = [
@@ -145,7 +153,9 @@ def info_text(model: Path | None) -> str:
     ]
     try:
         info = inspect_model(resolve_model_path(model))
-    except Exception as exc:
+    except ModelFileError as exc:
+        if model is not None:  # the model asked for is missing or broken: an error, not a note
+            raise
         lines.append(f"model: none ({exc})")
         return "\n".join(lines) + "\n"
     lines += [
@@ -156,6 +166,6 @@ def info_text(model: Path | None) -> str:
         f"  context length: {info.context_length}",
     ]
     lines += [f"  {key}: {plain_value(value)}" for key, value in sorted(info.rprm.items())]
-    config = ScoreConfig(**info.config_defaults())
+    config = info.default_config()
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
     return "\n".join(lines) + "\n"

@@ -3,13 +3,15 @@
 Steps are scored in order. The prompt of step k+1 shares a long prefix with the prompt of step k,
 so only the new suffix is decoded (KV reuse). Scoring stops at the first step whose score is
 below the threshold unless `all_steps` is set. Calls are serialized by a lock, so one `Scorer`
-can be shared by the threads of a desktop app.
+can be shared by the threads of a desktop app; `close()` stops a call in flight, waits for it and
+frees the model, after which every call raises `RprmError`. A call from inside the `on_step`
+callback of a call in flight would deadlock on that lock, so it raises `RprmError` instead.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ from rprm_lite import prompt as prompts
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques
 from rprm_lite.engine import DecodeEntry, Engine, Sampler
-from rprm_lite.errors import ContextOverflowError, ModelFileError
+from rprm_lite.errors import ContextOverflowError, ModelFileError, RprmError
 from rprm_lite.model_file import ModelInfo, inspect_model, resolve_model_path
 from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
@@ -34,13 +36,13 @@ class Scorer:
     >>> scorer.score("What is 2+3?", ["2+3 = 5.", "The answer is 5."]).first_error_step  # doctest: +SKIP
     """
 
-    def __init__(self, model_path: str | Path | None = None, config: ScoreConfig | None = None,
+    def __init__(self, model_path: str | Path | ModelInfo | None = None, config: ScoreConfig | None = None,
                  **overrides: Any) -> None:
-        """`config` defaults to the model file's rprm.* settings, else `ScoreConfig()`;
-        `overrides` (ScoreConfig field names) are applied on top."""
-        self.model_info: ModelInfo = inspect_model(resolve_model_path(model_path))
-        base = config or ScoreConfig(**self.model_info.config_defaults())
-        self.config = base.replace(**overrides) if overrides else base
+        """`model_path` may also be a `ModelInfo` already checked by `inspect_model`. `config` defaults
+        to the model file's rprm.* settings, else `ScoreConfig()`; `overrides` (field names) go on top."""
+        self.model_info: ModelInfo = (model_path if isinstance(model_path, ModelInfo)
+                                      else inspect_model(resolve_model_path(model_path)))
+        self.config = resolve_config(self.model_info, config, overrides)
         self.engine = Engine(self.model_info.path, n_gpu_layers=self.config.n_gpu_layers,
                              threads=self.config.threads)
         try:
@@ -51,18 +53,41 @@ class Scorer:
             raise
         self.make_sampler = Sampler  # a seam for tests that script a critique
         self._lock = threading.Lock()
+        self._scoring_thread: int | None = None  # the thread inside `_score`, to refuse re-entry
+        self._closed = False
         self._cached: list[int] = []  # tokens of the prompt now held in sequence 0
 
     def score(self, question: str, steps: Sequence[str], *, id: str | None = None,
               on_step: StepCallback | None = None) -> SolutionResult:
-        return self.score_solution(Solution.create(question, list(steps), id=id), on_step=on_step)
+        return self.score_solution(Solution.create(question, steps, id=id), on_step=on_step)
 
     def score_solution(self, solution: Solution, *, on_step: StepCallback | None = None) -> SolutionResult:
+        self._refuse_reentry("score")
         with self._lock:
-            return self._score(solution, on_step)
+            if self._closed:
+                raise RprmError(f"this Scorer of {self.model_info.path.name} is closed; create a new one to score")
+            self._scoring_thread = threading.get_ident()
+            try:
+                return self._score(solution, on_step)
+            finally:
+                self._scoring_thread = None
 
     def close(self) -> None:
-        self.engine.close()
+        """Free the model. A call in flight on another thread stops at its next decode (raising
+        RprmError) and is waited for; later calls raise RprmError; closing again does nothing."""
+        self._refuse_reentry("close")
+        self.engine.stop()
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self.engine.close()
+
+    def _refuse_reentry(self, what: str) -> None:
+        # The lock is not re-entrant: a call from the on_step callback of a call in flight would deadlock.
+        if self._scoring_thread == threading.get_ident():
+            raise RprmError(f"Scorer.{what}() was called from its own on_step callback; the call in flight holds "
+                            "the scorer until it returns (collect what you need and act after it, or use a "
+                            "second Scorer)")
 
     def __enter__(self) -> Scorer:
         return self
@@ -72,26 +97,29 @@ class Scorer:
 
     # -- internals ---------------------------------------------------------------------------
     def _score(self, solution: Solution, on_step: StepCallback | None) -> SolutionResult:
-        cfg = self.config
-        prompt_tokens = [self.engine.tokenize_prompt(prompts.render(solution, i, cfg.prompt_style))
-                         for i in range(len(solution.steps))]
-        max_tokens = self.effective_max_tokens = self._fit_context(prompt_tokens)
+        # the last prompt holds every step: measured first, a solution too long for the context fails at once
+        last_first = (self._prompt_tokens(solution, i) for i in reversed(range(len(solution.steps))))
+        max_tokens = self.effective_max_tokens = self._fit_context(last_first)
         # KV reuse spans the steps of one solution only: each solution starts from an empty cache,
         # so its results never depend on what was scored before (same seed, same critiques).
         self._cached = []
         self.engine.clear()
         results: list[StepResult] = []
         stopped = False
-        for index, tokens in enumerate(prompt_tokens):
+        for index in range(len(solution.steps)):
+            tokens = self._prompt_tokens(solution, index)
             if stopped:
                 results.append(StepResult(index=index + 1, score=None, p_yes=(), verdict="not scored",
                                           prompt_tokens=len(tokens)))
             else:
                 results.append(self._score_step(index, tokens, max_tokens))
-                stopped = results[-1].verdict == "wrong" and not cfg.all_steps
+                stopped = results[-1].verdict == "wrong" and not self.config.all_steps
             if on_step is not None:
                 on_step(solution, results[-1])
         return self._solution_result(solution, results)
+
+    def _prompt_tokens(self, solution: Solution, index: int) -> list[int]:
+        return self.engine.tokenize_prompt(prompts.render(solution, index, self.config.prompt_style))
 
     def _score_step(self, index: int, tokens: list[int], max_tokens: int) -> StepResult:
         reused = self._load_prompt(tokens)
@@ -132,15 +160,27 @@ class Scorer:
         self._cached = list(tokens)
         return keep
 
-    def _fit_context(self, prompt_tokens: list[list[int]]) -> int:
+    def _fit_context(self, prompt_tokens: Iterable[Sequence[int]]) -> int:
         """Size the KV cache for this solution; returns the max new tokens a critique may use.
 
         Each critique is its own sequence, so its positions (prompt + critique + fallback) must stay
         within the model's training context; the cache holds the prompt once plus K critiques, so it
         may be larger than that. `n_ctx`, when set, caps the cache and shortens critiques to fit.
+        Prompts are checked as they come (an iterator keeps one in memory at a time), so an overflow
+        is raised at the first prompt that does not fit.
         """
+        longest = 0
+        for tokens in prompt_tokens:
+            longest = max(longest, len(tokens))
+            per_critique = self._critique_budget(longest)
+        reserve = len(self.vocab.fallback) + 1
+        self.engine.ensure_context(longest + self.config.k * (per_critique + reserve), self.config.k + 1,
+                                   limit=self.config.n_ctx)
+        return per_critique
+
+    def _critique_budget(self, longest: int) -> int:
+        """New tokens a critique may write after a prompt of `longest` tokens; raises when too few."""
         cfg = self.config
-        longest = max(len(t) for t in prompt_tokens)
         reserve = len(self.vocab.fallback) + 1  # the fallback question and the verdict token
         positions = self.engine.n_ctx_train or 4096
         per_critique = min(cfg.max_tokens, positions - longest - reserve)
@@ -149,10 +189,9 @@ class Scorer:
         if per_critique < min(cfg.max_tokens, MIN_CRITIQUE_TOKENS):
             limit = cfg.n_ctx if cfg.n_ctx is not None and cfg.n_ctx < positions else positions
             raise ContextOverflowError(
-                f"the longest step prompt is {longest} tokens and the context is {limit} tokens: "
+                f"the longest step prompt is at least {longest} tokens and the context is {limit} tokens: "
                 f"no room for {cfg.k} critiques of at least {MIN_CRITIQUE_TOKENS} tokens; "
                 "lower --k, shorten the solution, or raise --n-ctx if the model allows it")
-        self.engine.ensure_context(longest + cfg.k * (per_critique + reserve), cfg.k + 1, limit=cfg.n_ctx)
         return per_critique
 
     def _solution_result(self, solution: Solution, steps: list[StepResult]) -> SolutionResult:
@@ -168,14 +207,8 @@ class Scorer:
 
         import rprm_lite
 
-        return {
-            **self.config.to_dict(),
-            "model": self.model_info.path.name,
-            "model_sha256": self.model_info.sha256,
-            "prompt_sha256": prompts.template_hash(self.config.prompt_style),
-            "rprm_lite": rprm_lite.__version__,
-            "llama_cpp_python": llama_cpp.__version__,
-        }
+        return {**run_settings(self.model_info, self.config), "rprm_lite": rprm_lite.__version__,
+                "llama_cpp_python": llama_cpp.__version__}
 
     def _find_vocabulary(self) -> Vocabulary:
         yes = self._verdict_token(metadata.YES_TEXT, self.model_info.yes_token_id)
@@ -203,6 +236,19 @@ class Scorer:
             if len(self.engine.tokenize(marker, special=True)) != 1:
                 raise ModelFileError(f"{self.model_info.path.name}: the vocabulary has no {marker} token; "
                                      f"the {self.config.prompt_style} prompt needs ChatML special tokens")
+
+
+def run_settings(info: ModelInfo, config: ScoreConfig) -> dict[str, Any]:
+    """What decides a result: every setting, the model file and the prompt template (by hash)."""
+    return {**config.to_dict(), "model": info.path.name, "model_sha256": info.sha256,
+            "prompt_sha256": prompts.template_hash(config.prompt_style)}
+
+
+def resolve_config(info: ModelInfo, config: ScoreConfig | None = None,
+                   overrides: dict[str, Any] | None = None) -> ScoreConfig:
+    """`config`, else the model file's rprm.* settings over the defaults; `overrides` on top."""
+    base = config or info.default_config()
+    return base.replace(**overrides) if overrides else base
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -102,7 +102,7 @@ def test_info_shows_build_model_and_defaults(tiny_gguf):
     ('{"question": "Q", "steps": ["a"]}', ["--temperature", "-1"], 2, "temperature must be >= 0"),
     ('{"question": "Q", "steps": ["a"]}', ["--top-p", "0"], 2, "top_p must be in (0, 1], got 0.0"),
     ('{"question": "Q", "steps": ["a"]}', ["--threshold", "1.5"], 2, "threshold must be in [0, 1], got 1.5"),
-    ('{"question": "Q", "steps": ["a"]}', ["--model", "nowhere.gguf"], 3, "nowhere.gguf: model file not found"),
+    ('{"question": "Q", "steps": ["a"]}', ["--model", "nowhere.gguf"], 2, "nowhere.gguf: model file not found"),
 ])
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, content, args, code, message):
     path = tmp_path / "in.json"
@@ -148,7 +148,7 @@ def test_a_foreign_output_file_is_refused_and_left_untouched(tiny_gguf, tmp_path
     out.write_text('{"note": "mine"}\nnot json, and no newline')
     before = out.read_bytes()
     result = run("score", solutions_file(tmp_path, 1), "--model", tiny_gguf, *FAST, "--output", out)
-    assert result.returncode == 2 and "line 1: not an rprm-lite result (no 'id')" in result.stderr
+    assert result.returncode == 2 and "line 1: not an rprm-lite result (it lacks id, steps" in result.stderr
     assert out.read_bytes() == before
 
 

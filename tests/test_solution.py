@@ -27,9 +27,16 @@ def test_reads_a_solution_object_a_processbench_item_a_list_and_jsonl(tmp_path):
     assert len({s.id for s in jsonl}) == 3  # content ids when no id is given
 
 
+def stdin_bytes(data: bytes):
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+
+
 def test_stdin(monkeypatch):
-    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"question": "Q", "steps": ["s"]})))
+    monkeypatch.setattr("sys.stdin", stdin_bytes(json.dumps({"question": "Q", "steps": ["s"]}).encode()))
     assert read_solutions("-")[0].steps == ("s",)
+    monkeypatch.setattr("sys.stdin", stdin_bytes(b'{"question": "Q\xff", "steps": ["s"]}'))
+    with pytest.raises(InputError, match=r"^<stdin>: not UTF-8 text \(invalid start byte at byte 15\)$"):
+        read_solutions("-")
 
 
 def test_content_id_is_stable():
