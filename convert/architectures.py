@@ -7,14 +7,16 @@ by gguf-py's own `get_tensor_name_map`, so no name table lives here.
 
 from __future__ import annotations
 
-import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gguf
 
-from .errors import ConversionError
+from .errors import CheckpointError, ConversionError
+from .json_files import object_or_empty, read_json_file, short_repr
 
 CONFIG_FILE = "config.json"
 
@@ -77,27 +79,45 @@ class HParams:
 def read_config(folder: Path) -> dict[str, Any]:
     path = folder / CONFIG_FILE
     if not path.is_file():
-        raise ConversionError(f"{folder}: no {CONFIG_FILE}; expected a Hugging Face checkpoint folder "
+        raise CheckpointError(f"{folder}: no {CONFIG_FILE}; expected a Hugging Face checkpoint folder "
                               "(config.json, tokenizer.json, *.safetensors)")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConversionError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(config, dict):
-        raise ConversionError(f"{path}: expected a JSON object, got {type(config).__name__}")
-    return config
+    return read_json_file(path)
 
 
 def find_architecture(config: dict[str, Any]) -> Architecture:
     names = config.get("architectures") or []
     supported = ", ".join(ARCHITECTURES)
     if not isinstance(names, list) or not names:
-        raise ConversionError(f"config.json has no 'architectures' list; expected one of: {supported}")
+        raise CheckpointError(f"config.json has no 'architectures' list; expected one of: {supported}")
     for name in names:
-        if name in ARCHITECTURES:
+        if isinstance(name, str) and name in ARCHITECTURES:
             return ARCHITECTURES[name]
-    raise ConversionError(f"architecture {', '.join(map(str, names))} is not supported; "
+    raise ConversionError(f"architecture {', '.join(map(str, names))[:200]} is not supported; "
                           f"supported architectures: {supported}")
+
+
+# GGUF stores these sizes as uint32 and llama.cpp reads several of them into int32
+MAX_CONFIG_INT = 2**31 - 1
+
+
+def config_value(config: dict[str, Any], key: str, kind: type, default: Any = None, *,
+                 where: str = CONFIG_FILE) -> Any:
+    """config[key] checked to be a positive integer up to MAX_CONFIG_INT, a positive finite number, or a
+    boolean (`kind` int, float or bool); `where` names the object in error messages."""
+    raw = config.get(key, default)
+    if raw is None:
+        raise CheckpointError(f"{where} lacks '{key}', which the converter needs")
+    if kind is bool:
+        if not isinstance(raw, bool):
+            raise CheckpointError(f"{where}: '{key}' must be true or false, got {short_repr(raw)}")
+        return raw
+    is_number = isinstance(raw, (int, float)) and not isinstance(raw, bool)
+    if kind is int and not (is_number and isinstance(raw, int) and 0 < raw <= MAX_CONFIG_INT):
+        raise CheckpointError(f"{where}: '{key}' must be a positive integer of at most {MAX_CONFIG_INT}, "
+                              f"got {short_repr(raw)}")
+    if kind is float and not (is_number and math.isfinite(raw) and raw > 0):
+        raise CheckpointError(f"{where}: '{key}' must be a positive finite number, got {short_repr(raw)}")
+    return kind(raw)
 
 
 def read_hparams(config: dict[str, Any]) -> HParams:
@@ -105,55 +125,54 @@ def read_hparams(config: dict[str, Any]) -> HParams:
     arch = find_architecture(config)
 
     def value(key: str, kind: type = int) -> Any:
-        raw = config.get(key, arch.defaults.get(key))
-        if raw is None:
-            raise ConversionError(f"config.json lacks '{key}', which {arch.hf_name} needs")
-        if kind is int and (isinstance(raw, bool) or not isinstance(raw, int) or raw <= 0):
-            raise ConversionError(f"config.json: '{key}' must be a positive integer, got {raw!r}")
-        if kind is float and (isinstance(raw, bool) or not isinstance(raw, (int, float))):
-            raise ConversionError(f"config.json: '{key}' must be a number, got {raw!r}")
-        return kind(raw)
+        return config_value(config, key, kind, arch.defaults.get(key))
 
     _reject_unsupported(config, arch)
     hidden, n_head = value("hidden_size"), value("num_attention_heads")
     n_kv_head = value("num_key_value_heads") if "num_key_value_heads" in config else n_head
     head_dim = value("head_dim") if config.get("head_dim") is not None else hidden // n_head
     if n_head % n_kv_head:
-        raise ConversionError(f"config.json: num_attention_heads ({n_head}) must be a multiple of "
+        raise CheckpointError(f"config.json: num_attention_heads ({n_head}) must be a multiple of "
                               f"num_key_value_heads ({n_kv_head})")
     if head_dim * n_head != hidden and config.get("head_dim") is None:
-        raise ConversionError(f"config.json: hidden_size ({hidden}) is not divisible by "
+        raise CheckpointError(f"config.json: hidden_size ({hidden}) is not divisible by "
                               f"num_attention_heads ({n_head}) and no head_dim is given")
     return HParams(
         architecture=arch, vocab_size=value("vocab_size"), hidden=hidden, n_layer=value("num_hidden_layers"),
         n_head=n_head, n_kv_head=n_kv_head, head_dim=head_dim, ffn=value("intermediate_size"),
         context_length=value("max_position_embeddings"), rms_eps=value("rms_norm_eps", float),
-        rope_theta=_rope_theta(config, arch), tied=bool(value("tie_word_embeddings", bool)),
+        rope_theta=_rope_theta(config, arch), tied=value("tie_word_embeddings", bool),
         rope_scaling=_rope_scaling(config), config=config,
     )
 
 
 def _rope_theta(config: dict[str, Any], arch: Architecture) -> float:
     # transformers >= 5 saves rope settings under "rope_parameters"; older versions at top level
-    parameters = config.get("rope_parameters") or {}
-    theta = parameters.get("rope_theta", config.get("rope_theta", arch.defaults["rope_theta"]))
-    if isinstance(theta, bool) or not isinstance(theta, (int, float)) or theta <= 0:
-        raise ConversionError(f"config.json: rope_theta must be a positive number, got {theta!r}")
-    return float(theta)
+    parameters = object_or_empty(config.get("rope_parameters"), "config.json: rope_parameters")
+    source = parameters if "rope_theta" in parameters else config
+    return config_value(source, "rope_theta", float, arch.defaults["rope_theta"])
 
 
 ROPE_TYPES = ("default", "linear", "yarn")
 
 
 def _rope_scaling(config: dict[str, Any]) -> dict[str, Any] | None:
-    scaling = config.get("rope_scaling") or config.get("rope_parameters") or None
-    if scaling is None:
+    scaling = (object_or_empty(config.get("rope_scaling"), "config.json: rope_scaling")
+               or object_or_empty(config.get("rope_parameters"), "config.json: rope_parameters"))
+    if not scaling:
         return None
     kind = scaling.get("rope_type", scaling.get("type", "default"))
-    if kind not in ROPE_TYPES:
-        raise ConversionError(f"config.json: rope scaling type {kind!r} is not supported; "
+    if not isinstance(kind, str) or kind not in ROPE_TYPES:
+        raise ConversionError(f"config.json: rope scaling type {short_repr(kind)} is not supported; "
                               f"supported: {', '.join(ROPE_TYPES)}")
-    return None if kind == "default" else dict(scaling, rope_type=kind)
+    if kind == "default":
+        return None
+    where = "config.json: rope scaling"
+    checked = {"rope_type": kind, "factor": config_value(scaling, "factor", float, where=where)}
+    if kind == "yarn":
+        checked["original_max_position_embeddings"] = config_value(
+            scaling, "original_max_position_embeddings", int, where=where)
+    return checked
 
 
 def _reject_unsupported(config: dict[str, Any], arch: Architecture) -> None:
@@ -198,6 +217,29 @@ def expected_shapes(hp: HParams) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+EMBEDDING = "model.embed_tokens.weight"
+LAYER_PREFIX = re.compile(r"model\.layers\.(\d{1,9})\.")
+
+
+def check_sizes_against_tensors(hp: HParams, shapes: dict[str, tuple[int, ...]]) -> None:
+    """config.json's vocabulary, width and depth against the tensors present, before anything is sized by
+    them: a config claiming 10^9 layers or a 10^12 vocabulary is refused here, not by a MemoryError."""
+    embedding = shapes.get(EMBEDDING)
+    if embedding is None:
+        raise CheckpointError(f"tensor {EMBEDDING} is missing from the checkpoint; expected it for "
+                              f"{hp.architecture.hf_name}")
+    if embedding != (hp.vocab_size, hp.hidden):
+        raise CheckpointError(f"config.json: vocab_size {hp.vocab_size} and hidden_size {hp.hidden} imply "
+                              f"{EMBEDDING} of shape {[hp.vocab_size, hp.hidden]}, got {list(embedding)}; is "
+                              "config.json from the same model?")
+    layers = {int(match.group(1)) for name in shapes if (match := LAYER_PREFIX.match(name))}
+    present = max(layers) + 1 if layers else 0
+    if hp.n_layer > present:
+        raise CheckpointError(f"config.json: num_hidden_layers is {hp.n_layer}, expected at most {present}: the "
+                              f"checkpoint holds tensors for {present} layers; is config.json from the same "
+                              "model?")
+
+
 # tensors a checkpoint may carry that the GGUF does not need
 IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -234,14 +276,7 @@ def write_hparams(writer: gguf.GGUFWriter, hp: HParams) -> None:
 
 def _write_rope_scaling(writer: gguf.GGUFWriter, hp: HParams) -> None:
     scaling = hp.rope_scaling or {}
-    factor = scaling.get("factor")
-    if not isinstance(factor, (int, float)) or factor <= 0:
-        raise ConversionError(f"config.json: rope scaling {scaling['rope_type']} needs a positive 'factor', "
-                              f"got {factor!r}")
     writer.add_rope_scaling_type(gguf.RopeScalingType(scaling["rope_type"]))
-    writer.add_rope_scaling_factor(float(factor))
+    writer.add_rope_scaling_factor(scaling["factor"])
     if scaling["rope_type"] == "yarn":
-        original = scaling.get("original_max_position_embeddings")
-        if not isinstance(original, int):
-            raise ConversionError("config.json: yarn rope scaling needs 'original_max_position_embeddings'")
-        writer.add_rope_scaling_orig_ctx_len(original)
+        writer.add_rope_scaling_orig_ctx_len(scaling["original_max_position_embeddings"])

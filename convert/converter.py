@@ -22,7 +22,7 @@ from rprm_lite.config import PROMPT_STYLES, ScoreConfig
 from rprm_lite.prompt import template_hash
 
 from . import architectures as arch_table
-from .errors import ConversionError
+from .errors import CheckpointError, ConversionError
 from .gguf_file import (
     FILE_TYPES,
     OUTPUT_TYPES,
@@ -155,8 +155,10 @@ def _removed_afterwards(path: Path):
 def plan_conversion(folder: Path, outtype: str) -> ConversionPlan:
     """Check the whole checkpoint and decide every output tensor, before anything is written."""
     hparams = arch_table.read_hparams(arch_table.read_config(folder))
+    refs = read_checkpoint_tensors(folder)
+    arch_table.check_sizes_against_tensors(hparams, {name: ref.shape for name, ref in refs.items()})
     vocab = read_vocabulary(folder, hparams.vocab_size)
-    tensors = plan_tensors(hparams, read_checkpoint_tensors(folder), outtype)
+    tensors = plan_tensors(hparams, refs, outtype)
     return ConversionPlan(folder, hparams, vocab, tensors)
 
 
@@ -165,7 +167,7 @@ def plan_tensors(hp: arch_table.HParams, refs: dict[str, TensorRef], outtype: st
     missing = [name for name in expected if name not in refs]
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise ConversionError(f"tensor {missing[0]}{more} is missing from the checkpoint; expected "
+        raise CheckpointError(f"tensor {missing[0]}{more} is missing from the checkpoint; expected "
                               f"{len(expected)} tensors for {hp.architecture.hf_name} with the sizes in "
                               "config.json")
     _check_extra_tensors(hp, refs, expected)
@@ -174,7 +176,7 @@ def plan_tensors(hp: arch_table.HParams, refs: dict[str, TensorRef], outtype: st
     for name, shape in expected.items():
         ref = refs[name]
         if ref.shape != shape:
-            raise ConversionError(f"tensor {name} has shape {list(ref.shape)}; config.json implies "
+            raise CheckpointError(f"tensor {name} has shape {list(ref.shape)}; config.json implies "
                                   f"{list(shape)} (hidden_size {hp.hidden}, heads {hp.n_head}/"
                                   f"{hp.n_kv_head}, intermediate_size {hp.ffn}, vocab_size {hp.vocab_size})")
         gguf_name = name_map.get_name(name, try_suffixes=(".weight", ".bias"))
@@ -191,7 +193,7 @@ def _check_extra_tensors(hp: arch_table.HParams, refs: dict[str, TensorRef], exp
             continue
         if name == "lm_head.weight" and hp.tied:
             continue  # transformers ties it to the embedding and ignores the stored copy
-        raise ConversionError(f"unexpected tensor {name} in the checkpoint; {hp.architecture.hf_name} with "
+        raise CheckpointError(f"unexpected tensor {name} in the checkpoint; {hp.architecture.hf_name} with "
                               f"this config.json has no such weight (n_layer {hp.n_layer}, tied "
                               f"{hp.tied}); is config.json from the same model?")
 

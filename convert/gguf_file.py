@@ -9,7 +9,6 @@ when complete (see `atomic_output`).
 from __future__ import annotations
 
 import contextlib
-import errno
 import mmap
 import os
 import shutil
@@ -22,7 +21,7 @@ from typing import Any
 import gguf
 import numpy as np
 
-from .errors import ConversionError
+from .errors import DISK_FULL_ERRNOS, ConversionError
 from .safetensors_io import MappedFile, TensorRef, f32_to_bf16_bits, iter_row_blocks, widen_to_f32
 
 BLOCK_BYTES = 16 * 1024 * 1024  # float32 bytes converted at a time
@@ -38,7 +37,6 @@ FILE_TYPES: dict[str, gguf.LlamaFileType] = {
 }
 NUMPY_TYPES = {gguf.GGMLQuantizationType.F32: np.dtype("<f4"), gguf.GGMLQuantizationType.F16: np.dtype("<f2"),
                gguf.GGMLQuantizationType.BF16: np.dtype("<u2")}
-DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @dataclass(frozen=True)
@@ -100,23 +98,29 @@ def write_gguf(path: Path, writer: gguf.GGUFWriter, tensors: list[PlannedTensor]
                                raw_dtype=tensor.out_type)
     writer.add_size_label(gguf.size_label(*writer.get_total_parameter_count()))
     try:
-        writer.write_header_to_file(path)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        assert writer.fout is not None and len(writer.fout) == 1
-        out = writer.fout[0]
-        for number, tensor in enumerate(tensors, start=1):
-            writer.write_padding(out, out.tell())
-            _write_tensor_data(out, tensor)
-            writer.write_padding(out, tensor.nbytes)
-            if on_tensor is not None:
-                on_tensor(number, len(tensors), tensor)
-        out.flush()
-        os.fsync(out.fileno())
+        try:
+            _write_file(path, writer, tensors, on_tensor)
+        finally:
+            writer.close()  # flushes the last buffered bytes: a full disk can surface here too
     except OSError as exc:
         raise _write_error(path, exc) from None
-    finally:
-        writer.close()
+
+
+def _write_file(path: Path, writer: gguf.GGUFWriter, tensors: list[PlannedTensor],
+                on_tensor: Callable[[int, int, PlannedTensor], None] | None) -> None:
+    writer.write_header_to_file(path)
+    writer.write_kv_data_to_file()
+    writer.write_ti_data_to_file()
+    assert writer.fout is not None and len(writer.fout) == 1
+    out = writer.fout[0]
+    for number, tensor in enumerate(tensors, start=1):
+        writer.write_padding(out, out.tell())
+        _write_tensor_data(out, tensor)
+        writer.write_padding(out, tensor.nbytes)
+        if on_tensor is not None:
+            on_tensor(number, len(tensors), tensor)
+    out.flush()
+    os.fsync(out.fileno())
 
 
 def _write_tensor_data(out, tensor: PlannedTensor) -> None:
@@ -125,7 +129,9 @@ def _write_tensor_data(out, tensor: PlannedTensor) -> None:
         for raw in iter_row_blocks(tensor.source, mapped, block_bytes=BLOCK_BYTES, rows=tensor.row_order()):
             block = convert_block(raw, tensor.source.dtype, tensor.out_type, tensor.source.name)
             del raw
-            block.tofile(out)
+            # file.write, not ndarray.tofile: tofile reports a short write (the usual sign of a full disk)
+            # as an OSError without errno, so the disk-full message could not be given
+            out.write(memoryview(np.ascontiguousarray(block)).cast("B"))
             written += block.nbytes
             del block
     if written != tensor.nbytes:
@@ -135,8 +141,9 @@ def _write_tensor_data(out, tensor: PlannedTensor) -> None:
 def _write_error(path: Path, exc: OSError) -> ConversionError:
     if exc.errno in DISK_FULL_ERRNOS:
         free = _free_bytes(path.parent)
-        return ConversionError(f"disk full while writing {path.name} in {path.parent} ({free / 1e9:.2f} GB "
-                               "free now); free some space or choose another output folder. Nothing was kept")
+        return ConversionError(f"disk full while writing {path.name} in {path.parent} ({exc.strerror}; "
+                               f"{free / 1e9:.2f} GB free now); free some space or choose another output "
+                               "folder. Nothing was kept")
     return ConversionError(f"cannot write {path}: {exc.strerror or exc}")
 
 

@@ -7,12 +7,13 @@ Run as `python -m rprm_lite.convert.quantize SRC DST TYPE THREADS` (that is what
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-from .errors import ConversionError
+from .errors import DISK_FULL_ERRNOS, ConversionError
 
 # --quant name -> llama_cpp constant. Types that need an importance matrix (IQ1/IQ2/IQ3) are left out
 # because the converter does not compute one.
@@ -48,6 +49,10 @@ def run_child(argv: list[str], *, what: str) -> None:
     completed = subprocess.run(argv, capture_output=True, text=True, errors="replace")
     if completed.returncode == 0:
         return
+    disk_full = [os.strerror(number) for number in DISK_FULL_ERRNOS if os.strerror(number) in completed.stderr]
+    if disk_full:
+        raise ConversionError(f"disk full while {what} ({disk_full[0]}); free some space or choose another "
+                              "output folder. Nothing was kept")
     log = (completed.stderr + completed.stdout).strip().splitlines()
     tail = "\n".join(line for line in log[-LOG_LINES_SHOWN:] if line.strip())
     if completed.returncode < 0:

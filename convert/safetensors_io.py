@@ -8,16 +8,18 @@ model. bf16 has no numpy dtype: it is read as uint16 and widened to float32 by a
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from .errors import ConversionError
+from .errors import CheckpointError
+from .json_files import json_type, parse_json_object, read_json_file, short_repr
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -47,60 +49,94 @@ class TensorRef:
 
     @property
     def row_elements(self) -> int:
-        return int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+        return math.prod(self.shape[1:])
 
 
 def read_header(path: Path) -> dict[str, TensorRef]:
-    """Parse one .safetensors file's header, checking that every tensor lies inside the file."""
+    """Parse and check one .safetensors header: every entry well formed, every tensor's bytes inside the
+    file's data area, and no two tensors sharing bytes. Any violation is a CheckpointError."""
     size = _file_size(path)
-    with open(path, "rb") as f:
-        raw_length = f.read(8)
-        if len(raw_length) < 8:
-            raise ConversionError(f"{path}: expected a safetensors file, got {size} bytes (too short for "
-                                  "a header)")
-        (header_length,) = struct.unpack("<Q", raw_length)
-        if header_length > min(MAX_HEADER_BYTES, size - 8):
-            raise ConversionError(f"{path}: expected a safetensors header of at most {size - 8} bytes, "
-                                  f"got a length field of {header_length}; the file is corrupt or not "
-                                  "safetensors")
-        try:
-            header = json.loads(f.read(header_length))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ConversionError(f"{path}: the safetensors header is not valid JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise ConversionError(f"{path}: expected a JSON object as the safetensors header, got {type(header).__name__}")
-    data_start = 8 + header_length
-    refs = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        refs[name] = _tensor_ref(path, name, entry, data_start, size)
+    header, data_start = _read_header_object(path, size)
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: expected '__metadata__' to be an object, got {json_type(metadata)}")
+    refs = {name: _tensor_ref(path, name, entry, data_start, size) for name, entry in header.items()}
+    _check_no_overlap(path, refs.values(), data_start)
     return refs
 
 
-def _tensor_ref(path: Path, name: str, entry: dict, data_start: int, size: int) -> TensorRef:
+def _read_header_object(path: Path, size: int) -> tuple[dict, int]:
+    """The header's JSON object and the file offset where the data area starts."""
+    with open(path, "rb") as f:
+        raw_length = f.read(8)
+        if len(raw_length) < 8:
+            raise CheckpointError(f"{path}: expected a safetensors file, got {size} bytes (too short for "
+                                  "a header)")
+        (header_length,) = struct.unpack("<Q", raw_length)
+        if header_length > min(MAX_HEADER_BYTES, size - 8):
+            raise CheckpointError(f"{path}: expected a safetensors header of at most "
+                                  f"{min(MAX_HEADER_BYTES, size - 8)} bytes, got a length field of "
+                                  f"{header_length}; the file is corrupt or not safetensors")
+        raw_header = f.read(header_length)
+    header = parse_json_object(raw_header, source=f"{path} (safetensors header)", unique_keys=True)
+    return header, 8 + header_length
+
+
+def _tensor_ref(path: Path, name: str, entry: object, data_start: int, size: int) -> TensorRef:
+    if not isinstance(entry, dict):
+        raise CheckpointError(f"{path}: tensor {name}: expected an object with dtype, shape and data_offsets, "
+                              f"got {json_type(entry)}")
     dtype = entry.get("dtype")
-    shape = tuple(int(d) for d in entry.get("shape", ()))
-    begin, end = entry.get("data_offsets", (0, 0))
-    if dtype not in STORAGE_DTYPES:
-        raise ConversionError(f"{path.name}: tensor {name} has dtype {dtype}; expected one of "
+    if not isinstance(dtype, str) or dtype not in STORAGE_DTYPES:
+        raise CheckpointError(f"{path.name}: tensor {name} has dtype {short_repr(dtype)}; expected one of "
                               f"{', '.join(STORAGE_DTYPES)}. Convert the checkpoint to bf16 or f16 first "
                               "(e.g. load and save_pretrained with dtype=bfloat16)")
-    expected = int(np.prod(shape, dtype=np.int64)) * STORAGE_DTYPES[dtype].itemsize
+    shape = _natural_numbers(path, name, entry, "shape")
+    begin, end = _natural_numbers(path, name, entry, "data_offsets", length=2)
+    expected = math.prod(shape) * STORAGE_DTYPES[dtype].itemsize
     if end - begin != expected:
-        raise ConversionError(f"{path.name}: tensor {name} has shape {list(shape)} in {dtype} "
-                              f"({expected} bytes) but {end - begin} bytes of data; the file is corrupt")
+        raise CheckpointError(f"{path.name}: tensor {name} has shape {short_repr(list(shape))} in {dtype}: expected "
+                              f"{expected} bytes of data, got data_offsets [{begin}, {end}] ({end - begin} "
+                              "bytes); the file is corrupt")
     if data_start + end > size:
-        raise ConversionError(f"{path}: tensor {name} ends at byte {data_start + end} but the file has "
+        raise CheckpointError(f"{path}: tensor {name} ends at byte {data_start + end} but the file has "
                               f"{size} bytes; the shard is truncated, download it again")
     return TensorRef(name, path, dtype, shape, data_start + begin, expected)
+
+
+def _natural_numbers(path: Path, name: str, entry: dict, key: str, *,
+                     length: int | None = None) -> tuple[int, ...]:
+    """entry[key] as a tuple of non-negative integers (of `length` of them, when given)."""
+    value = entry.get(key)
+    valid = (isinstance(value, list) and (length is None or len(value) == length)
+             and all(type(n) is int and n >= 0 for n in value))
+    if not valid:
+        count = f"{length} " if length else ""
+        raise CheckpointError(f"{path}: tensor {name}: expected '{key}' to be a list of {count}non-negative "
+                              f"integers, got {short_repr(value)}")
+    return tuple(value)
+
+
+def _check_no_overlap(path: Path, refs: Iterable[TensorRef], data_start: int) -> None:
+    """No byte belongs to two tensors (else a GGUF would silently hold one tensor's values twice)."""
+    placed = sorted((ref for ref in refs if ref.nbytes), key=lambda ref: ref.offset)
+    for before, after in zip(placed, placed[1:], strict=False):
+        if after.offset < before.offset + before.nbytes:
+            raise CheckpointError(f"{path}: tensor {after.name} (data_offsets {_span(after, data_start)}) "
+                                  f"overlaps tensor {before.name} ({_span(before, data_start)}); expected "
+                                  "tensors that share no bytes; the file is corrupt")
+
+
+def _span(ref: TensorRef, data_start: int) -> str:
+    begin = ref.offset - data_start
+    return f"[{begin}, {begin + ref.nbytes}]"
 
 
 def _file_size(path: Path) -> int:
     try:
         return path.stat().st_size
     except OSError as exc:
-        raise ConversionError(f"{path}: cannot read ({exc.strerror})") from None
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror})") from None
 
 
 def read_checkpoint_tensors(folder: Path) -> dict[str, TensorRef]:
@@ -115,32 +151,56 @@ def read_checkpoint_tensors(folder: Path) -> dict[str, TensorRef]:
     if len(found) == 1:
         return read_header(folder / found[0])
     if found:
-        raise ConversionError(f"{folder}: found {len(found)} .safetensors files but no {INDEX_FILE}; "
+        raise CheckpointError(f"{folder}: found {len(found)} .safetensors files but no {INDEX_FILE}; "
                               "expected the index that says which shard holds which tensor")
     other = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".gguf"))
     hint = (f" (found {', '.join(other)}; only safetensors are read: re-save the model with "
             "save_pretrained(..., safe_serialization=True))") if other else ""
-    raise ConversionError(f"{folder}: expected {SINGLE_FILE} or {INDEX_FILE}, found no safetensors{hint}")
+    raise CheckpointError(f"{folder}: expected {SINGLE_FILE} or {INDEX_FILE}, found no safetensors{hint}")
 
 
 def _read_sharded(folder: Path, index_path: Path) -> dict[str, TensorRef]:
-    try:
-        weight_map = json.loads(index_path.read_text(encoding="utf-8"))["weight_map"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise ConversionError(f"{index_path}: expected JSON with a 'weight_map' object ({exc})") from None
+    weight_map = read_weight_map(index_path)
+    by_shard = {shard: read_header(_shard_path(folder, shard, weight_map))
+                for shard in sorted(set(weight_map.values()))}
     refs: dict[str, TensorRef] = {}
-    for shard in sorted(set(weight_map.values())):
-        shard_path = folder / shard
-        if not shard_path.is_file():
-            names = sorted(n for n, s in weight_map.items() if s == shard)
-            raise ConversionError(f"shard {shard} is missing from {folder} ({INDEX_FILE} lists {len(names)} "
-                                  f"tensors in it, e.g. {names[0]}); download it again")
-        refs.update(read_header(shard_path))
+    for shard, shard_refs in by_shard.items():
+        for name, ref in shard_refs.items():
+            if name in refs:
+                raise CheckpointError(f"tensor {name} is in both {refs[name].file.name} and {shard}; expected "
+                                      "each tensor in one shard")
+            refs[name] = ref
     for name, shard in weight_map.items():
-        if name not in refs:
-            raise ConversionError(f"tensor {name} is missing: {INDEX_FILE} places it in {shard}, "
+        if name not in by_shard[shard]:
+            raise CheckpointError(f"tensor {name} is missing: {INDEX_FILE} places it in {shard}, "
                                   "which does not contain it; the checkpoint is incomplete")
     return refs
+
+
+def read_weight_map(index_path: Path) -> dict[str, str]:
+    """The index's tensor name -> shard file name map, each shard a relative path inside the folder."""
+    weight_map = read_json_file(index_path).get("weight_map")
+    if not isinstance(weight_map, dict):
+        raise CheckpointError(f"{index_path}: expected a 'weight_map' object, got {json_type(weight_map)}")
+    for name, shard in weight_map.items():
+        if not isinstance(shard, str) or not _is_inside(shard):
+            raise CheckpointError(f"{index_path}: tensor {name}: expected a shard file name inside the "
+                                  f"checkpoint folder, got {short_repr(shard)}")
+    return weight_map
+
+
+def _is_inside(shard: str) -> bool:
+    relative = PurePosixPath(shard)
+    return bool(shard) and not relative.is_absolute() and ".." not in relative.parts
+
+
+def _shard_path(folder: Path, shard: str, weight_map: dict[str, str]) -> Path:
+    shard_path = folder / shard
+    if not shard_path.is_file():
+        names = sorted(n for n, s in weight_map.items() if s == shard)
+        raise CheckpointError(f"shard {shard} is missing from {folder} ({INDEX_FILE} lists {len(names)} "
+                              f"tensors in it, e.g. {names[0]}); download it again")
+    return shard_path
 
 
 class MappedFile:

@@ -8,7 +8,6 @@ template come from gguf-py's own `SpecialVocab`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,12 @@ import gguf
 
 from rprm_lite import metadata
 
-from .errors import ConversionError
+from .errors import CheckpointError, ConversionError
+from .json_files import json_type, object_or_empty, read_json_file, short_repr
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
+CHAT_TEMPLATE_FILE = "chat_template.json"
 
 # The Split regex of a tokenizer.json pre-tokenizer -> llama.cpp's name for that pre-tokenizer
 QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
@@ -66,11 +67,8 @@ def read_tokenizer_json(folder: Path) -> dict[str, Any]:
                   if (folder / name).is_file()]
         hint = (f" (found {', '.join(legacy)}: save a fast tokenizer with "
                 "AutoTokenizer.from_pretrained(folder).save_pretrained(folder))") if legacy else ""
-        raise ConversionError(f"{folder}: no {TOKENIZER_FILE}; expected a byte-level BPE tokenizer{hint}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ConversionError(f"{path}: not valid JSON ({exc})") from None
+        raise CheckpointError(f"{folder}: no {TOKENIZER_FILE}; expected a byte-level BPE tokenizer{hint}")
+    return read_json_file(path)
 
 
 def read_vocabulary(folder: Path, vocab_size: int) -> Vocabulary:
@@ -78,29 +76,36 @@ def read_vocabulary(folder: Path, vocab_size: int) -> Vocabulary:
     tokenizer = read_tokenizer_json(folder)
     pre = pre_tokenizer_name(tokenizer)
     tokens, token_types = _token_list(tokenizer, vocab_size)
-    special = gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
+    tokenizer_config = _read_optional_json(folder / TOKENIZER_CONFIG_FILE)
+    _read_optional_json(folder / CHAT_TEMPLATE_FILE)  # checked here; gguf's SpecialVocab parses it again
+    special = _special_vocab(folder, vocab_size)
     if not special.merges:
-        raise ConversionError(f"{folder / TOKENIZER_FILE}: the BPE model has no merges")
+        raise CheckpointError(f"{folder / TOKENIZER_FILE}: the BPE model has no merges")
     yes_id, no_id = verdict_token_ids(folder / TOKENIZER_FILE)
-    return Vocabulary(tokens, token_types, pre, special, yes_id, no_id, _add_prefix_space(folder))
+    flag = tokenizer_config.get("add_prefix_space")
+    return Vocabulary(tokens, token_types, pre, special, yes_id, no_id, flag if isinstance(flag, bool) else None)
 
 
-def _add_prefix_space(folder: Path) -> bool | None:
-    path = folder / TOKENIZER_CONFIG_FILE
+def _read_optional_json(path: Path) -> dict[str, Any]:
+    return read_json_file(path) if path.is_file() else {}
+
+
+def _special_vocab(folder: Path, vocab_size: int) -> gguf.SpecialVocab:
+    """gguf-py's merges, special ids and chat template; its plain parsing of odd values becomes our error."""
     try:
-        flag = json.loads(path.read_text(encoding="utf-8")).get("add_prefix_space") if path.is_file() else None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise ConversionError(f"{path}: expected a JSON object ({exc})") from None
-    return flag if isinstance(flag, bool) else None
+        return gguf.SpecialVocab(folder, load_merges=True, n_vocab=vocab_size)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError) as exc:
+        raise CheckpointError(f"{folder}: gguf cannot read the tokenizer files ({type(exc).__name__}: "
+                              f"{short_repr(str(exc), 200)})") from None
 
 
 def pre_tokenizer_name(tokenizer: dict[str, Any]) -> str:
     """llama.cpp's pre-tokenizer name for this byte-level BPE tokenizer.json, or a clear refusal."""
-    model = tokenizer.get("model") or {}
+    model = object_or_empty(tokenizer.get("model"), f"{TOKENIZER_FILE}: model")
     if model.get("type") != "BPE":
         raise ConversionError(f"tokenizer.json holds a {model.get('type', 'unknown')} model; expected "
                               "byte-level BPE (as in Qwen2 and Llama 3)")
-    normalizer = (tokenizer.get("normalizer") or {}).get("type")
+    normalizer = object_or_empty(tokenizer.get("normalizer"), f"{TOKENIZER_FILE}: normalizer").get("type")
     if normalizer not in ACCEPTED_NORMALIZERS:
         raise ConversionError(f"tokenizer.json uses a {normalizer} normalizer; expected none or NFC, "
                               "which llama.cpp's byte-level BPE reproduces")
@@ -116,34 +121,37 @@ def pre_tokenizer_name(tokenizer: dict[str, Any]) -> str:
             return GPT2_PRE
         raise ConversionError("tokenizer.json: ByteLevel without a regex and no Split pre-tokenizer; "
                               "cannot tell how llama.cpp should split text")
-    pattern = (splits[0].get("pattern") or {}).get("Regex")
-    if len(splits) != 1 or pattern not in PRE_TOKENIZERS:
+    pattern = object_or_empty(splits[0].get("pattern"), f"{TOKENIZER_FILE}: Split pattern").get("Regex")
+    if len(splits) != 1 or not isinstance(pattern, str) or pattern not in PRE_TOKENIZERS:
         raise ConversionError(f"tokenizer.json splits text with an unknown regex ({str(pattern)[:60]}...); "
                               f"supported pre-tokenizers: {', '.join([*PRE_TOKENIZERS.values(), GPT2_PRE])}")
     return PRE_TOKENIZERS[pattern]
 
 
-def _pre_tokenizer_steps(pre: dict[str, Any] | None) -> list[dict[str, Any]]:
-    if not pre:
-        return []
-    if pre.get("type") == "Sequence":
-        return list(pre.get("pretokenizers") or [])
-    return [pre]
+def _pre_tokenizer_steps(pre: object) -> list[dict[str, Any]]:
+    pre = object_or_empty(pre, f"{TOKENIZER_FILE}: pre_tokenizer")
+    if pre.get("type") != "Sequence":
+        return [pre] if pre else []
+    steps = pre.get("pretokenizers") or []
+    if not isinstance(steps, list):
+        raise CheckpointError(f"{TOKENIZER_FILE}: expected 'pretokenizers' to be an array, got {json_type(steps)}")
+    return [object_or_empty(step, f"{TOKENIZER_FILE}: pre-tokenizer") for step in steps]
 
 
 def _token_list(tokenizer: dict[str, Any], vocab_size: int) -> tuple[list[str], list[int]]:
     by_id: dict[int, tuple[str, int]] = {}
-    for text, token_id in tokenizer["model"].get("vocab", {}).items():
-        by_id[token_id] = (text, gguf.TokenType.NORMAL)
-    for added in tokenizer.get("added_tokens") or []:
-        text = added["content"]
+    for text, token_id in object_or_empty(tokenizer["model"].get("vocab"), f"{TOKENIZER_FILE}: vocab").items():
+        by_id[_token_id(token_id, text)] = (text, gguf.TokenType.NORMAL)
+    for added in _added_tokens(tokenizer):
+        text = added.get("content")
         special = added.get("special", False) or looks_special(text)
-        by_id[added["id"]] = (text, gguf.TokenType.CONTROL if special else gguf.TokenType.USER_DEFINED)
+        by_id[_token_id(added.get("id"), text)] = (text, gguf.TokenType.CONTROL if special
+                                                   else gguf.TokenType.USER_DEFINED)
     if not by_id:
-        raise ConversionError("tokenizer.json has an empty vocabulary")
+        raise CheckpointError("tokenizer.json has an empty vocabulary")
     largest = max(by_id)
     if largest >= vocab_size:
-        raise ConversionError(f"tokenizer.json has token id {largest} but config.json's vocab_size is "
+        raise CheckpointError(f"tokenizer.json has token id {largest} but config.json's vocab_size is "
                               f"{vocab_size}; expected every token id below vocab_size")
     tokens, types = [], []
     for token_id in range(vocab_size):
@@ -151,6 +159,26 @@ def _token_list(tokenizer: dict[str, Any], vocab_size: int) -> tuple[list[str], 
         tokens.append(text)
         types.append(int(kind))
     return tokens, types
+
+
+def _added_tokens(tokenizer: dict[str, Any]) -> list[dict[str, Any]]:
+    added_tokens = tokenizer.get("added_tokens") or []
+    if not isinstance(added_tokens, list):
+        raise CheckpointError(f"{TOKENIZER_FILE}: expected 'added_tokens' to be an array, got "
+                              f"{json_type(added_tokens)}")
+    checked = [object_or_empty(added, f"{TOKENIZER_FILE}: added token") for added in added_tokens]
+    for added in checked:
+        if not isinstance(added.get("content"), str):
+            raise CheckpointError(f"{TOKENIZER_FILE}: expected each added token's 'content' to be a string, "
+                                  f"got {short_repr(added.get('content'))}")
+    return checked
+
+
+def _token_id(value: object, text: str) -> int:
+    if type(value) is not int or value < 0:
+        raise CheckpointError(f"{TOKENIZER_FILE}: token {short_repr(text)}: expected a non-negative integer id, "
+                              f"got {short_repr(value)}")
+    return value
 
 
 def looks_special(text: str) -> bool:
@@ -168,7 +196,7 @@ def verdict_token_ids(tokenizer_path: Path) -> tuple[int, int]:
     try:
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
     except Exception as exc:  # tokenizers raises plain Exception for unreadable files
-        raise ConversionError(f"{tokenizer_path}: the tokenizers library cannot load it ({exc})") from None
+        raise CheckpointError(f"{tokenizer_path}: the tokenizers library cannot load it ({exc})") from None
     ids = []
     for text in (metadata.YES_TEXT, metadata.NO_TEXT):
         encoded = tokenizer.encode(text, add_special_tokens=False).ids
