@@ -1,4 +1,6 @@
-"""Arithmetic drill: short "a op b = c" lines a small model learns before it sees the long R-PRM prompt.
+"""Curriculum before the long R-PRM prompt: an arithmetic drill, then the critiques without the instructions.
+
+1. Drill: short "a op b = c" lines.
 
 A critique checks a step by computing it ("72 - 36 = 36, and the Now Step writes 36, which matches"), so
 one wrong digit flips a verdict. Learning the facts inside full prompts costs about 300 tokens per fact;
@@ -7,6 +9,12 @@ result digits and the line end only (the operands are random: nothing to learn t
 
 The facts cover what the synthetic problems compute: sums and differences of numbers up to 120,
 products of numbers up to 12, and exact quotients with a divisor up to 9 and a dividend up to 120.
+
+2. Short prompts: the SFT examples themselves with the fixed instruction text cut off (every token from
+"Question:" on, byte for byte as in the released prompt). A small model learns to find and copy numbers
+much faster when 440 tokens of instructions do not compete for its attention (measured by the early
+signals: the long prompt alone left teacher-forced digit accuracy near 30% after 600 steps); SFT on the
+full released prompt follows, so the shipped model reads exactly the released input format.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.training.synthetic import SYMBOLS
+from rprm_lite.training.tokens import Example
 
 
 @dataclass(frozen=True)
@@ -75,45 +84,82 @@ def drill_rows(tokenizer: Any, *, rows: int, row_tokens: int, rng: random.Random
 
 def train_drill(config: DrillConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `config.model` on the drill for `config.steps` steps and save it (and its tokenizer) to `out`."""
+    from rprm_lite.training.checkpoint import load_tokenizer
+    from rprm_lite.training.tokens import PromptTokenizer
+
+    encoder = PromptTokenizer(load_tokenizer(config.model))
+    rng = random.Random(f"drill:{config.seed}")
+    batches = (list(drill_rows(encoder, rows=config.batch_size, row_tokens=config.row_tokens, rng=rng))
+               for _ in range(config.steps))
+    return train_rows(config, batches, name="drill", log=log)
+
+
+def short_prompt_rows(examples: list[Example]) -> list[tuple[list[int], list[int]]]:
+    """The examples without the token prefix they all share (the instructions before "Question:")."""
+    first = examples[0].ids
+    shared = min(next((i for i, (a, b) in enumerate(zip(first, e.ids)) if a != b), len(e.ids)) for e in examples)
+    shared = min(shared, min(e.prompt_length for e in examples) - 1)
+    return [(e.ids[shared:], e.loss_mask[shared:]) for e in examples]
+
+
+def train_short_prompts(config: DrillConfig, examples: list[Example], *,
+                        log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train on `examples` cut to their short form, in a seeded shuffled order, `config.steps` batches."""
+    rows = short_prompt_rows(examples)
+    rng = random.Random(f"short-prompts:{config.seed}")
+
+    def batches() -> Iterator[list[tuple[list[int], list[int]]]]:
+        order: list[int] = []
+        for _ in range(config.steps):
+            if len(order) < config.batch_size:
+                fresh = list(range(len(rows)))
+                rng.shuffle(fresh)
+                order += fresh
+            yield [rows[i] for i in order[:config.batch_size]]
+            del order[:config.batch_size]
+
+    return train_rows(config, batches(), name="short-prompt", log=log) | {"examples": len(rows),
+                                                                         "tokens_per_example": round(
+        sum(len(ids) for ids, _ in rows) / len(rows))}
+
+
+def train_rows(config: DrillConfig, batches: Iterator[list[tuple[list[int], list[int]]]], *, name: str,
+               log: Callable[[str], None]) -> dict[str, Any]:
+    """AdamW with warm-up and cosine decay over `config.steps` batches of (ids, mask) rows; saves to `out`."""
     import torch
 
     from rprm_lite.training.checkpoint import export_model, load_causal_lm, load_tokenizer
     from rprm_lite.training.shared_prefix import causal_lm_loss
-    from rprm_lite.training.tokens import PromptTokenizer
 
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
-    encoder = PromptTokenizer(tokenizer)
     model = load_causal_lm(config.model).to(config.device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
     warmup = max(1, config.steps // 20)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / warmup, 0.5 * (
         1 + math.cos(math.pi * min(s, config.steps) / config.steps))))
-    rng = random.Random(f"drill:{config.seed}")
     started, history = time.perf_counter(), []
-    for step in range(config.steps):
-        ids, labels = batch_tensors(list(drill_rows(encoder, rows=config.batch_size, row_tokens=config.row_tokens,
-                                                    rng=rng)), pad_id=tokenizer.pad_token_id or 0)
+    for step, rows in enumerate(batches):
+        ids, labels = batch_tensors(rows, pad_id=tokenizer.pad_token_id or 0)
         ids, labels = ids.to(config.device), labels.to(config.device)
         with torch.autocast(config.device.split(":")[0], dtype=torch.bfloat16, enabled=config.bf16):
-            logits = model(input_ids=ids).logits
-        loss = causal_lm_loss(logits, labels)
+            logits = model(input_ids=ids)  # right padding: no real token attends to a pad (causal), pads have no loss
+        loss = causal_lm_loss(logits.logits, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step % 25 == 0 or step == config.steps - 1:
-            accuracy = answer_accuracy(logits.detach(), labels)
-            history.append({"step": step, "loss": round(loss.item(), 4), "answer_token_acc": round(accuracy, 4),
+            accuracy = answer_accuracy(logits.logits.detach(), labels)
+            history.append({"step": step, "loss": round(loss.item(), 4), "token_acc": round(accuracy, 4),
                             "elapsed_s": round(time.perf_counter() - started, 1)})
-            log(f"  drill step {step}: loss {loss.item():.3f}, answer-token accuracy {accuracy:.3f}")
+            log(f"  {name} step {step}: loss {loss.item():.3f}, supervised-token accuracy {accuracy:.3f}")
     out = Path(config.out)
     export_model(model, tokenizer, str(out), dtype=torch.float32)
-    (out / "drill_log.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
-    return {"steps": config.steps, "final_loss": history[-1]["loss"],
-            "answer_token_acc": history[-1]["answer_token_acc"]}
+    (out / f"{name}_log.json").write_text(json.dumps(history, indent=1) + "\n", encoding="utf-8")
+    return {"steps": config.steps, "final_loss": history[-1]["loss"], "token_acc": history[-1]["token_acc"]}
 
 
 def batch_tensors(rows: list[tuple[list[int], list[int]]], *, pad_id: int) -> tuple[Any, Any]:

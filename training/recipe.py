@@ -11,6 +11,7 @@ Stages, each writing into --out:
 3. `seed.jsonl`  critiques by the programmatic teacher, kept when their verdict agrees with the label;
                  `sft-data.jsonl` the kept ones with Yes critiques sampled down to `--no-share` No verdicts
 4. `drill/`      the base model after a short arithmetic drill ("72 - 36 = 36" lines, `curriculum`)
+   `short/`      then trained on the SFT examples with the fixed instructions cut off (`curriculum`)
 5. `sft/`        supervised fine-tuning on the balanced critiques (loss on the critique only), the prompt
                  prefix shared by a micro-batch run once; early signals in `sft/signals.jsonl`
 6. `pairs.jsonl` K critiques per step sampled from the SFT model by the runtime, paired agree/disagree
@@ -64,28 +65,29 @@ class RecipeConfig(JobConfig):
     kv_heads: int = option(2, help="Key-value heads (grouped-query attention, as in Qwen2).")
     intermediate: int = option(768, help="MLP width.")
     no_share: float = option(0.45, help="Share of No verdicts in the SFT data (Yes critiques are sampled down).")
-    drill_steps: int = option(150, help="Steps of the arithmetic drill before SFT (0: none).")
+    drill_steps: int = option(100, help="Steps of the arithmetic drill before SFT (0: none).")
+    short_steps: int = option(600, help="Steps on the SFT examples without the instruction text, before SFT.")
     context: int = option(1024, help="Context length the model is trained for (prompt plus critique).")
     teacher_wrong_share: float = option(0.1, help="Share of teacher critiques that are wrong (the filter drops them).")
     sft_learning_rate: float = option(2e-3, help="SFT peak learning rate (from scratch, so far above the paper's).")
     sft_epochs: float = option(1.0, help="SFT passes over the balanced critiques.")
-    sft_max_steps: int = option(1300, help="Stop SFT after this many optimizer steps (-1: as the epochs take).")
+    sft_max_steps: int = option(400, help="Stop SFT after this many optimizer steps (-1: as the epochs take).")
     precision: str = option("bf16", help="bf16 (autocast, fp32 master weights; fast on CPUs with AVX512-BF16/AMX "
                                          "and on GPUs) or fp32.")
     signals_every: int = option(50, help="SFT steps between teacher-forced digit and verdict accuracies on dev.")
-    greedy_every: int = option(400, help="SFT steps between greedy F1 measurements on dev problems (0: none).")
+    greedy_every: int = option(200, help="SFT steps between greedy F1 measurements on dev problems (0: none).")
     greedy_problems: int = option(30, help="Dev problems scored for the greedy F1 signal.")
     device: str = option("auto", help="auto (a GPU when there is one), cpu or cuda; cuda also trains longer.")
     cuda_scale: float = option(3.0, help="On cuda: SFT epochs and pair problems are multiplied by this.")
     batch_size: int = option(32, help="Examples per optimizer step (SFT; DPO uses half as many pairs).")
     micro_batch_size: int = option(32, help="Examples per forward pass (SFT; the shared prefix runs once per pass).")
-    pair_problems: int = option(500, help="Training problems whose steps are sampled for DPO pairs.")
+    pair_problems: int = option(400, help="Training problems whose steps are sampled for DPO pairs.")
     pair_k: int = option(8, help="Critiques sampled per step for pairs.")
     pair_temperature: float = option(0.95, help="Sampling temperature for pairs.")
     dpo_learning_rate: float = option(1e-4, help="DPO peak learning rate.")
     dpo_beta: float = option(0.1, help="DPO beta.")
     dpo_epochs: float = option(2.0, help="DPO passes over the pairs.")
-    dpo_max_steps: int = option(80, help="Stop DPO after this many optimizer steps (-1: as the epochs take).")
+    dpo_max_steps: int = option(60, help="Stop DPO after this many optimizer steps (-1: as the epochs take).")
     max_tokens: int = option(256, help="Longest critique when sampling (and the model's default).")
     prompt_style: str = option("r-prm-eval", help="Prompt the model is trained on and scored with.")
     quant: str = option("Q8_0", help="llama.cpp quantization of the shipped file.")
@@ -124,7 +126,8 @@ class Recipe:
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("data", self.data), ("base", self.base), ("seed", self.seed), ("drill", self.drill), ("sft", self.sft),
+            ("data", self.data), ("base", self.base), ("seed", self.seed), ("drill", self.drill), ("short", self.short),
+            ("sft", self.sft),
             ("pairs", self.pairs), ("dpo", self.dpo), ("export", self.export)]
         if self.config.evaluate:
             stages.append(("evaluate", self.evaluation))
@@ -193,6 +196,27 @@ class Recipe:
                                        seed=self.config.seed, device=self.device(),
                                        bf16=self.config.precision == "bf16"), log=self.log)
 
+    def short(self) -> dict[str, Any]:
+        from rprm_lite.prompt import render
+        from rprm_lite.training.checkpoint import load_tokenizer
+        from rprm_lite.training.curriculum import DrillConfig, train_short_prompts
+        from rprm_lite.training.records import read_critiques
+        from rprm_lite.training.tokens import PromptTokenizer
+
+        c = self.config
+        folder = fresh_folder(self.path("short"))
+        if not c.short_steps:
+            shutil.copytree(self.path("drill"), folder, dirs_exist_ok=True)
+            return {"steps": 0}
+        encoder = PromptTokenizer(load_tokenizer(str(self.path("drill"))))
+        records = sorted(read_critiques(self.path(SFT_DATA)), key=lambda record: record.key)
+        examples = [encoder.example(render(r.solution, r.index, c.prompt_style), r.critique) for r in records]
+        scale = c.cuda_scale if self.device() == "cuda" else 1.0
+        return train_short_prompts(DrillConfig(model=str(self.path("drill")), out=str(folder),
+                                               steps=round(c.short_steps * scale), batch_size=c.batch_size,
+                                               learning_rate=c.sft_learning_rate, seed=c.seed, device=self.device(),
+                                               bf16=c.precision == "bf16"), examples, log=self.log)
+
     def sft(self) -> dict[str, Any]:
         from rprm_lite.training.sft import train_sft
         from rprm_lite.training.train_config import SFTRunConfig
@@ -201,7 +225,7 @@ class Recipe:
         out = fresh_folder(self.path("sft"))
         scale = c.cuda_scale if self.device() == "cuda" else 1.0
         run = SFTRunConfig(
-            model=str(self.path("drill")), data=str(self.path(SFT_DATA)), out=str(out),
+            model=str(self.path("short")), data=str(self.path(SFT_DATA)), out=str(out),
             prompt_style=c.prompt_style, learning_rate=c.sft_learning_rate, batch_size=c.batch_size,
             micro_batch_size=c.micro_batch_size, epochs=c.sft_epochs * scale, warmup_ratio=0.05, max_length=c.context,
             max_steps=round(c.sft_max_steps * scale) if c.sft_max_steps > 0 else -1, seed=c.seed, logging_steps=10,

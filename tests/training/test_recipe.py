@@ -15,7 +15,8 @@ from rprm_lite.training.recipe import DEMO_FILE, Recipe, RecipeConfig, main
 
 pytest.importorskip("llama_cpp", reason="the recipe samples pairs and quantizes with llama-cpp-python")
 
-TOY = {"train": 60, "dev": 0, "test": 8, "hidden": 64, "layers": 2, "heads": 2, "kv_heads": 1, "intermediate": 128,
+TOY = {"train": 60, "dev": 6, "test": 8, "drill_steps": 3, "sft_max_steps": -1, "signals_every": 4, "greedy_every": 6,
+       "greedy_problems": 3, "dpo_max_steps": -1, "precision": "fp32", "hidden": 64, "layers": 2, "heads": 2, "kv_heads": 1, "intermediate": 128,
        "sft_learning_rate": 1e-2, "sft_epochs": 6, "batch_size": 8, "micro_batch_size": 8, "pair_problems": 30,
        "pair_k": 8, "pair_temperature": 1.0, "max_tokens": 160, "dpo_epochs": 1, "eval_k": 2}
 
@@ -38,10 +39,18 @@ def test_every_stage_runs_and_the_model_is_a_quantized_rprm(toy_run):
     from rprm_lite.model_file import inspect_model
 
     out, state, _ = toy_run
-    assert list(state["stages"]) == ["data", "base", "seed", "sft", "pairs", "dpo", "export", "evaluate"]
+    assert list(state["stages"]) == ["data", "base", "seed", "drill", "sft", "pairs", "dpo", "export", "evaluate"]
     stages = state["stages"]
     # the filter dropped the teacher's wrong critiques and kept the rest
     assert stages["seed"]["kept"] > 0 and stages["seed"]["dropped"]["wrong_verdict"] > 0
+    balanced = stages["seed"]["balanced"]
+    assert balanced["no"] / (balanced["no"] + balanced["yes"]) >= 0.44
+    assert stages["drill"]["steps"] == 3
+    # early signals: teacher-forced accuracies every 4 steps, greedy dev F1 through the runtime every 6
+    signals = [json.loads(line) for line in (out / "sft" / "signals.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [s["step"] for s in signals][:3] == [0, 4, 8]
+    assert all(0 <= s["digit_acc"] <= 1 and 0 <= s["verdict_acc"] <= 1 for s in signals)
+    assert any("greedy_dev_f1" in s for s in signals)
     assert stages["pairs"]["pairs"] > 0 and stages["dpo"]["steps"] > 0
     info = inspect_model(out / DEMO_FILE)
     assert info.architecture == "qwen2" and info.file_type == llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0
