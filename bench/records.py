@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from rprm_lite.config import changed_settings
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import read_jsonl
 from rprm_lite.results import SolutionResult
@@ -23,8 +24,6 @@ from rprm_lite.results import SolutionResult
 PREDICTIONS_FILE = "predictions.jsonl"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
-# ScoreConfig / run-metadata keys that change the scores; a resumed run must agree on all of them
-RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "all_steps", "model_sha256")
 
 
 @dataclass(frozen=True)
@@ -128,8 +127,7 @@ def check_run(out_dir: Path, run: Mapping[str, Any]) -> None:
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: invalid JSON ({exc.msg}); remove it or choose another --out") from None
         before, now = previous.get("config", {}), run["config"]
-        changed = [f"{key}: {before.get(key)!r} before, {now.get(key)!r} now"
-                   for key in _resume_keys(run) if before.get(key) != now.get(key)]
+        changed = changed_settings(before, now)
         if previous.get("benchmark") != run.get("benchmark"):
             changed.insert(0, f"benchmark: {previous.get('benchmark')!r} before, {run['benchmark']!r} now")
         if changed:
@@ -138,10 +136,3 @@ def check_run(out_dir: Path, run: Mapping[str, Any]) -> None:
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")
-
-
-def _resume_keys(run: Mapping[str, Any]) -> list[str]:
-    keys = [key for key in RESUME_KEYS if key in run["config"]]
-    if not run["config"].get("all_steps", True):
-        keys.append("threshold")  # with early stop, the threshold decides which steps were scored
-    return keys

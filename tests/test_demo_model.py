@@ -44,6 +44,19 @@ def test_examples_cover_right_solutions_and_caught_errors():
     assert expected[0] is not None  # the README's first command shows an error being caught
 
 
+def test_examples_are_the_first_of_each_kind_in_the_test_split_not_picked_by_the_model():
+    pytest.importorskip("torch", reason="the training package's generator is installed with the train extra")
+    from rprm_lite.training.demo_examples import pick
+    from rprm_lite.training.synthetic import ERROR_KINDS, generate_split
+
+    solutions = example_solutions()[1:]
+    expected = pick(generate_split("test", 300, seed=0))  # the recipe's test split
+    assert [s["steps"] for s in solutions] == [[step.text for step in p.steps] for p in expected]
+    assert sorted(s["error_kind"] for s in solutions if s["error_kind"]) == sorted(ERROR_KINDS)
+    assert sum(s["expected_first_error_step"] is None for s in solutions) >= 2
+    assert example_solutions()[0] == next(s for s in solutions if s["error_kind"])
+
+
 def test_the_demo_model_judges_every_example_as_the_readme_says():
     from rprm_lite.scoring import Scorer
 
@@ -66,6 +79,19 @@ def test_score_command_without_a_model_option_uses_the_demo_model(monkeypatch):
     scored = json.loads(result.stdout.strip().splitlines()[-1])
     assert scored["first_error_step"] == example_solutions()[0]["expected_first_error_step"]
     assert scored["config"]["model"] == "rprm-demo.gguf"
+
+
+def test_score_command_judges_every_example_file_as_it_says(monkeypatch, tmp_path):
+    from typer.testing import CliRunner
+
+    from rprm_lite.cli import app
+
+    monkeypatch.delenv("RPRM_MODEL", raising=False)
+    result = CliRunner().invoke(app, ["score", str(EXAMPLES / "solutions.jsonl"), "--json"])
+    assert result.exit_code == 0, result.output
+    scored = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [s["first_error_step"] for s in scored] == [s["expected_first_error_step"]
+                                                       for s in example_solutions()[1:]]
 
 
 def test_the_model_note_is_said_once_above_the_table_and_on_stderr_with_json(monkeypatch):

@@ -10,11 +10,11 @@ result digits and the line end only (the operands are random: nothing to learn t
 The facts cover what the synthetic problems compute: sums and differences of numbers up to 120,
 products of numbers up to 12, and exact quotients with a divisor up to 9 and a dividend up to 120.
 
-2. Short prompts: the SFT examples themselves with the fixed instruction text cut off (every token from
-"Question:" on, byte for byte as in the released prompt). A small model learns to find and copy numbers
-much faster when 440 tokens of instructions do not compete for its attention (measured by the early
-signals: the long prompt alone left teacher-forced digit accuracy near 30% after 600 steps); SFT on the
-full released prompt follows, so the shipped model reads exactly the released input format.
+2. Short prompts: the SFT examples themselves with the fixed instruction text cut off (every token after
+the prefix all examples share, which ends with "Question:"; the rest byte for byte as in the released
+prompt). A small model learns to find and copy numbers faster when 440 tokens of instructions do not
+compete for its attention (the early signals of SFT on the long prompt alone: teacher-forced digit
+accuracy near 30% after 600 steps); SFT on the full released prompt follows, so the shipped model reads exactly the released input format.
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def fact(rng: random.Random) -> tuple[str, str]:
     return f"{left} {SYMBOLS[op]} {right} =", f" {result}"
 
 
-def drill_rows(tokenizer: Any, *, rows: int, row_tokens: int, rng: random.Random) -> Iterator[tuple[list[int], list[int]]]:
+def drill_rows(tokenizer: Any, *, rows: int, row_tokens: int,
+               rng: random.Random) -> Iterator[tuple[list[int], list[int]]]:
     """Rows of packed facts, one per line: (ids, loss mask), the mask on each answer and its newline."""
     for _ in range(rows):
         ids: list[int] = []
@@ -97,7 +98,8 @@ def train_drill(config: DrillConfig, *, log: Callable[[str], None] = print) -> d
 def short_prompt_rows(examples: list[Example]) -> list[tuple[list[int], list[int]]]:
     """The examples without the token prefix they all share (the instructions before "Question:")."""
     first = examples[0].ids
-    shared = min(next((i for i, (a, b) in enumerate(zip(first, e.ids)) if a != b), len(e.ids)) for e in examples)
+    shared = min(next((i for i, (a, b) in enumerate(zip(first, e.ids, strict=False)) if a != b), len(e.ids))
+                 for e in examples)
     shared = min(shared, min(e.prompt_length for e in examples) - 1)
     return [(e.ids[shared:], e.loss_mask[shared:]) for e in examples]
 

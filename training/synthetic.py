@@ -87,7 +87,8 @@ TEMPLATES = (
             "the dollars {name} has after the gift")),
         {"items": ("notebooks", "pens", "comic books", "toy cars", "puzzles"),
          "relative": ("aunt", "uncle", "grandmother", "grandfather", "sister", "brother")},
-        {"money": "the dollars {name} has at first", "count": "the {items} bought", "price": "the price of each", "gift": "the gift"}),
+        {"money": "the dollars {name} has at first", "count": "the {items} bought", "price": "the price of each",
+         "gift": "the gift"}),
     Template(
         "baking",
         "{name} bakes {trays} trays of {goods} with {per_tray} {goods} on each tray. {Sub} sells {sold} {goods} "
@@ -98,7 +99,8 @@ TEMPLATES = (
             "the {goods} left after the sale"),
          Op("each", "left", "/", "boxes", "Each box gets {expr} {goods}.", "the {goods} in each box")),
         {"goods": ("muffins", "cookies", "cupcakes", "rolls", "pies")},
-        {"trays": "the trays", "per_tray": "the {goods} on each tray", "sold": "the {goods} sold", "boxes": "the boxes"}),
+        {"trays": "the trays", "per_tray": "the {goods} on each tray", "sold": "the {goods} sold",
+         "boxes": "the boxes"}),
     Template(
         "travel",
         "A {vehicle} travels at {speed} km per hour for {hours} hours, and then another {extra} km. The whole "
@@ -124,7 +126,8 @@ TEMPLATES = (
          Op("left", "each", "-", "used", "Each friend has {expr} {things} left.",
             "the {things} each friend has left")),
         {"things": ("stickers", "marbles", "cards", "beads", "stamps")},
-        {"start": "the {things} at first", "packs": "the packs", "per_pack": "the {things} in each pack", "friends": "the friends", "used": "the {things} each friend gives away"}),
+        {"start": "the {things} at first", "packs": "the packs", "per_pack": "the {things} in each pack",
+         "friends": "the friends", "used": "the {things} each friend gives away"}),
     Template(
         "savings",
         "{name} saves {weekly} dollars a week for {weeks} weeks. {Sub} spends {spent} dollars on a {thing} and "
@@ -139,7 +142,8 @@ TEMPLATES = (
          Op("each", "total", "/", "jars", "Each jar gets {expr} dollars.", "the dollars in each jar")),
         {"thing": ("book", "game", "ball", "kite", "lamp"),
          "job": ("washing cars", "walking dogs", "raking leaves", "selling lemonade")},
-        {"weekly": "the dollars a week", "weeks": "the weeks", "spent": "the dollars spent", "earned": "the dollars earned", "jars": "the jars"}),
+        {"weekly": "the dollars a week", "weeks": "the weeks", "spent": "the dollars spent",
+         "earned": "the dollars earned", "jars": "the jars"}),
     Template(
         "farm",
         "A farmer has {pens} pens with {per_pen} {animals} in each pen. The farmer sells {sold} {animals}, and "
@@ -155,7 +159,8 @@ TEMPLATES = (
          Op("stay", "each", "-", "moved", "In each barn, {expr} {animals} stay.",
             "the {animals} that stay in each barn")),
         {"animals": ("goats", "sheep", "pigs", "rabbits", "ducks")},
-        {"pens": "the pens", "per_pen": "the {animals} in each pen", "sold": "the {animals} sold", "born": "the {animals} born", "barns": "the barns", "moved": "the {animals} that go out of each barn"}),
+        {"pens": "the pens", "per_pen": "the {animals} in each pen", "sold": "the {animals} sold",
+         "born": "the {animals} born", "barns": "the barns", "moved": "the {animals} that go out of each barn"}),
     Template(
         "class",
         "A class has {boys} boys and {girls} girls. On {day}, {absent} children are absent. The teacher puts the "

@@ -16,7 +16,8 @@ from rprm_lite.training.recipe import DEMO_FILE, Recipe, RecipeConfig, main
 pytest.importorskip("llama_cpp", reason="the recipe samples pairs and quantizes with llama-cpp-python")
 
 TOY = {"train": 60, "dev": 6, "test": 8, "drill_steps": 3, "sft_max_steps": -1, "signals_every": 4, "greedy_every": 6,
-       "greedy_problems": 3, "dpo_max_steps": -1, "precision": "fp32", "hidden": 64, "layers": 2, "heads": 2, "kv_heads": 1, "intermediate": 128,
+       "greedy_problems": 3, "dpo_max_steps": -1, "precision": "fp32", "short_steps": 3, "hidden": 64, "layers": 2,
+       "heads": 2, "kv_heads": 1, "intermediate": 128,
        "sft_learning_rate": 1e-2, "sft_epochs": 6, "batch_size": 8, "micro_batch_size": 8, "pair_problems": 30,
        "pair_k": 8, "pair_temperature": 1.0, "max_tokens": 160, "dpo_epochs": 1, "eval_k": 2}
 

@@ -273,7 +273,8 @@ def test_balanced_sft_data_has_the_asked_share_of_no_verdicts(tmp_path):
     from rprm_lite.training.recipe import balance_verdicts
 
     out = tmp_path / "data"
-    main(["--out", str(out), "--train", "200", "--dev", "0", "--test", "0", "--seed", "4", "--train-error-share", "0.8"])
+    main(["--out", str(out), "--train", "200", "--dev", "0", "--test", "0", "--seed", "4",
+          "--train-error-share", "0.8"])
     config = SeedConfig(solutions=str(out / "train.jsonl"), teacher="synthetic", out=str(tmp_path / "seed.jsonl"))
     build_seed_data(config, teacher=SyntheticTeacher(seed=0, wrong_share=0.1))
     counts = balance_verdicts(tmp_path / "seed.jsonl", tmp_path / "sft.jsonl", no_share=0.45, seed=0)
