@@ -14,7 +14,8 @@ products of numbers up to 12, and exact quotients with a divisor up to 9 and a d
 the prefix all examples share, which ends with "Question:"; the rest byte for byte as in the released
 prompt). A small model learns to find and copy numbers faster when 440 tokens of instructions do not
 compete for its attention (the early signals of SFT on the long prompt alone: teacher-forced digit
-accuracy near 30% after 600 steps); SFT on the full released prompt follows, so the shipped model reads exactly the released input format.
+accuracy near 30% after 600 steps); SFT on the full released prompt follows, so the shipped model reads
+exactly the released input format.
 """
 
 from __future__ import annotations
