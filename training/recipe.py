@@ -257,6 +257,7 @@ class Recipe:
     def greedy_signal(self, model: Any, step: int) -> dict[str, Any]:
         """Greedy F1 of the model as it is now, on the first `greedy_problems` dev problems, through the runtime."""
         from rprm_lite.training.checkpoint import export_model, load_tokenizer
+        from rprm_lite.training.evaluation import evaluate_processbench
 
         folder = fresh_folder(self.path("signals") / "checkpoint")
         import torch
@@ -325,13 +326,15 @@ class Recipe:
         runs = {"base K=1": ("base.gguf", 1), "SFT K=1": ("sft.gguf", 1), f"SFT K={c.eval_k}": ("sft.gguf", c.eval_k),
                 "DPO K=1": (DEMO_FILE, 1), f"DPO K={c.eval_k}": (DEMO_FILE, c.eval_k)}
         results = {}
+        from rprm_lite.training.evaluation import evaluate_processbench, folder_name, recipe_report
+
         for name, (model, k) in runs.items():
-            folder = self.path("eval") / name.replace(" ", "-").replace("=", "")
+            folder = self.path("eval") / folder_name(name)
             results[name] = evaluate_processbench(self.path(model), self.path("data") / "test", folder, k=k,
                                                   seed=c.seed, max_tokens=c.max_tokens)
             self.log(f"  {name}: F1 {results[name]['f1']:.1f}")
         report = self.path("eval") / "report.md"
-        report.write_text(eval_table(results), encoding="utf-8")
+        report.write_text(recipe_report(self.out, list(runs), c.eval_k), encoding="utf-8")
         return {"processbench_test": results, "report": str(report)}
 
     # -- helpers ----------------------------------------------------------------------------------
@@ -399,32 +402,6 @@ def tokenizer_corpus(train_file: Path, prompt_style: str) -> Iterator[str]:
             yield step.text
             if label is not None:
                 yield critique(problem, index, rng=random.Random(index))
-
-
-def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: int, max_tokens: int) -> dict[str, Any]:
-    """ProcessBench metrics of one model on a synthetic split (K=1 is greedy), via the benchmark harness."""
-    from rprm_lite.bench import processbench
-    from rprm_lite.bench.harness import run_items
-    from rprm_lite.scoring import Scorer
-
-    items = processbench.load_processbench(data, (processbench.SUBSETS[0],))
-    temperature = {"temperature": 0.0} if k == 1 else {}
-    with Scorer(model, k=k, seed=seed, max_tokens=max_tokens, all_steps=True, **temperature) as scorer:
-        summary = run_items([i.bench_item() for i in items], scorer, out, benchmark="processbench",
-                            critiques=False)
-        threshold = scorer.config.threshold
-    predictions, _ = processbench.parse_predictions(summary.records, where=str(out))
-    metrics = processbench.evaluate(processbench.select(items, predictions), threshold)
-    scores = metrics["subsets"][processbench.SUBSETS[0]]
-    return {"f1": scores["f1"], "error_acc": scores["error_acc"], "correct_acc": scores["correct_acc"],
-            "items": len(items), "predictions": str(summary.predictions_path)}
-
-
-def eval_table(results: dict[str, dict[str, Any]]) -> str:
-    lines = ["| model | error acc | correct acc | F1 |", "|---|---:|---:|---:|"]
-    lines += [f"| {name} | {r['error_acc']:.1f} | {r['correct_acc']:.1f} | {r['f1']:.1f} |"
-              for name, r in results.items()]
-    return "\n".join(lines) + "\n"
 
 
 def summary_line(result: dict[str, Any]) -> str:
