@@ -28,6 +28,7 @@ from rprm_lite.cli import (
     ThreadsOpt,
     ThresholdOpt,
     TopPOpt,
+    VerdictOpt,
 )
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, RprmError
@@ -100,7 +101,7 @@ def processbench_command(
     revision: Annotated[str, typer.Option(help="Hub revision for --data hub.")] = processbench.HUB_REVISION,
     subsets: Subsets = None, limit: Limit = None, k: KOpt = None, threshold: ThresholdOpt = None,
     temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
-    seed: SeedOpt = None, prompt_style: StyleOpt = None,
+    seed: SeedOpt = None, prompt_style: StyleOpt = None, verdict: VerdictOpt = None,
     all_steps: Annotated[bool, typer.Option(
         "--all-steps/--early-stop", help="Score every step (needed to sweep lower thresholds).")] = True,
     n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None,
@@ -108,7 +109,7 @@ def processbench_command(
 ) -> None:
     """Score ProcessBench and report error/correct accuracy and F1 per subset (resumable)."""
     settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                         seed=seed, prompt_style=prompt_style, all_steps=all_steps,
+                         seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=all_steps,
                          n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     items = _first_per_group(processbench.load_processbench(data, processbench.parse_subsets(subsets),
                                                             revision=revision), "subset", limit)
@@ -126,12 +127,13 @@ def prmbench_command(
     threshold: Annotated[float | None, typer.Option(
         help="A step is labelled correct when its score is above this [default: 0.5].")] = None,
     temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
-    seed: SeedOpt = None, prompt_style: StyleOpt = None, n_gpu_layers: GpuOpt = None,
-    threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, critiques: Critiques = True, as_json: JsonOpt = False,
+    seed: SeedOpt = None, prompt_style: StyleOpt = None, verdict: VerdictOpt = None,
+    n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, critiques: Critiques = True,
+    as_json: JsonOpt = False,
 ) -> None:
     """Score PRMBench (every step) and report PRMScore overall, per dimension and per category."""
     settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                         seed=seed, prompt_style=prompt_style, all_steps=True,
+                         seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=True,
                          n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     items = _first_per_group(prmbench.load_prmbench(data, subset400=subset400), "classification", limit)
     records, config = _run([i.bench_item() for i in items], model, settings, out, "prmbench", critiques)

@@ -156,8 +156,8 @@ def _scorer_class(error_step: int | None):
         return Scorer
 
     class ScriptedErrorScorer(Scorer):
-        def _score_step(self, index, tokens, max_tokens):
-            result = super()._score_step(index, tokens, max_tokens)
+        def _score_step(self, solution, index, tokens, max_tokens):
+            result = super()._score_step(solution, index, tokens, max_tokens)
             return replace(result, verdict="wrong") if index + 1 == error_step else result
 
     return ScriptedErrorScorer

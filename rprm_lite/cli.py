@@ -39,6 +39,9 @@ TopPOpt = Annotated[float | None, Opt("--top-p", help="Nucleus sampling [default
 ThresholdOpt = Annotated[float | None, Opt(help="A step scoring below this is wrong [default: 0.5].")]
 MaxTokensOpt = Annotated[int | None, Opt("--max-tokens", help="Max tokens per critique [default: 4096].")]
 SeedOpt = Annotated[int | None, Opt(help="Seed for every sampled critique [default: 0].")]
+VerdictOpt = Annotated[str | None, Opt(help="How P(Yes) is read: single-pass (in the decode that writes the "
+                                        "verdict phrase) or released (the released evaluation's second pass "
+                                        "over the cleaned critique) [default: single-pass].")]
 AllStepsOpt = Annotated[bool, Opt("--all-steps", help="Score every step, not only up to the first error.")]
 AggregationOpt = Annotated[str | None, Opt(help="Solution score: min, product, mean or last [default: min].")]
 JsonOpt = Annotated[bool, Opt("--json", help="Print one JSON object per solution.")]
@@ -54,14 +57,15 @@ NCtxOpt = Annotated[int | None, Opt("--n-ctx", help="KV cache cap in tokens (pro
 def score(file: FileArg, model: ModelOpt = None, k: KOpt = None, temperature: TemperatureOpt = None,
           top_p: TopPOpt = None, threshold: ThresholdOpt = None, max_tokens: MaxTokensOpt = None,
           seed: SeedOpt = None, all_steps: AllStepsOpt = False, prompt_style: StyleOpt = None,
-          aggregation: AggregationOpt = None, json_out: JsonOpt = False, output: OutputOpt = None,
+          verdict: VerdictOpt = None, aggregation: AggregationOpt = None, json_out: JsonOpt = False,
+          output: OutputOpt = None,
           show_critiques: CritiquesOpt = False, n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None,
           n_ctx: NCtxOpt = None) -> None:
     """Score every step of one or more solutions and report the first wrong step."""
     from rprm_lite.run import ScoreJob, run_score_job
 
     overrides = _given(k=k, temperature=temperature, top_p=top_p, threshold=threshold, max_tokens=max_tokens,
-                       seed=seed, all_steps=all_steps or None, prompt_style=prompt_style,
+                       seed=seed, all_steps=all_steps or None, prompt_style=prompt_style, verdict=verdict,
                        aggregation=aggregation, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     job = ScoreJob(source=file, model=model, overrides=overrides, json_out=json_out, output=output,
                    show_critiques=show_critiques)

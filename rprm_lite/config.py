@@ -13,9 +13,13 @@ from rprm_lite.errors import InputError
 
 PromptStyle = Literal["r-prm-eval", "chatml"]
 Aggregation = Literal["min", "product", "mean", "last"]
+VerdictMode = Literal["single-pass", "released"]
 
 PROMPT_STYLES: tuple[str, ...] = ("r-prm-eval", "chatml")
 AGGREGATIONS: tuple[str, ...] = ("min", "product", "mean", "last")
+# single-pass: P(Yes) from the decode that writes the verdict phrase; released: the released evaluation's
+# second pass on the cleaned critique text (rprm_lite/verdict.py)
+VERDICT_MODES: tuple[str, ...] = ("single-pass", "released")
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class ScoreConfig:
     max_tokens: int = 4096
     seed: int = 0
     prompt_style: PromptStyle = "r-prm-eval"
+    verdict: VerdictMode = "single-pass"  # how P(Yes) is read from a critique
     # decision
     threshold: float = 0.5
     aggregation: Aggregation = "min"
@@ -54,8 +59,11 @@ class ScoreConfig:
 # Settings that change what a result holds (with the model file's and the prompt template's hashes):
 # an output made with other values must not be resumed or mixed. The benchmarks' run.json and the
 # results file of `rprm-lite score` (which also records aggregation and n_ctx) are checked with these.
-RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "all_steps", "model_sha256")
+RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "verdict", "all_steps",
+               "model_sha256")
 RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256")
+# Settings added after outputs were first written: an output without the key was made with this value.
+ADDED_SETTINGS = {"verdict": "single-pass"}
 
 
 def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],
@@ -64,8 +72,12 @@ def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],
     keys = [key for key in keys if key in now]
     if not now.get("all_steps", True):
         keys.append("threshold")  # with early stop, the threshold decides which steps were scored
-    return [f"{key}: {before.get(key)!r} before, {now.get(key)!r} now" for key in keys
-            if before.get(key) != now.get(key)]
+    return [f"{key}: {_value(before, key)!r} before, {now.get(key)!r} now" for key in keys
+            if _value(before, key) != now.get(key)]
+
+
+def _value(settings: Mapping[str, Any], key: str) -> Any:
+    return settings.get(key, ADDED_SETTINGS.get(key))
 
 
 # Bounds that keep llama.cpp in its safe range: a context holds at most 255 parallel sequences
@@ -97,7 +109,8 @@ def _type_problems(cfg: ScoreConfig):
         value = getattr(cfg, name)
         if not (value is None and name in OPTIONAL_FIELDS) and not _has_type(name, value):
             yield f"{name} must be {_expected(name)}, got {value!r}"
-    for name, choices in (("prompt_style", PROMPT_STYLES), ("aggregation", AGGREGATIONS)):
+    for name, choices in (("prompt_style", PROMPT_STYLES), ("aggregation", AGGREGATIONS),
+                          ("verdict", VERDICT_MODES)):
         if getattr(cfg, name) not in choices:
             yield f"{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}"
 

@@ -297,3 +297,12 @@ def stream_seed(seed: int, step_index: int, stream: int) -> int:
     """A distinct, reproducible 32-bit seed per (run seed, step, critique)."""
     digest = hashlib.sha256(f"{seed}:{step_index}:{stream}".encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0xFFFFFFFE  # 0xFFFFFFFF means "random" to llama.cpp
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two token lists share (what a KV cache holding `a` can keep for `b`)."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

@@ -6,6 +6,8 @@ below the threshold unless `all_steps` is set. Calls are serialized by a lock, s
 can be shared by the threads of a desktop app; `close()` stops a call in flight, waits for it and
 frees the model, after which every call raises `RprmError`. A call from inside the `on_step`
 callback of a call in flight would deadlock on that lock, so it raises `RprmError` instead.
+With `verdict="released"`, each critique's P(Yes) is read again as the released evaluation reads it
+(a second pass over the cleaned critique text, `rprm_lite/verdict.py`).
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from rprm_lite import metadata
 from rprm_lite import prompt as prompts
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques
-from rprm_lite.engine import DecodeEntry, Engine, Sampler
+from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
 from rprm_lite.errors import ContextOverflowError, ModelFileError, RprmError
 from rprm_lite.model_file import ModelInfo, inspect_model, resolve_model_path
 from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
+from rprm_lite.verdict import released_p_yes
 
 MIN_CRITIQUE_TOKENS = 16
 StepCallback = Callable[[Solution, StepResult], None]
@@ -112,7 +115,7 @@ class Scorer:
                 results.append(StepResult(index=index + 1, score=None, p_yes=(), verdict="not scored",
                                           prompt_tokens=len(tokens)))
             else:
-                results.append(self._score_step(index, tokens, max_tokens))
+                results.append(self._score_step(solution, index, tokens, max_tokens))
                 stopped = results[-1].verdict == "wrong" and not self.config.all_steps
             if on_step is not None:
                 on_step(solution, results[-1])
@@ -121,12 +124,15 @@ class Scorer:
     def _prompt_tokens(self, solution: Solution, index: int) -> list[int]:
         return self.engine.tokenize_prompt(prompts.render(solution, index, self.config.prompt_style))
 
-    def _score_step(self, index: int, tokens: list[int], max_tokens: int) -> StepResult:
+    def _score_step(self, solution: Solution, index: int, tokens: list[int], max_tokens: int) -> StepResult:
         reused = self._load_prompt(tokens)
         critiques = sample_critiques(self.engine, prompt_len=len(tokens), last_row=self._last_row,
                                      step_index=index, config=self.config, vocab=self.vocab,
                                      max_tokens=max_tokens, make_sampler=self.make_sampler)
         p_yes = tuple(c.p_yes for c in critiques)
+        if self.config.verdict == "released":
+            prompt = prompts.render(solution, index, self.config.prompt_style)
+            p_yes = tuple(released_p_yes(self.engine, prompt, tokens, critiques, self.vocab))
         score = sum(p_yes) / len(p_yes)
         return StepResult(
             index=index + 1, score=score, p_yes=p_yes,
@@ -249,11 +255,3 @@ def resolve_config(info: ModelInfo, config: ScoreConfig | None = None,
     """`config`, else the model file's rprm.* settings over the defaults; `overrides` on top."""
     base = config or info.default_config()
     return base.replace(**overrides) if overrides else base
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n

@@ -73,6 +73,15 @@ def test_output_file_resumes_and_repairs_a_cut_last_line(tiny_gguf, tmp_path):
     assert done.returncode == 0 and "nothing left to score" in done.stderr
 
 
+def test_verdict_mode_is_recorded_and_a_rerun_in_the_other_mode_is_refused(tiny_gguf, tmp_path):
+    source, out = solutions_file(tmp_path, 1), tmp_path / "out.jsonl"
+    first = run("score", source, "--model", tiny_gguf, *FAST, "--verdict", "released", "--json", "--output", out)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["config"]["verdict"] == "released"
+    again = run("score", source, "--model", tiny_gguf, *FAST, "--output", out)
+    assert again.returncode == 2 and "verdict: 'released' before, 'single-pass' now" in again.stderr
+
+
 def test_prompt_command_prints_exact_bytes(tmp_path):
     from rprm_lite.prompt import render_text
     from rprm_lite.solution import read_solutions
@@ -103,6 +112,8 @@ def test_info_shows_build_model_and_defaults(tiny_gguf):
     ('{"question": "Q", "steps": ["a"]}', ["--top-p", "0"], 2, "top_p must be in (0, 1], got 0.0"),
     ('{"question": "Q", "steps": ["a"]}', ["--threshold", "1.5"], 2, "threshold must be in [0, 1], got 1.5"),
     ('{"question": "Q", "steps": ["a"]}', ["--model", "nowhere.gguf"], 2, "nowhere.gguf: model file not found"),
+    ('{"question": "Q", "steps": ["a"]}', ["--verdict", "two-pass"], 2,
+     "verdict must be one of single-pass, released, got 'two-pass'"),
 ])
 def test_bad_input_is_one_clear_line_and_a_nonzero_exit(tmp_path, content, args, code, message):
     path = tmp_path / "in.json"

@@ -6,9 +6,10 @@ the decoding, the cleaning, the re-tokenizing and the logits reading stay real.
 
 import pytest
 
+from rprm_lite import verdict
 from rprm_lite.config import RESUME_KEYS, ScoreConfig, changed_settings
 from rprm_lite.engine import DecodeEntry, Engine
-from rprm_lite.errors import InputError
+from rprm_lite.errors import ContextOverflowError, InputError
 from rprm_lite.prompt import FALLBACK_TEXT, render
 from rprm_lite.scoring import Scorer
 from rprm_lite.solution import Solution
@@ -72,8 +73,13 @@ def scripted_scores(model, verdict, critiques, steps=STEPS[:1]):
         return s.score(QUESTION, steps)
 
 
-@pytest.mark.parametrize("style", ["r-prm-eval", "chatml"])
-def test_released_p_yes_equals_a_fresh_decode_of_prompt_plus_cleaned_critique(tiny_gguf, style):
+@pytest.mark.parametrize("style, one_per_batch", [("r-prm-eval", False), ("chatml", False), ("r-prm-eval", True)])
+def test_released_p_yes_equals_a_fresh_decode_of_prompt_plus_cleaned_critique(tiny_gguf, monkeypatch, style,
+                                                                               one_per_batch):
+    if one_per_batch:  # as when the free cells hold one critique at a time
+        groups = verdict._groups
+        monkeypatch.setattr(verdict, "_groups", lambda runs, room: groups(runs, room=max(
+            len(tokens) - keep for _, keep, tokens in runs)))
     config = ScoreConfig(k=2, max_tokens=200, seed=1, verdict="released", prompt_style=style)
     with Scorer(tiny_gguf, config) as s:
         ScriptedSampler.scripts = [s.engine.tokenize(text, special=False) for text in (RAW, NO_PHRASE)]
@@ -105,6 +111,13 @@ def test_released_mode_with_kv_reuse_across_steps_matches_no_reuse(tiny_gguf):
         a, b = reuse.score(QUESTION, STEPS), full.score(QUESTION, STEPS)
     assert [s.reused_tokens > 400 for s in a.steps] == [False, True, True]
     assert [s.score for s in a.steps] == pytest.approx([s.score for s in b.steps], abs=2e-3)
+
+
+def test_critiques_are_batched_while_they_fit_and_one_too_long_is_a_clear_error():
+    runs = [(1, 0, [0] * 5), (2, 2, [0] * 7), (3, 0, [0] * 6)]
+    assert verdict._groups(runs, room=10) == [runs[:2], runs[2:]]
+    with pytest.raises(ContextOverflowError, match="needs 6 new tokens for one critique, but the context has 5"):
+        verdict._groups(runs, room=5)
 
 
 def test_verdict_setting_is_checked_and_decides_resuming():

@@ -218,3 +218,16 @@ def test_speed_suite_is_a_bench_command_and_passes_its_options_through():
     assert "--logit-scale" in result.output and "--n-gpu-layers" in result.output
     bad = invoke("speed", "--shape", "no-such-shape")
     assert bad.exit_code == 2 and "invalid choice" in bad.output
+
+
+def test_verdict_mode_reaches_the_scorer_and_decides_resuming(tmp_path, processbench_dir, scorers):
+    out = tmp_path / "run"
+    args = ("processbench", "--data", processbench_dir, "--subsets", "gsm8k", "--out", out)
+    assert invoke(*args, "--verdict", "released").exit_code == 0
+    assert scorers[0].config.verdict == "released"
+    assert json.loads((out / "run.json").read_text())["config"]["verdict"] == "released"
+    again = invoke(*args)
+    assert again.exit_code == 2 and "verdict: 'released' before, 'single-pass' now" in again.stderr
+    prm = invoke("prmbench", "--data", processbench_dir, "--out", tmp_path / "prm", "--verdict", "two-pass")
+    assert (prm.exit_code, prm.stderr) == (
+        2, "error: invalid settings: verdict must be one of single-pass, released, got 'two-pass'\n")
