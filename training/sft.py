@@ -74,6 +74,9 @@ def shared_prefix_sft_trainer() -> type:
                                          num_items_in_batch)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # as SFTTrainer: DDP averages the gradients
+            tokens = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
+            self._total_train_tokens += tokens  # SFTTrainer's count of every token, for the logged tokens/s
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             return loss
 
     return SharedPrefixSFTTrainer

@@ -90,7 +90,11 @@ def test_the_sft_trainer_uses_it_with_the_same_loss(tmp_path):
     inputs = {"input_ids": ids, "attention_mask": attention, "labels": labels}
     trainer = trainer_class.__new__(trainer_class)  # compute_loss needs only args and the accelerator here
     trainer.args = type("Args", (), {"average_tokens_across_devices": False})()
+    trainer.accelerator = type("Accelerator", (), {"gather_for_metrics": staticmethod(lambda x: x),
+                                                   "num_processes": 1})()
+    trainer._total_train_tokens, trainer._metrics = 0, {"train": {}}
     items = (labels[:, 1:] != IGNORE).sum()
     ours = trainer_class.compute_loss(trainer, model, dict(inputs), num_items_in_batch=items)
     plain = causal_lm_loss(model(input_ids=ids, attention_mask=attention).logits, labels, items)
     assert abs(ours.item() - plain.item()) < 1e-5
+    assert trainer._metrics["train"]["num_tokens"] == [int(attention.sum())]  # tokens/s is still logged
