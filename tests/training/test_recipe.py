@@ -40,7 +40,8 @@ def test_every_stage_runs_and_the_model_is_a_quantized_rprm(toy_run):
     from rprm_lite.model_file import inspect_model
 
     out, state, _ = toy_run
-    assert list(state["stages"]) == ["data", "base", "seed", "drill", "short", "sft", "pairs", "dpo", "export", "evaluate"]
+    assert list(state["stages"]) == ["data", "base", "seed", "drill", "short", "sft", "pairs", "dpo", "export",
+                                     "evaluate"]
     stages = state["stages"]
     # the filter dropped the teacher's wrong critiques and kept the rest
     assert stages["seed"]["kept"] > 0 and stages["seed"]["dropped"]["wrong_verdict"] > 0
