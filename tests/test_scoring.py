@@ -27,9 +27,9 @@ def scorer(tiny_gguf):
         yield s
 
 
-def fresh_p_yes(model, tokens):
-    """P(Yes) after `tokens` decoded in a fresh context, as one sequence."""
-    engine = Engine(model, n_batch=64)
+def fresh_p_yes(model, tokens, *, n_batch=64):
+    """P(Yes) after `tokens` decoded in a fresh context, as one sequence (in chunks of `n_batch`)."""
+    engine = Engine(model, n_batch=n_batch)
     try:
         engine.ensure_context(len(tokens) + 8, 1)
         rows = list(engine.decode([DecodeEntry(t, i, 0, logits=i == len(tokens) - 1) for i, t in enumerate(tokens)]))

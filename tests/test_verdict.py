@@ -5,10 +5,11 @@ the decoding, the cleaning, the re-tokenizing and the logits reading stay real.
 """
 
 import pytest
+from test_scoring import fresh_p_yes
 
 from rprm_lite import verdict
 from rprm_lite.config import RESUME_KEYS, ScoreConfig, changed_settings
-from rprm_lite.engine import DecodeEntry, Engine
+from rprm_lite.engine import DEFAULT_N_BATCH
 from rprm_lite.errors import ContextOverflowError, InputError
 from rprm_lite.prompt import FALLBACK_TEXT, render
 from rprm_lite.scoring import Scorer
@@ -53,18 +54,6 @@ class ScriptedSampler:
         pass
 
 
-def fresh_p_yes(model, tokens):
-    """P(Yes) after `tokens` decoded from scratch in a fresh context, as one sequence."""
-    engine = Engine(model)
-    try:
-        engine.ensure_context(len(tokens) + 8, 1)
-        rows = list(engine.decode([DecodeEntry(t, i, 0, logits=i == len(tokens) - 1) for i, t in enumerate(tokens)]))
-        yes, no = engine.tokenize(" Yes", special=False)[0], engine.tokenize(" No", special=False)[0]
-        return engine.p_yes(rows[-1][1], yes, no)
-    finally:
-        engine.close()
-
-
 def scripted_scores(model, verdict, critiques, steps=STEPS[:1]):
     with Scorer(model, ScoreConfig(k=len(critiques), max_tokens=200, seed=1, verdict=verdict, all_steps=True)) as s:
         ScriptedSampler.scripts = [s.engine.tokenize(text, special=False) for text in critiques]
@@ -91,8 +80,8 @@ def test_released_p_yes_equals_a_fresh_decode_of_prompt_plus_cleaned_critique(ti
         with_phrase = s.engine.tokenize(prompt_text + CUT, special=True)
         fallback = s.engine.tokenize(prompt_text + "The step looks fine.\n3 + 4 = 7" + FALLBACK_TEXT, special=True)
     assert step.fallbacks == 1  # the second critique has no verdict phrase
-    assert step.p_yes[0] == pytest.approx(fresh_p_yes(tiny_gguf, with_phrase), abs=1e-4)
-    assert step.p_yes[1] == pytest.approx(fresh_p_yes(tiny_gguf, fallback), abs=1e-4)
+    assert step.p_yes[0] == pytest.approx(fresh_p_yes(tiny_gguf, with_phrase, n_batch=DEFAULT_N_BATCH), abs=1e-4)
+    assert step.p_yes[1] == pytest.approx(fresh_p_yes(tiny_gguf, fallback, n_batch=DEFAULT_N_BATCH), abs=1e-4)
     assert step.score == pytest.approx(sum(step.p_yes) / 2)
 
 
