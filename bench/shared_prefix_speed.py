@@ -12,11 +12,12 @@ minute after the first two steps, and each variant's ratio to the plain fp32 one
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
 from pathlib import Path
+
+from rprm_lite.bench.report_files import write_report
 
 DEFAULT_OUT = Path("bench/results")
 SKIPPED_STEPS = 2
@@ -82,11 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"{args.recipe} has no sft-data.jsonl; run the recipe (at least its seed stage) first")
     with tempfile.TemporaryDirectory(prefix="rprm-prefix-speed-") as scratch:
         report = run(args.recipe, args.steps, Path(scratch))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "shared_prefix_speed.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    table = markdown(report)
-    (args.out / "shared_prefix_speed.md").write_text(table, encoding="utf-8")
-    print(table, end="")
+    write_report(args.out, "shared_prefix_speed", report, markdown(report))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rprm_lite.bench.report_files import write_report
+
 DEFAULT_OUT = Path("bench/results")
 SKIPPED_STEPS = 2  # warm-up: allocator growth, first-call overheads
 SOLUTIONS = [
@@ -161,11 +163,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--steps must be at least {SKIPPED_STEPS + 2}")
     with tempfile.TemporaryDirectory(prefix="rprm-train-speed-") as scratch:
         report = run(args.steps, args.critique_words, Path(scratch))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "train_speed.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    table = markdown(report)
-    (args.out / "train_speed.md").write_text(table, encoding="utf-8")
-    print(table, end="")
+    write_report(args.out, "train_speed", report, markdown(report))
     print(f"wrote {args.out / 'train_speed.json'} and {args.out / 'train_speed.md'}")
 
 

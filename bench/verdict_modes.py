@@ -16,12 +16,12 @@ Prints a markdown table and writes verdict_modes.json and verdict_modes.md (neve
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from rprm_lite.bench.report_files import write_report
 from rprm_lite.prompt import FALLBACK_TEXT, VERDICT_PHRASE
 from rprm_lite.results import SolutionResult
 from rprm_lite.verdict import clean_critique, verdict_text
@@ -162,11 +162,7 @@ def main(argv: list[str] | None = None) -> None:
               "settings": {key: config[key] for key in ("k", "seed", "temperature", "top_p", "max_tokens",
                                                         "threshold", "prompt_style")},
               "comparison": compare(items, results, seconds, config["threshold"])}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "verdict_modes.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    text = markdown(report)
-    (args.out / "verdict_modes.md").write_text(text, encoding="utf-8")
-    print(text, end="")
+    write_report(args.out, "verdict_modes", report, markdown(report))
 
 
 if __name__ == "__main__":
