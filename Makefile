@@ -31,7 +31,7 @@ demo: install
 # measure it on the synthetic test split, and put it into the package.
 RECIPE_OUT ?= build/recipe
 demo-model: install-dev
-	$(PY) -m rprm_lite.training.recipe --out $(RECIPE_OUT) --evaluate
+	$(PY) -m rprm_lite.demo_model.recipe --out $(RECIPE_OUT) --evaluate
 	cp $(RECIPE_OUT)/rprm-demo.gguf rprm_lite/models/rprm-demo.gguf
 
 test: install-dev

@@ -80,7 +80,7 @@ def measure_plain(vocab: int, seq_len: int, steps: int) -> dict:
     """The SFT loss of the GPU check (completion half supervised), fp32 on CPU, no TRL."""
     import torch
 
-    from rprm_lite.training.gpu_check import TINY, build_model, optimizer_step, sft_loss
+    from rprm_lite.bench.train_gpu import TINY, build_model, optimizer_step, sft_loss
 
     model = build_model({**TINY, "vocab_size": vocab}, device="cpu", seed=0, gradient_checkpointing=False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -97,7 +97,7 @@ def measure_plain(vocab: int, seq_len: int, steps: int) -> dict:
 def example_length(model: Path, data: Path) -> int:
     from transformers import AutoTokenizer
 
-    from rprm_lite.training.records import read_critiques
+    from rprm_lite.training.data_files import read_critiques
     from rprm_lite.training.sft import sft_examples
     from rprm_lite.training.tokens import PromptTokenizer
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import hashlib
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -22,6 +21,7 @@ import llama_cpp
 from rprm_lite.config import max_threads
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError
 from rprm_lite.prompt import Prompt
+from rprm_lite.seeds import LLAMA_SEED_MASK, derive_seed
 
 MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 DEFAULT_N_BATCH = 512
@@ -295,8 +295,7 @@ class Sampler:
 
 def stream_seed(seed: int, step_index: int, stream: int) -> int:
     """A distinct, reproducible 32-bit seed per (run seed, step, critique)."""
-    digest = hashlib.sha256(f"{seed}:{step_index}:{stream}".encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0xFFFFFFFE  # 0xFFFFFFFF means "random" to llama.cpp
+    return derive_seed(f"{seed}:{step_index}:{stream}", LLAMA_SEED_MASK)
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

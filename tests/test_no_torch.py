@@ -6,7 +6,7 @@ import sys
 HEAVY = ("torch", "transformers")
 
 
-def test_import_and_score_never_import_torch(tiny_gguf, tmp_path):
+def test_import_and_score_never_import_torch(small_bpe_gguf, tmp_path):
     source = tmp_path / "s.json"
     source.write_text('{"question": "What is 1+1?", "steps": ["1+1=2."]}')
     code = f"""
@@ -14,7 +14,7 @@ import sys
 import rprm_lite
 from rprm_lite.cli import main
 try:
-    main(["score", {str(source)!r}, "--model", {str(tiny_gguf)!r}, "--k", "1", "--max-tokens", "2"])
+    main(["score", {str(source)!r}, "--model", {str(small_bpe_gguf)!r}, "--k", "1", "--max-tokens", "2"])
 except SystemExit as exc:
     assert not exc.code, exc.code
 heavy = [name for name in {HEAVY!r} if name in sys.modules]

@@ -4,11 +4,10 @@ One module per concept, light ones first:
 - `labels`: which steps of a solution are labelled right or wrong (ProcessBench `label`, or `labels`).
 - `critiques`: a critique's verdict, and whether it agrees with a label.
 - `tokens`: (ids, loss_mask) of a prompt and its critique, split exactly as the runtime splits prompts.
+- `data_files`: reading the training data files (seed critiques for SFT, sampled steps with pairs for DPO).
 - `teacher`, `seed`: `rprm-lite data seed` (OpenAI-compatible endpoint or local GGUF teacher).
 - `pairs`: `rprm-lite data pairs` (K critiques per step from a GGUF or Hugging Face model).
-- `train_config`, `sft`, `dpo`, `trainrun`, `checkpoint`: `rprm-lite train sft|dpo` on TRL's trainers.
+- `train_config`, `sft`, `dpo`, `trainer_setup`, `checkpoint`: `rprm-lite train sft|dpo` on TRL's trainers.
 - `synthetic`, `synthetic_teacher`: step-labelled arithmetic problems and a programmatic R-PRM-style teacher.
-- `recipe`: the bundled demo model, end to end in one command (data -> SFT -> pairs -> DPO -> GGUF -> F1).
-- `gpu_check`: a self-contained SFT + DPO throughput and MFU check for a GPU (torch and transformers only).
 Importing this package imports nothing heavy; torch, transformers and TRL load when a job runs.
 """

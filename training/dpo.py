@@ -13,17 +13,17 @@ from typing import Any
 
 from rprm_lite.errors import InputError
 from rprm_lite.prompt import render
-from rprm_lite.training.checkpoint import check_causal_lm, load_causal_lm, load_tokenizer, training_metadata
+from rprm_lite.training.checkpoint import load_causal_lm
+from rprm_lite.training.data_files import PairRecord, read_pairs
 from rprm_lite.training.errors import TrainingError
-from rprm_lite.training.records import PairRecord, read_pairs
 from rprm_lite.training.tokens import PromptTokenizer
 from rprm_lite.training.train_config import DPORunConfig
-from rprm_lite.training.trainrun import (
-    JsonlLog,
-    MetadataOnSave,
+from rprm_lite.training.trainer_setup import (
     TrainSummary,
     lora_config,
+    prepare_examples,
     run_and_export,
+    run_callbacks,
     trl_arguments,
 )
 
@@ -51,14 +51,8 @@ def build_dpo_trainer(config: DPORunConfig, *, callbacks: Sequence[Any] = ()) ->
     from datasets import Dataset
     from trl import DPOConfig
 
-    check_causal_lm(config.model)
-    records = read_pairs(config.data)
-    tokenizer = load_tokenizer(config.model)
-    examples, too_long = dpo_examples(records, PromptTokenizer(tokenizer), prompt_style=config.prompt_style,
-                                      max_length=config.max_length)
-    if not examples:
-        raise TrainingError(f"all {too_long} pairs are longer than --max-length {config.max_length} tokens")
-    summary = TrainSummary(out=config.out, examples=len(examples), skipped_too_long=too_long)
+    tokenizer, examples, summary = prepare_examples(config, lambda: read_pairs(config.data), dpo_examples,
+                                                    noun="pairs")
     trainer = pretokenized_dpo_trainer()(
         model=load_causal_lm(config.model),
         ref_model=None if config.lora else load_causal_lm(config.ref_model or config.model),
@@ -66,8 +60,7 @@ def build_dpo_trainer(config: DPORunConfig, *, callbacks: Sequence[Any] = ()) ->
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
         peft_config=lora_config(config),
-        callbacks=[JsonlLog(config.out, summary),
-                   MetadataOnSave(training_metadata("dpo", config, base_model=config.model)), *callbacks],
+        callbacks=run_callbacks("dpo", config, summary, callbacks),
     )
     return trainer, tokenizer, summary
 

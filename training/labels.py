@@ -9,12 +9,15 @@ Two label formats are read, both as extra fields of a solution object:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rprm_lite.errors import InputError
 from rprm_lite.solution import Solution, read_solutions
+
+T = TypeVar("T")
 
 RIGHT_VALUES = (True, 1, "+")
 WRONG_VALUES = (False, 0, "-")
@@ -34,6 +37,14 @@ class LabelledStep:
     @property
     def label(self) -> str:
         return "correct" if self.correct else "wrong"
+
+
+def by_solution(items: Iterable[T], step_of: Callable[[T], LabelledStep]) -> list[list[T]]:
+    """`items` grouped by the solution of their labelled step, in order of first appearance."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(step_of(item).solution.id, []).append(item)
+    return list(groups.values())
 
 
 def labelled_steps(solution: Solution, *, where: str = "") -> list[LabelledStep]:

@@ -9,21 +9,20 @@ pairs), so a rerun skips the steps already there.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from rprm_lite.config import PROMPT_STYLES, ScoreConfig
+from rprm_lite.config import PROMPT_STYLES
 from rprm_lite.jsonl import JsonlWriter, existing_records
 from rprm_lite.prompt import render
+from rprm_lite.seeds import json_seed
 from rprm_lite.solution import Solution
 from rprm_lite.training.critiques import Verdict, find_verdict
 from rprm_lite.training.jobconfig import JobConfig, option
-from rprm_lite.training.labels import LabelledStep, read_labelled_steps
+from rprm_lite.training.labels import LabelledStep, by_solution, read_labelled_steps
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,7 +110,7 @@ def build_pairs(config: PairsConfig, *, sampler: Sampler | None = None,
     sampler = sampler or make_sampler(config)
     try:
         with JsonlWriter(config.out) as out:
-            for solution_steps in _by_solution(pending):
+            for solution_steps in by_solution(pending, lambda step: step):
                 by_index = {s.index: s for s in solution_steps}
                 for index, samples in sampler.sample(solution_steps[0].solution, sorted(by_index)):
                     step = by_index[index]
@@ -147,16 +146,8 @@ def pairs_record(step: LabelledStep, samples: list[Sample], pairs: list[tuple[in
             "samples": [s.to_dict() for s in samples], "pairs": [list(p) for p in pairs]}
 
 
-def _by_solution(steps: list[LabelledStep]) -> list[list[LabelledStep]]:
-    groups: dict[str, list[LabelledStep]] = {}
-    for step in steps:
-        groups.setdefault(step.solution.id, []).append(step)
-    return list(groups.values())
-
-
 def step_seed(seed: int, solution_id: str, index: int) -> int:
-    digest = hashlib.sha256(json.dumps([seed, solution_id, index]).encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    return json_seed(seed, solution_id, index)
 
 
 def make_sampler(config: PairsConfig) -> Sampler:
@@ -170,24 +161,20 @@ class GGUFSampler:
     """K critiques per step from the runtime's parallel engine (one shared prompt, K streams)."""
 
     def __init__(self, config: PairsConfig) -> None:
-        from rprm_lite.scoring import Scorer
+        from rprm_lite.training.gguf_critiques import GGUFCritiques
 
-        self.scorer = Scorer(config.model, config=ScoreConfig(
-            k=config.k, temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_tokens,
-            seed=config.seed, prompt_style=config.prompt_style, all_steps=True, n_gpu_layers=config.n_gpu_layers))
-        self.name = self.scorer.model_info.path.name
+        self.critiques = GGUFCritiques(config.model, k=config.k, temperature=config.temperature, top_p=config.top_p,
+                                       max_tokens=config.max_tokens, seed=config.seed,
+                                       prompt_style=config.prompt_style, n_gpu_layers=config.n_gpu_layers)
+        self.name = self.critiques.name
 
     def sample(self, solution: Solution, indices: list[int]) -> Iterator[tuple[int, list[Sample]]]:
-        # steps after the last labelled one need no critique: score a solution cut there
-        head = Solution(solution.question, solution.steps[:max(indices) + 1], solution.id)
-        result = self.scorer.score_solution(head)
-        for index in indices:
-            step = result.steps[index]
+        for index, step in self.critiques.steps(solution, indices).items():
             yield index, [Sample(text, find_verdict(text), p_yes)
                           for text, p_yes in zip(step.critiques, step.p_yes, strict=True)]
 
     def close(self) -> None:
-        self.scorer.close()
+        self.critiques.close()
 
 
 class HFSampler:

@@ -7,6 +7,8 @@ the same command skips every (solution, step, sample) already in either file.
 
 from __future__ import annotations
 
+import json
+import random
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -146,3 +148,17 @@ def _teacher(config: SeedConfig) -> Teacher:
         timeout=config.timeout, prompt_style=config.teacher_prompt_style, n_gpu_layers=config.n_gpu_layers)
 
 
+def balance_verdicts(kept: Path, out: Path, *, no_share: float, seed: int) -> dict[str, int]:
+    """Copy the kept critiques to `out`, Yes ones sampled down (seeded) so that No makes `no_share` of them."""
+    lines = kept.read_text(encoding="utf-8").splitlines(keepends=True)
+    records = [json.loads(line) for line in lines]
+    no = [i for i, r in enumerate(records) if r["verdict"] == "No"]
+    yes = [i for i, r in enumerate(records) if r["verdict"] != "No"]
+    if no_share > 0 and len(no) < no_share * len(records):
+        keep_yes = round(len(no) * (1 - no_share) / no_share) if no_share < 1 else 0
+        yes = sorted(random.Random(f"balance:{seed}").sample(yes, min(keep_yes, len(yes))))
+    chosen = sorted(no + yes)
+    temp = out.with_suffix(".tmp")
+    temp.write_text("".join(lines[i] for i in chosen), encoding="utf-8")
+    temp.replace(out)
+    return {"yes": len(yes), "no": len(no)}

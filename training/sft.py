@@ -11,17 +11,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from rprm_lite.prompt import render
-from rprm_lite.training.checkpoint import check_causal_lm, load_causal_lm, load_tokenizer, training_metadata
-from rprm_lite.training.errors import TrainingError
-from rprm_lite.training.records import CritiqueRecord, read_critiques
+from rprm_lite.training.checkpoint import load_causal_lm
+from rprm_lite.training.data_files import CritiqueRecord, read_critiques
 from rprm_lite.training.tokens import Example, PromptTokenizer
 from rprm_lite.training.train_config import SFTRunConfig
-from rprm_lite.training.trainrun import (
-    JsonlLog,
-    MetadataOnSave,
+from rprm_lite.training.trainer_setup import (
     TrainSummary,
     lora_config,
+    prepare_examples,
     run_and_export,
+    run_callbacks,
     trl_arguments,
 )
 
@@ -39,23 +38,17 @@ def build_sft_trainer(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) ->
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    check_causal_lm(config.model)
     # `data seed` appends critiques as they arrive; a fixed order makes the run repeatable
-    records = sorted(read_critiques(config.data), key=lambda record: record.key)
-    tokenizer = load_tokenizer(config.model)
-    examples, too_long = sft_examples(records, PromptTokenizer(tokenizer), prompt_style=config.prompt_style,
-                                      max_length=config.max_length)
-    if not examples:
-        raise TrainingError(f"all {too_long} examples are longer than --max-length {config.max_length} tokens")
-    summary = TrainSummary(out=config.out, examples=len(examples), skipped_too_long=too_long)
+    tokenizer, examples, summary = prepare_examples(
+        config, lambda: sorted(read_critiques(config.data), key=lambda record: record.key), sft_examples,
+        noun="examples")
     trainer = (shared_prefix_sft_trainer() if config.shared_prefix else SFTTrainer)(
         model=load_causal_lm(config.model),
         args=trl_arguments(SFTConfig, config, completion_only_loss=True, dataset_num_proc=None),
         train_dataset=Dataset.from_list([{"input_ids": e.ids, "completion_mask": e.loss_mask} for e in examples]),
         processing_class=tokenizer,
         peft_config=lora_config(config),
-        callbacks=[JsonlLog(config.out, summary),
-                   MetadataOnSave(training_metadata("sft", config, base_model=config.model)), *callbacks],
+        callbacks=run_callbacks("sft", config, summary, callbacks),
     )
     return trainer, tokenizer, summary
 

@@ -6,23 +6,22 @@ each finishes, in any order, so the caller can write results while the rest are 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.prompt import render_text
+from rprm_lite.seeds import json_seed
 from rprm_lite.solution import Solution
 from rprm_lite.training.errors import TeacherError
-from rprm_lite.training.labels import LabelledStep
+from rprm_lite.training.labels import LabelledStep, by_solution
 
 RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 60.0
@@ -54,8 +53,7 @@ def chat_messages(solution: Solution, index: int) -> list[dict[str, str]]:
 
 
 def task_seed(seed: int, task: Task) -> int:
-    digest = hashlib.sha256(json.dumps([seed, *task.key]).encode("utf-8")).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+    return json_seed(seed, *task.key)
 
 
 @dataclass
@@ -151,32 +149,22 @@ class GGUFTeacher:
 
     def __init__(self, model_path: str, *, samples: int, temperature: float, top_p: float,
                  max_tokens: int, seed: int, prompt_style: str, n_gpu_layers: int = 0) -> None:
-        from rprm_lite.scoring import Scorer
+        from rprm_lite.training.gguf_critiques import GGUFCritiques
 
-        config = ScoreConfig(k=samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                             seed=seed, prompt_style=prompt_style, all_steps=True, n_gpu_layers=n_gpu_layers)
-        self.scorer = Scorer(model_path, config=config)
-        self.name = self.scorer.model_info.path.name
+        self.sampler = GGUFCritiques(model_path, k=samples, temperature=temperature, top_p=top_p,
+                                     max_tokens=max_tokens, seed=seed, prompt_style=prompt_style,
+                                     n_gpu_layers=n_gpu_layers)
+        self.name = self.sampler.name
 
     def critiques(self, tasks: list[Task]) -> Iterator[tuple[Task, str]]:
-        for solution_tasks in _by_solution(tasks):
-            solution = solution_tasks[0].step.solution
-            last = max(task.step.index for task in solution_tasks)
-            # steps after the last labelled one need no critique: score a solution cut there
-            head = Solution(solution.question, solution.steps[:last + 1], solution.id)
-            result = self.scorer.score_solution(head)
+        for solution_tasks in by_solution(tasks, lambda task: task.step):
+            steps = self.sampler.steps(solution_tasks[0].step.solution,
+                                       sorted({task.step.index for task in solution_tasks}))
             for task in solution_tasks:
-                yield task, result.steps[task.step.index].critiques[task.sample]
+                yield task, steps[task.step.index].critiques[task.sample]
 
     def close(self) -> None:
-        self.scorer.close()
-
-
-def _by_solution(tasks: Iterable[Task]) -> list[list[Task]]:
-    groups: dict[str, list[Task]] = {}
-    for task in tasks:
-        groups.setdefault(task.step.solution.id, []).append(task)
-    return list(groups.values())
+        self.sampler.close()
 
 
 def make_teacher(spec: str, *, model: str, api_key_env: str, samples: int, temperature: float,

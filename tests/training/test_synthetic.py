@@ -270,7 +270,7 @@ def test_every_check_derives_before_it_quotes_the_step(kind):
 
 
 def test_balanced_sft_data_has_the_asked_share_of_no_verdicts(tmp_path):
-    from rprm_lite.training.recipe import balance_verdicts
+    from rprm_lite.training.seed import balance_verdicts
 
     out = tmp_path / "data"
     main(["--out", str(out), "--train", "200", "--dev", "0", "--test", "0", "--seed", "4",

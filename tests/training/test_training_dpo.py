@@ -11,11 +11,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rprm_lite.errors import InputError
 from rprm_lite.training.checkpoint import METADATA_FILE
+from rprm_lite.training.data_files import read_pairs
 from rprm_lite.training.dpo import build_dpo_trainer, dpo_examples, reward_margins, train_dpo
-from rprm_lite.training.records import read_pairs
 from rprm_lite.training.tokens import PromptTokenizer
 from rprm_lite.training.train_config import DPORunConfig
-from rprm_lite.training.trainrun import run_and_export
+from rprm_lite.training.trainer_setup import run_and_export
 
 
 def dpo_config(model_dir, data, out, **changes) -> DPORunConfig:

@@ -7,8 +7,8 @@ from training_helpers import CRITIQUE, SOLUTIONS, read_jsonl, write_jsonl
 
 from rprm_lite.errors import InputError
 from rprm_lite.training.critiques import find_verdict
+from rprm_lite.training.data_files import read_pairs
 from rprm_lite.training.pairs import PairsConfig, Sample, build_pairs, make_pairs, outcome
-from rprm_lite.training.records import read_pairs
 
 YES, NO, NONE = CRITIQUE.format("Yes"), CRITIQUE.format("No"), "I cannot tell."
 

@@ -12,8 +12,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 from rprm_lite.errors import InputError
 from rprm_lite.prompt import template_hash
 from rprm_lite.training.checkpoint import METADATA_FILE
+from rprm_lite.training.data_files import read_critiques
 from rprm_lite.training.errors import TrainingError
-from rprm_lite.training.records import read_critiques
 from rprm_lite.training.sft import critique_loss, sft_examples, train_sft
 from rprm_lite.training.tokens import PromptTokenizer
 from rprm_lite.training.train_config import SFTRunConfig

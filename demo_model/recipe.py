@@ -1,7 +1,7 @@
 """The demo R-PRM, made end to end by one command: the recipe behind `rprm_lite/models/rprm-demo.gguf`.
 
-    python -m rprm_lite.training.recipe --out build/recipe            # the shipped model, about an hour on 2 cores
-    python -m rprm_lite.training.recipe --out build/recipe --evaluate # then its F1 on the synthetic test split
+    python -m rprm_lite.demo_model.recipe --out build/recipe            # the shipped model, about an hour on 2 cores
+    python -m rprm_lite.demo_model.recipe --out build/recipe --evaluate # then its F1 on the synthetic test split
 
 Stages, each writing into --out:
 
@@ -174,7 +174,7 @@ class Recipe:
         return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": tokenizer.vocab_size}
 
     def seed(self) -> dict[str, Any]:
-        from rprm_lite.training.seed import SeedConfig, build_seed_data
+        from rprm_lite.training.seed import SeedConfig, balance_verdicts, build_seed_data
         from rprm_lite.training.synthetic_teacher import SyntheticTeacher
 
         c = self.config
@@ -200,7 +200,7 @@ class Recipe:
         from rprm_lite.prompt import render
         from rprm_lite.training.checkpoint import load_tokenizer
         from rprm_lite.training.curriculum import DrillConfig, train_short_prompts
-        from rprm_lite.training.records import read_critiques
+        from rprm_lite.training.data_files import read_critiques
         from rprm_lite.training.tokens import PromptTokenizer
 
         c = self.config
@@ -256,8 +256,8 @@ class Recipe:
 
     def greedy_signal(self, model: Any, step: int) -> dict[str, Any]:
         """Greedy F1 of the model as it is now, on the first `greedy_problems` dev problems, through the runtime."""
+        from rprm_lite.demo_model.evaluation import evaluate_processbench
         from rprm_lite.training.checkpoint import export_model, load_tokenizer
-        from rprm_lite.training.evaluation import evaluate_processbench
 
         folder = fresh_folder(self.path("signals") / "checkpoint")
         import torch
@@ -326,7 +326,7 @@ class Recipe:
         runs = {"base K=1": ("base.gguf", 1), "SFT K=1": ("sft.gguf", 1), f"SFT K={c.eval_k}": ("sft.gguf", c.eval_k),
                 "DPO K=1": (DEMO_FILE, 1), f"DPO K={c.eval_k}": (DEMO_FILE, c.eval_k)}
         results = {}
-        from rprm_lite.training.evaluation import evaluate_processbench, folder_name, recipe_report
+        from rprm_lite.demo_model.evaluation import evaluate_processbench, folder_name, recipe_report
 
         for name, (model, k) in runs.items():
             folder = self.path("eval") / folder_name(name)
@@ -370,22 +370,6 @@ class Recipe:
         temp.replace(self.state_path)
 
 
-def balance_verdicts(kept: Path, out: Path, *, no_share: float, seed: int) -> dict[str, int]:
-    """Copy the kept critiques to `out`, Yes ones sampled down (seeded) so that No makes `no_share` of them."""
-    lines = kept.read_text(encoding="utf-8").splitlines(keepends=True)
-    records = [json.loads(line) for line in lines]
-    no = [i for i, r in enumerate(records) if r["verdict"] == "No"]
-    yes = [i for i, r in enumerate(records) if r["verdict"] != "No"]
-    if no_share > 0 and len(no) < no_share * len(records):
-        keep_yes = round(len(no) * (1 - no_share) / no_share) if no_share < 1 else 0
-        yes = sorted(random.Random(f"balance:{seed}").sample(yes, min(keep_yes, len(yes))))
-    chosen = sorted(no + yes)
-    temp = out.with_suffix(".tmp")
-    temp.write_text("".join(lines[i] for i in chosen), encoding="utf-8")
-    temp.replace(out)
-    return {"yes": len(yes), "no": len(no)}
-
-
 def tokenizer_corpus(train_file: Path, prompt_style: str) -> Iterator[str]:
     """What the model will read and write: the prompt template, the problems and honest critiques."""
     from rprm_lite import metadata
@@ -418,8 +402,8 @@ def fresh_folder(path: Path) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m rprm_lite.training.recipe --out DIR ...`: the flags are RecipeConfig's fields."""
-    parser = RecipeConfig.argument_parser("python -m rprm_lite.training.recipe", __doc__.split("\n")[0])
+    """`python -m rprm_lite.demo_model.recipe --out DIR ...`: the flags are RecipeConfig's fields."""
+    parser = RecipeConfig.argument_parser("python -m rprm_lite.demo_model.recipe", __doc__.split("\n")[0])
     try:
         config = RecipeConfig(**vars(parser.parse_args(argv)))
         state = Recipe(config, log=lambda line: print(line, flush=True)).run()

@@ -1,6 +1,6 @@
 """The files in `examples/`: taken from the synthetic test split in id order, never chosen by the model.
 
-    python -m rprm_lite.training.demo_examples --test build/recipe/data/test/gsm8k.json --out examples
+    python -m rprm_lite.demo_model.examples --test build/recipe/data/test/gsm8k.json --out examples
 
 Picks the first problem of each error kind (arithmetic, copy, operation, contradiction) and the first two
 problems without an error, in id order. With `--model`, a problem that model misjudges (default settings,

@@ -10,8 +10,8 @@ import json
 
 import pytest
 
+from rprm_lite.demo_model.recipe import DEMO_FILE, Recipe, RecipeConfig, main
 from rprm_lite.errors import InputError
-from rprm_lite.training.recipe import DEMO_FILE, Recipe, RecipeConfig, main
 
 pytest.importorskip("llama_cpp", reason="the recipe samples pairs and quantizes with llama-cpp-python")
 

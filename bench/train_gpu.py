@@ -3,9 +3,9 @@
 Prints one JSON object with tokens/s, peak GPU memory and model FLOPs utilisation (MFU) for each
 phase. Self-contained (torch and transformers only, no TRL), so it runs on a bare GPU machine:
 
-    python training/gpu_check.py --steps 30 --seq-len 2048        # or
-    python -m rprm_lite.training.gpu_check --steps 30 --seq-len 2048
-    python training/gpu_check.py --tiny                           # a tiny shape, runs on CPU too
+    python bench/train_gpu.py --steps 30 --seq-len 2048        # or
+    python -m rprm_lite.bench.train_gpu --steps 30 --seq-len 2048
+    python bench/train_gpu.py --tiny                           # a tiny shape, runs on CPU too
 
 It runs the same computation as the TRL trainers of `rprm-lite train`: fp32 master weights with
 bf16 autocast, AdamW, the loss on the completion half of each sequence only (SFT: cross-entropy;

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from rprm_lite.training import gpu_check
+import rprm_lite.training
+from rprm_lite.bench import train_gpu
 
-ACCELERATE_CONFIGS = Path(gpu_check.__file__).parent / "accelerate"
+ACCELERATE_CONFIGS = Path(rprm_lite.training.__file__).parent / "accelerate"
 
 
 def test_tiny_check_runs_sft_then_dpo_and_reports_flops_by_the_stated_formula(capsys):
-    assert gpu_check.main(["--tiny", "--steps", "2", "--seq-len", "32", "--peak-flops", "1e12"]) == 0
+    assert train_gpu.main(["--tiny", "--steps", "2", "--seq-len", "32", "--peak-flops", "1e12"]) == 0
     report = json.loads(capsys.readouterr().out)
 
     # tiny shape: 2 layers of q 64x64, k and v 64x32, o 64x64, MLP 3 x 64x128, plus the 64x1024 LM head
@@ -34,10 +35,10 @@ def test_tiny_check_runs_sft_then_dpo_and_reports_flops_by_the_stated_formula(ca
 
 
 def test_the_card_peak_is_taken_from_its_name():
-    assert gpu_check.PEAK_BF16_FLOPS["H100"] == gpu_check.PEAK_BF16_FLOPS["H200"] == 989e12
-    model = gpu_check.build_model(gpu_check.QWEN25_05B, device="meta", seed=0, gradient_checkpointing=False)
-    assert gpu_check.matmul_params(model) == 493_961_216  # Qwen2.5-0.5B: 494M with the tied LM head
-    assert gpu_check.flops_per_token(model, 2048, training=True) == 6 * 493_961_216 + 12 * 24 * 2048 * 896
+    assert train_gpu.PEAK_BF16_FLOPS["H100"] == train_gpu.PEAK_BF16_FLOPS["H200"] == 989e12
+    model = train_gpu.build_model(train_gpu.QWEN25_05B, device="meta", seed=0, gradient_checkpointing=False)
+    assert train_gpu.matmul_params(model) == 493_961_216  # Qwen2.5-0.5B: 494M with the tied LM head
+    assert train_gpu.flops_per_token(model, 2048, training=True) == 6 * 493_961_216 + 12 * 24 * 2048 * 896
 
 
 @pytest.mark.parametrize("name", ["ddp", "fsdp", "deepspeed_zero3"])

@@ -1,7 +1,7 @@
 """How the recipe measures its models on the synthetic test split: ProcessBench's metric, per error kind,
 with bootstrap intervals (and paired ones for the differences between two models).
 
-    python -m rprm_lite.training.evaluation --recipe build/recipe   # the table again, from the predictions
+    python -m rprm_lite.demo_model.evaluation --recipe build/recipe   # the table again, from the predictions
 
 Each evaluated model has `eval/<name>/predictions.jsonl`; an item counts as right when its predicted first
 wrong step (first score below the threshold, -1 for none) equals its label. F1 is the harmonic mean of the

@@ -5,13 +5,21 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
-from rprm_lite.training.checkpoint import export_model, set_generation_ends, training_metadata, write_metadata
+from rprm_lite.training.checkpoint import (
+    check_causal_lm,
+    export_model,
+    load_tokenizer,
+    set_generation_ends,
+    training_metadata,
+    write_metadata,
+)
 from rprm_lite.training.errors import TrainingError
 from rprm_lite.training.train_config import TrainConfig
 
@@ -30,6 +38,28 @@ class TrainSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "log"}
+
+
+def prepare_examples(config: TrainConfig, read_records: Callable[[], list[Any]], to_examples: Callable[..., Any],
+                     *, noun: str) -> tuple[Any, list[Any], TrainSummary]:
+    """What an SFT or DPO run starts with: the model folder checked, its records read (`read_records`) and
+    tokenized (`to_examples`, records over --max-length skipped), and the summary the run will fill in."""
+    from rprm_lite.training.tokens import PromptTokenizer
+
+    check_causal_lm(config.model)
+    records = read_records()
+    tokenizer = load_tokenizer(config.model)
+    examples, too_long = to_examples(records, PromptTokenizer(tokenizer), prompt_style=config.prompt_style,
+                                     max_length=config.max_length)
+    if not examples:
+        raise TrainingError(f"all {too_long} {noun} are longer than --max-length {config.max_length} tokens")
+    return tokenizer, examples, TrainSummary(out=config.out, examples=len(examples), skipped_too_long=too_long)
+
+
+def run_callbacks(command: str, config: TrainConfig, summary: TrainSummary, extra: Sequence[Any]) -> list[Any]:
+    """The callbacks every run has (the JSONL log, metadata in each checkpoint), then the caller's."""
+    return [JsonlLog(config.out, summary),
+            MetadataOnSave(training_metadata(command, config, base_model=config.model)), *extra]
 
 
 def resolve_precision(config: TrainConfig) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rprm_lite.training.evaluation import interval, per_kind, report, scores
+from rprm_lite.demo_model.evaluation import interval, per_kind, report, scores
 
 # 4 items with an error (one of each kind) and 4 without
 GOOD = [("arithmetic", True), ("copy", True), ("operation", True), ("contradiction", False)] + [(None, True)] * 4
