@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.training.synthetic import ERROR_KINDS
+from rprm_lite.training.synthetic_problems import ERROR_KINDS
 
 RESAMPLES = 2000
 KIND_SHORT = {"arithmetic": "arith", "copy": "copy", "operation": "op", "contradiction": "contra"}

@@ -239,7 +239,7 @@ class Recipe:
         from rprm_lite.prompt import render
         from rprm_lite.training.checkpoint import load_tokenizer
         from rprm_lite.training.signals import SignalsCallback, signal_examples
-        from rprm_lite.training.synthetic import read_problems
+        from rprm_lite.training.synthetic_problems import read_problems
         from rprm_lite.training.synthetic_teacher import critique
         from rprm_lite.training.tokens import PromptTokenizer
 
@@ -374,7 +374,7 @@ def tokenizer_corpus(train_file: Path, prompt_style: str) -> Iterator[str]:
     """What the model will read and write: the prompt template, the problems and honest critiques."""
     from rprm_lite import metadata
     from rprm_lite.prompt import VERDICT_PHRASE, template
-    from rprm_lite.training.synthetic import read_problems
+    from rprm_lite.training.synthetic_problems import read_problems
     from rprm_lite.training.synthetic_teacher import critique
 
     yield from ["".join(template(prompt_style))] * 100  # every word of the prompt becomes one token

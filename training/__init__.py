@@ -7,7 +7,10 @@ One module per concept, light ones first:
 - `data_files`: reading the training data files (seed critiques for SFT, sampled steps with pairs for DPO).
 - `teacher`, `seed`: `rprm-lite data seed` (OpenAI-compatible endpoint or local GGUF teacher).
 - `pairs`: `rprm-lite data pairs` (K critiques per step from a GGUF or Hugging Face model).
+- `gguf_critiques`: K critiques per step from a local GGUF through the runtime (for `seed` and `pairs`).
 - `train_config`, `sft`, `dpo`, `trainer_setup`, `checkpoint`: `rprm-lite train sft|dpo` on TRL's trainers.
-- `synthetic`, `synthetic_teacher`: step-labelled arithmetic problems and a programmatic R-PRM-style teacher.
+- `synthetic_templates`, `synthetic_problems`, `synthetic`: step-labelled arithmetic problems (their templates,
+  the problem records, the generator with its injected errors), and `synthetic_teacher`: a programmatic
+  R-PRM-style teacher.
 Importing this package imports nothing heavy; torch, transformers and TRL load when a job runs.
 """

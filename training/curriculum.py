@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.training.synthetic import SYMBOLS
+from rprm_lite.training.synthetic_problems import SYMBOLS
 from rprm_lite.training.tokens import Example
 
 

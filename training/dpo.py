@@ -18,14 +18,7 @@ from rprm_lite.training.data_files import PairRecord, read_pairs
 from rprm_lite.training.errors import TrainingError
 from rprm_lite.training.tokens import PromptTokenizer
 from rprm_lite.training.train_config import DPORunConfig
-from rprm_lite.training.trainer_setup import (
-    TrainSummary,
-    lora_config,
-    prepare_examples,
-    run_and_export,
-    run_callbacks,
-    trl_arguments,
-)
+from rprm_lite.training.trainer_setup import TrainSummary, prepare_examples, run_and_export, trainer_arguments
 
 PairIds = dict[str, list[int]]  # prompt_ids, chosen_ids, rejected_ids
 
@@ -56,11 +49,9 @@ def build_dpo_trainer(config: DPORunConfig, *, callbacks: Sequence[Any] = ()) ->
     trainer = pretokenized_dpo_trainer()(
         model=load_causal_lm(config.model),
         ref_model=None if config.lora else load_causal_lm(config.ref_model or config.model),
-        args=trl_arguments(DPOConfig, config, beta=config.beta, dataset_num_proc=None),
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
-        peft_config=lora_config(config),
-        callbacks=run_callbacks("dpo", config, summary, callbacks),
+        **trainer_arguments(DPOConfig, config, "dpo", summary, callbacks, beta=config.beta, dataset_num_proc=None),
     )
     return trainer, tokenizer, summary
 

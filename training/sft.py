@@ -15,14 +15,7 @@ from rprm_lite.training.checkpoint import load_causal_lm
 from rprm_lite.training.data_files import CritiqueRecord, read_critiques
 from rprm_lite.training.tokens import Example, PromptTokenizer
 from rprm_lite.training.train_config import SFTRunConfig
-from rprm_lite.training.trainer_setup import (
-    TrainSummary,
-    lora_config,
-    prepare_examples,
-    run_and_export,
-    run_callbacks,
-    trl_arguments,
-)
+from rprm_lite.training.trainer_setup import TrainSummary, prepare_examples, run_and_export, trainer_arguments
 
 
 def sft_examples(records: list[CritiqueRecord], encoder: PromptTokenizer, *, prompt_style: str,
@@ -44,11 +37,10 @@ def build_sft_trainer(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) ->
         noun="examples")
     trainer = (shared_prefix_sft_trainer() if config.shared_prefix else SFTTrainer)(
         model=load_causal_lm(config.model),
-        args=trl_arguments(SFTConfig, config, completion_only_loss=True, dataset_num_proc=None),
         train_dataset=Dataset.from_list([{"input_ids": e.ids, "completion_mask": e.loss_mask} for e in examples]),
         processing_class=tokenizer,
-        peft_config=lora_config(config),
-        callbacks=run_callbacks("sft", config, summary, callbacks),
+        **trainer_arguments(SFTConfig, config, "sft", summary, callbacks, completion_only_loss=True,
+                            dataset_num_proc=None),
     )
     return trainer, tokenizer, summary
 

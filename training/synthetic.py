@@ -29,289 +29,33 @@ import random
 import sys
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rprm_lite.errors import InputError, RprmError
-from rprm_lite.solution import Solution, read_solutions, solution_from_dict
 from rprm_lite.training.jobconfig import JobConfig, option
+from rprm_lite.training.synthetic_problems import (
+    ERROR_KINDS,
+    GENERATOR,
+    OPERATORS,
+    Problem,
+    Step,
+    Written,
+    apply,
+    expression,
+    run_chain,
+    sources,
+)
+from rprm_lite.training.synthetic_templates import PEOPLE, PRONOUNS, TEMPLATES, Template
 
-GENERATOR = "rprm-lite-synthetic-v1"
 SPLITS = ("train", "dev", "test")
 # a problem whose text hashes into a split's share of [0, 1) can only ever appear in that split
 SPLIT_BUCKETS = {"test": (0.0, 0.1), "dev": (0.1, 0.2), "train": (0.2, 1.0)}
 PROCESSBENCH_SUBSET = "gsm8k"  # the harness loads <subset>.json and knows only ProcessBench's names
-ERROR_KINDS = ("arithmetic", "copy", "operation", "contradiction")
-OPERATORS = ("+", "-", "*", "/")
-SYMBOLS = {"+": "+", "-": "-", "*": "×", "/": "÷"}
-MIN_CORRECT_RESULT = 2  # no "1 stickers": a right step's result is 2..99
-MAX_CORRECT_VALUE = 99  # every number of a correct solution stays in 1..99
 MAX_WRONG_VALUE = 999  # numbers after an injected error may leave that range, not this one
 QUANTITY_TRIES = 500
 ERROR_TRIES = 30
-
-
-@dataclass(frozen=True)
-class Op:
-    """One planned operation: `name = left op right`, where left/right name quantities or earlier ops."""
-
-    name: str
-    left: str
-    op: str
-    right: str
-    text: str  # the step sentence; {expr} becomes "a op b = c"
-    goal: str  # what the step finds, for critiques
-
-
-@dataclass(frozen=True)
-class Template:
-    name: str
-    question: str
-    quantities: Mapping[str, tuple[int, int]]  # inclusive ranges
-    ops: tuple[Op, ...]
-    words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    names: Mapping[str, str] = field(default_factory=dict)  # what each quantity of the question is, for critiques
-
-
-TEMPLATES = (
-    Template(
-        "shopping",
-        "{name} has {money} dollars. {Sub} buys {count} {items} that cost {price} dollars each. Then {pos} "
-        "{relative} gives {obj} {gift} dollars. How many dollars does {name} have now?",
-        {"money": (20, 99), "count": (2, 9), "price": (2, 12), "gift": (2, 40)},
-        (Op("cost", "count", "*", "price", "The {items} cost {expr} dollars.", "the cost of the {items}"),
-         Op("left", "money", "-", "cost", "After buying the {items}, {name} has {expr} dollars.",
-            "the dollars left after buying the {items}"),
-         Op("total", "left", "+", "gift", "After the gift from {pos} {relative}, {name} has {expr} dollars.",
-            "the dollars {name} has after the gift")),
-        {"items": ("notebooks", "pens", "comic books", "toy cars", "puzzles"),
-         "relative": ("aunt", "uncle", "grandmother", "grandfather", "sister", "brother")},
-        {"money": "the dollars {name} has at first", "count": "the {items} bought", "price": "the price of each",
-         "gift": "the gift"}),
-    Template(
-        "baking",
-        "{name} bakes {trays} trays of {goods} with {per_tray} {goods} on each tray. {Sub} sells {sold} {goods} "
-        "and packs the rest equally into {boxes} boxes. How many {goods} go into each box?",
-        {"trays": (2, 9), "per_tray": (2, 12), "sold": (1, 60), "boxes": (2, 9)},
-        (Op("baked", "trays", "*", "per_tray", "{name} bakes {expr} {goods} in all.", "the {goods} baked"),
-         Op("left", "baked", "-", "sold", "After the sale, {sub} has {expr} {goods} left.",
-            "the {goods} left after the sale"),
-         Op("each", "left", "/", "boxes", "Each box gets {expr} {goods}.", "the {goods} in each box")),
-        {"goods": ("muffins", "cookies", "cupcakes", "rolls", "pies")},
-        {"trays": "the trays", "per_tray": "the {goods} on each tray", "sold": "the {goods} sold",
-         "boxes": "the boxes"}),
-    Template(
-        "travel",
-        "A {vehicle} travels at {speed} km per hour for {hours} hours, and then another {extra} km. The whole "
-        "trip is {trip} km long. How many km of the trip are left?",
-        {"speed": (5, 30), "hours": (2, 4), "extra": (2, 30), "trip": (30, 99)},
-        (Op("first", "speed", "*", "hours", "In the first part, the {vehicle} covers {expr} km.",
-            "the distance of the first part"),
-         Op("so_far", "first", "+", "extra", "So far the {vehicle} has covered {expr} km.",
-            "the distance covered so far"),
-         Op("left", "trip", "-", "so_far", "The {vehicle} still has {expr} km to go.", "the distance left")),
-        {"vehicle": ("bus", "train", "truck", "van", "boat")},
-        {"speed": "the speed", "hours": "the hours", "extra": "the extra km", "trip": "the length of the trip"}),
-    Template(
-        "sharing",
-        "{name} has {start} {things}. {Sub} buys {packs} packs with {per_pack} {things} in each pack. {Sub} "
-        "shares all the {things} equally among {friends} friends, and each friend gives away {used} of them. "
-        "How many {things} does each friend have left?",
-        {"start": (1, 40), "packs": (2, 6), "per_pack": (2, 10), "friends": (2, 9), "used": (1, 9)},
-        (Op("bought", "packs", "*", "per_pack", "{name} buys {expr} {things}.", "the {things} bought"),
-         Op("total", "start", "+", "bought", "{name} now has {expr} {things}.", "the {things} {name} has now"),
-         Op("each", "total", "/", "friends", "Each friend gets {expr} {things}.",
-            "the {things} each friend gets"),
-         Op("left", "each", "-", "used", "Each friend has {expr} {things} left.",
-            "the {things} each friend has left")),
-        {"things": ("stickers", "marbles", "cards", "beads", "stamps")},
-        {"start": "the {things} at first", "packs": "the packs", "per_pack": "the {things} in each pack",
-         "friends": "the friends", "used": "the {things} each friend gives away"}),
-    Template(
-        "savings",
-        "{name} saves {weekly} dollars a week for {weeks} weeks. {Sub} spends {spent} dollars on a {thing} and "
-        "then earns {earned} dollars by {job}. {Sub} puts the money equally into {jars} jars. How many dollars "
-        "are in each jar?",
-        {"weekly": (2, 15), "weeks": (2, 8), "spent": (1, 60), "earned": (1, 40), "jars": (2, 6)},
-        (Op("saved", "weekly", "*", "weeks", "{name} saves {expr} dollars.", "the dollars saved"),
-         Op("after", "saved", "-", "spent", "After buying the {thing}, {sub} has {expr} dollars.",
-            "the dollars left after buying the {thing}"),
-         Op("total", "after", "+", "earned", "After {job}, {sub} has {expr} dollars.",
-            "the dollars after {job}"),
-         Op("each", "total", "/", "jars", "Each jar gets {expr} dollars.", "the dollars in each jar")),
-        {"thing": ("book", "game", "ball", "kite", "lamp"),
-         "job": ("washing cars", "walking dogs", "raking leaves", "selling lemonade")},
-        {"weekly": "the dollars a week", "weeks": "the weeks", "spent": "the dollars spent",
-         "earned": "the dollars earned", "jars": "the jars"}),
-    Template(
-        "farm",
-        "A farmer has {pens} pens with {per_pen} {animals} in each pen. The farmer sells {sold} {animals}, and "
-        "then {born} baby {animals} are born. The farmer puts all the {animals} equally into {barns} barns, and "
-        "{moved} {animals} from each barn go out to the field. How many {animals} stay in each barn?",
-        {"pens": (2, 9), "per_pen": (2, 12), "sold": (1, 40), "born": (1, 30), "barns": (2, 6), "moved": (1, 9)},
-        (Op("total", "pens", "*", "per_pen", "The farmer has {expr} {animals}.", "the {animals} on the farm"),
-         Op("after_sale", "total", "-", "sold", "After the sale, there are {expr} {animals}.",
-            "the {animals} left after the sale"),
-         Op("after_birth", "after_sale", "+", "born", "After the births, there are {expr} {animals}.",
-            "the {animals} after the births"),
-         Op("each", "after_birth", "/", "barns", "Each barn gets {expr} {animals}.", "the {animals} in each barn"),
-         Op("stay", "each", "-", "moved", "In each barn, {expr} {animals} stay.",
-            "the {animals} that stay in each barn")),
-        {"animals": ("goats", "sheep", "pigs", "rabbits", "ducks")},
-        {"pens": "the pens", "per_pen": "the {animals} in each pen", "sold": "the {animals} sold",
-         "born": "the {animals} born", "barns": "the barns", "moved": "the {animals} that go out of each barn"}),
-    Template(
-        "class",
-        "A class has {boys} boys and {girls} girls. On {day}, {absent} children are absent. The teacher puts the "
-        "children who are present into groups of {size}. How many groups are there?",
-        {"boys": (5, 20), "girls": (5, 20), "absent": (1, 9), "size": (2, 6)},
-        (Op("total", "boys", "+", "girls", "The class has {expr} children.", "the children in the class"),
-         Op("present", "total", "-", "absent", "On {day}, {expr} children are present.", "the children present"),
-         Op("groups", "present", "/", "size", "There are {expr} groups.", "the number of groups")),
-        {"day": ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")},
-        {"boys": "the boys", "girls": "the girls", "absent": "the children absent", "size": "the group size"}),
-)
-PEOPLE = (("Maya", "she"), ("Leo", "he"), ("Ava", "she"), ("Omar", "he"), ("Nina", "she"), ("Sam", "he"),
-          ("Lena", "she"), ("Ben", "he"), ("Iris", "she"), ("Tom", "he"), ("Zoe", "she"), ("Raj", "he"))
-PRONOUNS = {"she": {"Sub": "She", "sub": "she", "obj": "her", "pos": "her"},
-            "he": {"Sub": "He", "sub": "he", "obj": "him", "pos": "his"}}
-
-
-# -- records -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Step:
-    """One written step: `left op right = result` as it appears in `text`, and what it should have used."""
-
-    text: str
-    left: int
-    op: str  # one of OPERATORS, as written (the text shows × and ÷)
-    right: int
-    result: int  # as written, right or wrong
-    sources: tuple[str, str]  # where each operand should come from: "question:<name>" or "step:<0-based index>"
-    intended_op: str  # the operator the step's goal needs
-    goal: str
-
-
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    split: str
-    template: str
-    question: str
-    quantities: Mapping[str, int]  # the numbers given in the question, by name
-    steps: tuple[Step, ...]
-    answer: int  # the right final answer
-    error: Mapping[str, Any] | None = None  # {"step": 0-based index, "kind": ..., "operand": 0/1/None}
-    names: Mapping[str, str] = field(default_factory=dict)  # what each quantity is ("the muffins sold")
-
-    @property
-    def label(self) -> int:
-        """0-based index of the first wrong step, -1 when every step is right (ProcessBench's `label`)."""
-        return -1 if self.error is None else self.error["step"]
-
-    @property
-    def final_answer_correct(self) -> bool:
-        return self.steps[-1].result == self.answer
-
-    def step_labels(self) -> list[bool | None]:
-        """True/False for steps up to the first error, None after it (not labelled)."""
-        if self.label == -1:
-            return [True] * len(self.steps)
-        return [True] * self.label + [False] + [None] * (len(self.steps) - self.label - 1)
-
-    def item(self) -> dict[str, Any]:
-        """ProcessBench fields, plus per-step `labels` and the machine-readable `trace`."""
-        return {"id": self.id, "generator": GENERATOR, "problem": self.question,
-                "steps": [step.text for step in self.steps], "final_answer_correct": self.final_answer_correct,
-                "label": self.label, "labels": self.step_labels(), "trace": self.trace()}
-
-    def trace(self) -> dict[str, Any]:
-        steps = [{k: v for k, v in asdict(step).items() if k != "text"} for step in self.steps]
-        return {"split": self.split, "template": self.template, "quantities": dict(self.quantities),
-                "names": dict(self.names), "steps": steps, "answer": self.answer,
-                "error": None if self.error is None else dict(self.error)}
-
-    def solution(self) -> Solution:
-        return solution_from_dict(self.item(), where=f"problem {self.id}")
-
-    @classmethod
-    def from_item(cls, item: Mapping[str, Any], *, where: str = "") -> Problem:
-        """Rebuild a problem from `item()` output (or a Solution's fields), checking the trace fits the steps."""
-        where = where or f"problem {item.get('id')!r}"
-        trace = item.get("trace")
-        if not isinstance(trace, Mapping):
-            raise InputError(f"{where}: no 'trace' field; expected a synthetic problem written by {GENERATOR}")
-        texts = list(item["steps"])
-        try:
-            records = [Step(text=text, **{**step, "sources": tuple(step["sources"])})
-                       for text, step in zip(texts, trace["steps"], strict=True)]
-            problem = cls(id=str(item["id"]), split=trace["split"], template=trace["template"],
-                       question=item.get("problem", item.get("question")), quantities=dict(trace["quantities"]),
-                       steps=tuple(records), answer=trace["answer"], error=trace["error"],
-                       names=dict(trace.get("names", {})))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InputError(f"{where}: the 'trace' does not match its {len(texts)} steps ({exc})") from None
-        for number, step in enumerate(problem.steps, start=1):
-            shown = expression(step.left, step.op, step.right, step.result)
-            if shown not in step.text:
-                raise InputError(f"{where}: step {number} should show {shown!r} as its trace records, got "
-                                 f"{step.text!r}; the trace only fits the generator's own steps")
-        return problem
-
-
-# -- the arithmetic ------------------------------------------------------------------------------
-def apply(op: str, left: int, right: int) -> int | None:
-    """The exact integer result, or None (division with a remainder, by zero, or a negative result)."""
-    if op == "+":
-        return left + right
-    if op == "-":
-        return left - right if left >= right else None
-    if op == "*":
-        return left * right
-    if right == 0 or left % right:
-        return None
-    return left // right
-
-
-def expression(left: int, op: str, right: int, result: int) -> str:
-    return f"{left} {SYMBOLS[op]} {right} = {result}"
-
-
-@dataclass(frozen=True)
-class Written:
-    left: int
-    op: str
-    right: int
-    result: int
-
-
-def run_chain(template: Template, quantities: Mapping[str, int], *, override: tuple[int, Written] | None = None,
-              limit: int = MAX_CORRECT_VALUE) -> list[Written] | None:
-    """Every step's written values; `override` replaces one step, and later steps compute from its result."""
-    values = dict(quantities)
-    chain = []
-    for index, op in enumerate(template.ops):
-        if override is not None and override[0] == index:
-            step = override[1]
-        else:
-            left, right = values[op.left], values[op.right]
-            result = apply(op.op, left, right)
-            if result is None:
-                return None
-            step = Written(left, op.op, right, result)
-        if not (0 if override else MIN_CORRECT_RESULT) <= step.result <= limit:
-            return None
-        values[op.name] = step.result
-        chain.append(step)
-    return chain
-
-
-def sources(template: Template) -> list[tuple[str, str]]:
-    index = {op.name: i for i, op in enumerate(template.ops)}
-    where = [f"step:{index[name]}" if name in index else f"question:{name}" for op in template.ops
-             for name in (op.left, op.right)]
-    return list(zip(where[::2], where[1::2], strict=True))
 
 
 # -- injected errors -----------------------------------------------------------------------------
@@ -549,12 +293,6 @@ def manifest(config: SyntheticConfig, splits: Mapping[str, list[Problem]]) -> di
               for split, problems in splits.items()}
     return {"generator": GENERATOR, "config": config.to_dict(),
             "processbench_subset": PROCESSBENCH_SUBSET, "splits": counts}
-
-
-def read_problems(path: str | Path) -> list[Problem]:
-    """Problems from a file this module wrote (train JSONL or a ProcessBench JSON), via the solution reader."""
-    return [Problem.from_item({"id": s.id, "problem": s.question, "steps": s.steps, **s.extra},
-                              where=f"{path}: {s.id}") for s in read_solutions(path)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,7 +23,8 @@ from rprm_lite.errors import InputError
 from rprm_lite.prompt import VERDICT_PHRASE
 from rprm_lite.solution import Solution
 from rprm_lite.training.critiques import find_verdict
-from rprm_lite.training.synthetic import GENERATOR, SYMBOLS, Problem, Step, apply, slip
+from rprm_lite.training.synthetic import slip
+from rprm_lite.training.synthetic_problems import GENERATOR, SYMBOLS, Problem, Step, apply
 from rprm_lite.training.teacher import Task, task_seed
 
 SECTION_HEADERS = ("**Previous Steps Analysis**", "**Now Step Analysis**", "**Data Source Analysis**",

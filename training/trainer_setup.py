@@ -56,10 +56,13 @@ def prepare_examples(config: TrainConfig, read_records: Callable[[], list[Any]],
     return tokenizer, examples, TrainSummary(out=config.out, examples=len(examples), skipped_too_long=too_long)
 
 
-def run_callbacks(command: str, config: TrainConfig, summary: TrainSummary, extra: Sequence[Any]) -> list[Any]:
-    """The callbacks every run has (the JSONL log, metadata in each checkpoint), then the caller's."""
-    return [JsonlLog(config.out, summary),
-            MetadataOnSave(training_metadata(command, config, base_model=config.model)), *extra]
+def trainer_arguments(trl_config_class: type, config: TrainConfig, command: str, summary: TrainSummary,
+                      callbacks: Sequence[Any], **specific: Any) -> dict[str, Any]:
+    """The keyword arguments every TRL trainer of ours takes from the run: TRL's config (`specific` added to
+    it), LoRA, and the callbacks every run has (the JSONL log, metadata in each checkpoint), then the caller's."""
+    return {"args": trl_arguments(trl_config_class, config, **specific), "peft_config": lora_config(config),
+            "callbacks": [JsonlLog(config.out, summary),
+                          MetadataOnSave(training_metadata(command, config, base_model=config.model)), *callbacks]}
 
 
 def resolve_precision(config: TrainConfig) -> str:

@@ -19,16 +19,8 @@ from rprm_lite.errors import InputError
 from rprm_lite.solution import read_solutions
 from rprm_lite.training.labels import labelled_steps, read_labelled_steps
 from rprm_lite.training.seed import SeedConfig, build_seed_data, dropped_path
-from rprm_lite.training.synthetic import (
-    ERROR_KINDS,
-    SPLITS,
-    Problem,
-    SyntheticConfig,
-    generate_split,
-    main,
-    read_problems,
-    split_of,
-)
+from rprm_lite.training.synthetic import SPLITS, SyntheticConfig, generate_split, main, split_of
+from rprm_lite.training.synthetic_problems import ERROR_KINDS, Problem, read_problems
 from rprm_lite.training.synthetic_teacher import SECTION_HEADERS, SyntheticTeacher, critique, verdict_of
 from rprm_lite.training.teacher import Task
 from shared_paths import QWEN2_VOCAB
