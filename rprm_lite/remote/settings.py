@@ -80,6 +80,6 @@ def remote_config(backend: str | None, **options: Any) -> RemoteConfig | None:
     if parsed is None:
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise InputError(f"{flags} only apply with --backend URL (a remote server), not the local engine")
+            raise InputError(f"{flags} need --backend URL (a remote server); the local engine does not use them")
         return None
     return RemoteConfig(urls=parsed[0], kinds=parsed[1], **given)
