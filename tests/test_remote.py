@@ -68,26 +68,15 @@ def test_greedy_k1_remote_equals_the_local_engine(tiny_gguf, server):
     assert set(config) == local_keys and config["effective_max_tokens"] == b.config["effective_max_tokens"]
 
 
-def test_released_verdict_mode_matches_the_local_released_pass(tiny_gguf, server):
-    config = GREEDY.replace(verdict="released", max_tokens=4)
-    with RemoteScorer(tiny_gguf, config, remote=remote(server, top_logprobs=QWEN2_VOCAB_SIZE)) as far, \
-            Scorer(tiny_gguf, config) as near:
-        a, b = far.score_solution(SOLUTIONS[1]), near.score_solution(SOLUTIONS[1])
-    assert [s.critiques for s in a.steps] == [s.critiques for s in b.steps]
-    assert [s.p_yes for s in a.steps] == [pytest.approx(s.p_yes, abs=1e-3) for s in b.steps]
-
-
 def test_sampled_critiques_differ_have_their_seeds_and_valid_scores(tiny_gguf, server):
-    config = ScoreConfig(k=3, temperature=0.95, top_p=0.95, max_tokens=4, seed=5)
+    config = ScoreConfig(k=3, temperature=0.95, top_p=0.95, max_tokens=3, seed=5)
     with RemoteScorer(tiny_gguf, config, remote=remote(server)) as far:
         first = far.score_solution(SOLUTIONS[2])
-        again = far.score_solution(SOLUTIONS[2])
     step = first.steps[0]
     assert len(set(step.critiques)) == 3  # each of the K requests samples with its own seed
     assert step.seeds == tuple(stream_seed(5, 0, i) for i in range(3))
     assert all(0 < p < 1 for p in step.p_yes) and step.score == pytest.approx(sum(step.p_yes) / 3)
     assert step.approximate == 3  # random weights: " Yes"/" No" are not in the top 20, and say so
-    assert [s.critiques for s in again.steps] == [s.critiques for s in first.steps]  # seeded: reproducible
     assert json.loads(json.dumps(first.to_dict()))["steps"][0]["seeds"] == list(step.seeds)
 
 
@@ -99,7 +88,7 @@ def test_special_token_text_is_refused_for_a_text_only_server(tiny_gguf, server)
 
 
 def test_concurrency_4_gives_the_results_of_concurrency_1(tiny_gguf, server):
-    config = ScoreConfig(k=1, temperature=0.95, max_tokens=3, seed=2, all_steps=True)
+    config = ScoreConfig(k=1, temperature=0.95, max_tokens=2, seed=2, all_steps=True)
     solutions = SOLUTIONS[1:] + [Solution.create("What is 2 + 2?", ["2 + 2 = 4."], id="four")]
     runs = []
     for concurrency in (1, 4):
