@@ -13,6 +13,7 @@ import http.client
 import json
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -44,6 +45,9 @@ class ServerClient:
     def __init__(self, url: str, *, api_key_env: str | None = None, retry: Retry = Retry()) -> None:
         self.url = url.rstrip("/")
         self.retry = retry
+        self.requests = 0  # answered requests, and the seconds spent waiting for them (for benchmarks)
+        self.wait_seconds = 0.0
+        self._count = threading.Lock()
         self.api_key = None
         if api_key_env:
             self.api_key = os.environ.get(api_key_env)
@@ -61,7 +65,12 @@ class ServerClient:
         delay = self.retry.backoff
         for attempt in range(1, self.retry.tries + 1):
             try:
-                return _parse(self._send(method, where, data), where)
+                started = time.perf_counter()
+                raw = self._send(method, where, data)
+                with self._count:
+                    self.requests += 1
+                    self.wait_seconds += time.perf_counter() - started
+                return _parse(raw, where)
             except _Transient as exc:
                 if attempt == self.retry.tries:
                     raise RemoteError(f"{where}: {exc} (gave up after {attempt} tries)") from None
