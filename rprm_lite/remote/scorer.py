@@ -14,10 +14,11 @@ string (rprm_lite/verdict.py), exactly as the local engine's released pass does.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,8 @@ class RemoteScorer:
             raise
         self._next_server = itertools.count()
         self._closed = False
+        self._lock = threading.Lock()
+        self._active = 0  # solutions being scored now (worker threads of score_many included)
         self.effective_max_tokens = self.config.max_tokens
 
     # -- public API --------------------------------------------------------------------------
@@ -88,33 +91,66 @@ class RemoteScorer:
         return self.score_solution(Solution.create(question, steps, id=id), on_step=on_step)
 
     def score_solution(self, solution: Solution, *, on_step: StepCallback | None = None) -> SolutionResult:
+        return self._score(solution, self._pick_server(), on_step)
+
+    def _pick_server(self) -> Server:
         if self._closed:
             raise RprmError("this RemoteScorer is closed; create a new one to score")
-        server = self.servers[next(self._next_server) % len(self.servers)]
-        return self._score(solution, server, on_step)
+        return self.servers[next(self._next_server) % len(self.servers)]
 
     def score_many(self, solutions: Iterable[Solution], *,
                    on_step: StepCallback | None = None) -> Iterator[SolutionResult]:
         """Results in input order, with up to `remote.concurrency` solutions in flight; a failure raises at
-        its solution's turn, after every earlier result has been yielded (so none of them is lost)."""
-        window = self.remote.concurrency
-        with ThreadPoolExecutor(max_workers=window, thread_name_prefix="rprm-remote") as pool:
-            pending = []
+        its solution's turn, after every earlier result has been yielded (so none of them is lost). The
+        workers are daemon threads: Ctrl-C is not held up by requests in flight."""
+        pending: collections.deque[tuple[threading.Thread, dict[str, Any]]] = collections.deque()
+        for solution in solutions:
+            pending.append(self._start(solution, on_step))
+            if len(pending) >= self.remote.concurrency:
+                yield _outcome(*pending.popleft())
+        while pending:
+            yield _outcome(*pending.popleft())
+
+    def _start(self, solution: Solution, on_step: StepCallback | None) -> tuple[threading.Thread, dict[str, Any]]:
+        box: dict[str, Any] = {}
+        server = self._pick_server()  # here, in input order: the round robin does not depend on thread timing
+
+        def work() -> None:
             try:
-                for solution in solutions:
-                    pending.append(pool.submit(self.score_solution, solution, on_step=on_step))
-                    if len(pending) >= window:
-                        yield pending.pop(0).result()
-                while pending:
-                    yield pending.pop(0).result()
-            finally:
-                for future in pending:
-                    future.cancel()
+                box["result"] = self._score(solution, server, on_step)
+            except BaseException as exc:  # re-raised in the caller's thread, at this solution's turn
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name=f"rprm-remote-{solution.id}", daemon=True)
+        thread.start()
+        return thread, box
 
     def close(self) -> None:
-        if not self._closed:
+        """Free the vocabulary. Solutions still in flight on worker threads stop at their next tokenization
+        (raising RprmError); the last of them frees it."""
+        with self._lock:
+            if self._closed:
+                return
             self._closed = True
+            self.engine.stop()
+            free = self._active == 0
+        if free:
             self.engine.close()
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        with self._lock:
+            if self._closed:
+                raise RprmError("this RemoteScorer is closed; create a new one to score")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                free = self._closed and self._active == 0
+            if free:
+                self.engine.close()
 
     def __enter__(self) -> RemoteScorer:
         return self
@@ -141,6 +177,10 @@ class RemoteScorer:
 
     # -- one solution ------------------------------------------------------------------------
     def _score(self, solution: Solution, server: Server, on_step: StepCallback | None) -> SolutionResult:
+        with self._in_use():
+            return self._score_steps(solution, server, on_step)
+
+    def _score_steps(self, solution: Solution, server: Server, on_step: StepCallback | None) -> SolutionResult:
         if not server.dialect.token_ids:
             _refuse_special_text(solution, server)
         rendered = [prompts.render(solution, i, self.config.prompt_style) for i in range(len(solution.steps))]
@@ -297,6 +337,13 @@ def _refuse_special_text(solution: Solution, server: Server) -> None:
                              f"and {server.client.url} ({server.dialect.name}) takes prompts only as text, which "
                              "it parses for special tokens; not sent. Use a server that takes token ids "
                              "(vLLM, SGLang, llama-server)")
+
+
+def _outcome(thread: threading.Thread, box: dict[str, Any]) -> SolutionResult:
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _parallel(client: ServerClient, requests: list[dialects.Request]) -> list[dict[str, Any]]:
