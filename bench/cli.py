@@ -123,7 +123,7 @@ def processbench_command(
 ) -> None:
     """Score ProcessBench and report error/correct accuracy and F1 per subset (resumable)."""
     remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
-                                 concurrency=concurrency)
+                                 concurrency=concurrency, vocab=vocab)
     settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=all_steps,
                          n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
@@ -151,7 +151,7 @@ def prmbench_command(
 ) -> None:
     """Score PRMBench (every step) and report PRMScore overall, per dimension and per category."""
     remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
-                                 concurrency=concurrency)
+                                 concurrency=concurrency, vocab=vocab)
     settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=True,
                          n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
@@ -372,7 +372,7 @@ def rerank_command(
 ) -> None:
     """Pick the best of N candidate solutions per problem by aggregated PRM score."""
     remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
-                                 concurrency=concurrency)
+                                 concurrency=concurrency, vocab=vocab)
     settings = overrides(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                          prompt_style=prompt_style, aggregation=aggregation, all_steps=True,
                          n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)

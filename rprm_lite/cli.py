@@ -73,7 +73,7 @@ def score(file: FileArg, model: ModelOpt = None, k: KOpt = None, temperature: Te
     job = ScoreJob(source=file, model=model, overrides=overrides, json_out=json_out, output=output,
                    show_critiques=show_critiques, vocab=vocab,
                    remote=remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
-                                              concurrency=concurrency))
+                                              concurrency=concurrency, vocab=vocab))
     run_score_job(job)
 
 

@@ -198,6 +198,8 @@ def test_cli_errors_are_one_line_with_a_non_zero_exit(tiny_gguf, tmp_path):
     assert down.stderr.startswith(f"error: {url}/v1/models: cannot connect") and down.stderr.count("\n") == 1
     assert run_cli("score", source, "--concurrency", "2").stderr == (
         "error: --concurrency need --backend URL (a remote server); the local engine does not use them\n")
+    assert run_cli("score", source, "--vocab", tiny_gguf).stderr == (
+        "error: --vocab needs --backend URL (a remote server); the local engine tokenizes with --model\n")
     no_vocab = run_cli("score", source, "--backend", url)
     assert no_vocab.returncode == 2 and "pass --vocab FILE.gguf" in no_vocab.stderr
     with ScriptedServer(vllm_reply) as server:

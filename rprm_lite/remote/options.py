@@ -26,10 +26,13 @@ VocabOpt = Annotated[Path | None, typer.Option(
 
 
 def remote_from_options(backend: str | None, *, server_model: str | None = None, api_key_env: str | None = None,
-                        concurrency: int | None = None) -> Any:
-    """The RemoteConfig of the options given, or None for the local engine."""
-    from rprm_lite.remote.settings import remote_config
+                        concurrency: int | None = None, vocab: Path | None = None) -> Any:
+    """The RemoteConfig of the options given, or None for the local engine (`vocab` is only checked: the
+    local engine tokenizes with its own model)."""
+    from rprm_lite.remote.settings import parse_backend, remote_config
 
+    if vocab is not None and parse_backend(backend) is None:
+        raise InputError("--vocab needs --backend URL (a remote server); the local engine tokenizes with --model")
     return remote_config(backend, server_model=server_model, api_key_env=api_key_env, concurrency=concurrency)
 
 
