@@ -14,6 +14,7 @@ from remote_servers import ScriptedServer, free_port, models, ok
 
 from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import Engine
+from rprm_lite.errors import RprmError
 from rprm_lite.prompt import VERDICT_PHRASE, render
 from rprm_lite.remote import RemoteConfig, RemoteError, RemoteScorer
 from rprm_lite.remote.dialects import two_way
@@ -107,6 +108,25 @@ def test_a_slow_server_times_out_then_fails_clearly(tiny_gguf):
         with pytest.raises(RemoteError, match=r"/v1/completions: no answer within 0.3 s \(gave up after 2 tries\)"):
             scorer.score_solution(SOLUTION)
         scorer.close()
+
+
+def test_close_while_solutions_are_in_flight_stops_them_cleanly(tiny_gguf):
+    def slow(path, body):
+        if path != "/v1/models":
+            time.sleep(0.4)
+        return vllm_reply(path, body)
+
+    many = [Solution.create(f"What is {i} + 4?", [f"{i} + 4 = {i + 4}."], id=f"s{i}") for i in range(4)]
+    with ScriptedServer(slow) as server:
+        scorer = RemoteScorer(tiny_gguf, CONFIG, remote=fast(server.url, concurrency=4))
+        closer = threading.Timer(0.2, scorer.close)  # while all four wait on the server
+        closer.start()
+        with pytest.raises(RprmError, match="closed"):
+            list(scorer.score_many(many))
+        closer.join()
+        with pytest.raises(RprmError, match="closed"):
+            scorer.score_solution(SOLUTION)
+        time.sleep(1.0)  # the workers finish their requests against a freed vocabulary without crashing
 
 
 def test_500s_are_retried_then_succeed_or_fail_clearly(tiny_gguf):
