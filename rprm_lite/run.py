@@ -91,7 +91,8 @@ def _note_short_critiques(scorer) -> bool:
     if scorer.effective_max_tokens >= scorer.config.max_tokens:
         return False
     _note(f"note: critiques were limited to {scorer.effective_max_tokens} tokens (not "
-          f"{scorer.config.max_tokens}) to fit the model's context of {scorer.engine.n_ctx_train} tokens"
+          f"{scorer.config.max_tokens}) to fit the model's context of "
+          f"{getattr(scorer, 'context_positions', None) or scorer.engine.n_ctx_train} tokens"
           + (f" and --n-ctx {scorer.config.n_ctx}" if scorer.config.n_ctx else ""))
     return True
 

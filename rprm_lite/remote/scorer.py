@@ -290,8 +290,7 @@ class RemoteScorer:
         (the model's positions less the fallback question and the verdict token); raises when too few."""
         cfg = self.config
         reserve = len(self.vocab.fallback) + 1
-        positions = self.engine.n_ctx_train or (self.model_info.context_length if self.model_info else None) \
-            or DEFAULT_POSITIONS
+        positions = self.context_positions
         per_critique = min(cfg.max_tokens, positions - longest - reserve)
         if per_critique < min(cfg.max_tokens, MIN_CRITIQUE_TOKENS):
             raise ContextOverflowError(f"the longest step prompt is {longest} tokens and the model's context is "
@@ -299,6 +298,12 @@ class RemoteScorer:
                                        f"{MIN_CRITIQUE_TOKENS} tokens; shorten the solution")
         self.effective_max_tokens = per_critique
         return per_critique
+
+    @property
+    def context_positions(self) -> int:
+        """The model's context length as its GGUF says (a vocabulary-only load reads none: the default)."""
+        return self.engine.n_ctx_train or (self.model_info.context_length if self.model_info else None) \
+            or DEFAULT_POSITIONS
 
     def _find_vocabulary(self) -> Vocabulary:
         found = []
