@@ -13,7 +13,7 @@ import pytest
 from remote_servers import ScriptedServer, free_port, models, ok
 
 from rprm_lite.config import ScoreConfig
-from rprm_lite.engine import Engine
+from rprm_lite.engine import Engine, stream_seed
 from rprm_lite.errors import RprmError
 from rprm_lite.prompt import VERDICT_PHRASE, render
 from rprm_lite.remote import RemoteConfig, RemoteError, RemoteScorer
@@ -62,6 +62,7 @@ def test_special_token_text_reaches_a_token_id_server_as_plain_ids(tiny_gguf):
     assert scoring["items"] == [critique_ids] * 2  # the critique, through the phrase
     step = result.steps[0]
     assert step.p_yes == (0.25, 0.75) and step.fallbacks == 0 and step.critiques == (CRITIQUE, CRITIQUE)
+    assert step.seeds == (completion["seed"],) == (stream_seed(1, 0, 0),)  # one request with n=2: one seed
     assert result.config["p_yes_method"].startswith("vllm /generative_scoring")
 
 

@@ -95,6 +95,10 @@ class Dialect:
             return [("/v1/completions", self.critique_body(ask, ask.seeds[0], len(ask.seeds)))]
         return [("/v1/completions", self.critique_body(ask, seed, 1)) for seed in ask.seeds]
 
+    def sent_seeds(self, ask: CritiqueAsk) -> tuple[int, ...]:
+        """The seeds the requests carry: one for a request with `n` (the server derives the K samples), else K."""
+        return ask.seeds[:1] if self.sends_n else ask.seeds
+
     def critique_body(self, ask: CritiqueAsk, seed: int, n: int) -> dict[str, Any]:
         body = {"model": ask.model, "prompt": list(ask.prompt_ids) if self.token_ids else ask.prompt_text,
                 "n": n, "seed": seed, "temperature": ask.temperature, "top_p": ask.top_p,

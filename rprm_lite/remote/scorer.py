@@ -47,7 +47,7 @@ StepCallback = Callable[[Solution, StepResult], None]
 class RemoteStepResult(StepResult):
     """A step scored remotely: the local fields, plus the seeds sent and how many P(Yes) were approximate."""
 
-    seeds: tuple[int, ...] = ()
+    seeds: tuple[int, ...] = ()  # one per critique request: K, or one for a request with `n`
     approximate: int = 0  # critiques whose " Yes" or " No" was missing from the server's top logprobs
 
 
@@ -223,7 +223,7 @@ class RemoteScorer:
             fallbacks=sum(f[2] for f in finished), generated_tokens=sum(f[3] for f in finished),
             critiques=tuple(text + (prompts.FALLBACK_TEXT if fallback else "") + verdict.shown
                             for (text, _, fallback, _), verdict in zip(finished, verdicts, strict=True)),
-            prompt_tokens=len(prompt_ids), reused_tokens=0, seeds=seeds,
+            prompt_tokens=len(prompt_ids), reused_tokens=0, seeds=server.dialect.sent_seeds(ask),
             approximate=max(special, sum(v.approximate for v in verdicts)))
 
     def _critiques(self, server: Server, ask: CritiqueAsk) -> list[Sampled]:
