@@ -196,7 +196,9 @@ def _majority_accuracy(problems: Sequence[Problem]) -> float | None:
 
 def score_problem(problem: Problem, scorer: Any) -> Problem:
     """Score the candidates that carry no scores (the scorer must score all steps)."""
-    candidates = tuple(
-        c if c.scores is not None else replace(c, scores=tuple(scorer.score_solution(c.solution).scores))
-        for c in problem.candidates)
+    todo = [c.solution for c in problem.candidates if c.scores is None]
+    many = getattr(scorer, "score_many", None)  # the remote scorer keeps several candidates in flight
+    results = iter(many(todo) if many is not None and todo else [scorer.score_solution(s) for s in todo])
+    candidates = tuple(c if c.scores is not None else replace(c, scores=tuple(next(results).scores))
+                       for c in problem.candidates)
     return replace(problem, candidates=candidates)

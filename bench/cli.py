@@ -33,6 +33,14 @@ from rprm_lite.cli import (
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, RprmError
 from rprm_lite.jsonl import JsonlWriter
+from rprm_lite.remote.options import (
+    ApiKeyEnvOpt,
+    BackendOpt,
+    ConcurrencyOpt,
+    ServerModelOpt,
+    VocabOpt,
+    remote_from_options,
+)
 
 from . import bestofn, prmbench, processbench, report, scaling
 from .harness import BenchItem, run_items
@@ -85,11 +93,15 @@ def overrides(**options: Any) -> dict[str, Any]:
     return given
 
 
-def make_scorer(model: Path | None, settings: dict[str, Any]) -> Any:
-    """The real scorer; tests replace this function with a fake."""
-    from rprm_lite.scoring import Scorer
+def make_scorer(model: Path | None, settings: dict[str, Any], remote: Any = None, vocab: Path | None = None) -> Any:
+    """The real scorer (local, or on the servers of a RemoteConfig); tests replace this function with a fake."""
+    from rprm_lite.remote.options import make_scorer as make
 
-    return Scorer(model, **settings)
+    return make(model, settings, remote=remote, vocab=vocab)
+
+
+def _scorer(model: Path | None, settings: dict[str, Any], remote: Any, vocab: Path | None) -> Any:
+    return make_scorer(model, settings) if remote is None else make_scorer(model, settings, remote, vocab)
 
 
 # -- accuracy harnesses ------------------------------------------------------------------------------
@@ -105,15 +117,20 @@ def processbench_command(
     all_steps: Annotated[bool, typer.Option(
         "--all-steps/--early-stop", help="Score every step (needed to sweep lower thresholds).")] = True,
     n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None,
-    critiques: Critiques = True, as_json: JsonOpt = False,
+    critiques: Critiques = True, as_json: JsonOpt = False, backend: BackendOpt = None,
+    server_model: ServerModelOpt = None, api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None,
+    vocab: VocabOpt = None,
 ) -> None:
     """Score ProcessBench and report error/correct accuracy and F1 per subset (resumable)."""
+    remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
+                                 concurrency=concurrency, vocab=vocab)
     settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=all_steps,
                          n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     items = _first_per_group(processbench.load_processbench(data, processbench.parse_subsets(subsets),
                                                             revision=revision), "subset", limit)
-    records, config = _run([i.bench_item() for i in items], model, settings, out, "processbench", critiques)
+    records, config = _run([i.bench_item() for i in items], model, settings, out, "processbench", critiques,
+                           remote=remote, vocab=vocab)
     predictions, _ = processbench.parse_predictions(records, where=str(out))
     metrics = processbench.evaluate(processbench.select(items, predictions), config.threshold)
     _emit(metrics, report.processbench_table(metrics), out, as_json)
@@ -129,14 +146,18 @@ def prmbench_command(
     temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
     seed: SeedOpt = None, prompt_style: StyleOpt = None, verdict: VerdictOpt = None,
     n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, critiques: Critiques = True,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, backend: BackendOpt = None, server_model: ServerModelOpt = None,
+    api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None,
 ) -> None:
     """Score PRMBench (every step) and report PRMScore overall, per dimension and per category."""
+    remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
+                                 concurrency=concurrency, vocab=vocab)
     settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=True,
                          n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     items = _first_per_group(prmbench.load_prmbench(data, subset400=subset400), "classification", limit)
-    records, config = _run([i.bench_item() for i in items], model, settings, out, "prmbench", critiques)
+    records, config = _run([i.bench_item() for i in items], model, settings, out, "prmbench", critiques,
+                           remote=remote, vocab=vocab)
     predictions, _ = prmbench.parse_predictions(records, where=str(out))
     metrics = prmbench.evaluate(prmbench.select(items, predictions), config.threshold)
     _emit(metrics, report.prmbench_table(metrics), out, as_json)
@@ -156,9 +177,10 @@ def _first_per_group(items: Sequence[Any], group: str, limit: int | None) -> lis
 
 
 def _run(bench_items: list[BenchItem], model: Path | None, settings: dict[str, Any], out: Path,
-         benchmark: str, critiques: bool) -> tuple[list[dict[str, Any]], ScoreConfig]:
+         benchmark: str, critiques: bool, *, remote: Any = None,
+         vocab: Path | None = None) -> tuple[list[dict[str, Any]], ScoreConfig]:
     """Score what is not yet in `out`; returns every selected record and the effective settings."""
-    scorer = make_scorer(model, settings)
+    scorer = _scorer(model, settings, remote, vocab)
     try:
         with _progress(len(bench_items), benchmark) as advance:
             summary = run_items(bench_items, scorer, out, benchmark=benchmark, critiques=critiques,
@@ -345,15 +367,19 @@ def rerank_command(
     k: KOpt = None, temperature: TemperatureOpt = None, top_p: TopPOpt = None,
     max_tokens: MaxTokensOpt = None, seed: SeedOpt = None, prompt_style: StyleOpt = None,
     n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False,
+    backend: BackendOpt = None, server_model: ServerModelOpt = None, api_key_env: ApiKeyEnvOpt = None,
+    concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None,
 ) -> None:
     """Pick the best of N candidate solutions per problem by aggregated PRM score."""
+    remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
+                                 concurrency=concurrency, vocab=vocab)
     settings = overrides(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                          prompt_style=prompt_style, aggregation=aggregation, all_steps=True,
                          n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     how = aggregation or ScoreConfig().aggregation
     done = {str(r.get("id")) for r in read_records(output)} if output and output.exists() else set()
     problems = [p for p in bestofn.read_problems(candidates) if p.id not in done]
-    scorer = make_scorer(model, settings) if any(p.bench_items() for p in problems) else None
+    scorer = _scorer(model, settings, remote, vocab) if any(p.bench_items() for p in problems) else None
     writer = JsonlWriter(output) if output is not None else None
     try:
         for problem in problems:

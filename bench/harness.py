@@ -54,10 +54,12 @@ def run_items(items: Sequence[BenchItem], scorer: ScorerLike, out_dir: str | Pat
     path = out_dir / PREDICTIONS_FILE
     done = {str(r.get("id")): r for r in read_records(path)} if path.exists() else {}
     todo = [item for item in items if item.id not in done]
+    many = getattr(scorer, "score_many", None)  # the remote scorer keeps several solutions in flight
+    results = (many([item.solution for item in todo]) if many is not None
+               else (scorer.score_solution(item.solution) for item in todo))
     with JsonlWriter(path) as writer:
-        for item in todo:
-            record = record_from_result(scorer.score_solution(item.solution), critiques=critiques,
-                                        **item.fields)
+        for item, result in zip(todo, results, strict=True):
+            record = record_from_result(result, critiques=critiques, **item.fields)
             writer.write(record)
             done[item.id] = record
             if on_item is not None:

@@ -19,6 +19,7 @@ try:  # typer 0.29+ carries its own copy of click
 except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_errors
 from rprm_lite.lazy_cli import LazyGroup
+from rprm_lite.remote.options import ApiKeyEnvOpt, BackendOpt, ConcurrencyOpt, ServerModelOpt, VocabOpt
 
 app = typer.Typer(cls=LazyGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -60,15 +61,19 @@ def score(file: FileArg, model: ModelOpt = None, k: KOpt = None, temperature: Te
           verdict: VerdictOpt = None, aggregation: AggregationOpt = None, json_out: JsonOpt = False,
           output: OutputOpt = None,
           show_critiques: CritiquesOpt = False, n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None,
-          n_ctx: NCtxOpt = None) -> None:
+          n_ctx: NCtxOpt = None, backend: BackendOpt = None, server_model: ServerModelOpt = None,
+          api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None) -> None:
     """Score every step of one or more solutions and report the first wrong step."""
+    from rprm_lite.remote.options import remote_from_options
     from rprm_lite.run import ScoreJob, run_score_job
 
     overrides = _given(k=k, temperature=temperature, top_p=top_p, threshold=threshold, max_tokens=max_tokens,
                        seed=seed, all_steps=all_steps or None, prompt_style=prompt_style, verdict=verdict,
                        aggregation=aggregation, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     job = ScoreJob(source=file, model=model, overrides=overrides, json_out=json_out, output=output,
-                   show_critiques=show_critiques)
+                   show_critiques=show_critiques, vocab=vocab,
+                   remote=remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
+                                              concurrency=concurrency, vocab=vocab))
     run_score_job(job)
 
 

@@ -60,10 +60,10 @@ class ScoreConfig:
 # an output made with other values must not be resumed or mixed. The benchmarks' run.json and the
 # results file of `rprm-lite score` (which also records aggregation and n_ctx) are checked with these.
 RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "verdict", "all_steps",
-               "model_sha256")
+               "model_sha256", "backend", "server_model", "vocab_sha256")  # the last three: remote runs only
 RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256")
 # Settings added after outputs were first written: an output without the key was made with this value.
-ADDED_SETTINGS = {"verdict": "single-pass"}
+ADDED_SETTINGS = {"verdict": "single-pass", "backend": "local", "server_model": None, "vocab_sha256": None}
 
 
 def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],

@@ -68,7 +68,8 @@ class Engine:
     """A loaded GGUF model with one context that is resized on demand."""
 
     def __init__(self, model_path: str | Path, *, n_gpu_layers: int = 0, threads: int | None = None,
-                 n_batch: int = DEFAULT_N_BATCH) -> None:
+                 n_batch: int = DEFAULT_N_BATCH, vocab_only: bool = False) -> None:
+        """`vocab_only` loads the vocabulary without weights: tokenizing only (the remote backend)."""
         if threads is not None and not 1 <= threads <= max_threads():
             raise InputError(f"threads must be between 1 and {max_threads()}, got {threads}")
         _init_backend()
@@ -76,6 +77,7 @@ class Engine:
         self.stopping = False  # set by `stop()` from another thread: the decode in flight gives up
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 10_000
+        params.vocab_only = vocab_only
         recent_errors.clear()
         self.model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), params)
         if not self.model:

@@ -21,6 +21,8 @@ class ScoreJob:
     json_out: bool = False
     output: Path | None = None
     show_critiques: bool = False
+    remote: Any = None  # a RemoteConfig: score on servers (rprm_lite/remote) instead of the local engine
+    vocab: Path | None = None  # remote: the GGUF that tokenizes (default: `model`)
 
 
 def run_score_job(job: ScoreJob) -> None:
@@ -36,11 +38,17 @@ def run_score_job(job: ScoreJob) -> None:
 
     ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
     solutions = read_solutions(job.source)
-    info = inspect_model(resolve_model_path(job.model))
+    info = inspect_model(resolve_model_path(job.model)) if job.remote is None else None
     with contextlib.ExitStack() as stack:
+        scorer = None
+        if job.remote is not None:  # the servers name the model, so connect before checking the output file
+            from rprm_lite.remote.options import make_scorer
+
+            scorer = stack.enter_context(make_scorer(job.model, job.overrides, remote=job.remote, vocab=job.vocab))
         results = None
         if job.output:
-            settings = run_settings(info, resolve_config(info, None, job.overrides))
+            settings = (scorer.run_settings() if scorer is not None
+                        else run_settings(info, resolve_config(info, None, job.overrides)))
             results = stack.enter_context(contextlib.closing(output.ResultsFile(job.output, settings)))
         todo = [s for s in solutions if results is None or s.id not in results.done]
         if results is not None and len(todo) < len(solutions):
@@ -48,8 +56,9 @@ def run_score_job(job: ScoreJob) -> None:
         if not todo:
             _note("nothing left to score")
             return
-        scorer = stack.enter_context(Scorer(info, **job.overrides))
-        if scorer.model_info.description:
+        if scorer is None:
+            scorer = stack.enter_context(Scorer(info, **job.overrides))
+        if job.remote is None and scorer.model_info.description:
             _say_model_note(job, scorer.model_info)
         _score_all(job, scorer, todo, results)
 
@@ -58,8 +67,10 @@ def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.Resu
     finished, noted = 0, False
     try:
         with _progress(len(todo)) as advance:
-            for solution in todo:
-                result = scorer.score_solution(solution, on_step=advance)
+            many = getattr(scorer, "score_many", None)  # the remote scorer keeps several solutions in flight
+            scored = (many(todo, on_step=advance) if many is not None
+                      else (scorer.score_solution(solution, on_step=advance) for solution in todo))
+            for solution, result in zip(todo, scored, strict=True):
                 if not noted:
                     noted = _note_short_critiques(scorer)
                 line = output.to_json_line(result, critiques=job.show_critiques)
@@ -80,7 +91,8 @@ def _note_short_critiques(scorer) -> bool:
     if scorer.effective_max_tokens >= scorer.config.max_tokens:
         return False
     _note(f"note: critiques were limited to {scorer.effective_max_tokens} tokens (not "
-          f"{scorer.config.max_tokens}) to fit the model's context of {scorer.engine.n_ctx_train} tokens"
+          f"{scorer.config.max_tokens}) to fit the model's context of "
+          f"{getattr(scorer, 'context_positions', None) or scorer.engine.n_ctx_train} tokens"
           + (f" and --n-ctx {scorer.config.n_ctx}" if scorer.config.n_ctx else ""))
     return True
 

@@ -40,9 +40,14 @@ class PairsConfig(JobConfig):
     seed: int = option(0, help="Seed; each step and sample gets its own seed derived from it.")
     prompt_style: str = option("chatml", help="Prompt style the model was trained on.")
     n_gpu_layers: int = option(0, help="GGUF models: layers to offload to the GPU.")
+    backend: str = option("local", help="local, or URL[,URL...] of OpenAI-compatible servers serving the model "
+                                        "(then --model is the GGUF whose vocabulary tokenizes).")
+    server_model: str = option("", help="Remote: the served model's name (default: the first in /v1/models).")
+    api_key_env: str = option("", help="Remote: the environment variable holding the servers' API key.")
+    concurrency: int = option(1, help="Remote: solutions in flight at once.")
 
     def problems(self):
-        yield from self.at_least(k=2, pairs_per_step=1, max_tokens=1)
+        yield from self.at_least(k=2, pairs_per_step=1, max_tokens=1, concurrency=1)
         if self.temperature <= 0:
             yield f"temperature must be > 0 so that the K critiques differ, got {self.temperature}"
         if not 0 < self.top_p <= 1:
@@ -110,9 +115,10 @@ def build_pairs(config: PairsConfig, *, sampler: Sampler | None = None,
     sampler = sampler or make_sampler(config)
     try:
         with JsonlWriter(config.out) as out:
-            for solution_steps in by_solution(pending, lambda step: step):
+            groups = by_solution(pending, lambda step: step)
+            for solution_steps, sampled in zip(groups, _sample_groups(sampler, groups), strict=True):
                 by_index = {s.index: s for s in solution_steps}
-                for index, samples in sampler.sample(solution_steps[0].solution, sorted(by_index)):
+                for index, samples in sampled:
                     step = by_index[index]
                     pairs = make_pairs(samples, step_correct=step.correct, limit=config.pairs_per_step)
                     out.write(pairs_record(step, samples, pairs, config, sampler.name))
@@ -146,13 +152,23 @@ def pairs_record(step: LabelledStep, samples: list[Sample], pairs: list[tuple[in
             "samples": [s.to_dict() for s in samples], "pairs": [list(p) for p in pairs]}
 
 
+def _sample_groups(sampler: Sampler, groups: list[list[LabelledStep]]) -> Iterator[Iterator[tuple[int, list[Sample]]]]:
+    """Each solution's samples in turn; a sampler with `sample_many` keeps several solutions in flight."""
+    asks = [(steps[0].solution, sorted(s.index for s in steps)) for steps in groups]
+    many = getattr(sampler, "sample_many", None)
+    if many is not None:
+        yield from many(asks)
+    else:
+        yield from (sampler.sample(solution, indices) for solution, indices in asks)
+
+
 def step_seed(seed: int, solution_id: str, index: int) -> int:
     return json_seed(seed, solution_id, index)
 
 
 def make_sampler(config: PairsConfig) -> Sampler:
     path = Path(config.model)
-    if path.is_file() and path.suffix.lower() == ".gguf":
+    if config.backend != "local" or (path.is_file() and path.suffix.lower() == ".gguf"):
         return GGUFSampler(config)
     return HFSampler(config)
 
@@ -161,20 +177,33 @@ class GGUFSampler:
     """K critiques per step from the runtime's parallel engine (one shared prompt, K streams)."""
 
     def __init__(self, config: PairsConfig) -> None:
+        from rprm_lite.remote.options import remote_from_options
         from rprm_lite.training.gguf_critiques import GGUFCritiques
 
+        remote = remote_from_options(config.backend, server_model=config.server_model or None,
+                                     api_key_env=config.api_key_env or None,
+                                     concurrency=config.concurrency if config.concurrency != 1 else None)
         self.critiques = GGUFCritiques(config.model, k=config.k, temperature=config.temperature, top_p=config.top_p,
                                        max_tokens=config.max_tokens, seed=config.seed,
-                                       prompt_style=config.prompt_style, n_gpu_layers=config.n_gpu_layers)
+                                       prompt_style=config.prompt_style, n_gpu_layers=config.n_gpu_layers,
+                                       remote=remote)
         self.name = self.critiques.name
 
     def sample(self, solution: Solution, indices: list[int]) -> Iterator[tuple[int, list[Sample]]]:
-        for index, step in self.critiques.steps(solution, indices).items():
-            yield index, [Sample(text, find_verdict(text), p_yes)
-                          for text, p_yes in zip(step.critiques, step.p_yes, strict=True)]
+        return _samples(self.critiques.steps(solution, indices))
+
+    def sample_many(self, asks: list[tuple[Solution, list[int]]]) -> Iterator[Iterator[tuple[int, list[Sample]]]]:
+        for steps in self.critiques.steps_many(asks):
+            yield _samples(steps)
 
     def close(self) -> None:
         self.critiques.close()
+
+
+def _samples(steps: dict[int, Any]) -> Iterator[tuple[int, list[Sample]]]:
+    for index, step in steps.items():
+        yield index, [Sample(text, find_verdict(text), p_yes)
+                      for text, p_yes in zip(step.critiques, step.p_yes, strict=True)]
 
 
 class HFSampler:

@@ -1,0 +1,63 @@
+"""The remote backend's command-line options, shared by `score`, the benchmarks, `rerank` and `data pairs`,
+and the one function every command calls to make its scorer (local engine or remote servers)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rprm_lite.errors import InputError
+
+BackendOpt = Annotated[str | None, typer.Option(
+    "--backend", help="local (the llama.cpp engine) [default], or URL[,URL...] of OpenAI-compatible servers "
+                      "(vLLM, SGLang, llama-server, llama-cpp-python); KIND+URL names the server kind.")]
+ServerModelOpt = Annotated[str | None, typer.Option(
+    "--server-model", help="Remote: the served model's name [default: the first in /v1/models].")]
+ApiKeyEnvOpt = Annotated[str | None, typer.Option(
+    "--api-key-env", help="Remote: the environment variable holding the servers' API key.")]
+ConcurrencyOpt = Annotated[int | None, typer.Option(
+    "--concurrency", help="Remote: solutions in flight at once [default: 1].")]
+VocabOpt = Annotated[Path | None, typer.Option(
+    "--vocab", help="Remote: GGUF whose vocabulary tokenizes the prompts (a vocabulary-only GGUF of the served "
+                    "model) [default: --model, else $RPRM_MODEL].")]
+
+
+def remote_from_options(backend: str | None, *, server_model: str | None = None, api_key_env: str | None = None,
+                        concurrency: int | None = None, vocab: Path | None = None) -> Any:
+    """The RemoteConfig of the options given, or None for the local engine (`vocab` is only checked: the
+    local engine tokenizes with its own model)."""
+    from rprm_lite.remote.settings import parse_backend, remote_config
+
+    if vocab is not None and parse_backend(backend) is None:
+        raise InputError("--vocab needs --backend URL (a remote server); the local engine tokenizes with --model")
+    return remote_config(backend, server_model=server_model, api_key_env=api_key_env, concurrency=concurrency)
+
+
+def vocab_path(vocab: Path | str | None, model: Path | str | None) -> Path:
+    """The file that tokenizes for a remote run: --vocab, else --model, else $RPRM_MODEL (never the bundled
+    demo model: its vocabulary need not be the served model's)."""
+    from rprm_lite.model_file import MODEL_ENV
+
+    chosen = vocab or model or os.environ.get(MODEL_ENV)
+    if not chosen:
+        raise InputError("--backend URL tokenizes prompts locally: pass --vocab FILE.gguf (a vocabulary-only GGUF "
+                         "of the served model, such as ggml-vocab-qwen2.gguf for R-PRM-7B) or --model")
+    path = Path(chosen)
+    if not path.is_file():
+        raise InputError(f"{path}: vocabulary file not found (--vocab expects a GGUF file)")
+    return path
+
+
+def make_scorer(model: Path | str | None, settings: dict[str, Any], *, remote: Any = None,
+                vocab: Path | str | None = None) -> Any:
+    """The local `Scorer` of `model`, or, with a RemoteConfig, a `RemoteScorer` tokenizing with `vocab`."""
+    if remote is None:
+        from rprm_lite.scoring import Scorer
+
+        return Scorer(model, **settings)
+    from rprm_lite.remote.scorer import RemoteScorer
+
+    return RemoteScorer(vocab_path(vocab, model), remote=remote, **settings)

@@ -1,0 +1,374 @@
+"""`RemoteScorer`: the R-PRM recipe on OpenAI-compatible servers, with the `Scorer` API and its results.
+
+Prompts are rendered and tokenized here, with a vocabulary-only load of a GGUF file (special tokens are
+parsed in the template only, never in the question or steps), and sent as token ids; a server that
+takes only text (llama-cpp-python's) gets the text, and a solution whose question or steps hold
+special-token text is refused before anything is sent. Steps of one solution go in order, with early
+stop at the first wrong step; `score_many` keeps several solutions in flight (`concurrency`), each on
+one server (round robin over the URLs, so a solution's prompts meet that server's prefix cache).
+
+A critique that ends without the verdict phrase gets the released fallback question, as locally. With
+`verdict="released"` the verdict context is the prompt plus the cleaned critique text, tokenized as one
+string (rprm_lite/verdict.py), exactly as the local engine's released pass does.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rprm_lite import metadata
+from rprm_lite import prompt as prompts
+from rprm_lite.config import ScoreConfig
+from rprm_lite.critique import Vocabulary
+from rprm_lite.engine import Engine, stream_seed
+from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError
+from rprm_lite.model_file import ModelInfo, file_sha256, inspect_model
+from rprm_lite.remote import dialects
+from rprm_lite.remote.dialects import CritiqueAsk, Dialect, Sampled, VerdictContext
+from rprm_lite.remote.settings import RemoteConfig
+from rprm_lite.remote.transport import RemoteError, Retry, ServerClient
+from rprm_lite.results import SolutionResult, StepResult, aggregate
+from rprm_lite.solution import Solution
+from rprm_lite.verdict import clean_critique, released_tokens, verdict_text
+
+MIN_CRITIQUE_TOKENS = 16
+DEFAULT_POSITIONS = 4096  # when the vocabulary file does not say how long the model's context is
+StepCallback = Callable[[Solution, StepResult], None]
+
+
+@dataclass(frozen=True)
+class RemoteStepResult(StepResult):
+    """A step scored remotely: the local fields, plus the seeds sent and how many P(Yes) were approximate."""
+
+    seeds: tuple[int, ...] = ()  # one per critique request: K, or one for a request with `n`
+    approximate: int = 0  # critiques whose " Yes" or " No" was missing from the server's top logprobs
+
+
+@dataclass
+class Server:
+    client: ServerClient
+    dialect: Dialect
+    model: str
+
+
+class RemoteScorer:
+    """Scores solutions on remote servers; `score`, `score_solution` and `close` as `Scorer`, plus `score_many`.
+
+    >>> remote = RemoteConfig(urls=("http://gpu1:8000",))
+    >>> scorer = RemoteScorer("ggml-vocab-qwen2.gguf", remote=remote)  # doctest: +SKIP
+    """
+
+    def __init__(self, vocab_path: str | Path, config: ScoreConfig | None = None, *, remote: RemoteConfig,
+                 **overrides: Any) -> None:
+        self.vocab_path = Path(vocab_path)
+        self.model_info = _model_info(self.vocab_path)  # None for a vocabulary-only file
+        base = config or (self.model_info.default_config() if self.model_info else ScoreConfig())
+        self.config = base.replace(**overrides) if overrides else base
+        self.remote = remote
+        self.servers = [self._connect(url, kind) for url, kind in zip(remote.urls, remote.kinds, strict=True)]
+        self.engine = Engine(self.vocab_path, vocab_only=True)
+        try:
+            self.vocab = self._find_vocabulary()
+        except BaseException:
+            self.engine.close()
+            raise
+        self._next_server = itertools.count()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._active = 0  # solutions being scored now (worker threads of score_many included)
+        self.effective_max_tokens = self.config.max_tokens
+
+    # -- public API --------------------------------------------------------------------------
+    def score(self, question: str, steps: Sequence[str], *, id: str | None = None,
+              on_step: StepCallback | None = None) -> SolutionResult:
+        return self.score_solution(Solution.create(question, steps, id=id), on_step=on_step)
+
+    def score_solution(self, solution: Solution, *, on_step: StepCallback | None = None) -> SolutionResult:
+        return self._score(solution, self._pick_server(), on_step)
+
+    def _pick_server(self) -> Server:
+        if self._closed:
+            raise RprmError("this RemoteScorer is closed; create a new one to score")
+        return self.servers[next(self._next_server) % len(self.servers)]
+
+    def score_many(self, solutions: Iterable[Solution], *,
+                   on_step: StepCallback | None = None) -> Iterator[SolutionResult]:
+        """Results in input order, with up to `remote.concurrency` solutions in flight; a failure raises at
+        its solution's turn, after every earlier result has been yielded (so none of them is lost). The
+        workers are daemon threads: Ctrl-C is not held up by requests in flight."""
+        pending: collections.deque[tuple[threading.Thread, dict[str, Any]]] = collections.deque()
+        for solution in solutions:
+            pending.append(self._start(solution, on_step))
+            if len(pending) >= self.remote.concurrency:
+                yield _outcome(*pending.popleft())
+        while pending:
+            yield _outcome(*pending.popleft())
+
+    def _start(self, solution: Solution, on_step: StepCallback | None) -> tuple[threading.Thread, dict[str, Any]]:
+        box: dict[str, Any] = {}
+        server = self._pick_server()  # here, in input order: the round robin does not depend on thread timing
+
+        def work() -> None:
+            try:
+                box["result"] = self._score(solution, server, on_step)
+            except BaseException as exc:  # re-raised in the caller's thread, at this solution's turn
+                box["error"] = exc
+
+        thread = threading.Thread(target=work, name=f"rprm-remote-{solution.id}", daemon=True)
+        thread.start()
+        return thread, box
+
+    def close(self) -> None:
+        """Free the vocabulary. Solutions still in flight on worker threads stop at their next tokenization
+        (raising RprmError); the last of them frees it."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self.engine.stop()
+            free = self._active == 0
+        if free:
+            self.engine.close()
+
+    @contextlib.contextmanager
+    def _in_use(self) -> Iterator[None]:
+        with self._lock:
+            if self._closed:
+                raise RprmError("this RemoteScorer is closed; create a new one to score")
+            self._active += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._active -= 1
+                free = self._closed and self._active == 0
+            if free:
+                self.engine.close()
+
+    def __enter__(self) -> RemoteScorer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def run_metadata(self) -> dict[str, Any]:
+        import llama_cpp
+
+        import rprm_lite
+
+        return {**self.run_settings(), "rprm_lite": rprm_lite.__version__, "llama_cpp_python": llama_cpp.__version__}
+
+    def run_settings(self) -> dict[str, Any]:
+        """The local engine's settings block, plus which servers, model and P(Yes) method gave the results."""
+        methods = sorted({server.dialect.p_yes_method for server in self.servers})
+        return {**self.config.to_dict(), "model": self.servers[0].model, "model_sha256": None,
+                "prompt_sha256": prompts.template_hash(self.config.prompt_style),
+                "backend": "remote", "server": [server.client.url for server in self.servers],
+                "server_kind": [server.dialect.name for server in self.servers],
+                "server_model": self.servers[0].model, "p_yes_method": "; ".join(methods),
+                "vocab": self.vocab_path.name, "vocab_sha256": self._vocab_sha256()}
+
+    # -- one solution ------------------------------------------------------------------------
+    def _score(self, solution: Solution, server: Server, on_step: StepCallback | None) -> SolutionResult:
+        with self._in_use():
+            return self._score_steps(solution, server, on_step)
+
+    def _score_steps(self, solution: Solution, server: Server, on_step: StepCallback | None) -> SolutionResult:
+        if not server.dialect.token_ids:
+            _refuse_special_text(solution, server)
+        rendered = [prompts.render(solution, i, self.config.prompt_style) for i in range(len(solution.steps))]
+        tokens = [self.engine.tokenize_prompt(p) for p in rendered]
+        max_tokens = self._critique_budget(max(len(t) for t in tokens))
+        results: list[StepResult] = []
+        stopped = False
+        for index, (prompt, prompt_ids) in enumerate(zip(rendered, tokens, strict=True)):
+            if stopped:
+                results.append(StepResult(index=index + 1, score=None, p_yes=(), verdict="not scored",
+                                          prompt_tokens=len(prompt_ids)))
+            else:
+                results.append(self._score_step(server, index, prompt, prompt_ids, max_tokens))
+                stopped = results[-1].verdict == "wrong" and not self.config.all_steps
+            if on_step is not None:
+                on_step(solution, results[-1])
+        scored = [s.score for s in results if s.score is not None]
+        first_error = next((s.index for s in results if s.verdict == "wrong"), None)
+        return SolutionResult(id=solution.id, steps=tuple(results), first_error_step=first_error,
+                              solution_score=aggregate(scored, self.config.aggregation),
+                              config={**self.run_metadata(), "effective_max_tokens": max_tokens},
+                              extra=dict(solution.extra))
+
+    def _score_step(self, server: Server, index: int, prompt: prompts.Prompt, prompt_ids: list[int],
+                    max_tokens: int) -> RemoteStepResult:
+        cfg = self.config
+        seeds = tuple(stream_seed(cfg.seed, index, i) for i in range(cfg.k))
+        ask = CritiqueAsk(prompt_ids=tuple(prompt_ids), prompt_text=prompt.text, seeds=seeds,
+                          temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=max_tokens, model=server.model)
+        sampled = self._critiques(server, ask)
+        finished = [self._finish(critique) for critique in sampled]
+        contexts = [self._verdict_context(prompt, prompt_ids, text, ids, fallback)
+                    for text, ids, fallback, _ in finished]
+        verdicts = self._verdicts(server, prompt_ids, contexts)
+        p_yes = tuple(v.p_yes for v in verdicts)
+        score = sum(p_yes) / len(p_yes)
+        special = 0 if server.dialect.token_ids else sum(bool(prompts.SPECIAL_MARKER.search(t)) for t, *_ in finished)
+        return RemoteStepResult(
+            index=index + 1, score=score, p_yes=p_yes, verdict="wrong" if score < cfg.threshold else "correct",
+            fallbacks=sum(f[2] for f in finished), generated_tokens=sum(f[3] for f in finished),
+            critiques=tuple(text + (prompts.FALLBACK_TEXT if fallback else "") + verdict.shown
+                            for (text, _, fallback, _), verdict in zip(finished, verdicts, strict=True)),
+            prompt_tokens=len(prompt_ids), reused_tokens=0, seeds=server.dialect.sent_seeds(ask),
+            approximate=max(special, sum(v.approximate for v in verdicts)))
+
+    def _critiques(self, server: Server, ask: CritiqueAsk) -> list[Sampled]:
+        requests = server.dialect.critique_requests(ask)
+        per_request = len(ask.seeds) // len(requests)
+        answers = _parallel(server.client, requests)
+        sampled = [s for answer in answers for s in server.dialect.parse_critiques(answer, per_request)]
+        if len(sampled) != len(ask.seeds):
+            raise RemoteError(f"{server.client.url}: asked for {len(ask.seeds)} critiques, got {len(sampled)}")
+        return sampled
+
+    def _finish(self, critique: Sampled) -> tuple[str, list[int], bool, int]:
+        """(critique text through the verdict phrase, its token ids, fallback?, generated tokens)."""
+        text = critique.text
+        cut = text.find(prompts.VERDICT_PHRASE)
+        if cut >= 0:
+            text = text[:cut + len(prompts.VERDICT_PHRASE)]
+        elif critique.stopped_on_phrase:
+            text += prompts.VERDICT_PHRASE  # the server trimmed its stop string
+        has_phrase = cut >= 0 or critique.stopped_on_phrase
+        ids = list(critique.token_ids or ())
+        if not ids or b"".join(self.engine.piece(t) for t in ids).decode("utf-8", errors="replace") != text:
+            ids = self.engine.tokenize(text, special=False)  # the server's own ids are unknown or cover more
+        generated = critique.tokens if critique.tokens is not None and cut < 0 else len(ids)
+        return text, ids, not has_phrase, generated
+
+    def _verdict_context(self, prompt: prompts.Prompt, prompt_ids: list[int], text: str, ids: list[int],
+                         fallback: bool) -> VerdictContext:
+        if self.config.verdict == "released":
+            released = verdict_text(clean_critique(text))
+            return VerdictContext(tuple(released_tokens(self.engine, prompt, released)), prompt.text + released)
+        tail = list(self.vocab.fallback) if fallback else []
+        return VerdictContext(tuple(prompt_ids + ids + tail),
+                              prompt.text + text + (prompts.FALLBACK_TEXT if fallback else ""))
+
+    def _verdicts(self, server: Server, prompt_ids: list[int],
+                  contexts: list[VerdictContext]) -> list[dialects.Verdict]:
+        requests = server.dialect.verdict_requests(prompt_ids, contexts, model=server.model,
+                                                   yes=self.vocab.yes, no=self.vocab.no)
+        per_request = len(contexts) // len(requests)
+        answers = _parallel(server.client, requests)
+        verdicts = [v for answer in answers
+                    for v in server.dialect.parse_verdicts(answer, per_request, yes=self.vocab.yes, no=self.vocab.no)]
+        if len(verdicts) != len(contexts):
+            raise RemoteError(f"{server.client.url}: asked for {len(contexts)} verdicts, got {len(verdicts)}")
+        return verdicts
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _connect(self, url: str, kind: str) -> Server:
+        remote = self.remote
+        client = ServerClient(url, api_key_env=remote.api_key_env,
+                              retry=Retry(tries=remote.tries, backoff=remote.backoff, timeout=remote.timeout))
+        model = remote.server_model
+        if kind == "auto" or model is None:
+            detected, listed = dialects.detect(client.get("/v1/models"))
+            kind = detected if kind == "auto" else kind
+            model = model or listed
+        if model is None:
+            raise RemoteError(f"{url}/v1/models lists no model; pass --server-model NAME")
+        return Server(client, dialects.DIALECTS[kind](remote.top_logprobs), model)
+
+    def _critique_budget(self, longest: int) -> int:
+        """New tokens a critique may write after a prompt of `longest` tokens, as the local engine computes it
+        (the model's positions less the fallback question and the verdict token); raises when too few."""
+        cfg = self.config
+        reserve = len(self.vocab.fallback) + 1
+        positions = self.context_positions
+        per_critique = min(cfg.max_tokens, positions - longest - reserve)
+        if per_critique < min(cfg.max_tokens, MIN_CRITIQUE_TOKENS):
+            raise ContextOverflowError(f"the longest step prompt is {longest} tokens and the model's context is "
+                                       f"{positions} tokens: no room for critiques of at least "
+                                       f"{MIN_CRITIQUE_TOKENS} tokens; shorten the solution")
+        self.effective_max_tokens = per_critique
+        return per_critique
+
+    @property
+    def context_positions(self) -> int:
+        """The model's context length as its GGUF says (a vocabulary-only load reads none: the default)."""
+        return self.engine.n_ctx_train or (self.model_info.context_length if self.model_info else None) \
+            or DEFAULT_POSITIONS
+
+    def _find_vocabulary(self) -> Vocabulary:
+        found = []
+        for text, from_metadata in ((metadata.YES_TEXT, self.model_info and self.model_info.yes_token_id),
+                                    (metadata.NO_TEXT, self.model_info and self.model_info.no_token_id)):
+            tokens = [from_metadata] if from_metadata is not None else self.engine.tokenize(text, special=False)
+            if len(tokens) != 1 or self.engine.piece(tokens[0]) != text.encode():
+                raise ModelFileError(f"{self.vocab_path.name}: the vocabulary has no single token for {text!r}; "
+                                     "R-PRM reads P(Yes) from one token each")
+            found.append(tokens[0])
+        return Vocabulary(yes=found[0], no=found[1],
+                          fallback=tuple(self.engine.tokenize(prompts.FALLBACK_TEXT, special=False)))
+
+    def _vocab_sha256(self) -> str:
+        if not hasattr(self, "_sha256"):
+            self._sha256 = self.model_info.sha256 if self.model_info else file_sha256(self.vocab_path)
+        return self._sha256
+
+
+def _model_info(path: Path) -> ModelInfo | None:
+    """The model file's pre-flight, or None for a vocabulary-only GGUF (no tensors: nothing more to check)."""
+    try:
+        return inspect_model(path)
+    except ModelFileError as exc:
+        if "vocabulary-only" in str(exc) and "no tensors" in str(exc):
+            return None
+        raise
+
+
+def _refuse_special_text(solution: Solution, server: Server) -> None:
+    for where, text in (("question", solution.question),
+                        *((f"step {i + 1}", step) for i, step in enumerate(solution.steps))):
+        found = prompts.SPECIAL_MARKER.search(text)
+        if found:
+            raise InputError(f"solution {solution.id}: its {where} holds the special-token text {found.group()!r}, "
+                             f"and {server.client.url} ({server.dialect.name}) takes prompts only as text, which "
+                             "it parses for special tokens; not sent. Use a server that takes token ids "
+                             "(vLLM, SGLang, llama-server)")
+
+
+def _outcome(thread: threading.Thread, box: dict[str, Any]) -> SolutionResult:
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+def _parallel(client: ServerClient, requests: list[dialects.Request]) -> list[dict[str, Any]]:
+    """POST every request, at once when there are several (the K requests of a server without `n`)."""
+    if len(requests) == 1:
+        return [client.post(*requests[0])]
+    results: list[Any] = [None] * len(requests)
+    errors: list[BaseException] = []
+
+    def send(i: int, request: dialects.Request) -> None:
+        try:
+            results[i] = client.post(*request)
+        except BaseException as exc:  # re-raised in the calling thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(i, r), daemon=True) for i, r in enumerate(requests)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
+    return results

@@ -1,0 +1,85 @@
+"""`RemoteConfig`: where and how the remote backend reaches its servers (the recipe stays in `ScoreConfig`).
+
+`--backend local` is today's llama.cpp engine; `--backend URL[,URL...]` scores on OpenAI-compatible
+servers. A URL may name its server kind as a scheme prefix (`vllm+http://gpu1:8000`); otherwise the
+kind is read from the server's `/v1/models` answer, and an unknown server is treated as plain OpenAI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from rprm_lite.errors import InputError
+
+LOCAL = "local"
+# the server kinds with a dialect of their own (rprm_lite/remote/dialects.py); "auto" asks the server
+SERVER_KINDS = ("auto", "openai", "vllm", "sglang", "llama-server", "llama-cpp-python")
+URL_PATTERN = re.compile(r"^(?:(?P<kind>[a-z-]+)\+)?(?P<url>https?://[^\s,/]+(?:/[^\s,]*)?)$")
+
+
+@dataclass(frozen=True)
+class RemoteConfig:
+    """Servers, credentials and throughput settings of a remote scoring run."""
+
+    urls: tuple[str, ...]
+    kinds: tuple[str, ...] = ()  # one per URL ("auto" when the URL names none)
+    server_model: str | None = None  # the served model's name; default: the first the server lists
+    api_key_env: str | None = None  # the environment variable that holds the API key
+    concurrency: int = 1  # solutions in flight at once (the steps of one solution stay in order)
+    top_logprobs: int = 20  # where P(Yes) comes from top logprobs: how many to ask for
+    timeout: float = 600.0
+    tries: int = 4
+    backoff: float = 0.5
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not self.urls:
+            problems.append("--backend needs at least one URL")
+        if not self.kinds:
+            object.__setattr__(self, "kinds", ("auto",) * len(self.urls))
+        if len(self.kinds) != len(self.urls):
+            problems.append(f"expected one server kind per URL, got {len(self.kinds)} for {len(self.urls)}")
+        problems += [f"unknown server kind {kind!r}; choose one of {', '.join(SERVER_KINDS)}"
+                     for kind in self.kinds if kind not in SERVER_KINDS]
+        if not 1 <= self.concurrency <= 1024:
+            problems.append(f"--concurrency must be between 1 and 1024, got {self.concurrency}")
+        if not 1 <= self.top_logprobs <= 1_000_000:
+            problems.append(f"top_logprobs must be at least 1, got {self.top_logprobs}")
+        if not self.timeout > 0 or self.tries < 1 or self.backoff < 0:
+            problems.append("timeout must be > 0, tries >= 1 and backoff >= 0")
+        if problems:
+            raise InputError("invalid remote settings: " + "; ".join(problems))
+
+    def replace(self, **changes: Any) -> RemoteConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def parse_backend(text: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """None for the local engine, else (urls, kinds) of `URL[,URL...]`; a bad value is an InputError."""
+    if text is None or text.strip() == LOCAL:
+        return None
+    urls, kinds = [], []
+    for part in (p.strip() for p in text.split(",")):
+        match = URL_PATTERN.match(part)
+        if not match:
+            raise InputError(f"--backend: expected 'local' or http(s)://HOST:PORT URLs separated by commas "
+                             f"(optionally KIND+http://...), got {part!r}")
+        urls.append(match.group("url").rstrip("/"))
+        kinds.append(match.group("kind") or "auto")
+    return tuple(urls), tuple(kinds)
+
+
+def remote_config(backend: str | None, **options: Any) -> RemoteConfig | None:
+    """The RemoteConfig of `--backend` and the other remote options given (None values left out);
+    None for the local backend, where remote options are refused rather than silently ignored."""
+    given = {name: value for name, value in options.items() if value is not None}
+    parsed = parse_backend(backend)
+    if parsed is None:
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise InputError(f"{flags} need --backend URL (a remote server); the local engine does not use them")
+        return None
+    return RemoteConfig(urls=parsed[0], kinds=parsed[1], **given)

@@ -1,0 +1,116 @@
+"""Servers on loopback for the remote backend's tests: the real `python -m llama_cpp.server`, and a small
+stdlib HTTP server that answers with scripted replies (for the faults a real server cannot be made to show,
+and for the answers of servers that cannot run here)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextmanager
+def llama_cpp_server(model: Path, *, startup_timeout: float = 120.0) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server on a free loopback port, one CPU thread."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+         "--port", str(port), "--n_ctx", "4096", "--n_threads", "1", "--n_threads_batch", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"llama_cpp.server exited: {process.stderr.read().decode()[-2000:]}")
+            try:
+                urllib.request.urlopen(url + "/v1/models", timeout=2).read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("llama_cpp.server did not start in time") from None
+                time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+Reply = Callable[[str, dict[str, Any] | None], tuple[int, bytes]]
+
+
+class ScriptedServer:
+    """Answers every request with `reply(path, body)` -> (status, raw bytes); records (path, body) pairs."""
+
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.requests: list[tuple[str, dict[str, Any] | None]] = []
+        self.authorization: list[str | None] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
+                self._answer(None)
+
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length", 0))
+                self._answer(json.loads(self.rfile.read(length)))
+
+            def _answer(self, body: dict[str, Any] | None) -> None:
+                owner.requests.append((self.path, body))
+                owner.authorization.append(self.headers.get("Authorization"))
+                status, raw = owner.reply(self.path, body)
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(raw)))
+                    self.end_headers()
+                    self.wfile.write(raw)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+                    pass
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> ScriptedServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def posts(self, path: str) -> list[dict[str, Any]]:
+        return [body for p, body in self.requests if p == path and body is not None]
+
+
+def ok(value: Any) -> tuple[int, bytes]:
+    return 200, json.dumps(value).encode()
+
+
+def models(owned_by: str, name: str = "served-model") -> dict[str, Any]:
+    return {"object": "list", "data": [{"id": name, "object": "model", "owned_by": owned_by}]}
