@@ -38,9 +38,11 @@ OPEN_PATHS = ("/health",)  # answered without the API key: a supervisor polls it
 
 def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: ScoreConfig, model: ModelInfo,
                api_key: str | None = None) -> FastAPI:
+    """The caller starts `worker` (the server does once its port is bound, so that /health can say
+    "loading" while the model loads); the app closes it on shutdown."""
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
-        worker.start()
         yield
         await asyncio.to_thread(worker.close)  # the running job stops within one decode
 

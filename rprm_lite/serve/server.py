@@ -89,6 +89,7 @@ def _server_class(uvicorn):
             if self.started and self.servers:
                 host, port = self.servers[0].sockets[0].getsockname()[:2]
                 self.on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
+                self.worker.start()  # the model loads while /health already answers "loading"
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             self.worker.shutdown()  # in-flight scoring stops within one decode, so connections close soon
