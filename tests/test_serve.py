@@ -20,6 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -145,10 +147,11 @@ def server(tiny_gguf):
 
 
 def test_health_says_loading_until_the_model_is_loaded(server):
-    statuses = [status for status, _ in server.health_seen]
-    assert statuses[-1] == 200 and server.health_seen[-1][1] == {"status": "ok"}
-    # the port is bound before the model loads: every earlier answer is the loading one, never an error
-    assert all(answer == (503, {"status": "loading"}) for answer in server.health_seen[:-1])
+    # the port is bound before the model starts loading (which takes about a second here, so the first
+    # poll, sent as soon as the URL is printed, sees it); every answer before "ok" is the loading one
+    first, *between, last = server.health_seen
+    assert first == (503, {"status": "loading"}) and last == (200, {"status": "ok"})
+    assert all(answer == first for answer in between)
     assert call(server, "GET", "/health")[0] == 200
 
 
@@ -356,3 +359,53 @@ def test_without_the_serve_extra_it_says_what_to_install(tiny_gguf):
     assert result.returncode == 1
     assert result.stderr == ("error: `rprm-lite serve` needs optional dependencies that are not installed "
                              "(fastapi); install them with: pip install 'rprm-lite[serve]'\n")
+
+
+# per operation, valid and broken cases together; a valid score case costs a real (tiny) scoring call
+FUZZ_EXAMPLES = {"/v1/score": 12, "/v1/prompt": 25, "/v1/info": 3, "/health": 3}
+
+
+def test_fuzzing_the_openapi_schema_finds_no_server_error(server):
+    """Bodies generated from the server's own OpenAPI schema, valid ones and broken ones (hypothesis with
+    a fixed seed): every answer is below 500 and the server stays up. Costly options are capped so that
+    a valid case scores in a fraction of a second."""
+    schemathesis = pytest.importorskip("schemathesis")
+    from schemathesis import GenerationMode
+
+    schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} == {"/health", "/v1/info", "/v1/prompt", "/v1/score"}
+    statuses = {op.path: _fuzz(server, op, GenerationMode) for op in operations}
+    # both kinds of case reached the scorer's endpoints: some were scored, some refused
+    for path in ("/v1/score", "/v1/prompt"):
+        assert 200 in statuses[path] and any(400 <= status < 500 for status in statuses[path]), statuses
+    assert call(server, "GET", "/health")[0] == 200 and server.proc.poll() is None
+    assert "Traceback" not in "".join(server.lines)
+
+
+def _fuzz(server, operation, modes) -> set[int]:
+    """Run the cases of one operation; returns the statuses seen."""
+    seen = set()
+    cases = st.one_of(operation.as_strategy(modes.POSITIVE), operation.as_strategy(modes.NEGATIVE))
+
+    @settings(max_examples=FUZZ_EXAMPLES[operation.path], deadline=None, derandomize=True, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(case=cases)
+    def check(case):
+        _cap_costly_options(case)
+        response = case.call(base_url=server.url, timeout=60)
+        assert response.status_code < 500, (case.body, response.text)
+        seen.add(response.status_code)
+        if response.status_code >= 400 and operation.path != "/health":
+            assert set(response.json()["error"]) == {"type", "message"}
+
+    check()
+    return seen
+
+
+def _cap_costly_options(case) -> None:
+    options = case.body.get("options") if isinstance(case.body, dict) else None
+    if isinstance(options, dict):
+        for name, most in (("k", 2), ("max_tokens", 3)):
+            if isinstance(options.get(name), int) and not isinstance(options[name], bool) and options[name] > most:
+                options[name] = most
