@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -409,3 +410,20 @@ def _cap_costly_options(case) -> None:
         for name, most in (("k", 2), ("max_tokens", 3)):
             if isinstance(options.get(name), int) and not isinstance(options[name], bool) and options[name] > most:
                 options[name] = most
+
+
+def test_the_example_client_prints_each_step_as_it_streams(server, tmp_path):
+    body = {**SOLUTION, "options": {"all_steps": True}}
+    path = tmp_path / "solution.json"
+    path.write_text(json.dumps(body))
+    result = json.loads(call(server, "POST", "/v1/score", body)[2])
+    client = Path(__file__).resolve().parents[1] / "examples" / "serve_client.py"
+    run = subprocess.run([sys.executable, client, path, "--url", server.url], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == [
+        *(f"step {s['index']}: {s['verdict']:<11} score {s['score']:.3f}" for s in result["steps"]),
+        f"solution s1: no error found; solution score {result['solution_score']:.3f}"
+        if result["first_error_step"] is None else
+        f"solution s1: first error at step {result['first_error_step']}; "
+        f"solution score {result['solution_score']:.3f}"]
