@@ -146,6 +146,7 @@ def seconds_per_decode(scorer, item: dict, short: int = 16, long: int = 80) -> f
 
 def disconnect(server: ServerProcess, item: dict) -> dict:
     short = {**item, "steps": item["steps"][:1], "stream": True}
+    _cancel_long(server, item, "warm-up")  # grows the context to the long request's size, as in the runs below
     idle = []
     for _ in range(3):
         start = time.perf_counter()
@@ -153,24 +154,29 @@ def disconnect(server: ServerProcess, item: dict) -> dict:
         idle.append(stamps[0] - start)
     to_free, to_next = [], []
     for number in range(DISCONNECTS):
-        conn = http.client.HTTPConnection(*server.address, timeout=600)
-        conn.request("POST", "/v1/score", body=json.dumps({**item, "id": f"long-{number}", "stream": True, "options":
-                                                           {"max_tokens": LONG_MAX_TOKENS, "all_steps": True}}))
-        conn.getresponse()
-        while not server.engine_busy():
-            time.sleep(0.005)
-        time.sleep(1.0)  # past the prompt (one decode of up to 512 tokens), inside the critiques
-        closed = time.perf_counter()
-        conn.close()
-        while server.engine_busy():
-            time.sleep(0.002)
-        to_free.append(time.perf_counter() - closed)
-        start = time.perf_counter()
+        closed, freed = _cancel_long(server, item, f"long-{number}")
+        to_free.append(freed - closed)
         _, stamps = server.post(short)
         to_next.append(stamps[0] - closed - statistics.median(idle))  # what the next client waited beyond idle
     return {"disconnects": DISCONNECTS, "median_s_to_free_engine": statistics.median(to_free),
             "max_s_to_free_engine": max(to_free), "median_extra_s_for_next_request": statistics.median(to_next),
             "idle_first_step_s": statistics.median(idle)}
+
+
+def _cancel_long(server: ServerProcess, item: dict, solution_id: str) -> tuple[float, float]:
+    """Start a long streaming request, close its connection mid-critique; (closed at, engine free at)."""
+    conn = http.client.HTTPConnection(*server.address, timeout=600)
+    conn.request("POST", "/v1/score", body=json.dumps({**item, "id": solution_id, "stream": True, "options":
+                                                       {"max_tokens": LONG_MAX_TOKENS, "all_steps": True}}))
+    conn.getresponse()
+    while not server.engine_busy():
+        time.sleep(0.005)
+    time.sleep(1.0)  # past the prompt (one decode of up to 512 tokens), inside the critiques
+    closed = time.perf_counter()
+    conn.close()
+    while server.engine_busy():
+        time.sleep(0.002)
+    return closed, time.perf_counter()
 
 
 def run(args: argparse.Namespace) -> dict:

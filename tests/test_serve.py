@@ -290,6 +290,25 @@ def test_a_disconnected_plain_request_frees_the_engine(server):
     assert call(server, "POST", "/v1/score", SOLUTION)[0] == 200
 
 
+def test_a_request_can_be_cancelled_by_its_id(server):
+    conn = http.client.HTTPConnection(*server.address, timeout=120)
+    conn.request("POST", "/v1/score", body=json.dumps({**LONG, "stream": True}), headers={"X-Request-Id": "job-7"})
+    response = conn.getresponse()
+    assert response.getheader("x-request-id") == "job-7"
+    wait_queue(server, running=True)
+    again = error_of(call(server, "POST", "/v1/score", SOLUTION, headers={"X-Request-Id": "job-7"}))
+    assert again[:2] == (409, "duplicate_request_id")
+    status, _, body = call(server, "POST", "/v1/score/job-7/cancel")
+    assert (status, json.loads(body)) == (200, {"cancelled": True})
+    assert [json.loads(line) for line in response] == [{"event": "error", "error": {
+        "type": "cancelled", "message": "cancelled: the client cancelled it"}}]
+    conn.close()
+    assert error_of(call(server, "POST", "/v1/score/job-7/cancel"))[:2] == (404, "not_found")
+    assert error_of(call(server, "POST", "/v1/score", SOLUTION, headers={"X-Request-Id": "no spaces"}))[0] == 422
+    status, headers, _ = call(server, "POST", "/v1/score", SOLUTION)
+    assert status == 200 and len(headers["x-request-id"]) == 32  # one is made up when none is sent
+
+
 def test_a_full_queue_answers_503_with_retry_after(server):
     running = send_raw(server, LONG)
     wait_queue(server, running=True)
@@ -363,7 +382,7 @@ def test_without_the_serve_extra_it_says_what_to_install(tiny_gguf):
 
 
 # per operation, valid and broken cases together; a valid score case costs a real (tiny) scoring call
-FUZZ_EXAMPLES = {"/v1/score": 12, "/v1/prompt": 25, "/v1/info": 3, "/health": 3}
+FUZZ_EXAMPLES = {"/v1/score": 12, "/v1/prompt": 25, "/v1/info": 3, "/health": 3, "/v1/score/{request_id}/cancel": 5}
 
 
 def test_fuzzing_the_openapi_schema_finds_no_server_error(server):
@@ -375,7 +394,8 @@ def test_fuzzing_the_openapi_schema_finds_no_server_error(server):
 
     schema = schemathesis.openapi.from_url(f"{server.url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} == {"/health", "/v1/info", "/v1/prompt", "/v1/score"}
+    assert {op.path for op in operations} == {"/health", "/v1/info", "/v1/prompt", "/v1/score",
+                                              "/v1/score/{request_id}/cancel"}
     statuses = {op.path: _fuzz(server, op, GenerationMode) for op in operations}
     # both kinds of case reached the scorer's endpoints: some were scored, some refused
     for path in ("/v1/score", "/v1/prompt"):

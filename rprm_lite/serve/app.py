@@ -12,11 +12,14 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import re
+import uuid
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import rprm_lite
@@ -28,12 +31,13 @@ from rprm_lite.run import step_prompt
 from rprm_lite.serve import bodies, events
 from rprm_lite.serve.bodies import ApiError
 from rprm_lite.serve.settings import ServeConfig
-from rprm_lite.serve.worker import EngineWorker, Job, NotReady, QueueFull
+from rprm_lite.serve.worker import DuplicateRequest, EngineWorker, Job, NotReady, QueueFull
 
 log = logging.getLogger("rprm_lite.serve")
 RETRY_AFTER_S = "1"
 DISCONNECT_POLL_S = 0.05  # how often a waiting non-streaming request checks that its client is still there
 OPEN_PATHS = ("/health",)  # answered without the API key: a supervisor polls it
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the client's X-Request-Id, to cancel a request by it
 
 
 def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: ScoreConfig, model: ModelInfo,
@@ -94,17 +98,41 @@ def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, d
         """Score one solution; the answer is what `rprm-lite score --json` prints for it."""
         parsed = bodies.score_request(bodies.parse_json(await request.body()), defaults,
                                       max_steps=serve_config.max_steps)
-        job = Job(parsed.solution, parsed.config, asyncio.get_running_loop())
+        job = Job(parsed.solution, parsed.config, asyncio.get_running_loop(), request_id=_request_id(request))
         _submit(worker, job)
+        headers = {"X-Request-Id": job.request_id}
         if parsed.stream:
-            return StreamingResponse(_stream(worker, job, parsed.show_critiques), media_type=events.MEDIA_TYPE)
+            # the background task also runs when the client left before the stream started
+            return StreamingResponse(_stream(worker, job, parsed.show_critiques), media_type=events.MEDIA_TYPE,
+                                     headers=headers, background=BackgroundTask(worker.cancel, job))
         result = await _wait_for_result(worker, job, request)
-        return Response(output.to_json_line(result, critiques=parsed.show_critiques), media_type="application/json")
+        return Response(output.to_json_line(result, critiques=parsed.show_critiques), media_type="application/json",
+                        headers=headers)
+
+    @app.post("/v1/score/{request_id}/cancel", responses=_ERRORS)
+    def cancel(request_id: str) -> dict[str, bool]:
+        """Cancel a waiting or running score request by the X-Request-Id it was sent with (or answered
+        with); it ends with a "cancelled" error. Closing the request's connection does the same."""
+        if not worker.cancel_by_id(request_id):
+            raise ApiError(404, "not_found", f"no waiting or running request has the id {request_id!r}")
+        return {"cancelled": True}
+
+
+def _request_id(request: Request) -> str:
+    given = request.headers.get("x-request-id")
+    if given is None:
+        return uuid.uuid4().hex
+    if not REQUEST_ID.fullmatch(given):
+        raise ApiError(422, "invalid_input", "X-Request-Id must be 1 to 128 letters, digits or . _ : -, "
+                                             f"got {given[:40]!r}")
+    return given
 
 
 def _submit(worker: EngineWorker, job: Job) -> None:
     try:
         worker.submit(job)
+    except DuplicateRequest as exc:
+        raise ApiError(409, "duplicate_request_id", str(exc)) from None
     except QueueFull as exc:
         raise ApiError(503, "queue_full", str(exc), headers={"Retry-After": RETRY_AFTER_S}) from None
     except NotReady as exc:
@@ -172,7 +200,8 @@ def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig
 
 
 _ERRORS = {status: {"description": what, "content": {"application/json": {"schema": bodies.ERROR_SCHEMA}}}
-           for status, what in ((400, "Not JSON."), (401, "Missing or wrong API key."),
+           for status, what in ((400, "Not JSON."), (401, "Missing or wrong API key."), (404, "No such request."),
+                                (409, "That X-Request-Id is in use."),
                                 (413, "Body, step count or prompt too large."), (422, "Invalid solution or options."),
                                 (503, "Queue full, loading or shutting down (see Retry-After)."))}
 

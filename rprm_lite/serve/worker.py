@@ -34,6 +34,10 @@ class NotReady(RprmError):
     """The model is still loading, or the server is shutting down."""
 
 
+class DuplicateRequest(RprmError):
+    """A request id that a waiting or running job already has."""
+
+
 @dataclass(eq=False)
 class Job:
     """One solution to score; its events are ("step", StepResult)..., then ("result", SolutionResult)
@@ -42,6 +46,7 @@ class Job:
     solution: Solution
     config: ScoreConfig
     loop: asyncio.AbstractEventLoop
+    request_id: str | None = None  # lets the client cancel it by id
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     why_cancelled: str = "the client went away"
@@ -78,11 +83,27 @@ class EngineWorker:
         with self._cond:
             if self._closing or self.state != "ok":
                 raise NotReady("the server is shutting down" if self._closing else "the model is still loading")
+            if job.request_id is not None and self._find(job.request_id) is not None:
+                raise DuplicateRequest(f"request id {job.request_id!r} is already waiting or running; "
+                                       "use a new id per request")
             if len(self._waiting) + (self._running is not None) > self.max_queue:
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting (--max-queue {self.max_queue}); "
                                 "retry later")
             self._waiting.append(job)
             self._cond.notify()
+
+    def cancel_by_id(self, request_id: str) -> bool:
+        """Cancel the waiting or running job with this id; False when there is none."""
+        with self._cond:
+            job = self._find(request_id)
+        if job is None:
+            return False
+        self.cancel(job, "the client cancelled it")
+        return True
+
+    def _find(self, request_id: str) -> Job | None:
+        jobs = [*self._waiting, *([self._running] if self._running else [])]
+        return next((job for job in jobs if job.request_id == request_id and not job.cancelled.is_set()), None)
 
     def cancel(self, job: Job, why: str = "the client went away") -> None:
         """Stop `job` wherever it is; a finished job is left alone."""
