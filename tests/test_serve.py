@@ -346,6 +346,18 @@ def test_a_non_loopback_bind_needs_an_api_key(tiny_gguf):
     assert unset.returncode == 2 and "RPRM_TEST_NO_SUCH_KEY: the environment variable is not set" in unset.stderr
 
 
+def test_bad_settings_and_model_files_fail_before_binding(tmp_path):
+    not_a_model = tmp_path / "notes.gguf"
+    not_a_model.write_text("hello, not a model")
+    result = run_cli("serve", "--model", not_a_model, "--port", 0)
+    assert result.returncode == 3 and "not a GGUF file (expected magic b'GGUF', got b'hell')" in result.stderr
+    for args, message in [(["--max-queue", "-1"], "max-queue must be at least 0, got -1"),
+                          (["--k", "0"], "k must be at least 1, got 0"),
+                          (["--cors-origin", "tutor.local"], "cors-origin must be * or start with http://")]:
+        result = run_cli("serve", "--model", not_a_model, "--port", 0, *args)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
 def test_api_key_and_cors(tiny_gguf):
     key = "k" * 32
     server = Server(tiny_gguf, "--host", "0.0.0.0", "--port", 0, *FAST, "--api-key-env", "RPRM_TEST_KEY",

@@ -58,7 +58,8 @@ def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: Sco
         from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(serve_config.cors_origins),
-                           allow_methods=["GET", "POST"], allow_headers=["Authorization", "Content-Type"])
+                           allow_methods=["GET", "POST"], expose_headers=["X-Request-Id", "Retry-After"],
+                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"])
     _add_routes(app, worker, serve_config, defaults, model)
     return app
 

@@ -27,8 +27,8 @@ def serve(
     api_key_env: Annotated[str | None, Opt("--api-key-env", metavar="NAME", help="Environment variable holding "
                                            "the API key requests must send as 'Authorization: Bearer <key>'.")
                            ] = None,
-    cors_origin: Annotated[list[str] | None, Opt("--cors-origin", help="Origin allowed to call from a browser "
-                                                 "(repeat for more); none by default.")] = None,
+    cors_origin: Annotated[list[str] | None, Opt("--cors-origin", metavar="ORIGIN", help="Origin allowed to call "
+                                                 "from a browser (repeat for more); none by default.")] = None,
     k: score_cli.KOpt = None, temperature: score_cli.TemperatureOpt = None, top_p: score_cli.TopPOpt = None,
     threshold: score_cli.ThresholdOpt = None, max_tokens: score_cli.MaxTokensOpt = None,
     seed: score_cli.SeedOpt = None, all_steps: score_cli.AllStepsOpt = False, prompt_style: score_cli.StyleOpt = None,
