@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -324,12 +325,13 @@ def test_a_full_queue_answers_503_with_retry_after(server):
     assert call(server, "POST", "/v1/score", SOLUTION)[0] == 200
 
 
-def test_sigterm_cancels_the_work_in_flight_and_exits_0(tiny_gguf):
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_cancels_the_work_in_flight_and_exits_0(tiny_gguf, signal_number):
     server = Server(tiny_gguf, "--port", 0, *FAST).wait_listening()
     server.wait_healthy()
     conn, response = open_stream(server, LONG)
     wait_queue(server, running=True)
-    server.proc.send_signal(signal.SIGTERM)
+    server.proc.send_signal(signal_number)
     events = [json.loads(line) for line in response]
     conn.close()
     assert events[-1] == {"event": "error", "error": {
@@ -444,14 +446,23 @@ def _cap_costly_options(case) -> None:
                 options[name] = most
 
 
-def test_the_example_client_prints_each_step_as_it_streams(server, tmp_path):
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.mark.parametrize("client", ["python", "node"])
+def test_the_example_clients_print_each_step_as_it_streams(server, tmp_path, client):
     body = {**SOLUTION, "options": {"all_steps": True}}
     path = tmp_path / "solution.json"
     path.write_text(json.dumps(body))
     result = json.loads(call(server, "POST", "/v1/score", body)[2])
-    client = Path(__file__).resolve().parents[1] / "examples" / "serve_client.py"
-    run = subprocess.run([sys.executable, client, path, "--url", server.url], capture_output=True, text=True,
-                         timeout=120)
+    if client == "python":
+        command = [sys.executable, EXAMPLES / "serve_client.py", path, "--url", server.url]
+    else:
+        node = shutil.which("node")
+        if node is None:
+            pytest.skip("needs node (18 or later) for the JavaScript example")
+        command = [node, EXAMPLES / "serve_client.mjs", path, server.url]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines() == [
         *(f"step {s['index']}: {s['verdict']:<11} score {s['score']:.3f}" for s in result["steps"]),
