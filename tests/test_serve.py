@@ -143,6 +143,7 @@ def run_cli(*args):
 def server(tiny_gguf):
     running = Server(tiny_gguf, "--port", 0, *FAST, "--max-queue", MAX_QUEUE, "--max-steps", MAX_STEPS,
                      "--max-body-bytes", MAX_BODY).wait_listening()
+    running.score_while_loading = error_of(call(running, "POST", "/v1/score", SOLUTION))
     running.health_seen = running.wait_healthy()
     yield running
     assert running.stop() == 0, "".join(running.lines)
@@ -154,6 +155,7 @@ def test_health_says_loading_until_the_model_is_loaded(server):
     first, *between, last = server.health_seen
     assert first == (503, {"status": "loading"}) and last == (200, {"status": "ok"})
     assert all(answer == first for answer in between)
+    assert server.score_while_loading == (503, "not_ready", "the model is still loading")
     assert call(server, "GET", "/health")[0] == 200
 
 
