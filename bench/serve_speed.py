@@ -1,7 +1,7 @@
 """The cost of `rprm-lite serve` over the in-process `Scorer`, and how fast a disconnect frees the engine.
 
     python -m rprm_lite.bench.serve_speed [--model PATH] [--solutions 8] [--rounds 3] [--k 4]
-                                          [--max-tokens 32] [--threads 1] [--out bench/results]
+                                          [--max-tokens 32] [--threads 1] [--disconnects 5] [--out bench/results]
 
 One run, one machine, the same model and settings on both sides (default: the bundled model):
 1. overhead: the same solutions scored in rounds, each solution once in process (`Scorer.score_solution`)
@@ -34,7 +34,6 @@ from rprm_lite.bench.report_files import write_report
 
 DEFAULT_OUT = Path("bench/results")
 LONG_MAX_TOKENS = 3000
-DISCONNECTS = 5
 
 
 def solutions(count: int) -> list[dict]:
@@ -144,7 +143,7 @@ def seconds_per_decode(scorer, item: dict, short: int = 16, long: int = 80) -> f
     return (min(elapsed[long]) - min(elapsed[short])) / (long - short)
 
 
-def disconnect(server: ServerProcess, item: dict) -> dict:
+def disconnect(server: ServerProcess, item: dict, count: int) -> dict:
     short = {**item, "steps": item["steps"][:1], "stream": True}
     _cancel_long(server, item, "warm-up")  # grows the context to the long request's size, as in the runs below
     idle = []
@@ -153,12 +152,12 @@ def disconnect(server: ServerProcess, item: dict) -> dict:
         _, stamps = server.post(short)
         idle.append(stamps[0] - start)
     to_free, to_next = [], []
-    for number in range(DISCONNECTS):
+    for number in range(count):
         closed, freed = _cancel_long(server, item, f"long-{number}")
         to_free.append(freed - closed)
         _, stamps = server.post(short)
         to_next.append(stamps[0] - closed - statistics.median(idle))  # what the next client waited beyond idle
-    return {"disconnects": DISCONNECTS, "median_s_to_free_engine": statistics.median(to_free),
+    return {"disconnects": count, "median_s_to_free_engine": statistics.median(to_free),
             "max_s_to_free_engine": max(to_free), "median_extra_s_for_next_request": statistics.median(to_next),
             "idle_first_step_s": statistics.median(idle)}
 
@@ -197,7 +196,7 @@ def run(args: argparse.Namespace) -> dict:
             server.post(items[0])
             report = {"overhead": overhead(scorer, server, items, args.rounds),
                       "seconds_per_decode": seconds_per_decode(scorer, items[0])}
-        report["disconnect"] = disconnect(server, items[0])
+        report["disconnect"] = disconnect(server, items[0], args.disconnects)
         report["disconnect"]["decodes_to_free_engine"] = (report["disconnect"]["median_s_to_free_engine"]
                                                           / report["seconds_per_decode"])
     finally:
@@ -239,10 +238,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--disconnects", type=int, default=5, help="long requests cancelled by closing them")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    if min(args.solutions, args.rounds, args.k, args.max_tokens, args.threads) < 1:
-        parser.error("--solutions, --rounds, --k, --max-tokens and --threads must be at least 1")
+    if min(args.solutions, args.rounds, args.k, args.max_tokens, args.threads, args.disconnects) < 1:
+        parser.error("--solutions, --rounds, --k, --max-tokens, --threads and --disconnects must be at least 1")
     report = run(args)
     write_report(args.out, "serve_speed", report, markdown(report))
 
