@@ -46,7 +46,8 @@ class Server:
         self.lines: list[str] = []
         self.url: str | None = None
         self.ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
 
     def _read(self) -> None:
         for line in self.proc.stderr:
@@ -77,10 +78,16 @@ class Server:
         parts = urlsplit(self.url)
         return parts.hostname, parts.port
 
+    def wait(self, timeout: float = 60) -> int:
+        """The exit code, once the process has ended and all of its stderr is in `lines`."""
+        code = self.proc.wait(timeout=timeout)
+        self.reader.join(timeout)
+        return code
+
     def stop(self) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
+        return self.wait()
 
 
 def call(server: Server, method: str, path: str, body=None, headers=None, timeout: float = 120):
@@ -338,8 +345,8 @@ def test_sigterm_or_ctrl_c_cancels_the_work_in_flight_and_exits_0(tiny_gguf, sig
     conn.close()
     assert events[-1] == {"event": "error", "error": {
         "type": "cancelled", "message": "cancelled: the server is shutting down"}}
-    assert server.proc.wait(timeout=60) == 0
-    assert "Traceback" not in "".join(server.lines)
+    assert server.wait() == 0
+    assert server.lines[-1] == "rprm-lite serve: model freed\n" and "Traceback" not in "".join(server.lines)
 
 
 def test_a_non_loopback_bind_needs_an_api_key(tiny_gguf):

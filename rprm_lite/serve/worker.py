@@ -139,6 +139,7 @@ class EngineWorker:
 
     # -- the engine thread ---------------------------------------------------------------------
     def _run(self) -> None:
+        started = time.perf_counter()
         try:
             scorer = self._load()
         except BaseException as exc:  # reported by the server, which then exits
@@ -146,6 +147,7 @@ class EngineWorker:
             if self._on_load_failed is not None:
                 self._on_load_failed(exc)
             return
+        log.info("model %s loaded in %.1f s", scorer.model_info.path.name, time.perf_counter() - started)
         with self._cond:
             self.state = "ok" if not self._closing else "closed"
         try:
@@ -154,6 +156,7 @@ class EngineWorker:
         finally:
             scorer.close()
             self.state = "closed"
+            log.info("model freed")
 
     def _next_job(self) -> Job | None:
         with self._cond:
