@@ -369,6 +369,16 @@ def test_bad_settings_and_model_files_fail_before_binding(tmp_path):
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_port_in_use_is_one_error_line(tiny_gguf):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--model", tiny_gguf, "--port", port)
+    assert result.returncode == 1 and result.stderr.startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    assert len(result.stderr.splitlines()) == 1
+
+
 def test_api_key_and_cors(tiny_gguf):
     key = "k" * 32
     server = Server(tiny_gguf, "--host", "0.0.0.0", "--port", 0, *FAST, "--api-key-env", "RPRM_TEST_KEY",

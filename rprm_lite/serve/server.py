@@ -11,6 +11,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -49,13 +50,23 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
     config = uvicorn.Config(app, host=serve_config.host, port=serve_config.port, http="h11", lifespan="on",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     server = _server_class(uvicorn)(config, worker=worker, on_ready=on_ready)
-    server.run()
+    with _bind(serve_config.host, serve_config.port) as sock:
+        server.run(sockets=[sock])
     if load_failure:
         exc = load_failure[0]
         raise exc if isinstance(exc, RprmError) else RprmError(f"could not load the model: {exc}")
-    if not server.started:
-        raise RprmError(f"could not listen on {serve_config.host}:{serve_config.port} (in use, or not an address "
-                        "of this machine?)")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is one `error:` line (uvicorn would log it)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise RprmError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _import_stack():
