@@ -242,6 +242,16 @@ def test_bad_input_is_a_json_error_and_the_server_lives_on(server, body, status,
     assert call(server, "GET", "/health")[0] == 200
 
 
+def test_a_streamed_solution_too_long_for_the_context_ends_in_an_error_event(server):
+    conn, response = open_stream(server, {"question": "q", "steps": ["word " * 5_000]})
+    try:
+        events = [json.loads(line) for line in response]
+    finally:
+        conn.close()
+    assert len(events) == 1 and events[0]["event"] == "error" and events[0]["error"]["type"] == "context_overflow"
+    assert "the longest step prompt is at least" in events[0]["error"]["message"]
+
+
 def test_validation_messages_are_the_clis(server, tiny_gguf, tmp_path):
     bad = {"question": "q", "steps": ["a", ""]}
     path = tmp_path / "bad.json"
