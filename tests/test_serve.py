@@ -350,8 +350,13 @@ def test_sigterm_or_ctrl_c_cancels_the_work_in_flight_and_exits_0(tiny_gguf, sig
     server.wait_healthy()
     conn, response = open_stream(server, LONG)
     wait_queue(server, running=True)
-    server.proc.send_signal(signal_number)
-    events = [json.loads(line) for line in response]
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(call, server, "POST", "/v1/score", {**LONG, "id": "waiting"})
+        wait_queue(server, waiting=1)
+        server.proc.send_signal(signal_number)
+        events = [json.loads(line) for line in response]
+        assert error_of(waiting.result(timeout=60)) == (
+            503, "cancelled", "cancelled while waiting: the server is shutting down")
     conn.close()
     assert events[-1] == {"event": "error", "error": {
         "type": "cancelled", "message": "cancelled: the server is shutting down"}}
