@@ -91,11 +91,13 @@ class Server:
 
 
 def call(server: Server, method: str, path: str, body=None, headers=None, timeout: float = 120):
-    """(status, headers, body bytes) of one request on a fresh connection."""
+    """(status, headers, body bytes) of one request on a fresh connection; a tuple body is sent chunked."""
     conn = http.client.HTTPConnection(*server.address, timeout=timeout)
     try:
         data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
-        conn.request(method, path, body=data, headers=headers or {})
+        chunked = isinstance(data, tuple)
+        conn.request(method, path, body=iter(data) if chunked else data, headers=headers or {},
+                     encode_chunked=chunked)
         response = conn.getresponse()
         return response.status, dict(response.getheaders()), response.read()
     finally:
@@ -269,18 +271,8 @@ def test_other_bad_requests(server):
     assert error_of(call(server, "GET", "/v1/score"))[:2] == (405, "method_not_allowed")
     assert error_of(call(server, "POST", "/v1/prompt", {**SOLUTION, "step": 3})) == (
         422, "invalid_input", "step must be between 1 and 2, got 3")
-    chunked = error_of(_chunked_post(server, [b" " * 60_000, b" " * 60_000]))
+    chunked = error_of(call(server, "POST", "/v1/score", (b" " * 60_000, b" " * 60_000)))
     assert chunked[:2] == (413, "body_too_large")  # no Content-Length: counted as it arrives
-
-
-def _chunked_post(server: Server, chunks: list[bytes]):
-    conn = http.client.HTTPConnection(*server.address, timeout=60)
-    try:
-        conn.request("POST", "/v1/score", body=iter(chunks), encode_chunked=True)
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
 
 
 def test_concurrent_clients_get_the_results_they_get_alone(server):
