@@ -389,14 +389,19 @@ def test_a_port_in_use_is_one_error_line(tiny_gguf):
 def test_api_key_and_cors(tiny_gguf):
     key = "k" * 32
     server = Server(tiny_gguf, "--host", "0.0.0.0", "--port", 0, *FAST, "--api-key-env", "RPRM_TEST_KEY",
-                    "--cors-origin", "http://tutor.local", env={**os.environ, "RPRM_TEST_KEY": key})
+                    "--cors-origin", "http://tutor.local", "--show-critiques", env={**os.environ, "RPRM_TEST_KEY": key})
     try:
         server.wait_listening()
         server.url = server.url.replace("0.0.0.0", "127.0.0.1")
         server.wait_healthy()  # /health needs no key
         assert error_of(call(server, "GET", "/v1/info"))[:2] == (401, "unauthorized")
         assert error_of(call(server, "GET", "/v1/info", headers={"Authorization": "Bearer wrong"}))[0] == 401
-        assert call(server, "GET", "/v1/info", headers={"Authorization": f"Bearer {key}"})[0] == 200
+        auth = {"Authorization": f"Bearer {key}"}
+        assert call(server, "GET", "/v1/info", headers=auth)[0] == 200
+        shown = json.loads(call(server, "POST", "/v1/score", SOLUTION, headers=auth)[2])["steps"][0]
+        hidden = json.loads(call(server, "POST", "/v1/score", {**SOLUTION, "options": {"show_critiques": False}},
+                                 headers=auth)[2])["steps"][0]
+        assert len(shown["critiques"]) == 2 and "critiques" not in hidden  # --show-critiques is the default
         preflight = {"Origin": "http://tutor.local", "Access-Control-Request-Method": "POST",
                      "Access-Control-Request-Headers": "authorization,content-type"}
         assert call(server, "OPTIONS", "/v1/score", headers=preflight)[1]["access-control-allow-origin"] == (

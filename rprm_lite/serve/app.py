@@ -98,7 +98,7 @@ def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, d
     async def score(request: Request) -> Response:
         """Score one solution; the answer is what `rprm-lite score --json` prints for it."""
         parsed = bodies.score_request(bodies.parse_json(await request.body()), defaults,
-                                      max_steps=serve_config.max_steps)
+                                      max_steps=serve_config.max_steps, show_critiques=serve_config.show_critiques)
         job = Job(parsed.solution, parsed.config, asyncio.get_running_loop(), request_id=_request_id(request))
         _submit(worker, job)
         headers = {"X-Request-Id": job.request_id}

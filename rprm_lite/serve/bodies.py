@@ -57,7 +57,9 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def score_request(body: dict[str, Any], defaults: ScoreConfig, *, max_steps: int) -> ScoreRequest:
+def score_request(body: dict[str, Any], defaults: ScoreConfig, *, max_steps: int,
+                  show_critiques: bool = False) -> ScoreRequest:
+    """`show_critiques` is the server's default for the option of that name."""
     solution = _solution(body, max_steps=max_steps)
     options = body.get("options", {})
     if not isinstance(options, dict):
@@ -72,7 +74,7 @@ def score_request(body: dict[str, Any], defaults: ScoreConfig, *, max_steps: int
     except InputError as exc:
         raise ApiError(422, "invalid_input", str(exc)) from None
     return ScoreRequest(solution=solution, config=config,
-                        show_critiques=_flag(options, "show_critiques", "options: show_critiques"),
+                        show_critiques=_flag(options, "show_critiques", "options: show_critiques", show_critiques),
                         stream=_flag(body, "stream", "stream"))
 
 
@@ -99,8 +101,8 @@ def _solution(body: dict[str, Any], *, max_steps: int) -> Solution:
         raise ApiError(422, "invalid_input", str(exc)) from None
 
 
-def _flag(mapping: dict[str, Any], name: str, what: str) -> bool:
-    value = mapping.get(name, False)
+def _flag(mapping: dict[str, Any], name: str, what: str, default: bool = False) -> bool:
+    value = mapping.get(name, default)
     if not isinstance(value, bool):
         raise ApiError(422, "invalid_input", f"{WHERE}: {what} must be true or false, got {_kind(value)}")
     return value

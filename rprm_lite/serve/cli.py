@@ -34,6 +34,7 @@ def serve(
     seed: score_cli.SeedOpt = None, all_steps: score_cli.AllStepsOpt = False, prompt_style: score_cli.StyleOpt = None,
     verdict: score_cli.VerdictOpt = None, aggregation: score_cli.AggregationOpt = None,
     n_gpu_layers: score_cli.GpuOpt = None, threads: score_cli.ThreadsOpt = None, n_ctx: score_cli.NCtxOpt = None,
+    show_critiques: score_cli.CritiquesOpt = False,
 ) -> None:
     """Serve scoring over local HTTP/JSON (see the README's `rprm-lite serve` section)."""
     from rprm_lite.serve.server import serve as run
@@ -43,6 +44,7 @@ def serve(
                                  prompt_style=prompt_style, verdict=verdict, aggregation=aggregation,
                                  n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
     config = settings.ServeConfig(host=host, port=port, max_queue=max_queue, max_body_bytes=max_body_bytes,
-                                  max_steps=max_steps, api_key_env=api_key_env, cors_origins=tuple(cors_origin or ()))
+                                  max_steps=max_steps, api_key_env=api_key_env, cors_origins=tuple(cors_origin or ()),
+                                  show_critiques=show_critiques)
     run(model, overrides, config, on_ready=lambda url: print(f"rprm-lite serve: listening on {url}",
                                                              file=sys.stderr, flush=True))

@@ -30,6 +30,7 @@ class ServeConfig:
     max_steps: int = DEFAULT_MAX_STEPS  # per solution
     api_key_env: str | None = None
     cors_origins: tuple[str, ...] = ()
+    show_critiques: bool = False  # the default of the request option of that name
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
