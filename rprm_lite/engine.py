@@ -12,14 +12,14 @@ import collections
 import ctypes
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import llama_cpp
 
 from rprm_lite.config import max_threads
-from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError
+from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.prompt import Prompt
 from rprm_lite.seeds import LLAMA_SEED_MASK, derive_seed
 
@@ -75,6 +75,7 @@ class Engine:
         _init_backend()
         self.model_path = Path(model_path)
         self.stopping = False  # set by `stop()` from another thread: the decode in flight gives up
+        self.should_stop: Callable[[], bool] | None = None  # asked before each chunk: True cancels the call
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 10_000
         params.vocab_only = vocab_only
@@ -212,6 +213,8 @@ class Engine:
         entry that asked for logits, right after its chunk, while that row is still valid."""
         for start in range(0, len(entries), self.n_batch):
             self._check_open()
+            if self.should_stop is not None and self.should_stop():
+                raise ScoringCancelled(f"{self.model_path.name}: the call was cancelled by its caller")
             chunk = entries[start:start + self.n_batch]
             batch = self.batch
             wanted = []

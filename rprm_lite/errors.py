@@ -34,3 +34,9 @@ class ContextOverflowError(RprmError):
     """A prompt (plus the room the critiques need) does not fit the model's context."""
 
     exit_code = 4
+
+
+class ScoringCancelled(RprmError):
+    """A call was stopped by its caller's `should_stop` (e.g. a server's client went away)."""
+
+    exit_code = 130

@@ -20,6 +20,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("rprm_lite.training.cli", "train_app", "Train an R-PRM: SFT and DPO."),
     "bench": ("rprm_lite.bench.cli", "app", "Benchmarks: ProcessBench, PRMBench, best-of-N, speed."),
     "rerank": ("rprm_lite.bench.cli", "rerank_app", "Pick the best of N candidate solutions by PRM score."),
+    "serve": ("rprm_lite.serve.cli", "app", "Serve scoring over local HTTP/JSON, for desktop apps."),
 }
 
 
@@ -39,7 +40,7 @@ def load_lazy_command(name: str) -> Any:
 
 
 def _extra_for(name: str) -> str:
-    return {"convert": "convert", "data": "train", "train": "train"}.get(name, "bench")
+    return {"convert": "convert", "data": "train", "train": "train", "serve": "serve"}.get(name, "bench")
 
 
 class LazyGroup(TyperGroup):

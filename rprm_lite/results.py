@@ -24,6 +24,15 @@ class StepResult:
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens already in the KV cache from the previous step
 
+    def to_dict(self, *, critiques: bool = True) -> dict[str, Any]:
+        data = asdict(self)
+        data["p_yes"] = list(data["p_yes"])
+        if critiques:
+            data["critiques"] = list(data["critiques"])
+        else:
+            del data["critiques"]
+        return data
+
 
 @dataclass(frozen=True)
 class SolutionResult:
@@ -40,12 +49,7 @@ class SolutionResult:
 
     def to_dict(self, *, critiques: bool = True) -> dict[str, Any]:
         data = asdict(self)
-        for step in data["steps"]:
-            step["p_yes"] = list(step["p_yes"])
-            if critiques:
-                step["critiques"] = list(step["critiques"])
-            else:
-                del step["critiques"]
+        data["steps"] = [step.to_dict(critiques=critiques) for step in self.steps]
         if not data["extra"]:
             del data["extra"]
         return data

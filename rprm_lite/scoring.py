@@ -22,7 +22,7 @@ from rprm_lite import prompt as prompts
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
-from rprm_lite.errors import ContextOverflowError, ModelFileError, RprmError
+from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.model_file import ModelInfo, inspect_model, resolve_model_path
 from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
@@ -64,16 +64,40 @@ class Scorer:
               on_step: StepCallback | None = None) -> SolutionResult:
         return self.score_solution(Solution.create(question, steps, id=id), on_step=on_step)
 
-    def score_solution(self, solution: Solution, *, on_step: StepCallback | None = None) -> SolutionResult:
+    def score_solution(self, solution: Solution, *, on_step: StepCallback | None = None,
+                       should_stop: Callable[[], bool] | None = None) -> SolutionResult:
+        """`should_stop` (e.g. `event.is_set`) is asked before each decode; once it returns True the call
+        raises `ScoringCancelled` within one decode, and the Scorer stays usable with an empty cache."""
         self._refuse_reentry("score")
         with self._lock:
             if self._closed:
                 raise RprmError(f"this Scorer of {self.model_info.path.name} is closed; create a new one to score")
             self._scoring_thread = threading.get_ident()
+            self.engine.should_stop = should_stop
             try:
                 return self._score(solution, on_step)
+            except ScoringCancelled:
+                self._cached = []  # the critiques in flight are dropped with the rest of the cache
+                self.engine.clear()
+                raise
             finally:
+                self.engine.should_stop = None
                 self._scoring_thread = None
+
+    def use_config(self, config: ScoreConfig) -> None:
+        """Score later calls with `config` (a server's per-request options). The settings fixed when the
+        model was loaded (n_gpu_layers, threads) must stay as they are."""
+        fixed = [name for name in ("n_gpu_layers", "threads") if getattr(config, name) != getattr(self.config, name)]
+        if fixed:
+            raise InputError(f"{', '.join(fixed)} cannot change after the model is loaded; create a new Scorer")
+        self._refuse_reentry("use_config")
+        with self._lock:
+            previous, self.config = self.config, config
+            try:
+                self._check_template_markers()
+            except ModelFileError:
+                self.config = previous
+                raise
 
     def close(self) -> None:
         """Free the model. A call in flight on another thread stops at its next decode (raising

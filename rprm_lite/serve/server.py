@@ -1,0 +1,123 @@
+"""Running the app: checks first (settings, bind rule, extra installed, model file), then uvicorn.
+
+The model loads on the engine thread while the server already answers /health with "loading".
+SIGTERM and Ctrl-C cancel every job (a streaming client gets an error event, a waiting one a 503), let
+uvicorn close the connections, free the model and return normally, so the process exits 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rprm_lite.config import ScoreConfig
+from rprm_lite.errors import RprmError
+from rprm_lite.serve.settings import ServeConfig, api_key
+from rprm_lite.serve.worker import EngineWorker
+
+INSTALL_HINT = "pip install 'rprm-lite[serve]'"
+GRACEFUL_SHUTDOWN_S = 10
+
+
+def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConfig, *,
+          on_ready: Callable[[str], None]) -> None:
+    """Serve until SIGTERM or Ctrl-C; `on_ready` gets the URL once the port is bound."""
+    from rprm_lite.model_file import inspect_model, resolve_model_path
+    from rprm_lite.scoring import Scorer, resolve_config
+
+    ScoreConfig(**overrides)  # bad option values fail before anything else
+    key = api_key(serve_config, os.environ)
+    uvicorn, create_app = _import_stack()
+    info = inspect_model(resolve_model_path(model))
+    load_failure: list[BaseException] = []
+
+    def load_failed(exc: BaseException) -> None:
+        load_failure.append(exc)
+        server.should_exit = True
+
+    worker = EngineWorker(lambda: Scorer(info, **overrides), max_queue=serve_config.max_queue,
+                          on_load_failed=load_failed)
+    app = create_app(worker, serve_config=serve_config, defaults=resolve_config(info, None, overrides),
+                     model=info, api_key=key)
+    _log_to_stderr()
+    config = uvicorn.Config(app, host=serve_config.host, port=serve_config.port, http="h11", lifespan="on",
+                            log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    server = _server_class(uvicorn)(config, worker=worker, on_ready=on_ready)
+    with _bind(serve_config.host, serve_config.port) as sock:
+        server.run(sockets=[sock])
+    if load_failure:
+        exc = load_failure[0]
+        raise exc if isinstance(exc, RprmError) else RprmError(f"could not load the model: {exc}")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a port in use is one `error:` line (uvicorn would log it)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        raise RprmError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def _import_stack():
+    try:
+        import uvicorn
+
+        from rprm_lite.serve.app import create_app
+    except ImportError as exc:
+        raise RprmError(f"`rprm-lite serve` needs optional dependencies that are not installed "
+                        f"({exc.name or exc}); install them with: {INSTALL_HINT}") from None
+    return uvicorn, create_app
+
+
+def _log_to_stderr() -> None:
+    logger = logging.getLogger("rprm_lite.serve")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("rprm-lite serve: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+def _server_class(uvicorn):
+    class Server(uvicorn.Server):
+        def __init__(self, config, *, worker: EngineWorker, on_ready: Callable[[str], None]) -> None:
+            super().__init__(config)
+            self.worker, self.on_ready = worker, on_ready
+
+        async def startup(self, sockets=None) -> None:
+            await super().startup(sockets)
+            if self.started and self.servers:
+                host, port = self.servers[0].sockets[0].getsockname()[:2]
+                self.on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
+                self.worker.start()  # the model loads while /health already answers "loading"
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            self.worker.shutdown()  # in-flight scoring stops within one decode, so connections close soon
+            super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # uvicorn's own version raises the signal again after a graceful shutdown, which would end the
+            # process with 128 + the signal's number; a server that shut down cleanly exits 0
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+    return Server
