@@ -23,6 +23,10 @@ class StepResult:
     critiques: tuple[str, ...] = ()
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens already in the KV cache from the previous step
+    # adaptive K only (None otherwise, and then left out of the JSON): how many critiques were drawn
+    # and why drawing stopped ("settled" by the stopping rule, or "reached-k")
+    critiques_used: int | None = None
+    stop_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,9 @@ class SolutionResult:
                 step["critiques"] = list(step["critiques"])
             else:
                 del step["critiques"]
+            for name in ("critiques_used", "stop_reason"):
+                if step[name] is None:
+                    del step[name]
         if not data["extra"]:
             del data["extra"]
         return data
