@@ -177,6 +177,7 @@ class Suite:
     torch_dtype: str
     out: Path
     logit_scale: float = DEFAULT_LOGIT_SCALE
+    adaptive: bool = False  # the reference section also measures rprm-lite with adaptive K
     models: dict[str, Path] = field(default_factory=dict)
     checkpoint: Path | None = None
     child: Child = field(default_factory=lambda: Child(module="rprm_lite.bench.speed"))
@@ -214,6 +215,8 @@ def reference_section(suite: Suite) -> dict:
     reference = suite.measure("transformers", job)
     lite = {fmt: suite.measure("rprm-lite", suite.job(fmt, k=sizes.reference_k, steps=steps))
             for fmt in ("Q8_0", "F32")}
+    if suite.adaptive:
+        lite["Q8_0 adaptive"] = suite.measure("rprm-lite", suite.job(k=sizes.reference_k, steps=steps, adaptive=True))
     speedup = {fmt: reference["mean_seconds_per_step"] / r["mean_seconds_per_step"] for fmt, r in lite.items()}
     return {"k": sizes.reference_k, "tokens": sizes.tokens, "steps": len(steps), "transformers": reference,
             "rprm_lite": lite, "speedup": speedup, "target_speedup": 10.0}
@@ -421,6 +424,12 @@ def _reference_table(r: dict) -> str:
     rows += [("rprm-lite", f"{fmt} GGUF", x["mean_seconds_per_step"], "", "", x["tokens_per_s"],
               round(x["peak_rss_mb"]), f"{r['speedup'][fmt]:.1f}x") for fmt, x in r["rprm_lite"].items()]
     best = r["speedup"]["Q8_0"]
+    adaptive = r["rprm_lite"].get("Q8_0 adaptive")
+    note = ("" if adaptive is None else
+            f" Adaptive K (beta rule, c=0.95, waves of 2): {adaptive['critiques_per_step']:.1f} critiques per step of "
+            f"K={r['k']}, {r['speedup']['Q8_0 adaptive']:.1f}x the reference, "
+            f"{r['speedup']['Q8_0 adaptive'] / best:.2f}x fixed-K rprm-lite; random weights make P(Yes), so the "
+            "stopping point, unlike a trained model's (see bench adaptive-study).")
     return "\n".join([
         f"### 1. rprm-lite vs the R-PRM reference pipeline (K={r['k']}, {r['tokens']}-token critiques, "
         f"first {r['steps']} step(s), empty cache)",
@@ -428,7 +437,7 @@ def _reference_table(r: dict) -> str:
                  "speedup"), rows),
         f"transformers load {t['load_seconds']:.1f} s (not counted). Target rprm-lite (Q8_0) >= "
         f"{r['target_speedup']:.0f}x faster per scored step: {_met(best >= r['target_speedup'])} ({best:.1f}x; "
-        f"same-precision F32 GGUF: {r['speedup']['F32']:.1f}x)."])
+        f"same-precision F32 GGUF: {r['speedup']['F32']:.1f}x)." + note])
 
 
 def _mean(result: dict, key: str) -> float:
@@ -510,6 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                              "of a few tokens), 1 is raw random weights (nearly flat, llama.cpp's slowest top-p)")
     parser.add_argument("--only", type=lambda text: tuple(text.split(",")), default=SECTIONS,
                         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="also measure rprm-lite with adaptive K in the reference section")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
@@ -518,13 +529,14 @@ def main(argv: list[str] | None = None) -> int:
         run_child_here(CHILDREN, args.child, args.job, ReferenceJob if args.child == "transformers" else Job)
         return 0
     suite = Suite(args.shape, QUICK if args.quick else FULL, args.threads, args.n_gpu_layers, args.device,
-                  args.torch_dtype, args.out, args.logit_scale)
+                  args.torch_dtype, args.out, args.logit_scale, adaptive=args.adaptive)
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
     name = ("speed" + ("-quick" if args.quick else "")
             + ("" if args.logit_scale == DEFAULT_LOGIT_SCALE else f"-logits-x{args.logit_scale:g}")
-            + ("" if set(args.only) == set(SECTIONS) else "-" + "-".join(n for n in SECTIONS if n in args.only)))
+            + ("" if set(args.only) == set(SECTIONS) else "-" + "-".join(n for n in SECTIONS if n in args.only))
+            + ("-adaptive" if args.adaptive else ""))
 
     def save(result: dict) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
