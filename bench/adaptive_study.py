@@ -54,6 +54,7 @@ class Trace:
     values: np.ndarray  # (steps, K), each in [0, 1]
     metric: Callable[[np.ndarray], float]
     metric_name: str
+    correct: Callable[[np.ndarray], np.ndarray]  # step scores -> the steps judged correct
     reference: float | None = None  # the benchmark module's own metric at fixed K, as a check
 
 
@@ -92,7 +93,8 @@ def study(trace: Trace, *, permutations: int, wave: int, threshold: float, seed:
           grid: Sequence[tuple[str, float]] = GRID) -> dict[str, Any]:
     """Every grid row on one trace; the same orders are used for every row (paired comparison)."""
     steps, k = trace.values.shape
-    baseline = trace.metric(np.nanmean(trace.values, axis=1))
+    fixed_scores = np.nanmean(trace.values, axis=1)
+    baseline, fixed_verdicts = trace.metric(fixed_scores), trace.correct(fixed_scores)
     recorded = float(np.mean(np.sum(~np.isnan(trace.values), axis=1)))
     rng = np.random.default_rng(seed)
     orders = [random_orders(rng, trace.values) for _ in range(permutations)]
@@ -100,17 +102,19 @@ def study(trace: Trace, *, permutations: int, wave: int, threshold: float, seed:
     for rule, level in grid:
         if rule == "fixed" and level >= k:
             continue
-        used_means, metrics = [], []
+        used_means, metrics, changed = [], [], []
         for order in orders:
             used, scores = replay(trace.values, order, rule=rule, level=level, threshold=threshold, wave=wave)
             used_means.append(float(used.mean()))
             metrics.append(trace.metric(scores))
+            changed.append(float(np.mean(trace.correct(scores) != fixed_verdicts)))
         rows.append({"rule": rule, "confidence": level if rule != "fixed" else None,
                      "k": int(level) if rule == "fixed" else None,
                      "window": adaptive.window_length(level) if rule == "window" else None,
                      "critiques_mean": float(np.mean(used_means)), "share_of_k": float(np.mean(used_means)) / recorded,
                      "metric_mean": float(np.mean(metrics)), "metric_min": float(np.min(metrics)),
-                     "metric_max": float(np.max(metrics)), "loss": baseline - float(np.mean(metrics))})
+                     "metric_max": float(np.max(metrics)), "loss": baseline - float(np.mean(metrics)),
+                     "verdicts_changed": float(np.mean(changed))})
     return {"trace": trace.name, "metric": trace.metric_name, "steps": steps, "k": k, "recorded_mean": recorded,
             "fixed_k_metric": baseline, "benchmark_code_metric": trace.reference, "rows": rows}
 
@@ -171,7 +175,7 @@ def prmbench_trace(scores_file: Path, data: Path, threshold: float) -> Trace:
     values = np.where(columns < counts[:, None], (columns < yes[:, None]).astype(float), np.nan)
     reference = prmbench.evaluate(pairs, threshold)["overall"]["prm_score"]
     return Trace("prmbench (R-PRM-7B, released votes)", values, prm_score(np.asarray(wrong), threshold),
-                 "PRMScore", reference)
+                 "PRMScore", lambda scores: scores > threshold, reference)
 
 
 def processbench_trace(predictions_file: Path, data: str | Path, threshold: float,
@@ -198,7 +202,8 @@ def processbench_trace(predictions_file: Path, data: str | Path, threshold: floa
                         np.asarray([item.label for item, _ in pairs]), np.asarray([i.subset for i, _ in pairs]),
                         threshold)
     reference = processbench.evaluate(pairs, threshold)["average_f1"] if k == max(map(len, rows)) else None
-    return Trace(f"processbench ({predictions_file.parent.name})", values, metric, "average F1", reference)
+    return Trace(f"processbench ({predictions_file.parent.name})", values, metric, "average F1",
+                 lambda scores: scores >= threshold, reference)
 
 
 def vote_count(share: float) -> int:
@@ -220,12 +225,13 @@ def report_table(results: Sequence[dict[str, Any]], settings: dict[str, Any]) ->
                  f"; the benchmark's own code gives {result['benchmark_code_metric']:.2f}")
         rows = [(_rule_name(row), f"{row['critiques_mean']:.2f}", f"{100 * row['share_of_k']:.0f}%",
                  f"{row['metric_mean']:.2f}", f"{row['loss']:+.2f}",
-                 f"{row['metric_min']:.2f} .. {row['metric_max']:.2f}") for row in result["rows"]]
+                 f"{row['metric_min']:.2f} .. {row['metric_max']:.2f}", f"{100 * row['verdicts_changed']:.2f}%")
+                for row in result["rows"]]
         parts.append(f"### {result['trace']}: {result['steps']} steps; fixed K (every recorded critique, "
                      f"{result['recorded_mean']:.2f} per step, at most {result['k']}): "
                      f"{result['metric']} {result['fixed_k_metric']:.2f}{check}\n\n"
                      + table(("rule", "critiques/step", "share of fixed K", result["metric"], "loss vs fixed K",
-                              "range over orders"), rows))
+                              "range over orders", "step verdicts changed"), rows))
     return "\n\n".join(parts) + "\n"
 
 

@@ -47,7 +47,8 @@ def test_prm_score_pools_every_step():
 
 
 def test_study_reports_critiques_used_and_loss_against_fixed_k(tmp_path):
-    trace = Trace("hand-made", VALUES, prm_score(np.array([False, False, True, True]), 0.5), "PRMScore")
+    trace = Trace("hand-made", VALUES, prm_score(np.array([False, False, True, True]), 0.5), "PRMScore",
+                  lambda scores: scores > 0.5)
     result = adaptive_study.study(trace, permutations=5, wave=2, threshold=0.5, seed=0,
                                   grid=(("beta", 0.9), ("fixed", 2), ("fixed", 6)))
     assert result["fixed_k_metric"] == 100.0 and result["k"] == 6 and result["recorded_mean"] == 5.5
@@ -57,6 +58,9 @@ def test_study_reports_critiques_used_and_loss_against_fixed_k(tmp_path):
     # steps 1 and 3 always stop at 4 and step 4 at 4; step 2 at 4 when its No vote is drawn in waves 3
     assert 4.0 <= beta["critiques_mean"] <= 4.5
     assert beta["loss"] == pytest.approx(100.0 - beta["metric_mean"])
+    assert beta["verdicts_changed"] == 0.0
+    # fixed K=2 scores step 2 at 0.5 (labelled wrong) when its No vote comes in the first two
+    assert 0 < fixed2["verdicts_changed"] <= 0.5
     report = adaptive_study.run_study([trace], tmp_path, permutations=3, wave=2, threshold=0.5, seed=0)
     assert json.loads((tmp_path / "adaptive_study.json").read_text())["traces"][0]["steps"] == 4
     assert (tmp_path / "adaptive_study.png").stat().st_size > 0
