@@ -182,9 +182,9 @@ class Suite:
     checkpoint: Path | None = None
     child: Child = field(default_factory=lambda: Child(module="rprm_lite.bench.speed"))
 
-    def prepare(self) -> None:
+    def prepare(self, formats: tuple[str, ...] = tuple(FORMATS)) -> None:
         folder = self.out / "models"
-        self.models = {fmt: build_model(self.shape, fmt, folder, logit_scale=self.logit_scale) for fmt in FORMATS}
+        self.models = {fmt: build_model(self.shape, fmt, folder, logit_scale=self.logit_scale) for fmt in formats}
         self.checkpoint = build_checkpoint(self.shape, folder, logit_scale=self.logit_scale)
 
     def job(self, fmt: str = "Q8_0", **changes) -> Job:
@@ -218,8 +218,15 @@ def reference_section(suite: Suite) -> dict:
     if suite.adaptive:
         lite["Q8_0 adaptive"] = suite.measure("rprm-lite", suite.job(k=sizes.reference_k, steps=steps, adaptive=True))
     speedup = {fmt: reference["mean_seconds_per_step"] / r["mean_seconds_per_step"] for fmt, r in lite.items()}
-    return {"k": sizes.reference_k, "tokens": sizes.tokens, "steps": len(steps), "transformers": reference,
-            "rprm_lite": lite, "speedup": speedup, "target_speedup": 10.0}
+    result = {"k": sizes.reference_k, "tokens": sizes.tokens, "steps": len(steps), "transformers": reference,
+              "rprm_lite": lite, "speedup": speedup, "target_speedup": 10.0}
+    if suite.adaptive:
+        job = suite.job(adaptive=True)
+        from rprm_lite.config import ScoreConfig
+
+        result["adaptive"] = {"adaptive_rule": ScoreConfig().adaptive_rule, "confidence": job.confidence,
+                              "wave": job.wave}
+    return result
 
 
 def scaling_section(suite: Suite) -> dict:
@@ -325,7 +332,8 @@ SECTIONS = ("reference", "engine", "scaling", "formats", "cold_start")  # in tab
 def run_suite(suite: Suite, only: tuple[str, ...] = SECTIONS, save=lambda result: None) -> dict:
     """Run the chosen sections; `save(result)` after each one keeps what a killed run finished."""
     started = time.time()
-    suite.prepare()
+    # the formats section needs every format; the others only Q8_0 and the reference's F32
+    suite.prepare(tuple(FORMATS) if "formats" in only else ("F32", "Q8_0"))
     result: dict = {"meta": metadata(suite)}
     runners = {"engine": lambda: engine_section(suite),  # first: formats reuses its Q8_0 row
                "reference": lambda: reference_section(suite), "scaling": lambda: scaling_section(suite),
@@ -424,9 +432,10 @@ def _reference_table(r: dict) -> str:
     rows += [("rprm-lite", f"{fmt} GGUF", x["mean_seconds_per_step"], "", "", x["tokens_per_s"],
               round(x["peak_rss_mb"]), f"{r['speedup'][fmt]:.1f}x") for fmt, x in r["rprm_lite"].items()]
     best = r["speedup"]["Q8_0"]
-    adaptive = r["rprm_lite"].get("Q8_0 adaptive")
+    adaptive, how = r["rprm_lite"].get("Q8_0 adaptive"), r.get("adaptive", {})
     note = ("" if adaptive is None else
-            f" Adaptive K (beta rule, c=0.95, waves of 2): {adaptive['critiques_per_step']:.1f} critiques per step of "
+            f" Adaptive K ({how.get('adaptive_rule')} rule, c={how.get('confidence')}, waves of {how.get('wave')}): "
+            f"{adaptive['critiques_per_step']:.1f} critiques per step of "
             f"K={r['k']}, {r['speedup']['Q8_0 adaptive']:.1f}x the reference, "
             f"{r['speedup']['Q8_0 adaptive'] / best:.2f}x fixed-K rprm-lite; random weights make P(Yes), so the "
             "stopping point, unlike a trained model's (see bench adaptive-study).")

@@ -115,7 +115,7 @@ class Job:
     kv_reuse: bool = True
     error_step: int | None = None  # rprm-lite only: mark this 1-based step wrong, so scoring stops there
     adaptive: bool = False  # rprm-lite only: adaptive K (waves of `wave`, beta rule at `confidence`)
-    confidence: float = 0.95
+    confidence: float = 0.8  # ScoreConfig's defaults
     wave: int = 2
 
     @classmethod

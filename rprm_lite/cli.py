@@ -54,7 +54,7 @@ NCtxOpt = Annotated[int | None, Opt("--n-ctx", help="KV cache cap in tokens (pro
 AdaptiveOpt = Annotated[bool, Opt("--adaptive", help="Adaptive K: draw critiques in waves, up to --k, and stop a step "
                                    "once its verdict is settled with --confidence.")]
 ConfidenceOpt = Annotated[float | None, Opt(help="Adaptive K: how sure the stopping rule must be, in (0.5, 1]; 1 "
-                                             "never stops early [default: 0.95].")]
+                                             "never stops early [default: 0.8].")]
 WaveOpt = Annotated[int | None, Opt(help="Adaptive K: critiques decoded together per wave [default: 2].")]
 RuleOpt = Annotated[str | None, Opt("--adaptive-rule", help="Adaptive K: beta (posterior on the mean), betting "
                                      "(confidence sequence) or window (last critiques agree) [default: beta].")]

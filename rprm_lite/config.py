@@ -47,9 +47,11 @@ class ScoreConfig:
     n_ctx: int | None = None
     kv_reuse: bool = True
     # adaptive K (rprm_lite/adaptive.py): critiques in waves of `wave`, up to k, until the rule is
-    # `confidence` sure of the verdict; off by default (the released recipe is a fixed K)
+    # `confidence` sure of the verdict; off by default (the released recipe is a fixed K). The defaults
+    # are the study's pick (README, "Adaptive K"): on R-PRM-7B's PRMBench votes, 3.9x fewer critiques
+    # for 0.1 PRMScore point
     adaptive: bool = False
-    confidence: float = 0.95
+    confidence: float = 0.8
     wave: int = 2
     adaptive_rule: str = "beta"
 

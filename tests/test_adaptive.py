@@ -99,11 +99,12 @@ def test_config_checks_adaptive_settings_and_keeps_them_out_of_outputs_when_off(
         ScoreConfig(adaptive_rule="vote")
     assert "adaptive" not in ScoreConfig().to_dict() and "confidence" not in ScoreConfig().to_dict()
     on = ScoreConfig(adaptive=True).to_dict()
-    assert {on[name] for name in ("adaptive", "confidence", "wave", "adaptive_rule")} == {True, 0.95, 2, "beta"}
+    assert {name: on[name] for name in ("adaptive", "confidence", "wave", "adaptive_rule")} == {
+        "adaptive": True, "confidence": 0.8, "wave": 2, "adaptive_rule": "beta"}
     # a run made with adaptive K is not resumed without it, nor at another confidence
     assert changed_settings(on, ScoreConfig().to_dict()) == ["adaptive: True before, False now"]
     assert changed_settings(on, ScoreConfig(adaptive=True, confidence=0.9).to_dict()) == [
-        "confidence: 0.95 before, 0.9 now"]
+        "confidence: 0.8 before, 0.9 now"]
     assert changed_settings(ScoreConfig().to_dict(), ScoreConfig().to_dict()) == []
 
 

@@ -15,7 +15,7 @@ def test_adaptive_json_reports_critiques_used_and_why_it_stopped(tiny_gguf, tmp_
     data = json.loads(result.stdout)
     assert [(s["critiques_used"], s["stop_reason"], len(s["p_yes"])) for s in data["steps"]] == [(3, "settled", 3)] * 2
     assert {k: data["config"][k] for k in ("adaptive", "confidence", "wave", "adaptive_rule")} == {
-        "adaptive": True, "confidence": 0.95, "wave": 3, "adaptive_rule": "beta"}
+        "adaptive": True, "confidence": 0.8, "wave": 3, "adaptive_rule": "beta"}
 
 
 def test_a_results_file_made_without_adaptive_is_not_resumed_with_it(tiny_gguf, tmp_path):
