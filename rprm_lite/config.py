@@ -85,8 +85,9 @@ def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],
                      keys: Sequence[str] = RESUME_KEYS) -> list[str]:
     """The settings in which `now` differs from `before`, as "key: old before, new now" lines."""
     keys = [key for key in keys if key in now or key in ADDED_SETTINGS]
-    if not now.get("all_steps", True):
+    if not now.get("all_steps", True) or now.get("adaptive"):
         keys.append("threshold")  # with early stop, the threshold decides which steps were scored
+        # (with adaptive K, also how many critiques each step drew)
     return [f"{key}: {_value(before, key)!r} before, {_value(now, key)!r} now" for key in keys
             if _value(before, key) != _value(now, key)]
 

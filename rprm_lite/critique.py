@@ -3,6 +3,7 @@
 A critique's P(Yes) is read from the raw logits right after it writes the verdict phrase
 "Is the step correct (Yes/No)?". A critique that ends (end of text or max tokens) without the
 phrase gets the released fallback question appended, and P(Yes) is read after it instead.
+With adaptive K (`sample_in_waves`) the K streams are decoded a wave at a time until the step is settled.
 """
 
 from __future__ import annotations

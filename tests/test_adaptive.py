@@ -106,6 +106,9 @@ def test_config_checks_adaptive_settings_and_keeps_them_out_of_outputs_when_off(
     assert changed_settings(on, ScoreConfig(adaptive=True, confidence=0.9).to_dict()) == [
         "confidence: 0.8 before, 0.9 now"]
     assert changed_settings(ScoreConfig().to_dict(), ScoreConfig().to_dict()) == []
+    # the threshold decides where adaptive K stops, so it decides the scores even with every step scored
+    assert changed_settings({**on, "all_steps": True}, {**on, "all_steps": True, "threshold": 0.6}) == [
+        "threshold: 0.5 before, 0.6 now"]
 
 
 # -- adaptive scoring on the tiny random-weight model ---------------------------------------------
