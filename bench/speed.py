@@ -437,8 +437,8 @@ def _reference_table(r: dict) -> str:
             f" Adaptive K ({how.get('adaptive_rule')} rule, c={how.get('confidence')}, waves of {how.get('wave')}): "
             f"{adaptive['critiques_per_step']:.1f} critiques per step of "
             f"K={r['k']}, {r['speedup']['Q8_0 adaptive']:.1f}x the reference, "
-            f"{r['speedup']['Q8_0 adaptive'] / best:.2f}x fixed-K rprm-lite; random weights make P(Yes), so the "
-            "stopping point, unlike a trained model's (see bench adaptive-study).")
+            f"{r['speedup']['Q8_0 adaptive'] / best:.2f}x fixed-K rprm-lite. Where it stops depends on the random "
+            "weights' P(Yes); `rprm-lite bench adaptive-study` measures it on real critiques.")
     return "\n".join([
         f"### 1. rprm-lite vs the R-PRM reference pipeline (K={r['k']}, {r['tokens']}-token critiques, "
         f"first {r['steps']} step(s), empty cache)",
