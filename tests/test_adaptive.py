@@ -173,3 +173,14 @@ def test_confidence_one_equals_fixed_k_on_the_bundled_model():
             else:
                 assert q == p
         assert b.verdict == a.verdict
+
+
+def test_adaptive_with_the_released_verdict_reads_each_wave_in_a_second_pass(tiny_gguf):
+    single = score(tiny_gguf, threshold=0.0, wave=2)
+    released = score(tiny_gguf, threshold=0.0, wave=2, verdict="released")
+    for a, b in zip(single.steps, released.steps, strict=True):
+        assert (b.critiques_used, b.stop_reason, len(b.p_yes)) == (2, "settled", 2)
+        assert a.critiques == b.critiques  # the same sampled critiques ...
+        assert all(0 <= p <= 1 for p in b.p_yes)
+    # ... read again the released way (a step whose re-tokenized critique is unchanged reads the same)
+    assert any(a.p_yes != b.p_yes for a, b in zip(single.steps, released.steps, strict=True))
