@@ -528,6 +528,8 @@ def main(argv: list[str] | None = None) -> int:
                              "of a few tokens), 1 is raw random weights (nearly flat, llama.cpp's slowest top-p)")
     parser.add_argument("--only", type=lambda text: tuple(text.split(",")), default=SECTIONS,
                         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
+    parser.add_argument("--tokens", type=int, help="critique length of the reference, engine and formats sections "
+                        "(default: 64, --quick 8): a shorter run")
     parser.add_argument("--adaptive", action="store_true",
                         help="also measure rprm-lite with adaptive K in the reference section")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -537,12 +539,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         run_child_here(CHILDREN, args.child, args.job, ReferenceJob if args.child == "transformers" else Job)
         return 0
-    suite = Suite(args.shape, QUICK if args.quick else FULL, args.threads, args.n_gpu_layers, args.device,
+    sizes = QUICK if args.quick else FULL
+    if args.tokens is not None:
+        sizes = replace(sizes, tokens=args.tokens)
+    suite = Suite(args.shape, sizes, args.threads, args.n_gpu_layers, args.device,
                   args.torch_dtype, args.out, args.logit_scale, adaptive=args.adaptive)
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
-    name = ("speed" + ("-quick" if args.quick else "")
+    name = ("speed" + ("-quick" if args.quick else "") + ("" if args.tokens is None else f"-{args.tokens}-tokens")
             + ("" if args.logit_scale == DEFAULT_LOGIT_SCALE else f"-logits-x{args.logit_scale:g}")
             + ("" if set(args.only) == set(SECTIONS) else "-" + "-".join(n for n in SECTIONS if n in args.only))
             + ("-adaptive" if args.adaptive else ""))
