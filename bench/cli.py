@@ -348,12 +348,14 @@ def bon_command(
     candidates: Candidates, out: Out, model: ModelOpt = None, k: KOpt = None,
     temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
     seed: SeedOpt = None, prompt_style: StyleOpt = None, n_gpu_layers: GpuOpt = None,
-    threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False,
+    threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False, adaptive: AdaptiveOpt = False,
+    confidence: ConfidenceOpt = None, wave: WaveOpt = None, adaptive_rule: RuleOpt = None,
 ) -> None:
     """Best-of-N accuracy by PRM score (min, product, mean, last) against pass@1, majority vote, pass@N."""
     settings = overrides(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                          prompt_style=prompt_style, all_steps=True, n_gpu_layers=n_gpu_layers,
-                         threads=threads, n_ctx=n_ctx)
+                         threads=threads, n_ctx=n_ctx, adaptive=adaptive or None, confidence=confidence,
+                         wave=wave, adaptive_rule=adaptive_rule)
     problems = bestofn.read_problems(candidates)
     todo = [item for problem in problems for item in problem.bench_items()]
     if todo:
@@ -384,11 +386,14 @@ def rerank_command(
     k: KOpt = None, temperature: TemperatureOpt = None, top_p: TopPOpt = None,
     max_tokens: MaxTokensOpt = None, seed: SeedOpt = None, prompt_style: StyleOpt = None,
     n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False,
+    adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
+    adaptive_rule: RuleOpt = None,
 ) -> None:
     """Pick the best of N candidate solutions per problem by aggregated PRM score."""
     settings = overrides(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                          prompt_style=prompt_style, aggregation=aggregation, all_steps=True,
-                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, adaptive=adaptive or None,
+                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule)
     how = aggregation or ScoreConfig().aggregation
     done = {str(r.get("id")) for r in read_records(output)} if output and output.exists() else set()
     problems = [p for p in bestofn.read_problems(candidates) if p.id not in done]

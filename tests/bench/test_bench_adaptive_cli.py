@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 from test_bench_cli import invoke, scorers  # noqa: F401  (the fixture)
+from typer.testing import CliRunner
+
+from rprm_lite.bench import cli
 
 
 def test_processbench_passes_the_adaptive_settings_and_refuses_to_resume_without_them(
@@ -44,3 +47,10 @@ def test_adaptive_study_on_recorded_predictions(tmp_path, processbench_dir, scor
     trace = report["traces"][0]
     assert trace["k"] == 2 and trace["fixed_k_metric"] == trace["benchmark_code_metric"] == 50.0
     assert all(1 <= row["critiques_mean"] <= 2 for row in trace["rows"])
+
+
+def test_bon_and_rerank_take_the_adaptive_options():
+    for command in ("bon", "rerank"):
+        app = cli.app if command == "bon" else cli.rerank_app
+        help_text = CliRunner().invoke(app, [command, "--help"] if command == "bon" else ["--help"]).output
+        assert all(option in help_text for option in ("--adaptive", "--confidence", "--wave", "--adaptive-rule"))
