@@ -142,13 +142,15 @@ def run_rprm_lite(job: Job) -> dict:
                                             banned=scorer.engine.end_tokens())
     _warm_up(scorer, job)
     marks: list[float] = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = scorer.score(job.question, job.steps, on_step=lambda *_: marks.append(time.perf_counter()))
+    cpu_seconds = time.process_time() - cpu_start  # every thread of this process: less sensitive to other load
     steps = [_step(end - begin, s.generated_tokens, 0 if s.score is None else s.prompt_tokens - s.reused_tokens,
                    s.verdict)
              for begin, end, s in zip([start, *marks[:-1]], marks, result.steps, strict=True)]
     used = [s.critiques_used or len(s.p_yes) for s in result.steps if s.score is not None]
-    return report(steps, fallbacks=sum(s.fallbacks for s in result.steps), critiques_per_step=sum(used) / len(used))
+    return report(steps, fallbacks=sum(s.fallbacks for s in result.steps), critiques_per_step=sum(used) / len(used),
+                  cpu_seconds=cpu_seconds)
 
 
 def _scorer_class(error_step: int | None):
