@@ -30,9 +30,10 @@ def measure(job: Job, repeats: int) -> dict:
         order = ("fixed", "adaptive") if repeat % 2 == 0 else ("adaptive", "fixed")
         for name in order:
             runs[name].append(Child()("rprm-lite", replace(job, adaptive=name == "adaptive")))
-    summary = {name: {"seconds_per_step": [r["mean_seconds_per_step"] for r in rs],
-                      "cpu_seconds": [r["cpu_seconds"] for r in rs],
-                      "critiques_per_step": rs[0]["critiques_per_step"]} for name, rs in runs.items()}
+    summary: dict = {"variants": {name: {"seconds_per_step": [r["mean_seconds_per_step"] for r in rs],
+                                         "cpu_seconds": [r["cpu_seconds"] for r in rs],
+                                         "critiques_per_step": rs[0]["critiques_per_step"]}
+                                  for name, rs in runs.items()}}
     pairs = list(zip(runs["fixed"], runs["adaptive"], strict=True))
     summary["wall_ratio"] = statistics.median(f["mean_seconds_per_step"] / a["mean_seconds_per_step"] for f, a in pairs)
     summary["cpu_ratio"] = statistics.median(f["cpu_seconds"] / a["cpu_seconds"] for f, a in pairs)
@@ -41,7 +42,7 @@ def measure(job: Job, repeats: int) -> dict:
 
 def render(result: dict) -> str:
     rows = [(name, f"{r['critiques_per_step']:.1f}", ", ".join(f"{s:.2f}" for s in r["seconds_per_step"]),
-             ", ".join(f"{s:.2f}" for s in r["cpu_seconds"])) for name, r in result["runs"].items()]
+             ", ".join(f"{s:.2f}" for s in r["cpu_seconds"])) for name, r in result["runs"]["variants"].items()]
     job = result["job"]
     return (f"## Fixed K vs adaptive K per scored step ({Path(job['model']).name}, K={job['k']}, "
             f"{job['tokens']}-token critiques, {job['threads']} threads)\n\n"
