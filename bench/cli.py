@@ -16,12 +16,15 @@ from typing import Annotated, Any
 import typer
 
 from rprm_lite.cli import (
+    AdaptiveOpt,
+    ConfidenceOpt,
     GpuOpt,
     JsonOpt,
     KOpt,
     MaxTokensOpt,
     ModelOpt,
     NCtxOpt,
+    RuleOpt,
     SeedOpt,
     StyleOpt,
     TemperatureOpt,
@@ -29,6 +32,7 @@ from rprm_lite.cli import (
     ThresholdOpt,
     TopPOpt,
     VerdictOpt,
+    WaveOpt,
 )
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, RprmError
@@ -120,13 +124,16 @@ def processbench_command(
     critiques: Critiques = True, as_json: JsonOpt = False, backend: BackendOpt = None,
     server_model: ServerModelOpt = None, api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None,
     vocab: VocabOpt = None,
+    adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
+    adaptive_rule: RuleOpt = None,
 ) -> None:
     """Score ProcessBench and report error/correct accuracy and F1 per subset (resumable)."""
     remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
                                  concurrency=concurrency, vocab=vocab)
     settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=all_steps,
-                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, adaptive=adaptive or None,
+                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule)
     items = _first_per_group(processbench.load_processbench(data, processbench.parse_subsets(subsets),
                                                             revision=revision), "subset", limit)
     records, config = _run([i.bench_item() for i in items], model, settings, out, "processbench", critiques,
@@ -148,13 +155,16 @@ def prmbench_command(
     n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, critiques: Critiques = True,
     as_json: JsonOpt = False, backend: BackendOpt = None, server_model: ServerModelOpt = None,
     api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None,
+    adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
+    adaptive_rule: RuleOpt = None,
 ) -> None:
     """Score PRMBench (every step) and report PRMScore overall, per dimension and per category."""
     remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
                                  concurrency=concurrency, vocab=vocab)
     settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=True,
-                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, adaptive=adaptive or None,
+                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule)
     items = _first_per_group(prmbench.load_prmbench(data, subset400=subset400), "classification", limit)
     records, config = _run([i.bench_item() for i in items], model, settings, out, "prmbench", critiques,
                            remote=remote, vocab=vocab)
@@ -318,6 +328,37 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+@app.command("adaptive-study")
+@cli_errors
+def adaptive_study_command(
+    out: Annotated[Path, typer.Option(help="Folder for adaptive_study.json, .md and .png.")],
+    prmbench_scores: Annotated[Path | None, typer.Option(
+        help="PRMBench results with 10-critique vote shares (../shared/reference/prmbench-rprm-scores.jsonl).")] = None,
+    prmbench_data: Annotated[Path | None, typer.Option(help="The PRMBench data folder.")] = None,
+    processbench_predictions: Annotated[list[Path] | None, typer.Option(
+        help="predictions.jsonl of `bench processbench` (per-critique p_yes); repeatable.")] = None,
+    processbench_data: Annotated[str | None, typer.Option(help="Their ProcessBench-format data folder.")] = None,
+    subsets: Subsets = None,
+    permutations: Annotated[int, typer.Option(min=1, help="Random critique orders per step.")] = 100,
+    wave: Annotated[int, typer.Option(min=1, help="Critiques per wave.")] = 2,
+    threshold: Annotated[float, typer.Option(help="A step is wrong below this score.")] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of the critique orders.")] = 0,
+) -> None:
+    """Adaptive K from recorded critiques: critiques used against the metric lost, per stopping rule."""
+    from . import adaptive_study
+
+    traces = []
+    if (prmbench_scores is None) != (prmbench_data is None):
+        raise InputError("--prmbench-scores and --prmbench-data go together")
+    if prmbench_scores is not None:
+        traces.append(adaptive_study.prmbench_trace(prmbench_scores, prmbench_data, threshold))
+    if processbench_predictions and processbench_data is None:
+        raise InputError("--processbench-predictions needs --processbench-data")
+    for path in processbench_predictions or []:
+        traces.append(adaptive_study.processbench_trace(path, processbench_data, threshold, subsets))
+    adaptive_study.run_study(traces, out, permutations=permutations, wave=wave, threshold=threshold, seed=seed)
+
+
 # -- best-of-N --------------------------------------------------------------------------------------
 Candidates = Annotated[Path, typer.Argument(metavar="CANDIDATES",
                                              help="JSONL: one problem per line with 'candidates'.")]
@@ -331,12 +372,14 @@ def bon_command(
     candidates: Candidates, out: Out, model: ModelOpt = None, k: KOpt = None,
     temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
     seed: SeedOpt = None, prompt_style: StyleOpt = None, n_gpu_layers: GpuOpt = None,
-    threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False,
+    threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False, adaptive: AdaptiveOpt = False,
+    confidence: ConfidenceOpt = None, wave: WaveOpt = None, adaptive_rule: RuleOpt = None,
 ) -> None:
     """Best-of-N accuracy by PRM score (min, product, mean, last) against pass@1, majority vote, pass@N."""
     settings = overrides(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                          prompt_style=prompt_style, all_steps=True, n_gpu_layers=n_gpu_layers,
-                         threads=threads, n_ctx=n_ctx)
+                         threads=threads, n_ctx=n_ctx, adaptive=adaptive or None, confidence=confidence,
+                         wave=wave, adaptive_rule=adaptive_rule)
     problems = bestofn.read_problems(candidates)
     todo = [item for problem in problems for item in problem.bench_items()]
     if todo:
@@ -369,13 +412,16 @@ def rerank_command(
     n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False,
     backend: BackendOpt = None, server_model: ServerModelOpt = None, api_key_env: ApiKeyEnvOpt = None,
     concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None,
+    adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
+    adaptive_rule: RuleOpt = None,
 ) -> None:
     """Pick the best of N candidate solutions per problem by aggregated PRM score."""
     remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
                                  concurrency=concurrency, vocab=vocab)
     settings = overrides(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                          prompt_style=prompt_style, aggregation=aggregation, all_steps=True,
-                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, adaptive=adaptive or None,
+                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule)
     how = aggregation or ScoreConfig().aggregation
     done = {str(r.get("id")) for r in read_records(output)} if output and output.exists() else set()
     problems = [p for p in bestofn.read_problems(candidates) if p.id not in done]

@@ -177,13 +177,14 @@ class Suite:
     torch_dtype: str
     out: Path
     logit_scale: float = DEFAULT_LOGIT_SCALE
+    adaptive: bool = False  # the reference section also measures rprm-lite with adaptive K
     models: dict[str, Path] = field(default_factory=dict)
     checkpoint: Path | None = None
     child: Child = field(default_factory=lambda: Child(module="rprm_lite.bench.speed"))
 
-    def prepare(self) -> None:
+    def prepare(self, formats: tuple[str, ...] = tuple(FORMATS)) -> None:
         folder = self.out / "models"
-        self.models = {fmt: build_model(self.shape, fmt, folder, logit_scale=self.logit_scale) for fmt in FORMATS}
+        self.models = {fmt: build_model(self.shape, fmt, folder, logit_scale=self.logit_scale) for fmt in formats}
         self.checkpoint = build_checkpoint(self.shape, folder, logit_scale=self.logit_scale)
 
     def job(self, fmt: str = "Q8_0", **changes) -> Job:
@@ -214,9 +215,18 @@ def reference_section(suite: Suite) -> dict:
     reference = suite.measure("transformers", job)
     lite = {fmt: suite.measure("rprm-lite", suite.job(fmt, k=sizes.reference_k, steps=steps))
             for fmt in ("Q8_0", "F32")}
+    if suite.adaptive:
+        lite["Q8_0 adaptive"] = suite.measure("rprm-lite", suite.job(k=sizes.reference_k, steps=steps, adaptive=True))
     speedup = {fmt: reference["mean_seconds_per_step"] / r["mean_seconds_per_step"] for fmt, r in lite.items()}
-    return {"k": sizes.reference_k, "tokens": sizes.tokens, "steps": len(steps), "transformers": reference,
-            "rprm_lite": lite, "speedup": speedup, "target_speedup": 10.0}
+    result = {"k": sizes.reference_k, "tokens": sizes.tokens, "steps": len(steps), "transformers": reference,
+              "rprm_lite": lite, "speedup": speedup, "target_speedup": 10.0}
+    if suite.adaptive:
+        job = suite.job(adaptive=True)
+        from rprm_lite.config import ScoreConfig
+
+        result["adaptive"] = {"adaptive_rule": ScoreConfig().adaptive_rule, "confidence": job.confidence,
+                              "wave": job.wave}
+    return result
 
 
 def scaling_section(suite: Suite) -> dict:
@@ -322,7 +332,8 @@ SECTIONS = ("reference", "engine", "scaling", "formats", "cold_start")  # in tab
 def run_suite(suite: Suite, only: tuple[str, ...] = SECTIONS, save=lambda result: None) -> dict:
     """Run the chosen sections; `save(result)` after each one keeps what a killed run finished."""
     started = time.time()
-    suite.prepare()
+    # the formats section needs every format; the others only Q8_0 and the reference's F32
+    suite.prepare(tuple(FORMATS) if "formats" in only else ("F32", "Q8_0"))
     result: dict = {"meta": metadata(suite)}
     runners = {"engine": lambda: engine_section(suite),  # first: formats reuses its Q8_0 row
                "reference": lambda: reference_section(suite), "scaling": lambda: scaling_section(suite),
@@ -421,6 +432,13 @@ def _reference_table(r: dict) -> str:
     rows += [("rprm-lite", f"{fmt} GGUF", x["mean_seconds_per_step"], "", "", x["tokens_per_s"],
               round(x["peak_rss_mb"]), f"{r['speedup'][fmt]:.1f}x") for fmt, x in r["rprm_lite"].items()]
     best = r["speedup"]["Q8_0"]
+    adaptive, how = r["rprm_lite"].get("Q8_0 adaptive"), r.get("adaptive", {})
+    note = ("" if adaptive is None else
+            f" Adaptive K ({how.get('adaptive_rule')} rule, c={how.get('confidence')}, waves of {how.get('wave')}): "
+            f"{adaptive['critiques_per_step']:.1f} critiques per step of "
+            f"K={r['k']}, {r['speedup']['Q8_0 adaptive']:.1f}x the reference, "
+            f"{r['speedup']['Q8_0 adaptive'] / best:.2f}x fixed-K rprm-lite. Where it stops depends on the random "
+            "weights' P(Yes); `rprm-lite bench adaptive-study` measures it on real critiques.")
     return "\n".join([
         f"### 1. rprm-lite vs the R-PRM reference pipeline (K={r['k']}, {r['tokens']}-token critiques, "
         f"first {r['steps']} step(s), empty cache)",
@@ -428,7 +446,7 @@ def _reference_table(r: dict) -> str:
                  "speedup"), rows),
         f"transformers load {t['load_seconds']:.1f} s (not counted). Target rprm-lite (Q8_0) >= "
         f"{r['target_speedup']:.0f}x faster per scored step: {_met(best >= r['target_speedup'])} ({best:.1f}x; "
-        f"same-precision F32 GGUF: {r['speedup']['F32']:.1f}x)."])
+        f"same-precision F32 GGUF: {r['speedup']['F32']:.1f}x)." + note])
 
 
 def _mean(result: dict, key: str) -> float:
@@ -510,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
                              "of a few tokens), 1 is raw random weights (nearly flat, llama.cpp's slowest top-p)")
     parser.add_argument("--only", type=lambda text: tuple(text.split(",")), default=SECTIONS,
                         help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
+    parser.add_argument("--tokens", type=int, help="critique length of the reference, engine and formats sections "
+                        "(default: 64, --quick 8): a shorter run")
+    parser.add_argument("--adaptive", action="store_true",
+                        help="also measure rprm-lite with adaptive K in the reference section")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
@@ -517,14 +539,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         run_child_here(CHILDREN, args.child, args.job, ReferenceJob if args.child == "transformers" else Job)
         return 0
-    suite = Suite(args.shape, QUICK if args.quick else FULL, args.threads, args.n_gpu_layers, args.device,
-                  args.torch_dtype, args.out, args.logit_scale)
+    sizes = QUICK if args.quick else FULL
+    if args.tokens is not None:
+        sizes = replace(sizes, tokens=args.tokens)
+    suite = Suite(args.shape, sizes, args.threads, args.n_gpu_layers, args.device,
+                  args.torch_dtype, args.out, args.logit_scale, adaptive=args.adaptive)
     unknown = set(args.only) - set(SECTIONS)
     if unknown:
         parser.error(f"--only: unknown section(s) {', '.join(sorted(unknown))}; choose from {', '.join(SECTIONS)}")
-    name = ("speed" + ("-quick" if args.quick else "")
+    name = ("speed" + ("-quick" if args.quick else "") + ("" if args.tokens is None else f"-{args.tokens}-tokens")
             + ("" if args.logit_scale == DEFAULT_LOGIT_SCALE else f"-logits-x{args.logit_scale:g}")
-            + ("" if set(args.only) == set(SECTIONS) else "-" + "-".join(n for n in SECTIONS if n in args.only)))
+            + ("" if set(args.only) == set(SECTIONS) else "-" + "-".join(n for n in SECTIONS if n in args.only))
+            + ("-adaptive" if args.adaptive else ""))
 
     def save(result: dict) -> None:
         args.out.mkdir(parents=True, exist_ok=True)

@@ -114,6 +114,9 @@ class Job:
     steps: tuple[str, ...] = STEPS
     kv_reuse: bool = True
     error_step: int | None = None  # rprm-lite only: mark this 1-based step wrong, so scoring stops there
+    adaptive: bool = False  # rprm-lite only: adaptive K (waves of `wave`, beta rule at `confidence`)
+    confidence: float = 0.8  # ScoreConfig's defaults
+    wave: int = 2
 
     @classmethod
     def from_json(cls, text: str) -> Job:
@@ -128,20 +131,26 @@ def run_rprm_lite(job: Job) -> dict:
     from rprm_lite.config import ScoreConfig
     from rprm_lite.engine import Sampler
 
-    # threshold 0: no real verdict is "wrong", so with `error_step` scoring stops exactly there
+    # threshold 0: no real verdict is "wrong", so with `error_step` scoring stops exactly there; adaptive K
+    # keeps the default threshold, since at 0 every step would be settled by its first wave
+    adaptive = dict(adaptive=True, confidence=job.confidence, wave=job.wave) if job.adaptive else {}
     config = ScoreConfig(k=job.k, max_tokens=job.tokens, threads=job.threads, n_gpu_layers=job.n_gpu_layers,
-                         kv_reuse=job.kv_reuse, all_steps=job.error_step is None, threshold=0.0)
+                         kv_reuse=job.kv_reuse, all_steps=job.error_step is None,
+                         threshold=0.5 if job.adaptive else 0.0, **adaptive)
     scorer = _scorer_class(job.error_step)(job.model, config)
     scorer.make_sampler = functools.partial(Sampler, n_vocab=scorer.engine.n_vocab,
                                             banned=scorer.engine.end_tokens())
     _warm_up(scorer, job)
     marks: list[float] = []
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = scorer.score(job.question, job.steps, on_step=lambda *_: marks.append(time.perf_counter()))
+    cpu_seconds = time.process_time() - cpu_start  # every thread of this process: less sensitive to other load
     steps = [_step(end - begin, s.generated_tokens, 0 if s.score is None else s.prompt_tokens - s.reused_tokens,
                    s.verdict)
              for begin, end, s in zip([start, *marks[:-1]], marks, result.steps, strict=True)]
-    return report(steps, fallbacks=sum(s.fallbacks for s in result.steps))
+    used = [s.critiques_used or len(s.p_yes) for s in result.steps if s.score is not None]
+    return report(steps, fallbacks=sum(s.fallbacks for s in result.steps), critiques_per_step=sum(used) / len(used),
+                  cpu_seconds=cpu_seconds)
 
 
 def _scorer_class(error_step: int | None):

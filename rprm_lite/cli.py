@@ -52,6 +52,13 @@ CritiquesOpt = Annotated[bool, Opt("--show-critiques", help="Print (or include i
 GpuOpt = Annotated[int | None, Opt("--n-gpu-layers", help="Layers to offload to CUDA/Metal; -1 for all.")]
 ThreadsOpt = Annotated[int | None, Opt(help="CPU threads [default: all cores].")]
 NCtxOpt = Annotated[int | None, Opt("--n-ctx", help="KV cache cap in tokens (prompt + K critiques).")]
+AdaptiveOpt = Annotated[bool, Opt("--adaptive", help="Adaptive K: draw critiques in waves, up to --k, and stop a step "
+                                   "once its verdict is settled with --confidence.")]
+ConfidenceOpt = Annotated[float | None, Opt(help="Adaptive K: how sure the stopping rule must be, in (0.5, 1]; 1 "
+                                             "never stops early [default: 0.8].")]
+WaveOpt = Annotated[int | None, Opt(help="Adaptive K: critiques decoded together per wave [default: 2].")]
+RuleOpt = Annotated[str | None, Opt("--adaptive-rule", help="Adaptive K: beta (posterior on the mean), betting "
+                                     "(confidence sequence) or window (last critiques agree) [default: beta].")]
 
 
 @app.command()
@@ -62,14 +69,17 @@ def score(file: FileArg, model: ModelOpt = None, k: KOpt = None, temperature: Te
           output: OutputOpt = None,
           show_critiques: CritiquesOpt = False, n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None,
           n_ctx: NCtxOpt = None, backend: BackendOpt = None, server_model: ServerModelOpt = None,
-          api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None) -> None:
+          api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None,
+          adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
+          adaptive_rule: RuleOpt = None) -> None:
     """Score every step of one or more solutions and report the first wrong step."""
     from rprm_lite.remote.options import remote_from_options
     from rprm_lite.run import ScoreJob, run_score_job
 
     overrides = _given(k=k, temperature=temperature, top_p=top_p, threshold=threshold, max_tokens=max_tokens,
                        seed=seed, all_steps=all_steps or None, prompt_style=prompt_style, verdict=verdict,
-                       aggregation=aggregation, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+                       aggregation=aggregation, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx,
+                       adaptive=adaptive or None, confidence=confidence, wave=wave, adaptive_rule=adaptive_rule)
     job = ScoreJob(source=file, model=model, overrides=overrides, json_out=json_out, output=output,
                    show_critiques=show_critiques, vocab=vocab,
                    remote=remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,

@@ -3,6 +3,7 @@
 A critique's P(Yes) is read from the raw logits right after it writes the verdict phrase
 "Is the step correct (Yes/No)?". A critique that ends (end of text or max tokens) without the
 phrase gets the released fallback question appended, and P(Yes) is read after it instead.
+With adaptive K (`sample_in_waves`) the K streams are decoded a wave at a time until the step is settled.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from rprm_lite import adaptive
 from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, stream_seed
 from rprm_lite.prompt import FALLBACK_TEXT, VERDICT_PHRASE
@@ -55,24 +57,61 @@ def sample_critiques(engine: Engine, *, prompt_len: int, last_row: int, step_ind
                      config: ScoreConfig, vocab: Vocabulary, max_tokens: int,
                      make_sampler: Callable[..., Sampler] = Sampler) -> list[CritiqueResult]:
     """Sample K critiques for the prompt held in sequence 0 (its last logits at `last_row`)."""
-    streams = [
-        Critique(seq=i + 1, pos=prompt_len,
-                 sampler=make_sampler(temperature=config.temperature, top_p=config.top_p,
-                                      seed=stream_seed(config.seed, step_index, i)))
-        for i in range(config.k)
-    ]
+    streams: list[Critique] = []
     try:
-        for stream in streams:
-            engine.trim(stream.seq)
-            engine.copy(PROMPT_SEQ, stream.seq)
-            stream.pending = stream.sampler.sample(engine, last_row)
-        _generate(engine, streams, vocab, max_tokens)
-        _ask_fallback(engine, [s for s in streams if s.p_yes is None], vocab)
-        return [CritiqueResult(s.critique_text, s.p_yes, s.fallback, s.tokens, tuple(s.token_ids))
-                for s in streams]
+        _start(engine, streams, prompt_len=prompt_len, last_row=last_row, step_index=step_index,
+               config=config, make_sampler=make_sampler)
+        return _finish(engine, streams, vocab, max_tokens)
     finally:
         for stream in streams:
             stream.sampler.close()
+
+
+def sample_in_waves(engine: Engine, *, prompt_len: int, last_row: int, step_index: int, config: ScoreConfig,
+                    vocab: Vocabulary, max_tokens: int, read_p_yes: Callable[[list[CritiqueResult]], list[float]],
+                    make_sampler: Callable[..., Sampler] = Sampler
+                    ) -> tuple[list[CritiqueResult], list[float], str]:
+    """Adaptive K: critiques in waves of `config.wave`, decoded together, until `config.adaptive_rule`
+    settles the step (rprm_lite/adaptive.py) or K are drawn. Critique j has the seed and the first
+    token it has with a fixed K: every stream's first token is drawn now, from the prompt's logits.
+    Returns the critiques drawn, their P(Yes) (`read_p_yes` of each wave) and the stop reason."""
+    streams: list[Critique] = []
+    try:
+        _start(engine, streams, prompt_len=prompt_len, last_row=last_row, step_index=step_index,
+               config=config, make_sampler=make_sampler)
+        results: list[CritiqueResult] = []
+        p_yes: list[float] = []
+        for begin in range(0, config.k, config.wave):
+            wave = _finish(engine, streams[begin:begin + config.wave], vocab, max_tokens)
+            results += wave
+            p_yes += read_p_yes(wave)
+            if adaptive.decide(p_yes, rule=config.adaptive_rule, threshold=config.threshold,
+                               confidence=config.confidence) != adaptive.UNSETTLED:
+                return results, p_yes, adaptive.SETTLED
+        return results, p_yes, adaptive.REACHED_K
+    finally:
+        for stream in streams:
+            stream.sampler.close()
+
+
+def _start(engine: Engine, streams: list[Critique], *, prompt_len: int, last_row: int, step_index: int,
+           config: ScoreConfig, make_sampler: Callable[..., Sampler]) -> None:
+    """K streams over a copy of the prompt, each with its first token sampled (appended to `streams` as
+    they are made, so the caller closes every sampler made even when one fails)."""
+    for i in range(config.k):
+        streams.append(Critique(seq=i + 1, pos=prompt_len,
+                                sampler=make_sampler(temperature=config.temperature, top_p=config.top_p,
+                                                     seed=stream_seed(config.seed, step_index, i))))
+    for stream in streams:
+        engine.trim(stream.seq)
+        engine.copy(PROMPT_SEQ, stream.seq)
+        stream.pending = stream.sampler.sample(engine, last_row)
+
+
+def _finish(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_tokens: int) -> list[CritiqueResult]:
+    _generate(engine, streams, vocab, max_tokens)
+    _ask_fallback(engine, [s for s in streams if s.p_yes is None], vocab)
+    return [CritiqueResult(s.critique_text, s.p_yes, s.fallback, s.tokens, tuple(s.token_ids)) for s in streams]
 
 
 def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_tokens: int) -> None:

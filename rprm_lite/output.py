@@ -22,11 +22,13 @@ def excerpt(text: str, width: int = EXCERPT_WIDTH) -> str:
 
 
 def format_table(result: SolutionResult, steps_text: tuple[str, ...], *, show_critiques: bool = False) -> str:
+    adaptive = any(step.critiques_used is not None for step in result.steps)  # adaptive K: critiques drawn
     lines = [f"solution {result.id}: {verdict_line(result)}",
-             f"{'step':>4}  {'score':>5}  {'verdict':<11} text"]
+             f"{'step':>4}  {'score':>5}  {'verdict':<11} " + (f"{'critiques':>9}  " if adaptive else "") + "text"]
     for step, text in zip(result.steps, steps_text, strict=False):
         score = "-" if step.score is None else f"{step.score:.3f}"
-        lines.append(f"{step.index:>4}  {score:>5}  {step.verdict:<11} {excerpt(text)}")
+        used = (f"{'-' if step.critiques_used is None else step.critiques_used:>9}  " if adaptive else "")
+        lines.append(f"{step.index:>4}  {score:>5}  {step.verdict:<11} {used}{excerpt(text)}")
         if show_critiques:
             for number, (critique, p_yes) in enumerate(zip(step.critiques, step.p_yes, strict=False), start=1):
                 lines.append(f"      critique {number} (P(Yes) = {p_yes:.3f}):")

@@ -23,6 +23,10 @@ class StepResult:
     critiques: tuple[str, ...] = ()
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens already in the KV cache from the previous step
+    # adaptive K only (None otherwise, and then left out of the JSON): how many critiques were drawn
+    # and why drawing stopped ("settled" by the stopping rule, or "reached-k")
+    critiques_used: int | None = None
+    stop_reason: str | None = None
 
     def to_dict(self, *, critiques: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -31,6 +35,9 @@ class StepResult:
             data["critiques"] = list(data["critiques"])
         else:
             del data["critiques"]
+        for name in ("critiques_used", "stop_reason"):  # adaptive K only
+            if data[name] is None:
+                del data[name]
         return data
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from rprm_lite import metadata
 from rprm_lite import prompt as prompts
 from rprm_lite.config import ScoreConfig
-from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques
+from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_in_waves
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.model_file import ModelInfo, inspect_model, resolve_model_path
@@ -150,6 +151,8 @@ class Scorer:
 
     def _score_step(self, solution: Solution, index: int, tokens: list[int], max_tokens: int) -> StepResult:
         reused = self._load_prompt(tokens)
+        if self.config.adaptive:
+            return self._score_step_adaptive(solution, index, tokens, max_tokens, reused)
         critiques = sample_critiques(self.engine, prompt_len=len(tokens), last_row=self._last_row,
                                      step_index=index, config=self.config, vocab=self.vocab,
                                      max_tokens=max_tokens, make_sampler=self.make_sampler)
@@ -157,6 +160,24 @@ class Scorer:
         if self.config.verdict == "released":
             prompt = prompts.render(solution, index, self.config.prompt_style)
             p_yes = tuple(released_p_yes(self.engine, prompt, tokens, critiques, self.vocab))
+        return self._step_result(index, tokens, reused, critiques, p_yes)
+
+    def _score_step_adaptive(self, solution: Solution, index: int, tokens: list[int], max_tokens: int,
+                             reused: int) -> StepResult:
+        def read_p_yes(wave: list) -> list[float]:
+            if self.config.verdict == "released":
+                prompt = prompts.render(solution, index, self.config.prompt_style)
+                return released_p_yes(self.engine, prompt, tokens, wave, self.vocab)
+            return [c.p_yes for c in wave]
+
+        critiques, p_yes, reason = sample_in_waves(
+            self.engine, prompt_len=len(tokens), last_row=self._last_row, step_index=index, config=self.config,
+            vocab=self.vocab, max_tokens=max_tokens, read_p_yes=read_p_yes, make_sampler=self.make_sampler)
+        result = self._step_result(index, tokens, reused, critiques, tuple(p_yes))
+        return replace(result, critiques_used=len(critiques), stop_reason=reason)
+
+    def _step_result(self, index: int, tokens: list[int], reused: int, critiques: list,
+                     p_yes: tuple[float, ...]) -> StepResult:
         score = sum(p_yes) / len(p_yes)
         return StepResult(
             index=index + 1, score=score, p_yes=p_yes,
