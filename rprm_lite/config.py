@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rprm_lite.errors import InputError
+from rprm_lite.uncertain import band_problems, normalize_band
 
 PromptStyle = Literal["r-prm-eval", "chatml"]
 Aggregation = Literal["min", "product", "mean", "last"]
@@ -43,8 +44,15 @@ class ScoreConfig:
     threads: int | None = None
     n_ctx: int | None = None
     kv_reuse: bool = True
+    # off by default: verdict `uncertain` inside a band (rprm_lite/uncertain.py), and a calibration file
+    # made by `rprm-lite calibrate` for this model (its threshold and score map; rprm_lite/calibration.py)
+    uncertain_band: tuple[float, float] | None = None
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "uncertain_band", normalize_band(self.uncertain_band))
+        if isinstance(self.calibration, os.PathLike):
+            object.__setattr__(self, "calibration", os.fspath(self.calibration))
         problems = list(_problems(self))
         if problems:
             raise InputError("invalid settings: " + "; ".join(problems))
@@ -53,17 +61,26 @@ class ScoreConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        for name in OMITTED_WHEN_OFF:  # outputs made with these off stay as they were before they existed
+            if data[name] is None:
+                del data[name]
+        if "uncertain_band" in data:
+            data["uncertain_band"] = list(data["uncertain_band"])  # as JSON reads it back, so resume compares
+        return data
+
+
+OMITTED_WHEN_OFF = ("uncertain_band", "calibration")
 
 
 # Settings that change what a result holds (with the model file's and the prompt template's hashes):
 # an output made with other values must not be resumed or mixed. The benchmarks' run.json and the
 # results file of `rprm-lite score` (which also records aggregation and n_ctx) are checked with these.
 RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "verdict", "all_steps",
-               "model_sha256")
-RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256")
+               "model_sha256", "uncertain_band")
+RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256", "calibration_sha256")
 # Settings added after outputs were first written: an output without the key was made with this value.
-ADDED_SETTINGS = {"verdict": "single-pass"}
+ADDED_SETTINGS = {"verdict": "single-pass", "uncertain_band": None, "calibration_sha256": None}
 
 
 def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],
@@ -157,3 +174,7 @@ def _range_problems(cfg: ScoreConfig):
         yield f"n_gpu_layers must be -1 (all) or between 0 and {INT32_MAX}, got {cfg.n_gpu_layers}"
     if cfg.seed < 0:
         yield f"seed must be >= 0, got {cfg.seed}"
+    # with a calibration file its threshold replaces this one; the band is checked against it then
+    yield from band_problems(cfg.uncertain_band, cfg.threshold, check_threshold=cfg.calibration is None)
+    if cfg.calibration is not None and not isinstance(cfg.calibration, str):
+        yield f"calibration must be a file path, got {cfg.calibration!r}"

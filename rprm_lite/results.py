@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Verdict = Literal["correct", "wrong", "not scored"]
+Verdict = Literal["correct", "wrong", "uncertain", "not scored"]  # uncertain: see rprm_lite/uncertain.py
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class StepResult:
     critiques: tuple[str, ...] = ()
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens already in the KV cache from the previous step
+    raw_score: float | None = None  # with a calibration: the mean P(Yes) that `score` maps (else not in JSON)
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class SolutionResult:
     solution_score: float | None
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    first_uncertain_step: int | None = None  # 1-based; in JSON only when an uncertain band is set
 
     @property
     def scores(self) -> list[float | None]:
@@ -46,6 +48,10 @@ class SolutionResult:
                 step["critiques"] = list(step["critiques"])
             else:
                 del step["critiques"]
+            if step["raw_score"] is None:
+                del step["raw_score"]
+        if self.config.get("uncertain_band") is None:
+            del data["first_uncertain_step"]
         if not data["extra"]:
             del data["extra"]
         return data
