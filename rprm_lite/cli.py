@@ -51,6 +51,12 @@ CritiquesOpt = Annotated[bool, Opt("--show-critiques", help="Print (or include i
 GpuOpt = Annotated[int | None, Opt("--n-gpu-layers", help="Layers to offload to CUDA/Metal; -1 for all.")]
 ThreadsOpt = Annotated[int | None, Opt(help="CPU threads [default: all cores].")]
 NCtxOpt = Annotated[int | None, Opt("--n-ctx", help="KV cache cap in tokens (prompt + K critiques).")]
+BandOpt = Annotated[str | None, Opt("--uncertain-band", metavar="LOW,HIGH", help="Verdict 'uncertain' for a "
+                                    "score in [LOW, HIGH), which must hold the threshold; wrong below LOW.")]
+CalibrationOpt = Annotated[Path | None, Opt(help="A calibration file from `rprm-lite calibrate` for this model: "
+                                            "its threshold, and its map for the scores.")]
+CacheOpt = Annotated[Path | None, Opt(help="Folder keeping step results across runs: unchanged steps of an "
+                                      "edited solution are not scored again.")]
 
 
 @app.command()
@@ -60,15 +66,22 @@ def score(file: FileArg, model: ModelOpt = None, k: KOpt = None, temperature: Te
           verdict: VerdictOpt = None, aggregation: AggregationOpt = None, json_out: JsonOpt = False,
           output: OutputOpt = None,
           show_critiques: CritiquesOpt = False, n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None,
-          n_ctx: NCtxOpt = None) -> None:
+          n_ctx: NCtxOpt = None, uncertain_band: BandOpt = None, calibration: CalibrationOpt = None,
+          cache: CacheOpt = None) -> None:
     """Score every step of one or more solutions and report the first wrong step."""
     from rprm_lite.run import ScoreJob, run_score_job
+    from rprm_lite.uncertain import parse_band
 
+    if calibration is not None and threshold is not None:
+        raise RprmError("--threshold and --calibration both set the threshold; the calibration file holds "
+                        "its own (leave out --threshold)")
     overrides = _given(k=k, temperature=temperature, top_p=top_p, threshold=threshold, max_tokens=max_tokens,
                        seed=seed, all_steps=all_steps or None, prompt_style=prompt_style, verdict=verdict,
-                       aggregation=aggregation, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+                       aggregation=aggregation, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx,
+                       uncertain_band=None if uncertain_band is None else parse_band(uncertain_band),
+                       calibration=None if calibration is None else str(calibration))
     job = ScoreJob(source=file, model=model, overrides=overrides, json_out=json_out, output=output,
-                   show_critiques=show_critiques)
+                   show_critiques=show_critiques, cache=cache)
     run_score_job(job)
 
 

@@ -21,6 +21,7 @@ class ScoreJob:
     json_out: bool = False
     output: Path | None = None
     show_critiques: bool = False
+    cache: Path | None = None  # a folder keeping step results across runs
 
 
 def run_score_job(job: ScoreJob) -> None:
@@ -33,14 +34,17 @@ def run_score_job(job: ScoreJob) -> None:
     from rprm_lite.config import ScoreConfig
     from rprm_lite.model_file import inspect_model, resolve_model_path
     from rprm_lite.scoring import Scorer, resolve_config, run_settings
+    from rprm_lite.step_cache import StepCache
 
     ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
     solutions = read_solutions(job.source)
     info = inspect_model(resolve_model_path(job.model))
+    config = resolve_config(info, None, job.overrides)  # checks a calibration file against this model
+    cache = StepCache(job.cache)
     with contextlib.ExitStack() as stack:
         results = None
         if job.output:
-            settings = run_settings(info, resolve_config(info, None, job.overrides))
+            settings = run_settings(info, config)
             results = stack.enter_context(contextlib.closing(output.ResultsFile(job.output, settings)))
         todo = [s for s in solutions if results is None or s.id not in results.done]
         if results is not None and len(todo) < len(solutions):
@@ -48,10 +52,14 @@ def run_score_job(job: ScoreJob) -> None:
         if not todo:
             _note("nothing left to score")
             return
-        scorer = stack.enter_context(Scorer(info, **job.overrides))
+        scorer = stack.enter_context(Scorer(info, cache=cache, **job.overrides))
         if scorer.model_info.description:
             _say_model_note(job, scorer.model_info)
-        _score_all(job, scorer, todo, results)
+        try:
+            _score_all(job, scorer, todo, results)
+        finally:
+            if job.cache is not None:
+                _note_cache(job.cache, cache)
 
 
 def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.ResultsFile | None) -> None:
@@ -73,6 +81,15 @@ def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.Resu
         where = f"; their results are in {job.output}" if job.output else ""
         _note(f"stopped after {finished} of {len(todo)} solution(s){where}")
         raise
+
+
+def _note_cache(folder: Path, cache) -> None:
+    text = f"cache {folder}: {cache.hits} of {cache.hits + cache.misses} scored step(s) reused"
+    if cache.corrupt:
+        text += f"; {cache.corrupt} unreadable entr{'y' if cache.corrupt == 1 else 'ies'} ignored and rewritten"
+    if cache.write_errors:
+        text += f"; {cache.write_errors} could not be written (is the folder full or read-only?)"
+    _note(text)
 
 
 def _note_short_critiques(scorer) -> bool:
