@@ -20,6 +20,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("rprm_lite.training.cli", "train_app", "Train an R-PRM: SFT and DPO."),
     "bench": ("rprm_lite.bench.cli", "app", "Benchmarks: ProcessBench, PRMBench, best-of-N, speed."),
     "rerank": ("rprm_lite.bench.cli", "rerank_app", "Pick the best of N candidate solutions by PRM score."),
+    "calibrate": ("rprm_lite.bench.calibrate_cli", "app", "Fit a calibration file (threshold, score map) on "
+                  "labelled predictions."),
 }
 
 
