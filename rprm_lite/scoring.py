@@ -23,7 +23,7 @@ from typing import Any
 
 from rprm_lite import metadata
 from rprm_lite import prompt as prompts
-from rprm_lite.calibration import calibrated_config, load_calibration
+from rprm_lite.calibration import Calibration, calibrated_config, load_calibration
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
@@ -270,7 +270,7 @@ class Scorer:
 
         import rprm_lite
 
-        return {**run_settings(self.model_info, self.config), "rprm_lite": rprm_lite.__version__,
+        return {**run_settings(self.model_info, self.config, self.calibration), "rprm_lite": rprm_lite.__version__,
                 "llama_cpp_python": llama_cpp.__version__}
 
     def _find_vocabulary(self) -> Vocabulary:
@@ -301,12 +301,13 @@ class Scorer:
                                      f"the {self.config.prompt_style} prompt needs ChatML special tokens")
 
 
-def run_settings(info: ModelInfo, config: ScoreConfig) -> dict[str, Any]:
-    """What decides a result: every setting, the model file and the prompt template (by hash)."""
-    calibration = {} if config.calibration is None else {
-        "calibration_sha256": load_calibration(config.calibration).sha256}
+def run_settings(info: ModelInfo, config: ScoreConfig, calibration: Calibration | None = None) -> dict[str, Any]:
+    """What decides a result: every setting, the model file, the prompt template and the calibration (by hash)."""
+    calibrated = {}
+    if config.calibration is not None:
+        calibrated["calibration_sha256"] = (calibration or load_calibration(config.calibration)).sha256
     return {**config.to_dict(), "model": info.path.name, "model_sha256": info.sha256,
-            "prompt_sha256": prompts.template_hash(config.prompt_style), **calibration}
+            "prompt_sha256": prompts.template_hash(config.prompt_style), **calibrated}
 
 
 def resolve_config(info: ModelInfo, config: ScoreConfig | None = None,
