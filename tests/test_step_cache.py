@@ -112,3 +112,22 @@ def test_a_cache_path_that_is_a_file_is_a_clear_error(tmp_path):
     not_a_folder.write_text("x")
     with pytest.raises(InputError, match="cannot use it as a cache folder"):
         StepCache(not_a_folder)
+
+
+def test_score_cache_option_reuses_steps_across_runs_with_the_same_output(small_bpe_gguf, tmp_path):
+    import subprocess
+    import sys
+
+    solution = tmp_path / "s.json"
+    solution.write_text(json.dumps({"id": "s", "question": QUESTION, "steps": EDITED[:2]}))
+
+    def run(*extra):
+        return subprocess.run([sys.executable, "-m", "rprm_lite.cli", "score", str(solution), "--model",
+                               str(small_bpe_gguf), "--k", "2", "--max-tokens", "3", "--all-steps", *extra],
+                              capture_output=True, text=True, timeout=120)
+
+    plain, first, second = run(), run("--cache", str(tmp_path / "c")), run("--cache", str(tmp_path / "c"))
+    assert plain.returncode == first.returncode == second.returncode == 0, second.stderr
+    assert plain.stdout == first.stdout == second.stdout and plain.stderr == ""
+    assert first.stderr == f"cache {tmp_path / 'c'}: 0 of 2 scored step(s) reused\n"
+    assert second.stderr == f"cache {tmp_path / 'c'}: 2 of 2 scored step(s) reused\n"
