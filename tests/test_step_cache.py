@@ -35,9 +35,16 @@ def other_model(tmp_path_factory, small_bpe_gguf):
     return build_random_gguf(tmp_path_factory.mktemp("other") / "other.gguf", tokenizer="small-bpe", seed=1)
 
 
-def test_an_edit_reuses_the_steps_before_it_and_later_steps_match_an_uncached_run(small_bpe_gguf, edited_uncached):
+@pytest.mark.parametrize("changes", [{}, {"verdict": "released"}, {"kv_reuse": False}],
+                         ids=["default", "released", "no-kv-reuse"])
+def test_an_edit_reuses_the_steps_before_it_and_later_steps_match_an_uncached_run(small_bpe_gguf, uncached,
+                                                                                   edited_uncached, changes):
+    config = CONFIG.replace(**changes)
+    if changes:
+        with Scorer(small_bpe_gguf, config, cache=StepCache(max_entries=0)) as scorer:
+            edited_uncached = scorer.score(QUESTION, EDITED)
     cache = StepCache()
-    with Scorer(small_bpe_gguf, CONFIG, cache=cache) as scorer:
+    with Scorer(small_bpe_gguf, config, cache=cache) as scorer:
         scorer.score(QUESTION, ORIGINAL)
         assert (cache.hits, cache.misses) == (0, 4)
         edited = scorer.score(QUESTION, EDITED)
