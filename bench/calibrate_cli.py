@@ -44,6 +44,8 @@ def calibrate_command(
     """F1-optimal threshold with a bootstrap interval, calibration error, reliability diagram, calibration file."""
     if score_map not in (*fit.MAPS, "none"):
         raise InputError(f"--map must be isotonic, platt or none, got {score_map!r}")
+    if not predictions.is_file():
+        raise InputError(f"{predictions}: no such file; expected the predictions.jsonl of a benchmark run")
     run = _run_config(predictions)
     sha256, model_name = _model_identity(run, model, model_sha256)
     benchmark, pairs = _pairs(predictions, data, subsets, partial)
