@@ -17,6 +17,7 @@ import typer
 
 from rprm_lite.cli import (
     AdaptiveOpt,
+    BandOpt,
     ConfidenceOpt,
     GpuOpt,
     JsonOpt,
@@ -46,7 +47,7 @@ from rprm_lite.remote.options import (
     remote_from_options,
 )
 
-from . import bestofn, prmbench, processbench, report, scaling
+from . import bestofn, prmbench, processbench, report, scaling, uncertain_report
 from .harness import BenchItem, run_items
 from .records import METRICS_FILE, read_records
 
@@ -125,7 +126,7 @@ def processbench_command(
     server_model: ServerModelOpt = None, api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None,
     vocab: VocabOpt = None,
     adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
-    adaptive_rule: RuleOpt = None,
+    adaptive_rule: RuleOpt = None, uncertain_band: BandOpt = None,
 ) -> None:
     """Score ProcessBench and report error/correct accuracy and F1 per subset (resumable)."""
     remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
@@ -133,14 +134,17 @@ def processbench_command(
     settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=all_steps,
                          n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, adaptive=adaptive or None,
-                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule)
+                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule,
+                         uncertain_band=_band(uncertain_band))
     items = _first_per_group(processbench.load_processbench(data, processbench.parse_subsets(subsets),
                                                             revision=revision), "subset", limit)
     records, config = _run([i.bench_item() for i in items], model, settings, out, "processbench", critiques,
                            remote=remote, vocab=vocab)
     predictions, _ = processbench.parse_predictions(records, where=str(out))
-    metrics = processbench.evaluate(processbench.select(items, predictions), config.threshold)
-    _emit(metrics, report.processbench_table(metrics), out, as_json)
+    pairs = processbench.select(items, predictions)
+    metrics = processbench.evaluate(pairs, config.threshold)
+    _emit(*uncertain_report.extend(metrics, report.processbench_table(metrics), "processbench", pairs,
+                                   config.uncertain_band, config.threshold), out, as_json)
 
 
 @app.command("prmbench")
@@ -156,7 +160,7 @@ def prmbench_command(
     as_json: JsonOpt = False, backend: BackendOpt = None, server_model: ServerModelOpt = None,
     api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None,
     adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
-    adaptive_rule: RuleOpt = None,
+    adaptive_rule: RuleOpt = None, uncertain_band: BandOpt = None,
 ) -> None:
     """Score PRMBench (every step) and report PRMScore overall, per dimension and per category."""
     remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
@@ -164,13 +168,22 @@ def prmbench_command(
     settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=True,
                          n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, adaptive=adaptive or None,
-                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule)
+                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule,
+                         uncertain_band=_band(uncertain_band))
     items = _first_per_group(prmbench.load_prmbench(data, subset400=subset400), "classification", limit)
     records, config = _run([i.bench_item() for i in items], model, settings, out, "prmbench", critiques,
                            remote=remote, vocab=vocab)
     predictions, _ = prmbench.parse_predictions(records, where=str(out))
-    metrics = prmbench.evaluate(prmbench.select(items, predictions), config.threshold)
-    _emit(metrics, report.prmbench_table(metrics), out, as_json)
+    pairs = prmbench.select(items, predictions)
+    metrics = prmbench.evaluate(pairs, config.threshold)
+    _emit(*uncertain_report.extend(metrics, report.prmbench_table(metrics), "prmbench", pairs,
+                                   config.uncertain_band, config.threshold), out, as_json)
+
+
+def _band(text: str | None) -> tuple[float, float] | None:
+    from rprm_lite.uncertain import parse_band
+
+    return None if text is None else parse_band(text)
 
 
 def _first_per_group(items: Sequence[Any], group: str, limit: int | None) -> list[Any]:
@@ -269,18 +282,22 @@ def metrics_command(
     = None,
     subsets: Subsets = None, subset400: Subset400 = False, partial: Partial = False, as_json: JsonOpt = False,
     output: Annotated[Path | None, typer.Option(help="Also write the metrics JSON here.")] = None,
+    uncertain_band: BandOpt = None,
 ) -> None:
     """The official metric of a predictions file, at any threshold, without the model."""
+    band = _band(uncertain_band)
     pairs = _load_pairs(benchmark, predictions, data, subsets, subset400, partial)
     if benchmark is Benchmark.processbench:
         metrics = processbench.evaluate(pairs, processbench.DEFAULT_THRESHOLD if threshold is None
                                         else threshold)
     else:
         metrics = prmbench.evaluate(pairs, threshold)
+    metrics, text = uncertain_report.extend(metrics, _TABLES[benchmark](metrics), benchmark.value, pairs, band,
+                                            threshold)
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    typer.echo(json.dumps(metrics, indent=2) if as_json else _TABLES[benchmark](metrics))
+    typer.echo(json.dumps(metrics, indent=2) if as_json else text)
 
 
 @app.command("sweep")

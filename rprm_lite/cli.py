@@ -59,6 +59,12 @@ ConfidenceOpt = Annotated[float | None, Opt(help="Adaptive K: how sure the stopp
 WaveOpt = Annotated[int | None, Opt(help="Adaptive K: critiques decoded together per wave [default: 2].")]
 RuleOpt = Annotated[str | None, Opt("--adaptive-rule", help="Adaptive K: beta (posterior on the mean), betting "
                                      "(confidence sequence) or window (last critiques agree) [default: beta].")]
+BandOpt = Annotated[str | None, Opt("--uncertain-band", metavar="LOW,HIGH", help="Verdict 'uncertain' for a "
+                                    "score in [LOW, HIGH), which must hold the threshold; wrong below LOW.")]
+CalibrationOpt = Annotated[Path | None, Opt(help="A calibration file from `rprm-lite calibrate` for this model: "
+                                            "its threshold, and its map for the scores.")]
+CacheOpt = Annotated[Path | None, Opt(help="Folder keeping step results across runs: unchanged steps of an "
+                                      "edited solution are not scored again.")]
 
 
 @app.command()
@@ -71,17 +77,24 @@ def score(file: FileArg, model: ModelOpt = None, k: KOpt = None, temperature: Te
           n_ctx: NCtxOpt = None, backend: BackendOpt = None, server_model: ServerModelOpt = None,
           api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None,
           adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
-          adaptive_rule: RuleOpt = None) -> None:
+          adaptive_rule: RuleOpt = None, uncertain_band: BandOpt = None, calibration: CalibrationOpt = None,
+          cache: CacheOpt = None) -> None:
     """Score every step of one or more solutions and report the first wrong step."""
     from rprm_lite.remote.options import remote_from_options
     from rprm_lite.run import ScoreJob, run_score_job
+    from rprm_lite.uncertain import parse_band
 
+    if calibration is not None and threshold is not None:
+        raise RprmError("--threshold and --calibration both set the threshold; the calibration file holds "
+                        "its own (leave out --threshold)")
     overrides = _given(k=k, temperature=temperature, top_p=top_p, threshold=threshold, max_tokens=max_tokens,
                        seed=seed, all_steps=all_steps or None, prompt_style=prompt_style, verdict=verdict,
                        aggregation=aggregation, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx,
-                       adaptive=adaptive or None, confidence=confidence, wave=wave, adaptive_rule=adaptive_rule)
+                       adaptive=adaptive or None, confidence=confidence, wave=wave, adaptive_rule=adaptive_rule,
+                       uncertain_band=None if uncertain_band is None else parse_band(uncertain_band),
+                       calibration=None if calibration is None else str(calibration))
     job = ScoreJob(source=file, model=model, overrides=overrides, json_out=json_out, output=output,
-                   show_critiques=show_critiques, vocab=vocab,
+                   show_critiques=show_critiques, vocab=vocab, cache=cache,
                    remote=remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
                                               concurrency=concurrency, vocab=vocab))
     run_score_job(job)

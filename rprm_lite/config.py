@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rprm_lite.errors import InputError
+from rprm_lite.uncertain import band_problems, normalize_band
 
 PromptStyle = Literal["r-prm-eval", "chatml"]
 Aggregation = Literal["min", "product", "mean", "last"]
@@ -54,8 +55,15 @@ class ScoreConfig:
     confidence: float = 0.8
     wave: int = 2
     adaptive_rule: str = "beta"
+    # off by default: verdict `uncertain` inside a band (rprm_lite/uncertain.py), and a calibration file
+    # made by `rprm-lite calibrate` for this model (its threshold and score map; rprm_lite/calibration.py)
+    uncertain_band: tuple[float, float] | None = None
+    calibration: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "uncertain_band", normalize_band(self.uncertain_band))
+        if isinstance(self.calibration, os.PathLike):
+            object.__setattr__(self, "calibration", os.fspath(self.calibration))
         problems = list(_problems(self))
         if problems:
             raise InputError("invalid settings: " + "; ".join(problems))
@@ -68,7 +76,15 @@ class ScoreConfig:
         if not self.adaptive:
             for name in ADAPTIVE_FIELDS:
                 del data[name]
+        for name in OMITTED_WHEN_OFF:  # outputs made with these off stay as they were before they existed
+            if data[name] is None:
+                del data[name]
+        if "uncertain_band" in data:
+            data["uncertain_band"] = list(data["uncertain_band"])  # as JSON reads it back, so resume compares
         return data
+
+
+OMITTED_WHEN_OFF = ("uncertain_band", "calibration")
 
 
 # Settings that change what a result holds (with the model file's and the prompt template's hashes):
@@ -76,11 +92,11 @@ class ScoreConfig:
 # results file of `rprm-lite score` (which also records aggregation and n_ctx) are checked with these.
 RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "verdict", "all_steps",
                "model_sha256", "backend", "server_model", "vocab_sha256",  # these three: remote runs only
-               *ADAPTIVE_FIELDS)
-RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256")
+               *ADAPTIVE_FIELDS, "uncertain_band")
+RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256", "calibration_sha256")
 # Settings added after outputs were first written: an output without the key was made with this value.
 ADDED_SETTINGS = {"verdict": "single-pass", "backend": "local", "server_model": None, "vocab_sha256": None,
-                  "adaptive": False}
+                  "adaptive": False, "uncertain_band": None, "calibration_sha256": None}
 
 
 def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],
@@ -179,3 +195,7 @@ def _range_problems(cfg: ScoreConfig):
         yield f"confidence must be in (0.5, 1] (1 never stops early), got {cfg.confidence}"
     if not 1 <= cfg.wave <= MAX_K:
         yield f"wave must be between 1 and {MAX_K} critiques, got {cfg.wave}"
+    # with a calibration file its threshold replaces this one; the band is checked against it then
+    yield from band_problems(cfg.uncertain_band, cfg.threshold, check_threshold=cfg.calibration is None)
+    if cfg.calibration is not None and not isinstance(cfg.calibration, str):
+        yield f"calibration must be a file path, got {cfg.calibration!r}"

@@ -21,6 +21,8 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("rprm_lite.bench.cli", "app", "Benchmarks: ProcessBench, PRMBench, best-of-N, speed."),
     "rerank": ("rprm_lite.bench.cli", "rerank_app", "Pick the best of N candidate solutions by PRM score."),
     "serve": ("rprm_lite.serve.cli", "app", "Serve scoring over local HTTP/JSON, for desktop apps."),
+    "calibrate": ("rprm_lite.bench.calibrate_cli", "app", "Fit a calibration file (threshold, score map) on "
+                  "labelled predictions."),
 }
 
 

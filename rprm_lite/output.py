@@ -39,6 +39,12 @@ def format_table(result: SolutionResult, steps_text: tuple[str, ...], *, show_cr
 def verdict_line(result: SolutionResult) -> str:
     scored = sum(step.score is not None for step in result.steps)
     total = f"solution score {result.solution_score:.3f}" if result.solution_score is not None else ""
+    unsure = [str(step.index) for step in result.steps if step.verdict == "uncertain"]
+    if unsure:  # only with an uncertain band (--uncertain-band)
+        doubt = f"not sure about step{'s' if len(unsure) > 1 else ''} {', '.join(unsure)}"
+        if result.first_error_step is None:
+            return f"no wrong step among {scored} scored; {doubt}; {total}"
+        return f"first error at step {result.first_error_step} of {len(result.steps)}; {doubt}; {total}"
     if result.first_error_step is None:
         return f"all {scored} scored steps look correct; {total}"
     return f"first error at step {result.first_error_step} of {len(result.steps)}; {total}"

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Verdict = Literal["correct", "wrong", "not scored"]
+Verdict = Literal["correct", "wrong", "uncertain", "not scored"]  # uncertain: see rprm_lite/uncertain.py
 
 
 @dataclass(frozen=True)
@@ -27,6 +27,7 @@ class StepResult:
     # and why drawing stopped ("settled" by the stopping rule, or "reached-k")
     critiques_used: int | None = None
     stop_reason: str | None = None
+    raw_score: float | None = None  # with a calibration: the mean P(Yes) that `score` maps (else not in JSON)
 
     def to_dict(self, *, critiques: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -35,7 +36,7 @@ class StepResult:
             data["critiques"] = list(data["critiques"])
         else:
             del data["critiques"]
-        for name in ("critiques_used", "stop_reason"):  # adaptive K only
+        for name in ("critiques_used", "stop_reason", "raw_score"):  # adaptive K, calibration only
             if data[name] is None:
                 del data[name]
         return data
@@ -49,6 +50,7 @@ class SolutionResult:
     solution_score: float | None
     config: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    first_uncertain_step: int | None = None  # 1-based; in JSON only when an uncertain band is set
 
     @property
     def scores(self) -> list[float | None]:
@@ -57,6 +59,8 @@ class SolutionResult:
     def to_dict(self, *, critiques: bool = True) -> dict[str, Any]:
         data = asdict(self)
         data["steps"] = [step.to_dict(critiques=critiques) for step in self.steps]
+        if self.config.get("uncertain_band") is None:
+            del data["first_uncertain_step"]
         if not data["extra"]:
             del data["extra"]
         return data

@@ -23,6 +23,7 @@ class ScoreJob:
     show_critiques: bool = False
     remote: Any = None  # a RemoteConfig: score on servers (rprm_lite/remote) instead of the local engine
     vocab: Path | None = None  # remote: the GGUF that tokenizes (default: `model`)
+    cache: Path | None = None  # a folder keeping step results across runs
 
 
 def run_score_job(job: ScoreJob) -> None:
@@ -35,10 +36,13 @@ def run_score_job(job: ScoreJob) -> None:
     from rprm_lite.config import ScoreConfig
     from rprm_lite.model_file import inspect_model, resolve_model_path
     from rprm_lite.scoring import Scorer, resolve_config, run_settings
+    from rprm_lite.step_cache import StepCache
 
     ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
     solutions = read_solutions(job.source)
     info = inspect_model(resolve_model_path(job.model)) if job.remote is None else None
+    config = resolve_config(info, None, job.overrides) if info is not None else None  # checks a calibration file
+    cache = StepCache(job.cache)
     with contextlib.ExitStack() as stack:
         scorer = None
         if job.remote is not None:  # the servers name the model, so connect before checking the output file
@@ -47,8 +51,7 @@ def run_score_job(job: ScoreJob) -> None:
             scorer = stack.enter_context(make_scorer(job.model, job.overrides, remote=job.remote, vocab=job.vocab))
         results = None
         if job.output:
-            settings = (scorer.run_settings() if scorer is not None
-                        else run_settings(info, resolve_config(info, None, job.overrides)))
+            settings = scorer.run_settings() if scorer is not None else run_settings(info, config)
             results = stack.enter_context(contextlib.closing(output.ResultsFile(job.output, settings)))
         todo = [s for s in solutions if results is None or s.id not in results.done]
         if results is not None and len(todo) < len(solutions):
@@ -57,10 +60,14 @@ def run_score_job(job: ScoreJob) -> None:
             _note("nothing left to score")
             return
         if scorer is None:
-            scorer = stack.enter_context(Scorer(info, **job.overrides))
+            scorer = stack.enter_context(Scorer(info, cache=cache, **job.overrides))
         if job.remote is None and scorer.model_info.description:
             _say_model_note(job, scorer.model_info)
-        _score_all(job, scorer, todo, results)
+        try:
+            _score_all(job, scorer, todo, results)
+        finally:
+            if job.cache is not None:
+                _note_cache(job.cache, cache)
 
 
 def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.ResultsFile | None) -> None:
@@ -84,6 +91,15 @@ def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.Resu
         where = f"; their results are in {job.output}" if job.output else ""
         _note(f"stopped after {finished} of {len(todo)} solution(s){where}")
         raise
+
+
+def _note_cache(folder: Path, cache) -> None:
+    text = f"cache {folder}: {cache.hits} of {cache.hits + cache.misses} scored step(s) reused"
+    if cache.corrupt:
+        text += f"; {cache.corrupt} unreadable entr{'y' if cache.corrupt == 1 else 'ies'} ignored and rewritten"
+    if cache.write_errors:
+        text += f"; {cache.write_errors} could not be written (is the folder full or read-only?)"
+    _note(text)
 
 
 def _note_short_critiques(scorer) -> bool:

@@ -8,6 +8,9 @@ frees the model, after which every call raises `RprmError`. A call from inside t
 callback of a call in flight would deadlock on that lock, so it raises `RprmError` instead.
 With `verdict="released"`, each critique's P(Yes) is read again as the released evaluation reads it
 (a second pass over the cleaned critique text, `rprm_lite/verdict.py`).
+Results of recent steps are reused when nothing that decides them changed (`rprm_lite/step_cache.py`);
+the verdict of each step is decided from its score by `rprm_lite/uncertain.py`, after the calibration
+file's map when one is set (`rprm_lite/calibration.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any
 
 from rprm_lite import metadata
 from rprm_lite import prompt as prompts
+from rprm_lite.calibration import Calibration, calibrated_config, load_calibration
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_in_waves
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
@@ -27,10 +31,14 @@ from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, R
 from rprm_lite.model_file import ModelInfo, inspect_model, resolve_model_path
 from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
+from rprm_lite.step_cache import StepCache, step_key
+from rprm_lite.uncertain import first_uncertain, step_verdict
 from rprm_lite.verdict import released_p_yes
 
 MIN_CRITIQUE_TOKENS = 16
 StepCallback = Callable[[Solution, StepResult], None]
+# settings that only decide a verdict from a score, or that are replaced by what the engine really uses
+NOT_IN_STEP_KEY = ("threshold", "uncertain_band", "calibration", "aggregation", "all_steps", "threads")
 
 
 class Scorer:
@@ -41,12 +49,16 @@ class Scorer:
     """
 
     def __init__(self, model_path: str | Path | ModelInfo | None = None, config: ScoreConfig | None = None,
-                 **overrides: Any) -> None:
+                 *, cache: str | Path | StepCache | None = None, **overrides: Any) -> None:
         """`model_path` may also be a `ModelInfo` already checked by `inspect_model`. `config` defaults
-        to the model file's rprm.* settings, else `ScoreConfig()`; `overrides` (field names) go on top."""
+        to the model file's rprm.* settings, else `ScoreConfig()`; `overrides` (field names) go on top.
+        `cache`: a folder that keeps step results across runs, or a `StepCache` (default: in memory)."""
         self.model_info: ModelInfo = (model_path if isinstance(model_path, ModelInfo)
                                       else inspect_model(resolve_model_path(model_path)))
         self.config = resolve_config(self.model_info, config, overrides)
+        self.calibration = (load_calibration(self.config.calibration, model_sha256=self.model_info.sha256)
+                            if self.config.calibration is not None else None)
+        self.step_cache = cache if isinstance(cache, StepCache) else StepCache(cache)
         self.engine = Engine(self.model_info.path, n_gpu_layers=self.config.n_gpu_layers,
                              threads=self.config.threads)
         try:
@@ -60,6 +72,8 @@ class Scorer:
         self._scoring_thread: int | None = None  # the thread inside `_score`, to refuse re-entry
         self._closed = False
         self._cached: list[int] = []  # tokens of the prompt now held in sequence 0
+        self._not_loaded: list[list[int]] = []  # prompts of cache hits not yet decoded (see _cached_or_scored_step)
+        self._key_base: dict[str, Any] | None = None
 
     def score(self, question: str, steps: Sequence[str], *, id: str | None = None,
               on_step: StepCallback | None = None) -> SolutionResult:
@@ -87,8 +101,9 @@ class Scorer:
 
     def use_config(self, config: ScoreConfig) -> None:
         """Score later calls with `config` (a server's per-request options). The settings fixed when the
-        model was loaded (n_gpu_layers, threads) must stay as they are."""
-        fixed = [name for name in ("n_gpu_layers", "threads") if getattr(config, name) != getattr(self.config, name)]
+        model was loaded (n_gpu_layers, threads, and the calibration file) must stay as they are."""
+        fixed = [name for name in ("n_gpu_layers", "threads", "calibration")
+                 if getattr(config, name) != getattr(self.config, name)]
         if fixed:
             raise InputError(f"{', '.join(fixed)} cannot change after the model is loaded; create a new Scorer")
         self._refuse_reentry("use_config")
@@ -99,6 +114,7 @@ class Scorer:
             except ModelFileError:
                 self.config = previous
                 raise
+            self._key_base = None  # the step cache's key holds the settings
 
     def close(self) -> None:
         """Free the model. A call in flight on another thread stops at its next decode (raising
@@ -130,7 +146,7 @@ class Scorer:
         max_tokens = self.effective_max_tokens = self._fit_context(last_first)
         # KV reuse spans the steps of one solution only: each solution starts from an empty cache,
         # so its results never depend on what was scored before (same seed, same critiques).
-        self._cached = []
+        self._cached, self._not_loaded = [], []
         self.engine.clear()
         results: list[StepResult] = []
         stopped = False
@@ -140,7 +156,7 @@ class Scorer:
                 results.append(StepResult(index=index + 1, score=None, p_yes=(), verdict="not scored",
                                           prompt_tokens=len(tokens)))
             else:
-                results.append(self._score_step(solution, index, tokens, max_tokens))
+                results.append(self._cached_or_scored_step(solution, index, tokens, max_tokens))
                 stopped = results[-1].verdict == "wrong" and not self.config.all_steps
             if on_step is not None:
                 on_step(solution, results[-1])
@@ -148,6 +164,51 @@ class Scorer:
 
     def _prompt_tokens(self, solution: Solution, index: int) -> list[int]:
         return self.engine.tokenize_prompt(prompts.render(solution, index, self.config.prompt_style))
+
+    def _cached_or_scored_step(self, solution: Solution, index: int, tokens: list[int],
+                               max_tokens: int) -> StepResult:
+        """The step's result from the step cache when nothing that decides it changed, else scored.
+
+        After a hit the prompt is not decoded; when a later step is scored, the prompts of the hits
+        before it are decoded first, in the same order and pieces as an uncached run decodes them, so
+        the KV cache holds the same values in the same cells and later results are identical."""
+        key = self._step_key(index, tokens, max_tokens)
+        hit = None if key is None else self.step_cache.get(key)
+        if hit is not None:
+            self._not_loaded.append(tokens)
+            return self._decide(hit)
+        for earlier in self._not_loaded if self.config.kv_reuse else ():
+            self._load_prompt(earlier)
+        self._not_loaded = []
+        step = self._score_step(solution, index, tokens, max_tokens)
+        if key is not None:
+            self.step_cache.put(key, step)
+        return step
+
+    def _step_key(self, index: int, tokens: list[int], max_tokens: int) -> str | None:
+        if not self.step_cache.enabled or self.make_sampler is not Sampler:
+            return None  # a scripted sampler (tests, benchmarks) writes critiques the key cannot see
+        if self._key_base is None:
+            import llama_cpp
+
+            import rprm_lite
+
+            # with adaptive K the threshold decides how many critiques a step draws, so it is in the key
+            ignored = set(NOT_IN_STEP_KEY) - ({"threshold"} if self.config.adaptive else set())
+            settings = {k: v for k, v in self.config.to_dict().items() if k not in ignored}
+            self._key_base = {"model_sha256": self.model_info.sha256, "settings": settings,
+                              "threads": self.engine.threads, "n_batch": self.engine.n_batch,
+                              "rprm_lite": rprm_lite.__version__, "llama_cpp_python": llama_cpp.__version__,
+                              "system": llama_cpp.llama_print_system_info().decode(errors="replace")}
+        return step_key({**self._key_base, "step_index": index, "max_tokens": max_tokens, "tokens": tokens})
+
+    def _decide(self, step: StepResult) -> StepResult:
+        """Score (calibrated when a map is set) and verdict from the step's mean P(Yes)."""
+        raw = step.score if step.raw_score is None else step.raw_score
+        mapped = self.calibration is not None and self.calibration.mapping is not None
+        score = self.calibration.score(raw) if mapped else raw
+        return replace(step, score=score, raw_score=raw if mapped else None,
+                       verdict=step_verdict(score, self.config.threshold, self.config.uncertain_band))
 
     def _score_step(self, solution: Solution, index: int, tokens: list[int], max_tokens: int) -> StepResult:
         reused = self._load_prompt(tokens)
@@ -179,13 +240,12 @@ class Scorer:
     def _step_result(self, index: int, tokens: list[int], reused: int, critiques: list,
                      p_yes: tuple[float, ...]) -> StepResult:
         score = sum(p_yes) / len(p_yes)
-        return StepResult(
-            index=index + 1, score=score, p_yes=p_yes,
-            verdict="wrong" if score < self.config.threshold else "correct",
+        return self._decide(StepResult(
+            index=index + 1, score=score, p_yes=p_yes, verdict="not scored",  # decided from the score
             fallbacks=sum(c.fallback for c in critiques),
             generated_tokens=sum(c.tokens for c in critiques),
             critiques=tuple(c.text for c in critiques),
-            prompt_tokens=len(tokens), reused_tokens=reused)
+            prompt_tokens=len(tokens), reused_tokens=reused))
 
     def _load_prompt(self, tokens: list[int]) -> int:
         """Put `tokens` in sequence 0, decoding only what is not cached; returns the reused count."""
@@ -251,14 +311,15 @@ class Scorer:
         return SolutionResult(id=solution.id, steps=tuple(steps), first_error_step=first_error,
                               solution_score=aggregate(scored, self.config.aggregation),
                               config={**self.run_metadata(), "effective_max_tokens": self.effective_max_tokens},
-                              extra=dict(solution.extra))
+                              extra=dict(solution.extra),
+                              first_uncertain_step=first_uncertain([s.verdict for s in steps]))
 
     def run_metadata(self) -> dict:
         import llama_cpp
 
         import rprm_lite
 
-        return {**run_settings(self.model_info, self.config), "rprm_lite": rprm_lite.__version__,
+        return {**run_settings(self.model_info, self.config, self.calibration), "rprm_lite": rprm_lite.__version__,
                 "llama_cpp_python": llama_cpp.__version__}
 
     def _find_vocabulary(self) -> Vocabulary:
@@ -289,14 +350,18 @@ class Scorer:
                                      f"the {self.config.prompt_style} prompt needs ChatML special tokens")
 
 
-def run_settings(info: ModelInfo, config: ScoreConfig) -> dict[str, Any]:
-    """What decides a result: every setting, the model file and the prompt template (by hash)."""
+def run_settings(info: ModelInfo, config: ScoreConfig, calibration: Calibration | None = None) -> dict[str, Any]:
+    """What decides a result: every setting, the model file, the prompt template and the calibration (by hash)."""
+    calibrated = {}
+    if config.calibration is not None:
+        calibrated["calibration_sha256"] = (calibration or load_calibration(config.calibration)).sha256
     return {**config.to_dict(), "model": info.path.name, "model_sha256": info.sha256,
-            "prompt_sha256": prompts.template_hash(config.prompt_style)}
+            "prompt_sha256": prompts.template_hash(config.prompt_style), **calibrated}
 
 
 def resolve_config(info: ModelInfo, config: ScoreConfig | None = None,
                    overrides: dict[str, Any] | None = None) -> ScoreConfig:
-    """`config`, else the model file's rprm.* settings over the defaults; `overrides` on top."""
+    """`config`, else the model file's rprm.* settings over the defaults; `overrides` on top; with a
+    calibration file, its threshold (the file is checked against the model and the settings)."""
     base = config or info.default_config()
-    return base.replace(**overrides) if overrides else base
+    return calibrated_config(base.replace(**overrides) if overrides else base, info.sha256)[0]

@@ -1,0 +1,165 @@
+"""Applying a calibration file made by `rprm-lite calibrate` (fitting lives in rprm_lite.bench.calibration).
+
+A step's raw score is the mean P(Yes) of its K critiques. It ranks steps well but is not a probability
+that the step is correct: a model can be over- or under-confident. A calibration file, fit on labelled
+data, holds:
+- `threshold`: the F1-optimal decision point, on the scale of the scores it is compared with;
+- `map` (optional): a monotone map from the raw score to the share of correct steps seen at that score
+  on the fit data (`isotonic`: knots joined by straight lines; `platt`: 1 / (1 + exp(-(a * s + b))));
+  with a map, a step's `score` is the mapped value and `raw_score` keeps the mean P(Yes);
+- `model_sha256`: the model it was fit for (a file for another model is refused), and the scoring
+  settings of the predictions it was fit on (`k`, `temperature`, ...; other settings are refused too,
+  since they change the distribution of scores).
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rprm_lite.errors import InputError
+
+FORMAT = "rprm-lite-calibration"
+VERSION = 1
+# settings that shape the distribution of raw scores: a calibration fit with others does not apply
+SCORE_SETTINGS = ("k", "temperature", "top_p", "prompt_style", "verdict")
+
+
+@dataclass(frozen=True)
+class ScoreMap:
+    kind: str  # "isotonic" or "platt"
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+    a: float = 0.0
+    b: float = 0.0
+
+    def __call__(self, score: float) -> float:
+        if self.kind == "platt":
+            z = self.a * score + self.b
+            return 1.0 / (1.0 + math.exp(-z)) if z >= 0 else math.exp(z) / (1.0 + math.exp(z))
+        if score <= self.x[0]:
+            return self.y[0]
+        if score >= self.x[-1]:
+            return self.y[-1]
+        right = bisect.bisect_right(self.x, score)
+        x0, x1, y0, y1 = self.x[right - 1], self.x[right], self.y[right - 1], self.y[right]
+        return y0 + (y1 - y0) * (score - x0) / (x1 - x0)
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.kind == "platt":
+            return {"kind": "platt", "a": self.a, "b": self.b}
+        return {"kind": "isotonic", "x": list(self.x), "y": list(self.y)}
+
+
+@dataclass(frozen=True)
+class Calibration:
+    threshold: float
+    model_sha256: str
+    model: str = ""
+    mapping: ScoreMap | None = None
+    settings: Mapping[str, Any] | None = None
+    sha256: str = ""  # of the file's bytes, recorded in results as calibration_sha256
+    path: str = ""
+
+    def score(self, raw: float) -> float:
+        return raw if self.mapping is None else self.mapping(raw)
+
+
+def load_calibration(path: str | Path, *, model_sha256: str | None = None) -> Calibration:
+    """Read and check a calibration file; with `model_sha256`, refuse a file made for another model."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"--calibration {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        record = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"--calibration {path}: not a calibration file (invalid JSON: {exc})") from None
+    calibration = _parse(record, str(path), hashlib.sha256(data).hexdigest())
+    if model_sha256 is not None and calibration.model_sha256 != model_sha256:
+        raise InputError(f"--calibration {path} was made for another model (sha256 {calibration.model_sha256[:12]}..."
+                         f"{' ' + calibration.model if calibration.model else ''}, this one is "
+                         f"{model_sha256[:12]}...); fit one for this model with `rprm-lite calibrate`")
+    return calibration
+
+
+def _parse(record: Any, where: str, sha256: str) -> Calibration:
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise InputError(f"--calibration {where}: not a calibration file (expected a JSON object with "
+                         f"\"format\": \"{FORMAT}\", as `rprm-lite calibrate` writes)")
+    if record.get("version") != VERSION:
+        raise InputError(f"--calibration {where}: calibration format version {record.get('version')!r}, "
+                         f"this rprm-lite reads version {VERSION}")
+    threshold, model_sha256 = record.get("threshold"), record.get("model_sha256")
+    if not _unit_number(threshold):
+        raise InputError(f"--calibration {where}: 'threshold' must be a number in [0, 1], got {threshold!r}")
+    if not isinstance(model_sha256, str) or len(model_sha256) != 64:
+        raise InputError(f"--calibration {where}: 'model_sha256' must be the model file's sha256 (64 hex "
+                         f"digits), got {model_sha256!r}")
+    settings = record.get("settings") or {}
+    if not isinstance(settings, dict):
+        raise InputError(f"--calibration {where}: 'settings' must be an object, got {settings!r:.60}")
+    return Calibration(threshold=float(threshold), model_sha256=model_sha256, model=str(record.get("model", "")),
+                       mapping=parse_map(record.get("map"), where), settings=settings, sha256=sha256, path=where)
+
+
+def parse_map(value: Any, where: str) -> ScoreMap | None:
+    if value is None:
+        return None
+    kind = value.get("kind") if isinstance(value, dict) else None
+    if kind == "platt":
+        a, b = value.get("a"), value.get("b")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (a, b)):
+            raise InputError(f"--calibration {where}: a platt map needs finite numbers 'a' and 'b'")
+        return ScoreMap("platt", a=float(a), b=float(b))
+    if kind == "isotonic":
+        x, y = value.get("x"), value.get("y")
+        if not (_numbers(x) and _numbers(y) and len(x) == len(y) >= 1 and _increasing(x, strict=True)
+                and _increasing(y, strict=False)):
+            raise InputError(f"--calibration {where}: an isotonic map needs lists 'x' (increasing) and 'y' "
+                             "(non-decreasing) of equal length, numbers in [0, 1]")
+        return ScoreMap("isotonic", x=tuple(map(float, x)), y=tuple(map(float, y)))
+    raise InputError(f"--calibration {where}: 'map' must be null or an object with kind isotonic or platt, "
+                     f"got {value!r:.60}")
+
+
+def check_settings(calibration: Calibration, settings: Mapping[str, Any]) -> None:
+    """Refuse scoring settings other than those the calibration was fit with (where it recorded them)."""
+    recorded = calibration.settings or {}
+    changed = [f"{key} {recorded[key]!r} there, {settings.get(key)!r} here" for key in SCORE_SETTINGS
+               if key in recorded and recorded[key] != settings.get(key)]
+    if changed:
+        raise InputError(f"--calibration {calibration.path} was fit on scores made with other settings "
+                         f"({'; '.join(changed)}); score with those settings or fit a calibration for these")
+
+
+def _unit_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def _numbers(values: Any) -> bool:
+    return isinstance(values, list) and all(_unit_number(v) for v in values)
+
+
+def _increasing(values: Sequence[float], *, strict: bool) -> bool:
+    return all(a < b if strict else a <= b for a, b in zip(values, values[1:], strict=False))
+
+
+def calibrated_config(config: Any, model_sha256: str) -> tuple[Any, Calibration | None]:
+    """`config` with the calibration's threshold (checked against the model, the settings and the band)."""
+    if config.calibration is None:
+        return config, None
+    calibration = load_calibration(config.calibration, model_sha256=model_sha256)
+    check_settings(calibration, config.to_dict())
+    band = config.uncertain_band
+    if band is not None and not band[0] <= calibration.threshold <= band[1]:
+        raise InputError(f"--uncertain-band {band[0]},{band[1]} must hold the calibrated threshold "
+                         f"{calibration.threshold} of {calibration.path}")
+    return config.replace(threshold=calibration.threshold), calibration
