@@ -38,7 +38,7 @@ DEFAULT_MAX_ENTRIES = 256  # at K=10 and 4096-token critiques an entry is at mos
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "index": (int,), "score": (float, type(None)), "p_yes": (list,), "verdict": (str,), "fallbacks": (int,),
     "generated_tokens": (int,), "critiques": (list,), "prompt_tokens": (int,), "reused_tokens": (int,),
-    "raw_score": (float, type(None)),
+    "critiques_used": (int, type(None)), "stop_reason": (str, type(None)), "raw_score": (float, type(None)),
 }
 
 

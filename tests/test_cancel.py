@@ -9,6 +9,7 @@ from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, ScoringCancelled
 from rprm_lite.scoring import Scorer
 from rprm_lite.solution import Solution
+from rprm_lite.step_cache import StepCache
 
 SOLUTION = Solution.create("What is 2 + 3?", ["2 + 3 = 5.", "The answer is 5."], id="s")
 FAST = dict(k=2, max_tokens=4, seed=3, all_steps=True, threads=1)
@@ -16,7 +17,8 @@ FAST = dict(k=2, max_tokens=4, seed=3, all_steps=True, threads=1)
 
 @pytest.fixture(scope="module")
 def scorer(tiny_gguf):
-    with Scorer(tiny_gguf, ScoreConfig(**FAST)) as s:
+    # no step cache: a repeated call would be answered from it without a decode to cancel
+    with Scorer(tiny_gguf, ScoreConfig(**FAST), cache=StepCache(max_entries=0)) as s:
         yield s
 
 

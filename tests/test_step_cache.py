@@ -138,3 +138,13 @@ def test_score_cache_option_reuses_steps_across_runs_with_the_same_output(small_
     assert plain.stdout == first.stdout == second.stdout and plain.stderr == ""
     assert first.stderr == f"cache {tmp_path / 'c'}: 0 of 2 scored step(s) reused\n"
     assert second.stderr == f"cache {tmp_path / 'c'}: 2 of 2 scored step(s) reused\n"
+
+
+def test_the_disk_format_knows_every_field_of_a_step_result():
+    # a StepResult field the cache does not know makes every disk entry unreadable (scored again each run)
+    import dataclasses
+
+    from rprm_lite.results import StepResult
+    from rprm_lite.step_cache import FIELD_TYPES
+
+    assert set(FIELD_TYPES) == {f.name for f in dataclasses.fields(StepResult)}
