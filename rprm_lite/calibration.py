@@ -157,9 +157,15 @@ def calibrated_config(config: Any, model_sha256: str) -> tuple[Any, Calibration 
     if config.calibration is None:
         return config, None
     calibration = load_calibration(config.calibration, model_sha256=model_sha256)
+    check_config(calibration, config)
+    return config.replace(threshold=calibration.threshold), calibration
+
+
+def check_config(calibration: Calibration, config: Any) -> None:
+    """Refuse a config the calibration does not apply to: other scoring settings than it was fit with,
+    or an uncertain band that does not hold its threshold (a server checks each request's options so)."""
     check_settings(calibration, config.to_dict())
     band = config.uncertain_band
     if band is not None and not band[0] <= calibration.threshold <= band[1]:
         raise InputError(f"--uncertain-band {band[0]},{band[1]} must hold the calibrated threshold "
                          f"{calibration.threshold} of {calibration.path}")
-    return config.replace(threshold=calibration.threshold), calibration

@@ -82,17 +82,12 @@ def score(file: FileArg, model: ModelOpt = None, k: KOpt = None, temperature: Te
     """Score every step of one or more solutions and report the first wrong step."""
     from rprm_lite.remote.options import remote_from_options
     from rprm_lite.run import ScoreJob, run_score_job
-    from rprm_lite.uncertain import parse_band
 
-    if calibration is not None and threshold is not None:
-        raise RprmError("--threshold and --calibration both set the threshold; the calibration file holds "
-                        "its own (leave out --threshold)")
-    overrides = _given(k=k, temperature=temperature, top_p=top_p, threshold=threshold, max_tokens=max_tokens,
-                       seed=seed, all_steps=all_steps or None, prompt_style=prompt_style, verdict=verdict,
-                       aggregation=aggregation, n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx,
-                       adaptive=adaptive or None, confidence=confidence, wave=wave, adaptive_rule=adaptive_rule,
-                       uncertain_band=None if uncertain_band is None else parse_band(uncertain_band),
-                       calibration=None if calibration is None else str(calibration))
+    overrides = score_overrides(k=k, temperature=temperature, top_p=top_p, threshold=threshold,
+                                max_tokens=max_tokens, seed=seed, all_steps=all_steps, prompt_style=prompt_style,
+                                verdict=verdict, aggregation=aggregation, n_gpu_layers=n_gpu_layers, threads=threads,
+                                n_ctx=n_ctx, adaptive=adaptive, confidence=confidence, wave=wave,
+                                adaptive_rule=adaptive_rule, uncertain_band=uncertain_band, calibration=calibration)
     job = ScoreJob(source=file, model=model, overrides=overrides, json_out=json_out, output=output,
                    show_critiques=show_critiques, vocab=vocab, cache=cache,
                    remote=remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
@@ -123,6 +118,21 @@ def info(model: ModelOpt = None) -> None:
 
 def _given(**options: Any) -> dict[str, Any]:
     return {name: value for name, value in options.items() if value is not None}
+
+
+def score_overrides(*, all_steps: bool = False, adaptive: bool = False, threshold: float | None = None,
+                    uncertain_band: str | None = None, calibration: Path | None = None,
+                    **options: Any) -> dict[str, Any]:
+    """The `ScoreConfig` fields of the score options given (None and an unset flag: not given), as
+    `score` and `serve` take them; `uncertain_band` as typed (LOW,HIGH)."""
+    from rprm_lite.uncertain import parse_band
+
+    if calibration is not None and threshold is not None:
+        raise RprmError("--threshold and --calibration both set the threshold; the calibration file holds "
+                        "its own (leave out --threshold)")
+    return _given(**options, all_steps=all_steps or None, adaptive=adaptive or None, threshold=threshold,
+                  uncertain_band=None if uncertain_band is None else parse_band(uncertain_band),
+                  calibration=None if calibration is None else str(calibration))
 
 
 def main(argv: list[str] | None = None) -> None:

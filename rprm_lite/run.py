@@ -39,6 +39,10 @@ def run_score_job(job: ScoreJob) -> None:
     from rprm_lite.step_cache import StepCache
 
     ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
+    if job.remote is not None:
+        from rprm_lite.remote.settings import refuse_unsupported
+
+        refuse_unsupported(job.overrides, cache=job.cache)
     solutions = read_solutions(job.source)
     info = inspect_model(resolve_model_path(job.model)) if job.remote is None else None
     config = resolve_config(info, None, job.overrides) if info is not None else None  # checks a calibration file

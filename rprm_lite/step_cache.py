@@ -38,8 +38,11 @@ DEFAULT_MAX_ENTRIES = 256  # at K=10 and 4096-token critiques an entry is at mos
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "index": (int,), "score": (float, type(None)), "p_yes": (list,), "verdict": (str,), "fallbacks": (int,),
     "generated_tokens": (int,), "critiques": (list,), "prompt_tokens": (int,), "reused_tokens": (int,),
-    "critiques_used": (int, type(None)), "stop_reason": (str, type(None)), "raw_score": (float, type(None)),
+    "raw_score": (float, type(None)),
+    "critiques_used": (int, type(None)), "stop_reason": (str, type(None)),  # adaptive K
 }
+# fields added after entries were first written: an entry without them was written with None there
+ADDED_FIELDS = ("critiques_used", "stop_reason")
 
 
 def step_key(material: Mapping[str, Any]) -> str:
@@ -140,6 +143,7 @@ def _step_from_record(record: Any, key: str) -> StepResult | None:
             or record.get("key") != key or not isinstance(record.get("step"), dict)):
         return None
     data = record["step"]
+    data = {**dict.fromkeys(ADDED_FIELDS), **data}
     if set(data) != set(FIELD_TYPES):
         return None
     for name, types in FIELD_TYPES.items():

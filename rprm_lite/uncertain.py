@@ -48,8 +48,11 @@ def parse_band(text: str) -> Band:
 
 
 def normalize_band(value: Any) -> Any:
-    """A list (as JSON gives it) becomes a tuple; anything else is left for `band_problems` to judge."""
-    return tuple(value) if isinstance(value, list) else value
+    """A list (as JSON gives it) becomes a tuple, its whole numbers floats (so `[0, 1]` from a server
+    request is written as the CLI's `0,1` is); anything else is left for `band_problems` to judge."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    return tuple(float(v) if type(v) is int and abs(v) <= 1 else v for v in value)
 
 
 def band_problems(band: Any, threshold: float, *, check_threshold: bool = True) -> Iterator[str]:

@@ -82,3 +82,31 @@ def test_data_pairs_on_a_server(tiny_gguf, tmp_path):
     assert [r["step"] for r in records] == [1, 2] and records[0]["model"] == "r-prm"
     assert [s["p_yes"] for s in records[0]["samples"]] == [0.75, 0.75]
     assert len(prompts) == 2 and all(isinstance(t, int) for t in prompts[0])
+
+
+def test_score_with_an_uncertain_band_on_a_server(tiny_gguf, tmp_path):
+    solution = tmp_path / "solution.json"
+    solution.write_text(json.dumps({"id": "s1", "question": "What is 1 + 1?", "steps": ["1 + 1 = 2.", "So 2."]}))
+    with ScriptedServer(vllm) as server:
+        result = run("score", solution, "--backend", server.url, "--vocab", tiny_gguf, "--k", "2", "--json",
+                     "--uncertain-band", "0.5,0.8")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)  # every verdict is 0.75: inside the band, so no step is wrong
+    assert [(s["score"], s["verdict"]) for s in data["steps"]] == [(0.75, "uncertain")] * 2
+    assert (data["first_uncertain_step"], data["first_error_step"]) == (1, None)
+
+
+def test_options_the_remote_backend_lacks_are_one_error_line_and_nothing_is_sent(tiny_gguf, tmp_path):
+    solution = tmp_path / "solution.json"
+    solution.write_text(json.dumps({"question": "What is 1 + 1?", "steps": ["1 + 1 = 2."]}))
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text("{}")
+    with ScriptedServer(vllm) as server:
+        for args, flag in [(["--adaptive"], "--adaptive"), (["--calibration", calibration], "--calibration"),
+                           (["--cache", tmp_path / "cache"], "--cache")]:
+            result = run("score", solution, "--backend", server.url, "--vocab", tiny_gguf, *args)
+            assert (result.returncode, result.stdout) == (2, ""), result.stderr
+            assert result.stderr == (f"error: {flag} is not supported with --backend URL yet; score with the local "
+                                     f"engine (--backend local) or leave out {flag}\n")
+        assert server.requests == []  # refused before even /v1/models is asked
+    assert not (tmp_path / "cache").exists()

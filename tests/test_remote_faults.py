@@ -14,7 +14,7 @@ from remote_servers import ScriptedServer, free_port, models, ok
 
 from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import Engine, stream_seed
-from rprm_lite.errors import RprmError
+from rprm_lite.errors import InputError, RprmError
 from rprm_lite.prompt import VERDICT_PHRASE, render
 from rprm_lite.remote import RemoteConfig, RemoteError, RemoteScorer
 from rprm_lite.remote.dialects import two_way
@@ -227,3 +227,27 @@ def test_cli_errors_are_one_line_with_a_non_zero_exit(tiny_gguf, tmp_path):
         done = run_cli("score", source, "--backend", f"vllm+{server.url}", "--vocab", tiny_gguf, "--k", "2", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["steps"][0]["p_yes"] == [0.25, 0.75]
+
+
+def test_the_uncertain_band_decides_verdicts_from_the_score_as_locally(tiny_gguf):
+    # the two verdicts per step are 0.25 and 0.75: every step scores 0.5, inside the band
+    config = CONFIG.replace(uncertain_band=(0.4, 0.6))
+    with ScriptedServer(vllm_reply) as server, RemoteScorer(tiny_gguf, config, remote=fast(server.url)) as scorer:
+        result = scorer.score_solution(SOLUTION)
+    assert [(s.score, s.verdict) for s in result.steps] == [(0.5, "uncertain")] * 2
+    data = result.to_dict()
+    assert (data["first_uncertain_step"], data["first_error_step"], data["config"]["uncertain_band"]) == (
+        1, None, [0.4, 0.6])
+    with ScriptedServer(vllm_reply) as server, RemoteScorer(tiny_gguf, CONFIG, remote=fast(server.url)) as scorer:
+        plain = scorer.score_solution(SOLUTION).to_dict()
+    assert [s["verdict"] for s in plain["steps"]] == ["correct"] * 2 and "first_uncertain_step" not in plain
+
+
+@pytest.mark.parametrize(("setting", "flag"), [({"adaptive": True}, "--adaptive"),
+                                                ({"calibration": "calibration.json"}, "--calibration")])
+def test_settings_the_remote_backend_lacks_are_refused_before_any_request(tiny_gguf, setting, flag):
+    nobody = fast(f"http://127.0.0.1:{free_port()}")  # a request would fail with a RemoteError instead
+    with pytest.raises(InputError) as refused:
+        RemoteScorer(tiny_gguf, CONFIG.replace(**setting), remote=nobody)
+    assert str(refused.value) == (f"{flag} is not supported with --backend URL yet; score with the local engine "
+                                  f"(--backend local) or leave out {flag}")

@@ -15,6 +15,7 @@ from rprm_lite.prompt import FALLBACK_TEXT, render
 from rprm_lite.results import aggregate
 from rprm_lite.scoring import Scorer
 from rprm_lite.solution import Solution
+from rprm_lite.step_cache import StepCache
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 STEPS = ["Tom starts with 3 apples.", "He buys 4 more, so 3 + 4 = 7.", "The answer is 7."]
@@ -54,12 +55,14 @@ class ScriptedSampler:
         pass
 
 
-def test_same_seed_same_critiques_and_scores_other_seed_differs(tiny_gguf, scorer):
-    first = scorer.score(QUESTION, STEPS)
-    again = scorer.score(QUESTION, STEPS)
+def test_same_seed_same_critiques_and_scores_other_seed_differs(tiny_gguf):
+    # no step cache: the second call is scored again by the engine, not looked up
+    with Scorer(tiny_gguf, ScoreConfig(**FAST, all_steps=True), cache=StepCache(max_entries=0)) as uncached:
+        first = uncached.score(QUESTION, STEPS)
+        again = uncached.score(QUESTION, STEPS)
     assert [s.critiques for s in first.steps] == [s.critiques for s in again.steps]
     assert [s.p_yes for s in first.steps] == [s.p_yes for s in again.steps]
-    with Scorer(tiny_gguf, ScoreConfig(**{**FAST, "seed": 8}, all_steps=True)) as other:
+    with Scorer(tiny_gguf, ScoreConfig(**{**FAST, "seed": 8}, all_steps=True), cache=StepCache(max_entries=0)) as other:
         assert [s.critiques for s in other.score(QUESTION, STEPS).steps] != [s.critiques for s in first.steps]
     assert len(set(first.steps[0].critiques)) == 3  # the K streams sample independently
 

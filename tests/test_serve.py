@@ -197,6 +197,35 @@ def test_stream_sends_each_step_in_order_then_the_whole_result(server):
         assert len(event["critiques"]) == 2
 
 
+ADAPTIVE_ARGS = ["--k", "4", "--adaptive", "--wave", "1", "--confidence", "0.6", "--adaptive-rule", "window"]
+
+
+def test_adaptive_k_and_the_uncertain_band_answer_what_score_json_prints(server, tiny_gguf, tmp_path):
+    path = tmp_path / "solution.json"
+    path.write_text(json.dumps(SOLUTION))
+    cli = run_cli("score", path, "--model", tiny_gguf, *FAST, *ADAPTIVE_ARGS, "--uncertain-band", "0,1", "--json")
+    assert cli.returncode == 0, cli.stderr
+    body = {**SOLUTION, "options": {"k": 4, "adaptive": True, "wave": 1, "confidence": 0.6, "adaptive_rule": "window",
+                                    "uncertain_band": [0, 1]}}  # whole numbers, written as the CLI's 0,1 is
+    status, _, plain = call(server, "POST", "/v1/score", body)
+    assert status == 200 and plain.decode() == cli.stdout
+    result = json.loads(plain)
+    # every score lies in the band [0, 1): uncertain is not an error, so both steps are scored
+    assert [s["verdict"] for s in result["steps"]] == ["uncertain", "uncertain"]
+    assert (result["first_uncertain_step"], result["first_error_step"]) == (1, None)
+    # the window rule at confidence 0.6 needs 2 agreeing critiques: both steps stop at 2 of the 4
+    used = [(s["critiques_used"], s["stop_reason"], len(s["p_yes"])) for s in result["steps"]]
+    assert used == [(2, "settled", 2)] * 2
+    conn, response = open_stream(server, body)
+    try:
+        events = [json.loads(line) for line in response]
+    finally:
+        conn.close()
+    assert [e["event"] for e in events] == ["step", "step", "result"] and events[-1]["result"] == result
+    for event, step in zip(events[:2], result["steps"], strict=True):
+        assert {k: v for k, v in event.items() if k not in ("event", "id")} == step
+
+
 def test_prompt_is_the_text_rprm_lite_prompt_prints(server, tmp_path):
     path = tmp_path / "solution.json"
     path.write_text(json.dumps(SOLUTION))
@@ -229,6 +258,15 @@ BAD_BODIES = [
     ({**SOLUTION, "options": [1]}, 422, "invalid_input", "'options' must be an object, got a list"),
     ({**SOLUTION, "stream": "yes"}, 422, "invalid_input", 'stream must be true or false, got "yes"'),
     ({**SOLUTION, "options": {"show_critiques": 1}}, 422, "invalid_input", "show_critiques must be true or false"),
+    ({**SOLUTION, "options": {"adaptive": "yes"}}, 422, "invalid_input", "adaptive must be true or false, got 'yes'"),
+    ({**SOLUTION, "options": {"confidence": 0.5}}, 422, "invalid_input", "confidence must be in (0.5, 1]"),
+    ({**SOLUTION, "options": {"wave": 0}}, 422, "invalid_input", "wave must be between 1 and 255 critiques, got 0"),
+    ({**SOLUTION, "options": {"adaptive_rule": "vote"}}, 422, "invalid_input",
+     "adaptive_rule must be one of beta, betting, window, got 'vote'"),
+    ({**SOLUTION, "options": {"uncertain_band": [0.6, 0.7]}}, 422, "invalid_input",
+     "invalid settings: uncertain_band 0.6,0.7 must hold the threshold 0.5"),
+    ({**SOLUTION, "options": {"uncertain_band": "0.4,0.6"}}, 422, "invalid_input",
+     "uncertain_band must be two finite numbers LOW,HIGH, got '0.4,0.6'"),
     ({"question": "q", "steps": ["a"] * (MAX_STEPS + 1)}, 413, "too_many_steps",
      f"request body: {MAX_STEPS + 1} steps; this server scores at most {MAX_STEPS} per solution"),
     ({"question": "q", "steps": ["word " * 20_000]}, 413, "body_too_large", "this server takes at most 100,000"),
@@ -354,6 +392,37 @@ def test_sigterm_or_ctrl_c_cancels_the_work_in_flight_and_exits_0(tiny_gguf, sig
         "type": "cancelled", "message": "cancelled: the server is shutting down"}}
     assert server.wait() == 0
     assert server.lines[-1] == "rprm-lite serve: model freed\n" and "Traceback" not in "".join(server.lines)
+
+
+def test_adaptive_band_calibration_and_cache_as_server_defaults(tiny_gguf, tmp_path):
+    from rprm_lite.model_file import inspect_model
+
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"format": "rprm-lite-calibration", "version": 1, "model": "tiny.gguf",
+                                       "model_sha256": inspect_model(tiny_gguf).sha256, "threshold": 0.3,
+                                       "map": None, "settings": {"k": 4}}))
+    defaults = [*FAST, *ADAPTIVE_ARGS, "--uncertain-band", "0.2,0.4", "--calibration", calibration]
+    path = tmp_path / "solution.json"
+    path.write_text(json.dumps(SOLUTION))
+    cli = run_cli("score", path, "--model", tiny_gguf, *defaults, "--json")
+    assert cli.returncode == 0, cli.stderr
+    server = Server(tiny_gguf, "--port", 0, *defaults, "--cache", tmp_path / "cache").wait_listening()
+    try:
+        server.wait_healthy()
+        assert call(server, "POST", "/v1/score", SOLUTION)[2].decode() == cli.stdout
+        assert len(list((tmp_path / "cache").glob("*/*.json"))) == 2  # --cache: one entry per scored step
+        assert call(server, "POST", "/v1/score", SOLUTION)[2].decode() == cli.stdout  # now from the cache
+        info = json.loads(call(server, "GET", "/v1/info")[2])
+        assert info["settings"]["threshold"] == 0.3 and info["server"]["cache"] == str(tmp_path / "cache")
+        assert error_of(call(server, "POST", "/v1/score", {**SOLUTION, "options": {"threshold": 0.5}})) == (
+            422, "invalid_input", "request body: options: threshold cannot be set on this server: its calibration "
+                                  "file (--calibration) sets the threshold")
+        status, _, message = error_of(call(server, "POST", "/v1/score", {**SOLUTION, "options": {"k": 2}}))
+        assert status == 422 and message.endswith("was fit on scores made with other settings (k 4 there, 2 here); "
+                                                  "score with those settings or fit a calibration for these")
+        assert "calibration" not in json.loads(call(server, "GET", "/v1/info")[2])["request_options"]
+    finally:
+        assert server.stop() == 0, "".join(server.lines)
 
 
 def test_a_non_loopback_bind_needs_an_api_key(tiny_gguf):

@@ -112,6 +112,22 @@ def test_memory_cache_is_bounded_least_recently_used_first():
     assert off.get("a") is None and not off.enabled
 
 
+def test_disk_entries_keep_adaptive_fields_and_older_entries_without_them_still_read(tmp_path):
+    adaptive = StepResult(index=1, score=0.5, p_yes=(0.5,), verdict="correct", critiques_used=1,
+                          stop_reason="settled")
+    StepCache(tmp_path).put("a" * 64, adaptive)
+    cache = StepCache(tmp_path)
+    assert cache.get("a" * 64) == adaptive and cache.corrupt == 0
+    path, = tmp_path.glob("*/*.json")
+    record = json.loads(path.read_text())
+    for name in ("critiques_used", "stop_reason"):  # as entries were written before adaptive K existed
+        del record["step"][name]
+    path.write_text(json.dumps(record))
+    cache = StepCache(tmp_path)
+    assert cache.get("a" * 64) == StepResult(index=1, score=0.5, p_yes=(0.5,), verdict="correct")
+    assert cache.corrupt == 0
+
+
 def test_a_cache_path_that_is_a_file_is_a_clear_error(tmp_path):
     from rprm_lite.errors import InputError
 

@@ -4,8 +4,10 @@ Prompts are rendered and tokenized here, with a vocabulary-only load of a GGUF f
 parsed in the template only, never in the question or steps), and sent as token ids; a server that
 takes only text (llama-cpp-python's) gets the text, and a solution whose question or steps hold
 special-token text is refused before anything is sent. Steps of one solution go in order, with early
-stop at the first wrong step; `score_many` keeps several solutions in flight (`concurrency`), each on
-one server (round robin over the URLs, so a solution's prompts meet that server's prefix cache).
+stop at the first wrong step (a step's verdict comes from its score as locally, `uncertain` inside the
+uncertain band; adaptive K and calibration files are refused, not yet supported here); `score_many`
+keeps several solutions in flight (`concurrency`), each on one server (round robin over the URLs, so a
+solution's prompts meet that server's prefix cache).
 
 A critique that ends without the verdict phrase gets the released fallback question, as locally. With
 `verdict="released"` the verdict context is the prompt plus the cleaned critique text, tokenized as one
@@ -32,10 +34,11 @@ from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, R
 from rprm_lite.model_file import ModelInfo, file_sha256, inspect_model
 from rprm_lite.remote import dialects
 from rprm_lite.remote.dialects import CritiqueAsk, Dialect, Sampled, VerdictContext
-from rprm_lite.remote.settings import RemoteConfig
+from rprm_lite.remote.settings import RemoteConfig, refuse_unsupported
 from rprm_lite.remote.transport import RemoteError, Retry, ServerClient
 from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
+from rprm_lite.uncertain import first_uncertain, step_verdict
 from rprm_lite.verdict import clean_critique, released_tokens, verdict_text
 
 MIN_CRITIQUE_TOKENS = 16
@@ -71,6 +74,7 @@ class RemoteScorer:
         self.model_info = _model_info(self.vocab_path)  # None for a vocabulary-only file
         base = config or (self.model_info.default_config() if self.model_info else ScoreConfig())
         self.config = base.replace(**overrides) if overrides else base
+        refuse_unsupported(self.config.to_dict())  # before any server is asked anything
         self.remote = remote
         self.servers = [self._connect(url, kind) for url, kind in zip(remote.urls, remote.kinds, strict=True)]
         self.engine = Engine(self.vocab_path, vocab_only=True)
@@ -202,7 +206,8 @@ class RemoteScorer:
         return SolutionResult(id=solution.id, steps=tuple(results), first_error_step=first_error,
                               solution_score=aggregate(scored, self.config.aggregation),
                               config={**self.run_metadata(), "effective_max_tokens": max_tokens},
-                              extra=dict(solution.extra))
+                              extra=dict(solution.extra),
+                              first_uncertain_step=first_uncertain([s.verdict for s in results]))
 
     def _score_step(self, server: Server, index: int, prompt: prompts.Prompt, prompt_ids: list[int],
                     max_tokens: int) -> RemoteStepResult:
@@ -219,7 +224,7 @@ class RemoteScorer:
         score = sum(p_yes) / len(p_yes)
         special = 0 if server.dialect.token_ids else sum(bool(prompts.SPECIAL_MARKER.search(t)) for t, *_ in finished)
         return RemoteStepResult(
-            index=index + 1, score=score, p_yes=p_yes, verdict="wrong" if score < cfg.threshold else "correct",
+            index=index + 1, score=score, p_yes=p_yes, verdict=step_verdict(score, cfg.threshold, cfg.uncertain_band),
             fallbacks=sum(f[2] for f in finished), generated_tokens=sum(f[3] for f in finished),
             critiques=tuple(text + (prompts.FALLBACK_TEXT if fallback else "") + verdict.shown
                             for (text, _, fallback, _), verdict in zip(finished, verdicts, strict=True)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,20 @@ class RemoteConfig:
 
     def replace(self, **changes: Any) -> RemoteConfig:
         return dataclasses.replace(self, **changes)
+
+
+# settings of the local engine that the remote backend does not implement yet: refused, never ignored
+UNSUPPORTED = (("adaptive", "--adaptive"), ("calibration", "--calibration"))
+
+
+def refuse_unsupported(settings: Mapping[str, Any], *, cache: Any = None) -> None:
+    """Raise InputError naming the first setting (or --cache) the remote backend cannot honour yet, so
+    that a run never quietly scores with other settings than asked; checked before any request is sent."""
+    given = [flag for name, flag in UNSUPPORTED if settings.get(name) not in (None, False)]
+    given += ["--cache"] if cache is not None else []
+    if given:
+        raise InputError(f"{given[0]} is not supported with --backend URL yet; score with the local engine "
+                         f"(--backend local) or leave out {given[0]}")
 
 
 def parse_backend(text: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import rprm_lite
 from rprm_lite import output
+from rprm_lite.calibration import Calibration
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.model_file import ModelInfo
@@ -41,9 +42,10 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the client's X-Request-Id,
 
 
 def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: ScoreConfig, model: ModelInfo,
-               api_key: str | None = None) -> FastAPI:
+               api_key: str | None = None, calibration: Calibration | None = None) -> FastAPI:
     """The caller starts `worker` (the server does once its port is bound, so that /health can say
-    "loading" while the model loads); the app closes it on shutdown."""
+    "loading" while the model loads); the app closes it on shutdown. `calibration` is the loaded file of
+    `defaults.calibration`, which every request's options are checked against."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -60,12 +62,12 @@ def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: Sco
         app.add_middleware(CORSMiddleware, allow_origins=list(serve_config.cors_origins),
                            allow_methods=["GET", "POST"], expose_headers=["X-Request-Id", "Retry-After"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-Id"])
-    _add_routes(app, worker, serve_config, defaults, model)
+    _add_routes(app, worker, serve_config, defaults, model, calibration)
     return app
 
 
 def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, defaults: ScoreConfig,
-                model: ModelInfo) -> None:
+                model: ModelInfo, calibration: Calibration | None) -> None:
     @app.get("/health", responses={503: {"description": "The model is still loading."}})
     def health() -> JSONResponse:
         """200 `{"status": "ok"}` once the model is loaded; 503 `{"status": "loading"}` before."""
@@ -98,7 +100,8 @@ def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, d
     async def score(request: Request) -> Response:
         """Score one solution; the answer is what `rprm-lite score --json` prints for it."""
         parsed = bodies.score_request(bodies.parse_json(await request.body()), defaults,
-                                      max_steps=serve_config.max_steps, show_critiques=serve_config.show_critiques)
+                                      max_steps=serve_config.max_steps, show_critiques=serve_config.show_critiques,
+                                      calibration=calibration)
         job = Job(parsed.solution, parsed.config, asyncio.get_running_loop(), request_id=_request_id(request))
         _submit(worker, job)
         headers = {"X-Request-Id": job.request_id}

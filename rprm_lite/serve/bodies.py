@@ -12,13 +12,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from rprm_lite.config import AGGREGATIONS, PROMPT_STYLES, VERDICT_MODES, ScoreConfig
+from rprm_lite.calibration import Calibration, check_config
+from rprm_lite.config import ADAPTIVE_RULES, AGGREGATIONS, MAX_K, PROMPT_STYLES, VERDICT_MODES, ScoreConfig
 from rprm_lite.errors import ContextOverflowError, InputError, RprmError, ScoringCancelled
 from rprm_lite.jsonl import loads
 from rprm_lite.solution import Solution, solution_from_dict
 
 REQUEST_OPTIONS = ("k", "temperature", "top_p", "threshold", "max_tokens", "seed", "all_steps", "prompt_style",
-                   "verdict", "aggregation", "show_critiques")
+                   "verdict", "aggregation", "adaptive", "confidence", "wave", "adaptive_rule", "uncertain_band",
+                   "show_critiques")
 REQUEST_KEYS = ("options", "stream")  # besides the solution's own fields
 WHERE = "request body"
 
@@ -57,9 +59,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def score_request(body: dict[str, Any], defaults: ScoreConfig, *, max_steps: int,
-                  show_critiques: bool = False) -> ScoreRequest:
-    """`show_critiques` is the server's default for the option of that name."""
+def score_request(body: dict[str, Any], defaults: ScoreConfig, *, max_steps: int, show_critiques: bool = False,
+                  calibration: Calibration | None = None) -> ScoreRequest:
+    """`show_critiques` is the server's default for the option of that name; `calibration` is the server's
+    (--calibration): it sets the threshold, and each request's settings must be those it was fit with."""
     solution = _solution(body, max_steps=max_steps)
     options = body.get("options", {})
     if not isinstance(options, dict):
@@ -69,8 +72,13 @@ def score_request(body: dict[str, Any], defaults: ScoreConfig, *, max_steps: int
         raise ApiError(422, "invalid_input", f"{WHERE}: unknown option {unknown[0]!r}; the options are "
                                              f"{', '.join(REQUEST_OPTIONS)}")
     settings = {name: value for name, value in options.items() if name != "show_critiques"}
+    if calibration is not None and "threshold" in settings:
+        raise ApiError(422, "invalid_input", f"{WHERE}: options: threshold cannot be set on this server: its "
+                                             "calibration file (--calibration) sets the threshold")
     try:
         config = defaults.replace(**settings)
+        if calibration is not None:
+            check_config(calibration, config)
     except InputError as exc:
         raise ApiError(422, "invalid_input", str(exc)) from None
     return ScoreRequest(solution=solution, config=config,
@@ -145,6 +153,14 @@ OPTIONS_SCHEMA = {
         "prompt_style": {"type": "string", "enum": list(PROMPT_STYLES)},
         "verdict": {"type": "string", "enum": list(VERDICT_MODES)},
         "aggregation": {"type": "string", "enum": list(AGGREGATIONS)},
+        "adaptive": {"type": "boolean", "description": "Adaptive K: critiques in waves, up to k, until settled."},
+        "confidence": {"type": "number", "exclusiveMinimum": 0.5, "maximum": 1},
+        "wave": {"type": "integer", "minimum": 1, "maximum": MAX_K},
+        "adaptive_rule": {"type": "string", "enum": list(ADAPTIVE_RULES)},
+        "uncertain_band": {"type": ["array", "null"], "items": {"type": "number", "minimum": 0, "maximum": 1},
+                           "minItems": 2, "maxItems": 2,
+                           "description": "[low, high], holding the threshold: verdict 'uncertain' for a score "
+                                          "in [low, high); null for none."},
         "show_critiques": {"type": "boolean"},
     },
 }

@@ -1,4 +1,5 @@
-"""`rprm-lite serve`: its options are ServeConfig's fields plus every score option, as request defaults."""
+"""`rprm-lite serve`: its options are ServeConfig's fields plus every score option, as request defaults
+(--calibration and --cache are server-wide: a request cannot change them)."""
 
 from __future__ import annotations
 
@@ -34,17 +35,21 @@ def serve(
     seed: score_cli.SeedOpt = None, all_steps: score_cli.AllStepsOpt = False, prompt_style: score_cli.StyleOpt = None,
     verdict: score_cli.VerdictOpt = None, aggregation: score_cli.AggregationOpt = None,
     n_gpu_layers: score_cli.GpuOpt = None, threads: score_cli.ThreadsOpt = None, n_ctx: score_cli.NCtxOpt = None,
-    show_critiques: score_cli.CritiquesOpt = False,
+    adaptive: score_cli.AdaptiveOpt = False, confidence: score_cli.ConfidenceOpt = None,
+    wave: score_cli.WaveOpt = None, adaptive_rule: score_cli.RuleOpt = None,
+    uncertain_band: score_cli.BandOpt = None, calibration: score_cli.CalibrationOpt = None,
+    cache: score_cli.CacheOpt = None, show_critiques: score_cli.CritiquesOpt = False,
 ) -> None:
     """Serve scoring over local HTTP/JSON (see the README's `rprm-lite serve` section)."""
     from rprm_lite.serve.server import serve as run
 
-    overrides = score_cli._given(k=k, temperature=temperature, top_p=top_p, threshold=threshold,
-                                 max_tokens=max_tokens, seed=seed, all_steps=all_steps or None,
-                                 prompt_style=prompt_style, verdict=verdict, aggregation=aggregation,
-                                 n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx)
+    overrides = score_cli.score_overrides(
+        k=k, temperature=temperature, top_p=top_p, threshold=threshold, max_tokens=max_tokens, seed=seed,
+        all_steps=all_steps, prompt_style=prompt_style, verdict=verdict, aggregation=aggregation,
+        n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, adaptive=adaptive, confidence=confidence,
+        wave=wave, adaptive_rule=adaptive_rule, uncertain_band=uncertain_band, calibration=calibration)
     config = settings.ServeConfig(host=host, port=port, max_queue=max_queue, max_body_bytes=max_body_bytes,
                                   max_steps=max_steps, api_key_env=api_key_env, cors_origins=tuple(cors_origin or ()),
-                                  show_critiques=show_critiques)
+                                  show_critiques=show_critiques, cache=None if cache is None else str(cache))
     run(model, overrides, config, on_ready=lambda url: print(f"rprm-lite serve: listening on {url}",
                                                              file=sys.stderr, flush=True))

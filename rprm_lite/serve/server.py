@@ -29,23 +29,27 @@ GRACEFUL_SHUTDOWN_S = 10
 def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConfig, *,
           on_ready: Callable[[str], None]) -> None:
     """Serve until SIGTERM or Ctrl-C; `on_ready` gets the URL once the port is bound."""
+    from rprm_lite.calibration import calibrated_config
     from rprm_lite.model_file import inspect_model, resolve_model_path
-    from rprm_lite.scoring import Scorer, resolve_config
+    from rprm_lite.scoring import Scorer
+    from rprm_lite.step_cache import StepCache
 
     ScoreConfig(**overrides)  # bad option values fail before anything else
     key = api_key(serve_config, os.environ)
     uvicorn, create_app = _import_stack()
     info = inspect_model(resolve_model_path(model))
+    defaults, calibration = calibrated_config(info.default_config().replace(**overrides), info.sha256)
+    cache = StepCache(serve_config.cache)  # in memory, and in the --cache folder when one is given
     load_failure: list[BaseException] = []
 
     def load_failed(exc: BaseException) -> None:
         load_failure.append(exc)
         server.should_exit = True
 
-    worker = EngineWorker(lambda: Scorer(info, **overrides), max_queue=serve_config.max_queue,
+    worker = EngineWorker(lambda: Scorer(info, cache=cache, **overrides), max_queue=serve_config.max_queue,
                           on_load_failed=load_failed)
-    app = create_app(worker, serve_config=serve_config, defaults=resolve_config(info, None, overrides),
-                     model=info, api_key=key)
+    app = create_app(worker, serve_config=serve_config, defaults=defaults, model=info, api_key=key,
+                     calibration=calibration)
     _log_to_stderr()
     config = uvicorn.Config(app, host=serve_config.host, port=serve_config.port, http="h11", lifespan="on",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)

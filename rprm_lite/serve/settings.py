@@ -31,6 +31,7 @@ class ServeConfig:
     api_key_env: str | None = None
     cors_origins: tuple[str, ...] = ()
     show_critiques: bool = False  # the default of the request option of that name
+    cache: str | None = None  # a folder keeping step results across requests and restarts (--cache)
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
