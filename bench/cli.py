@@ -5,7 +5,6 @@ Options map 1:1 onto `ScoreConfig` fields. Errors a user can fix print one line 
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -34,9 +33,10 @@ from rprm_lite.cli import (
     TopPOpt,
     VerdictOpt,
     WaveOpt,
+    exit_on_error,
 )
 from rprm_lite.config import ScoreConfig
-from rprm_lite.errors import InputError, RprmError
+from rprm_lite.errors import InputError
 from rprm_lite.jsonl import JsonlWriter
 from rprm_lite.remote.options import (
     ApiKeyEnvOpt,
@@ -76,19 +76,8 @@ Subset400 = Annotated[bool, typer.Option("--subset400", help="PRMBench: the offi
 Data = Annotated[str, typer.Option(help="The benchmark's data folder (ProcessBench also takes 'hub').")]
 
 
-def cli_errors(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn library errors into one line on stderr and the error's exit code, never a traceback."""
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except RprmError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
-        except KeyboardInterrupt:
-            typer.echo("interrupted: finished items are saved; run the same command to resume", err=True)
-            raise typer.Exit(130) from None
-    return wrapper
+# Turn library errors into one line on stderr and the error's exit code, never a traceback
+cli_errors = exit_on_error(interrupted="interrupted: finished items are saved; run the same command to resume")
 
 
 def overrides(**options: Any) -> dict[str, Any]:

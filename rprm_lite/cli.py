@@ -6,7 +6,9 @@ messages on stderr with a non-zero exit, never tracebacks.
 
 from __future__ import annotations
 
+import functools
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -158,6 +160,27 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:  # stdout or stderr on a full disk, and the like
         _fail(f"{exc.filename or 'output'}: {exc.strerror or exc}", 1)
     sys.exit(code if isinstance(code, int) else 0)  # Ctrl-C arrives here as 130, after run.py's note
+
+
+def exit_on_error(*, interrupted: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """A decorator for the commands of the tool groups, which also run on their own (tests, `python -m`):
+    a library error becomes one `error:` line on stderr and the error's exit code, never a traceback;
+    with `interrupted`, Ctrl-C prints that line and exits 130."""
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return command(*args, **kwargs)
+            except RprmError as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(exc.exit_code) from None
+            except KeyboardInterrupt:
+                if interrupted is None:
+                    raise
+                typer.echo(interrupted, err=True)
+                raise typer.Exit(130) from None
+        return wrapper
+    return decorate
 
 
 def _fail(message: str, code: int) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from rprm_lite.errors import RprmError
+from rprm_lite.cli import exit_on_error
 from rprm_lite.training.jobconfig import JobConfig
 from rprm_lite.training.pairs import PairsConfig
 from rprm_lite.training.seed import SeedConfig
@@ -31,12 +31,9 @@ def config_command(app: typer.Typer, name: str, config_class: type[JobConfig],
                    run: Callable[[Any], str], help: str) -> None:
     """Register `run(config)` as command `name`, with one option per field of `config_class`."""
 
+    @exit_on_error()
     def command(**values: Any) -> None:
-        try:
-            typer.echo(run(config_class(**values)))
-        except RprmError as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(exc.exit_code) from None
+        typer.echo(run(config_class(**values)))
 
     command.__signature__ = inspect.Signature(options(config_class))  # type: ignore[attr-defined]
     app.command(name, help=help)(command)
