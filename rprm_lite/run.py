@@ -35,7 +35,7 @@ def run_score_job(job: ScoreJob) -> None:
     """
     from rprm_lite.config import ScoreConfig
     from rprm_lite.model_file import inspect_model, resolve_model_path
-    from rprm_lite.scoring import Scorer, resolve_config, run_settings
+    from rprm_lite.scoring import Scorer, resolve_settings, run_settings
     from rprm_lite.step_cache import StepCache
 
     ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
@@ -45,7 +45,8 @@ def run_score_job(job: ScoreJob) -> None:
         refuse_unsupported(job.overrides, cache=job.cache)
     solutions = read_solutions(job.source)
     info = inspect_model(resolve_model_path(job.model)) if job.remote is None else None
-    config = resolve_config(info, None, job.overrides) if info is not None else None  # checks a calibration file
+    # checks a calibration file against the model and the settings before any scoring
+    config, calibration = resolve_settings(info, None, job.overrides) if info is not None else (None, None)
     cache = StepCache(job.cache)
     with contextlib.ExitStack() as stack:
         scorer = None
@@ -55,7 +56,7 @@ def run_score_job(job: ScoreJob) -> None:
             scorer = stack.enter_context(make_scorer(job.model, job.overrides, remote=job.remote, vocab=job.vocab))
         results = None
         if job.output:
-            settings = scorer.run_settings() if scorer is not None else run_settings(info, config)
+            settings = scorer.run_settings() if scorer is not None else run_settings(info, config, calibration)
             results = stack.enter_context(contextlib.closing(output.ResultsFile(job.output, settings)))
         todo = [s for s in solutions if results is None or s.id not in results.done]
         if results is not None and len(todo) < len(solutions):

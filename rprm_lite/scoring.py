@@ -55,9 +55,7 @@ class Scorer:
         `cache`: a folder that keeps step results across runs, or a `StepCache` (default: in memory)."""
         self.model_info: ModelInfo = (model_path if isinstance(model_path, ModelInfo)
                                       else inspect_model(resolve_model_path(model_path)))
-        self.config = resolve_config(self.model_info, config, overrides)
-        self.calibration = (load_calibration(self.config.calibration, model_sha256=self.model_info.sha256)
-                            if self.config.calibration is not None else None)
+        self.config, self.calibration = resolve_settings(self.model_info, config, overrides)
         self.step_cache = cache if isinstance(cache, StepCache) else StepCache(cache)
         self.engine = Engine(self.model_info.path, n_gpu_layers=self.config.n_gpu_layers,
                              threads=self.config.threads)
@@ -359,9 +357,10 @@ def run_settings(info: ModelInfo, config: ScoreConfig, calibration: Calibration 
             "prompt_sha256": prompts.template_hash(config.prompt_style), **calibrated}
 
 
-def resolve_config(info: ModelInfo, config: ScoreConfig | None = None,
-                   overrides: dict[str, Any] | None = None) -> ScoreConfig:
+def resolve_settings(info: ModelInfo, config: ScoreConfig | None = None, overrides: dict[str, Any] | None = None
+                     ) -> tuple[ScoreConfig, Calibration | None]:
     """`config`, else the model file's rprm.* settings over the defaults; `overrides` on top; with a
-    calibration file, its threshold (the file is checked against the model and the settings)."""
+    calibration file, its threshold (the file is checked against the model and the settings). Also returns
+    the calibration it read (None without one), so callers need not read the file again."""
     base = config or info.default_config()
-    return calibrated_config(base.replace(**overrides) if overrides else base, info.sha256)[0]
+    return calibrated_config(base.replace(**overrides) if overrides else base, info.sha256)
