@@ -146,19 +146,12 @@ class Scorer:
         # so its results never depend on what was scored before (same seed, same critiques).
         self._cached, self._not_loaded = [], []
         self.engine.clear()
-        results: list[StepResult] = []
-        stopped = False
-        for index in range(len(solution.steps)):
-            tokens = self._prompt_tokens(solution, index)
-            if stopped:
-                results.append(StepResult(index=index + 1, score=None, p_yes=(), verdict="not scored",
-                                          prompt_tokens=len(tokens)))
-            else:
-                results.append(self._cached_or_scored_step(solution, index, tokens, max_tokens))
-                stopped = results[-1].verdict == "wrong" and not self.config.all_steps
-            if on_step is not None:
-                on_step(solution, results[-1])
-        return self._solution_result(solution, results)
+        results = score_in_order(
+            solution, prompt_tokens=lambda index: self._prompt_tokens(solution, index),
+            score_step=lambda index, tokens: self._cached_or_scored_step(solution, index, tokens, max_tokens),
+            all_steps=self.config.all_steps, on_step=on_step)
+        return solution_result(solution, results, aggregation=self.config.aggregation,
+                               config={**self.run_metadata(), "effective_max_tokens": self.effective_max_tokens})
 
     def _prompt_tokens(self, solution: Solution, index: int) -> list[int]:
         return self.engine.tokenize_prompt(prompts.render(solution, index, self.config.prompt_style))
@@ -303,15 +296,6 @@ class Scorer:
                 "lower --k, shorten the solution, or raise --n-ctx if the model allows it")
         return per_critique
 
-    def _solution_result(self, solution: Solution, steps: list[StepResult]) -> SolutionResult:
-        scored = [s.score for s in steps if s.score is not None]
-        first_error = next((s.index for s in steps if s.verdict == "wrong"), None)
-        return SolutionResult(id=solution.id, steps=tuple(steps), first_error_step=first_error,
-                              solution_score=aggregate(scored, self.config.aggregation),
-                              config={**self.run_metadata(), "effective_max_tokens": self.effective_max_tokens},
-                              extra=dict(solution.extra),
-                              first_uncertain_step=first_uncertain([s.verdict for s in steps]))
-
     def run_metadata(self) -> dict:
         import llama_cpp
 
@@ -346,6 +330,36 @@ class Scorer:
             if len(self.engine.tokenize(marker, special=True)) != 1:
                 raise ModelFileError(f"{self.model_info.path.name}: the vocabulary has no {marker} token; "
                                      f"the {self.config.prompt_style} prompt needs ChatML special tokens")
+
+
+def score_in_order(solution: Solution, *, prompt_tokens: Callable[[int], list[int]],
+                   score_step: Callable[[int, list[int]], StepResult], all_steps: bool,
+                   on_step: StepCallback | None) -> list[StepResult]:
+    """Every step in order, `score_step(index, tokens)` for each up to the first wrong one (all of them with
+    `all_steps`), "not scored" after it; `on_step` hears of each step as soon as it is known."""
+    results: list[StepResult] = []
+    stopped = False
+    for index in range(len(solution.steps)):
+        tokens = prompt_tokens(index)
+        if stopped:
+            results.append(StepResult(index=index + 1, score=None, p_yes=(), verdict="not scored",
+                                      prompt_tokens=len(tokens)))
+        else:
+            results.append(score_step(index, tokens))
+            stopped = results[-1].verdict == "wrong" and not all_steps
+        if on_step is not None:
+            on_step(solution, results[-1])
+    return results
+
+
+def solution_result(solution: Solution, steps: Sequence[StepResult], *, aggregation: str,
+                    config: dict[str, Any]) -> SolutionResult:
+    """The solution's result from its steps: first error, first uncertain step, aggregated score."""
+    scored = [s.score for s in steps if s.score is not None]
+    first_error = next((s.index for s in steps if s.verdict == "wrong"), None)
+    return SolutionResult(id=solution.id, steps=tuple(steps), first_error_step=first_error,
+                          solution_score=aggregate(scored, aggregation), config=config, extra=dict(solution.extra),
+                          first_uncertain_step=first_uncertain([s.verdict for s in steps]))
 
 
 def run_settings(info: ModelInfo, config: ScoreConfig, calibration: Calibration | None = None) -> dict[str, Any]:

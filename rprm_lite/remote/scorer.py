@@ -20,7 +20,7 @@ import collections
 import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,14 +36,13 @@ from rprm_lite.remote import dialects
 from rprm_lite.remote.dialects import CritiqueAsk, Dialect, Sampled, VerdictContext
 from rprm_lite.remote.settings import RemoteConfig, refuse_unsupported
 from rprm_lite.remote.transport import RemoteError, Retry, ServerClient
-from rprm_lite.results import SolutionResult, StepResult, aggregate
+from rprm_lite.results import SolutionResult, StepResult
+from rprm_lite.scoring import MIN_CRITIQUE_TOKENS, StepCallback, score_in_order, solution_result
 from rprm_lite.solution import Solution
-from rprm_lite.uncertain import first_uncertain, step_verdict
+from rprm_lite.uncertain import step_verdict
 from rprm_lite.verdict import clean_critique, released_tokens, verdict_text
 
-MIN_CRITIQUE_TOKENS = 16
 DEFAULT_POSITIONS = 4096  # when the vocabulary file does not say how long the model's context is
-StepCallback = Callable[[Solution, StepResult], None]
 
 
 @dataclass(frozen=True)
@@ -190,24 +189,13 @@ class RemoteScorer:
         rendered = [prompts.render(solution, i, self.config.prompt_style) for i in range(len(solution.steps))]
         tokens = [self.engine.tokenize_prompt(p) for p in rendered]
         max_tokens = self._critique_budget(max(len(t) for t in tokens))
-        results: list[StepResult] = []
-        stopped = False
-        for index, (prompt, prompt_ids) in enumerate(zip(rendered, tokens, strict=True)):
-            if stopped:
-                results.append(StepResult(index=index + 1, score=None, p_yes=(), verdict="not scored",
-                                          prompt_tokens=len(prompt_ids)))
-            else:
-                results.append(self._score_step(server, index, prompt, prompt_ids, max_tokens))
-                stopped = results[-1].verdict == "wrong" and not self.config.all_steps
-            if on_step is not None:
-                on_step(solution, results[-1])
-        scored = [s.score for s in results if s.score is not None]
-        first_error = next((s.index for s in results if s.verdict == "wrong"), None)
-        return SolutionResult(id=solution.id, steps=tuple(results), first_error_step=first_error,
-                              solution_score=aggregate(scored, self.config.aggregation),
-                              config={**self.run_metadata(), "effective_max_tokens": max_tokens},
-                              extra=dict(solution.extra),
-                              first_uncertain_step=first_uncertain([s.verdict for s in results]))
+        results = score_in_order(
+            solution, prompt_tokens=tokens.__getitem__,
+            score_step=lambda index, prompt_ids: self._score_step(server, index, rendered[index], prompt_ids,
+                                                                  max_tokens),
+            all_steps=self.config.all_steps, on_step=on_step)
+        return solution_result(solution, results, aggregation=self.config.aggregation,
+                               config={**self.run_metadata(), "effective_max_tokens": max_tokens})
 
     def _score_step(self, server: Server, index: int, prompt: prompts.Prompt, prompt_ids: list[int],
                     max_tokens: int) -> RemoteStepResult:
