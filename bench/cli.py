@@ -14,38 +14,12 @@ from typing import Annotated, Any
 
 import typer
 
-from rprm_lite.cli import (
-    AdaptiveOpt,
-    BandOpt,
-    ConfidenceOpt,
-    GpuOpt,
-    JsonOpt,
-    KOpt,
-    MaxTokensOpt,
-    ModelOpt,
-    NCtxOpt,
-    RuleOpt,
-    SeedOpt,
-    StyleOpt,
-    TemperatureOpt,
-    ThreadsOpt,
-    ThresholdOpt,
-    TopPOpt,
-    VerdictOpt,
-    WaveOpt,
-    exit_on_error,
-)
-from rprm_lite.config import ScoreConfig
+from rprm_lite.cli import JsonOpt, ModelOpt, exit_on_error
+from rprm_lite.config import SCORE_OPTIONS, ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import JsonlWriter
-from rprm_lite.remote.options import (
-    ApiKeyEnvOpt,
-    BackendOpt,
-    ConcurrencyOpt,
-    ServerModelOpt,
-    VocabOpt,
-    remote_from_options,
-)
+from rprm_lite.options import command_options
+from rprm_lite.remote.options import REMOTE_OPTIONS, remote_from_options
 
 from . import bestofn, prmbench, processbench, report, scaling, uncertain_report
 from .harness import BenchItem, run_items
@@ -64,8 +38,17 @@ class Benchmark(str, Enum):
 BenchmarkArg = Annotated[Benchmark, typer.Argument(metavar="BENCHMARK", help="processbench or prmbench")]
 
 
-# Scoring options are the runtime CLI's own (rprm_lite.cli); each maps onto one ScoreConfig field and,
-# left out, falls back to the model file's rprm.* defaults, then to ScoreConfig's.
+# Scoring options come from ScoreConfig's fields (rprm_lite/options.py), as on `score`: left out, each falls
+# back to the model file's rprm.* defaults, then to ScoreConfig's. Each command takes those that apply to it.
+PROCESSBENCH_OPTIONS = SCORE_OPTIONS.without("aggregation", "calibration", all_steps=dict(
+    flag="--all-steps/--early-stop", cli_default=True, help="Score every step (needed to sweep lower thresholds)."))
+PRMBENCH_OPTIONS = SCORE_OPTIONS.without("all_steps", "aggregation", "calibration", threshold=dict(
+    help="A step is labelled correct when its score is above this."))
+BON_OPTIONS = SCORE_OPTIONS.without("threshold", "verdict", "all_steps", "aggregation", "uncertain_band",
+                                    "calibration")
+RERANK_OPTIONS = SCORE_OPTIONS.without("threshold", "verdict", "all_steps", "uncertain_band", "calibration",
+                                       aggregation=dict(help="Solution score from its steps: min, product, mean "
+                                                        "or last."))
 Out = Annotated[Path, typer.Option(help="Folder for predictions.jsonl, run.json and metrics.")]
 Limit = Annotated[int | None, typer.Option(min=1, help="Score the first N items of each subset or category.")]
 Critiques = Annotated[bool, typer.Option("--critiques/--no-critiques", help="Keep critique texts.")]
@@ -80,11 +63,10 @@ Data = Annotated[str, typer.Option(help="The benchmark's data folder (ProcessBen
 cli_errors = exit_on_error(interrupted="interrupted: finished items are saved; run the same command to resume")
 
 
-def overrides(**options: Any) -> dict[str, Any]:
+def checked(settings: dict[str, Any]) -> dict[str, Any]:
     """The ScoreConfig fields the user gave, checked before any data or model work."""
-    given = {name: value for name, value in options.items() if value is not None}
-    ScoreConfig(**given)
-    return given
+    ScoreConfig(**settings)
+    return settings
 
 
 def make_scorer(model: Path | None, settings: dict[str, Any], remote: Any = None, vocab: Path | None = None) -> Any:
@@ -101,30 +83,17 @@ def _scorer(model: Path | None, settings: dict[str, Any], remote: Any, vocab: Pa
 # -- accuracy harnesses ------------------------------------------------------------------------------
 @app.command("processbench")
 @cli_errors
+@command_options(settings=PROCESSBENCH_OPTIONS, remote=REMOTE_OPTIONS)
 def processbench_command(
     out: Out, model: ModelOpt = None,
     data: Annotated[str, typer.Option(help="Folder of <subset>.json files, or 'hub'.")] = "hub",
     revision: Annotated[str, typer.Option(help="Hub revision for --data hub.")] = processbench.HUB_REVISION,
-    subsets: Subsets = None, limit: Limit = None, k: KOpt = None, threshold: ThresholdOpt = None,
-    temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
-    seed: SeedOpt = None, prompt_style: StyleOpt = None, verdict: VerdictOpt = None,
-    all_steps: Annotated[bool, typer.Option(
-        "--all-steps/--early-stop", help="Score every step (needed to sweep lower thresholds).")] = True,
-    n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None,
-    critiques: Critiques = True, as_json: JsonOpt = False, backend: BackendOpt = None,
-    server_model: ServerModelOpt = None, api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None,
-    vocab: VocabOpt = None,
-    adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
-    adaptive_rule: RuleOpt = None, uncertain_band: BandOpt = None,
+    subsets: Subsets = None, limit: Limit = None, critiques: Critiques = True, as_json: JsonOpt = False, *,
+    settings: dict[str, Any], remote: dict[str, Any],
 ) -> None:
     """Score ProcessBench and report error/correct accuracy and F1 per subset (resumable)."""
-    remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
-                                 concurrency=concurrency, vocab=vocab)
-    settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                         seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=all_steps,
-                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, adaptive=adaptive or None,
-                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule,
-                         uncertain_band=_band(uncertain_band))
+    vocab, remote = remote.get("vocab"), remote_from_options(**remote)
+    settings = checked(settings)
     items = _first_per_group(processbench.load_processbench(data, processbench.parse_subsets(subsets),
                                                             revision=revision), "subset", limit)
     records, config = _run([i.bench_item() for i in items], model, settings, out, "processbench", critiques,
@@ -138,27 +107,15 @@ def processbench_command(
 
 @app.command("prmbench")
 @cli_errors
+@command_options(settings=PRMBENCH_OPTIONS, remote=REMOTE_OPTIONS)
 def prmbench_command(
     out: Out, data: Annotated[Path, typer.Option(help="PRMBench folder of classified JSONL files.")],
-    model: ModelOpt = None, subset400: Subset400 = False, limit: Limit = None, k: KOpt = None,
-    threshold: Annotated[float | None, typer.Option(
-        help="A step is labelled correct when its score is above this [default: 0.5].")] = None,
-    temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
-    seed: SeedOpt = None, prompt_style: StyleOpt = None, verdict: VerdictOpt = None,
-    n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, critiques: Critiques = True,
-    as_json: JsonOpt = False, backend: BackendOpt = None, server_model: ServerModelOpt = None,
-    api_key_env: ApiKeyEnvOpt = None, concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None,
-    adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
-    adaptive_rule: RuleOpt = None, uncertain_band: BandOpt = None,
+    model: ModelOpt = None, subset400: Subset400 = False, limit: Limit = None, critiques: Critiques = True,
+    as_json: JsonOpt = False, *, settings: dict[str, Any], remote: dict[str, Any],
 ) -> None:
     """Score PRMBench (every step) and report PRMScore overall, per dimension and per category."""
-    remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
-                                 concurrency=concurrency, vocab=vocab)
-    settings = overrides(k=k, threshold=threshold, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                         seed=seed, prompt_style=prompt_style, verdict=verdict, all_steps=True,
-                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, adaptive=adaptive or None,
-                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule,
-                         uncertain_band=_band(uncertain_band))
+    vocab, remote = remote.get("vocab"), remote_from_options(**remote)
+    settings = checked({**settings, "all_steps": True})
     items = _first_per_group(prmbench.load_prmbench(data, subset400=subset400), "classification", limit)
     records, config = _run([i.bench_item() for i in items], model, settings, out, "prmbench", critiques,
                            remote=remote, vocab=vocab)
@@ -167,12 +124,6 @@ def prmbench_command(
     metrics = prmbench.evaluate(pairs, config.threshold)
     _emit(*uncertain_report.extend(metrics, report.prmbench_table(metrics), "prmbench", pairs,
                                    config.uncertain_band, config.threshold), out, as_json)
-
-
-def _band(text: str | None) -> tuple[float, float] | None:
-    from rprm_lite.uncertain import parse_band
-
-    return None if text is None else parse_band(text)
 
 
 def _first_per_group(items: Sequence[Any], group: str, limit: int | None) -> list[Any]:
@@ -262,6 +213,7 @@ _TABLES = {Benchmark.processbench: report.processbench_table, Benchmark.prmbench
 
 @app.command("metrics")
 @cli_errors
+@command_options(band=SCORE_OPTIONS.only("uncertain_band"))
 def metrics_command(
     benchmark: BenchmarkArg,
     predictions: Predictions,
@@ -270,11 +222,11 @@ def metrics_command(
         help="Re-score at this threshold (ProcessBench default 0.5; PRMBench default: the labels as given).")]
     = None,
     subsets: Subsets = None, subset400: Subset400 = False, partial: Partial = False, as_json: JsonOpt = False,
-    output: Annotated[Path | None, typer.Option(help="Also write the metrics JSON here.")] = None,
-    uncertain_band: BandOpt = None,
+    output: Annotated[Path | None, typer.Option(help="Also write the metrics JSON here.")] = None, *,
+    band: dict[str, Any],
 ) -> None:
     """The official metric of a predictions file, at any threshold, without the model."""
-    band = _band(uncertain_band)
+    band = band.get("uncertain_band")
     pairs = _load_pairs(benchmark, predictions, data, subsets, subset400, partial)
     if benchmark is Benchmark.processbench:
         metrics = processbench.evaluate(pairs, processbench.DEFAULT_THRESHOLD if threshold is None
@@ -368,24 +320,15 @@ def adaptive_study_command(
 # -- best-of-N --------------------------------------------------------------------------------------
 Candidates = Annotated[Path, typer.Argument(metavar="CANDIDATES",
                                              help="JSONL: one problem per line with 'candidates'.")]
-Aggregation = Annotated[str | None, typer.Option(
-    help="Solution score from its steps: min, product, mean or last [default: min].")]
 
 
 @app.command("bon")
 @cli_errors
-def bon_command(
-    candidates: Candidates, out: Out, model: ModelOpt = None, k: KOpt = None,
-    temperature: TemperatureOpt = None, top_p: TopPOpt = None, max_tokens: MaxTokensOpt = None,
-    seed: SeedOpt = None, prompt_style: StyleOpt = None, n_gpu_layers: GpuOpt = None,
-    threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False, adaptive: AdaptiveOpt = False,
-    confidence: ConfidenceOpt = None, wave: WaveOpt = None, adaptive_rule: RuleOpt = None,
-) -> None:
+@command_options(settings=BON_OPTIONS)
+def bon_command(candidates: Candidates, out: Out, model: ModelOpt = None, as_json: JsonOpt = False, *,
+                settings: dict[str, Any]) -> None:
     """Best-of-N accuracy by PRM score (min, product, mean, last) against pass@1, majority vote, pass@N."""
-    settings = overrides(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-                         prompt_style=prompt_style, all_steps=True, n_gpu_layers=n_gpu_layers,
-                         threads=threads, n_ctx=n_ctx, adaptive=adaptive or None, confidence=confidence,
-                         wave=wave, adaptive_rule=adaptive_rule)
+    settings = checked({**settings, "all_steps": True})
     problems = bestofn.read_problems(candidates)
     todo = [item for problem in problems for item in problem.bench_items()]
     if todo:
@@ -409,25 +352,17 @@ def speed_command(ctx: typer.Context) -> None:
 
 @rerank_app.command("rerank")
 @cli_errors
+@command_options(settings=RERANK_OPTIONS, remote=REMOTE_OPTIONS)
 def rerank_command(
-    candidates: Candidates, model: ModelOpt = None, aggregation: Aggregation = None,
+    candidates: Candidates, model: ModelOpt = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Append one JSON line per problem here; a rerun skips those.")] = None,
-    k: KOpt = None, temperature: TemperatureOpt = None, top_p: TopPOpt = None,
-    max_tokens: MaxTokensOpt = None, seed: SeedOpt = None, prompt_style: StyleOpt = None,
-    n_gpu_layers: GpuOpt = None, threads: ThreadsOpt = None, n_ctx: NCtxOpt = None, as_json: JsonOpt = False,
-    backend: BackendOpt = None, server_model: ServerModelOpt = None, api_key_env: ApiKeyEnvOpt = None,
-    concurrency: ConcurrencyOpt = None, vocab: VocabOpt = None,
-    adaptive: AdaptiveOpt = False, confidence: ConfidenceOpt = None, wave: WaveOpt = None,
-    adaptive_rule: RuleOpt = None,
+    as_json: JsonOpt = False, *, settings: dict[str, Any], remote: dict[str, Any],
 ) -> None:
     """Pick the best of N candidate solutions per problem by aggregated PRM score."""
-    remote = remote_from_options(backend, server_model=server_model, api_key_env=api_key_env,
-                                 concurrency=concurrency, vocab=vocab)
-    settings = overrides(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
-                         prompt_style=prompt_style, aggregation=aggregation, all_steps=True,
-                         n_gpu_layers=n_gpu_layers, threads=threads, n_ctx=n_ctx, adaptive=adaptive or None,
-                         confidence=confidence, wave=wave, adaptive_rule=adaptive_rule)
+    vocab, remote = remote.get("vocab"), remote_from_options(**remote)
+    settings = checked({**settings, "all_steps": True})
+    aggregation = settings.get("aggregation")
     how = aggregation or ScoreConfig().aggregation
     done = {str(r.get("id")) for r in read_records(output)} if output and output.exists() else set()
     problems = [p for p in bestofn.read_problems(candidates) if p.id not in done]

@@ -3,73 +3,117 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-from collections.abc import Mapping, Sequence
+import typing
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
-from rprm_lite.errors import InputError
-from rprm_lite.uncertain import band_problems, normalize_band
+from rprm_lite.options import Options, Settings, option
+from rprm_lite.uncertain import band_problems, normalize_band, parse_band
 
 PromptStyle = Literal["r-prm-eval", "chatml"]
 Aggregation = Literal["min", "product", "mean", "last"]
-VerdictMode = Literal["single-pass", "released"]
-
-PROMPT_STYLES: tuple[str, ...] = ("r-prm-eval", "chatml")
-AGGREGATIONS: tuple[str, ...] = ("min", "product", "mean", "last")
 # single-pass: P(Yes) from the decode that writes the verdict phrase; released: the released evaluation's
 # second pass on the cleaned critique text (rprm_lite/verdict.py)
-VERDICT_MODES: tuple[str, ...] = ("single-pass", "released")
-ADAPTIVE_RULES: tuple[str, ...] = ("beta", "betting", "window")  # rprm_lite/adaptive.py
+VerdictMode = Literal["single-pass", "released"]
+AdaptiveRule = Literal["beta", "betting", "window"]  # rprm_lite/adaptive.py
+
+PROMPT_STYLES: tuple[str, ...] = typing.get_args(PromptStyle)
+AGGREGATIONS: tuple[str, ...] = typing.get_args(Aggregation)
+VERDICT_MODES: tuple[str, ...] = typing.get_args(VerdictMode)
+ADAPTIVE_RULES: tuple[str, ...] = typing.get_args(AdaptiveRule)
 # written into outputs only when adaptive is on, so that outputs made without it stay byte-identical
 ADAPTIVE_FIELDS: tuple[str, ...] = ("adaptive", "confidence", "wave", "adaptive_rule")
 
 
 @dataclass(frozen=True)
-class ScoreConfig:
-    """Sampling, decision and runtime settings. Defaults are the released R-PRM evaluation recipe."""
+class ScoreConfig(Settings):
+    """Sampling, decision and runtime settings. Defaults are the released R-PRM evaluation recipe.
+
+    Each field with a help text is an option of `score`, `serve` and the benchmarks (rprm_lite/options.py);
+    left out there, it takes the model file's `rprm.*` default, then the one below.
+    """
 
     # sampling (paper: K=10, temperature 0.95, top_p 0.95, 4096 new tokens)
-    k: int = 10
-    temperature: float = 0.95
-    top_p: float = 0.95
-    max_tokens: int = 4096
-    seed: int = 0
-    prompt_style: PromptStyle = "r-prm-eval"
-    verdict: VerdictMode = "single-pass"  # how P(Yes) is read from a critique
+    k: int = option(10, help="Critiques per step.")
+    temperature: float = option(0.95, help="Sampling temperature; 0 is greedy.")
+    top_p: float = option(0.95, help="Nucleus sampling.")
+    max_tokens: int = option(4096, help="Max tokens per critique.")
+    seed: int = option(0, help="Seed for every sampled critique.")
+    prompt_style: PromptStyle = option("r-prm-eval", help="r-prm-eval (released evaluation prompt) or chatml.")
+    verdict: VerdictMode = option("single-pass", help="How P(Yes) is read: single-pass (in the decode that writes "
+                                  "the verdict phrase) or released (the released evaluation's second pass over "
+                                  "the cleaned critique).")
     # decision
-    threshold: float = 0.5
-    aggregation: Aggregation = "min"
-    all_steps: bool = False
+    threshold: float = option(0.5, help="A step scoring below this is wrong.")
+    aggregation: Aggregation = option("min", help="Solution score: min, product, mean or last.")
+    all_steps: bool = option(False, help="Score every step, not only up to the first error.")
     # runtime
-    n_gpu_layers: int = 0
-    threads: int | None = None
-    n_ctx: int | None = None
+    n_gpu_layers: int = option(0, help="Layers to offload to CUDA/Metal; -1 for all.")
+    threads: int | None = option(None, help="CPU threads.", shown_default="all cores")
+    n_ctx: int | None = option(None, help="KV cache cap in tokens (prompt + K critiques).")
     kv_reuse: bool = True
     # adaptive K (rprm_lite/adaptive.py): critiques in waves of `wave`, up to k, until the rule is
     # `confidence` sure of the verdict; off by default (the released recipe is a fixed K). The defaults
     # are the study's pick (README, "Adaptive K"): on R-PRM-7B's PRMBench votes, 3.9x fewer critiques
     # for 0.1 PRMScore point
-    adaptive: bool = False
-    confidence: float = 0.8
-    wave: int = 2
-    adaptive_rule: str = "beta"
+    adaptive: bool = option(False, help="Adaptive K: draw critiques in waves, up to --k, and stop a step once its "
+                            "verdict is settled with --confidence.")
+    confidence: float = option(0.8, help="Adaptive K: how sure the stopping rule must be, in (0.5, 1]; 1 never "
+                               "stops early.")
+    wave: int = option(2, help="Adaptive K: critiques decoded together per wave.")
+    adaptive_rule: AdaptiveRule = option("beta", help="Adaptive K: beta (posterior on the mean), betting "
+                                         "(confidence sequence) or window (last critiques agree).")
     # off by default: verdict `uncertain` inside a band (rprm_lite/uncertain.py), and a calibration file
     # made by `rprm-lite calibrate` for this model (its threshold and score map; rprm_lite/calibration.py)
-    uncertain_band: tuple[float, float] | None = None
-    calibration: str | None = None
+    uncertain_band: tuple[float, float] | None = option(
+        None, help="Verdict 'uncertain' for a score in [LOW, HIGH), which must hold the threshold; wrong below LOW.",
+        metavar="LOW,HIGH", cli_type=str, parse=parse_band)
+    calibration: str | None = option(
+        None, help="A calibration file from `rprm-lite calibrate` for this model: its threshold, and its map for "
+        "the scores.", cli_type=Path, parse=str)
 
-    def __post_init__(self) -> None:
+    def normalize(self) -> None:
         object.__setattr__(self, "uncertain_band", normalize_band(self.uncertain_band))
         if isinstance(self.calibration, os.PathLike):
             object.__setattr__(self, "calibration", os.fspath(self.calibration))
-        problems = list(_problems(self))
-        if problems:
-            raise InputError("invalid settings: " + "; ".join(problems))
 
-    def replace(self, **changes: Any) -> ScoreConfig:
-        return dataclasses.replace(self, **changes)
+    def problems(self) -> Iterator[str]:
+        if self.k < 1:
+            yield f"k must be at least 1, got {self.k}"
+        if self.k > MAX_K:
+            yield f"k must be at most {MAX_K} (llama.cpp's limit on parallel sequences), got {self.k}"
+        if self.temperature < 0:
+            yield f"temperature must be >= 0, got {self.temperature}"
+        if not 0 < self.top_p <= 1:
+            yield f"top_p must be in (0, 1], got {self.top_p}"
+        if self.max_tokens < 1:
+            yield f"max_tokens must be at least 1, got {self.max_tokens}"
+        if self.max_tokens > INT32_MAX:
+            yield f"max_tokens must be at most {INT32_MAX}, got {self.max_tokens}"
+        if not 0 <= self.threshold <= 1:
+            yield f"threshold must be in [0, 1], got {self.threshold}"
+        if self.threads is not None and self.threads < 1:
+            yield f"threads must be at least 1, got {self.threads}"
+        if self.threads is not None and self.threads > max_threads():
+            yield (f"threads must be at most {max_threads()} ({THREADS_PER_CORE} per CPU core of this machine), "
+                   f"got {self.threads}")
+        if self.n_ctx is not None and not 64 <= self.n_ctx <= INT32_MAX:
+            yield f"n_ctx must be at least 64 and at most {INT32_MAX}, got {self.n_ctx}"
+        if not -1 <= self.n_gpu_layers <= INT32_MAX:
+            yield f"n_gpu_layers must be -1 (all) or between 0 and {INT32_MAX}, got {self.n_gpu_layers}"
+        if self.seed < 0:
+            yield f"seed must be >= 0, got {self.seed}"
+        if not 0.5 < self.confidence <= 1:
+            yield f"confidence must be in (0.5, 1] (1 never stops early), got {self.confidence}"
+        if not 1 <= self.wave <= MAX_K:
+            yield f"wave must be between 1 and {MAX_K} critiques, got {self.wave}"
+        # with a calibration file its threshold replaces this one; the band is checked against it then
+        yield from band_problems(self.uncertain_band, self.threshold, check_threshold=self.calibration is None)
+        if self.calibration is not None and not isinstance(self.calibration, str):
+            yield f"calibration must be a file path, got {self.calibration!r}"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -82,6 +126,10 @@ class ScoreConfig:
         if "uncertain_band" in data:
             data["uncertain_band"] = list(data["uncertain_band"])  # as JSON reads it back, so resume compares
         return data
+
+
+# The score options of the commands (`score`, `serve`, the benchmarks, `rerank`): given or not given
+SCORE_OPTIONS = Options(ScoreConfig, given=True)
 
 
 OMITTED_WHEN_OFF = ("uncertain_band", "calibration")
@@ -120,82 +168,6 @@ MAX_K = 255
 INT32_MAX = 2**31 - 1
 THREADS_PER_CORE = 4
 
-INT_FIELDS = ("k", "max_tokens", "seed", "n_gpu_layers", "threads", "n_ctx", "wave")
-FLOAT_FIELDS = ("temperature", "top_p", "threshold", "confidence")
-BOOL_FIELDS = ("all_steps", "kv_reuse", "adaptive")
-OPTIONAL_FIELDS = ("threads", "n_ctx")
-
 
 def max_threads() -> int:
     return THREADS_PER_CORE * (os.cpu_count() or 1)
-
-
-def _problems(cfg: ScoreConfig):
-    """Type problems first (a range check on a wrong type would be meaningless), then ranges."""
-    type_problems = list(_type_problems(cfg))
-    yield from type_problems
-    if not type_problems:
-        yield from _range_problems(cfg)
-
-
-def _type_problems(cfg: ScoreConfig):
-    for name in (*INT_FIELDS, *FLOAT_FIELDS, *BOOL_FIELDS):
-        value = getattr(cfg, name)
-        if not (value is None and name in OPTIONAL_FIELDS) and not _has_type(name, value):
-            yield f"{name} must be {_expected(name)}, got {value!r}"
-    for name, choices in (("prompt_style", PROMPT_STYLES), ("aggregation", AGGREGATIONS),
-                          ("verdict", VERDICT_MODES), ("adaptive_rule", ADAPTIVE_RULES)):
-        if getattr(cfg, name) not in choices:
-            yield f"{name} must be one of {', '.join(choices)}, got {getattr(cfg, name)!r}"
-
-
-def _has_type(name: str, value: Any) -> bool:
-    if name in BOOL_FIELDS:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if name in INT_FIELDS:
-        return isinstance(value, int)
-    return isinstance(value, (int, float)) and math.isfinite(value)  # NaN and inf compare false to every bound
-
-
-def _expected(name: str) -> str:
-    if name in BOOL_FIELDS:
-        return "true or false"
-    return "an integer" if name in INT_FIELDS else "a finite number"
-
-
-def _range_problems(cfg: ScoreConfig):
-    if cfg.k < 1:
-        yield f"k must be at least 1, got {cfg.k}"
-    if cfg.k > MAX_K:
-        yield f"k must be at most {MAX_K} (llama.cpp's limit on parallel sequences), got {cfg.k}"
-    if cfg.temperature < 0:
-        yield f"temperature must be >= 0, got {cfg.temperature}"
-    if not 0 < cfg.top_p <= 1:
-        yield f"top_p must be in (0, 1], got {cfg.top_p}"
-    if cfg.max_tokens < 1:
-        yield f"max_tokens must be at least 1, got {cfg.max_tokens}"
-    if cfg.max_tokens > INT32_MAX:
-        yield f"max_tokens must be at most {INT32_MAX}, got {cfg.max_tokens}"
-    if not 0 <= cfg.threshold <= 1:
-        yield f"threshold must be in [0, 1], got {cfg.threshold}"
-    if cfg.threads is not None and cfg.threads < 1:
-        yield f"threads must be at least 1, got {cfg.threads}"
-    if cfg.threads is not None and cfg.threads > max_threads():
-        yield (f"threads must be at most {max_threads()} ({THREADS_PER_CORE} per CPU core of this machine), "
-               f"got {cfg.threads}")
-    if cfg.n_ctx is not None and not 64 <= cfg.n_ctx <= INT32_MAX:
-        yield f"n_ctx must be at least 64 and at most {INT32_MAX}, got {cfg.n_ctx}"
-    if not -1 <= cfg.n_gpu_layers <= INT32_MAX:
-        yield f"n_gpu_layers must be -1 (all) or between 0 and {INT32_MAX}, got {cfg.n_gpu_layers}"
-    if cfg.seed < 0:
-        yield f"seed must be >= 0, got {cfg.seed}"
-    if not 0.5 < cfg.confidence <= 1:
-        yield f"confidence must be in (0.5, 1] (1 never stops early), got {cfg.confidence}"
-    if not 1 <= cfg.wave <= MAX_K:
-        yield f"wave must be between 1 and {MAX_K} critiques, got {cfg.wave}"
-    # with a calibration file its threshold replaces this one; the band is checked against it then
-    yield from band_problems(cfg.uncertain_band, cfg.threshold, check_threshold=cfg.calibration is None)
-    if cfg.calibration is not None and not isinstance(cfg.calibration, str):
-        yield f"calibration must be a file path, got {cfg.calibration!r}"

@@ -6,9 +6,7 @@ Python API and the saved metadata can never disagree. Command bodies only call t
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import typer
 
 from rprm_lite.cli import exit_on_error
+from rprm_lite.options import Options
 from rprm_lite.training.jobconfig import JobConfig
 from rprm_lite.training.pairs import PairsConfig
 from rprm_lite.training.seed import SeedConfig
@@ -35,21 +34,8 @@ def config_command(app: typer.Typer, name: str, config_class: type[JobConfig],
     def command(**values: Any) -> None:
         typer.echo(run(config_class(**values)))
 
-    command.__signature__ = inspect.Signature(options(config_class))  # type: ignore[attr-defined]
+    command.__signature__ = inspect.Signature(Options(config_class).parameters())  # type: ignore[attr-defined]
     app.command(name, help=help)(command)
-
-
-def options(config_class: type[JobConfig]) -> list[inspect.Parameter]:
-    hints = typing.get_type_hints(config_class)
-    parameters = []
-    for field in dataclasses.fields(config_class):
-        flag = "--" + field.name.replace("_", "-")
-        declarations = [f"{flag}/--no-{flag[2:]}"] if hints[field.name] is bool else [flag]
-        default = ... if field.default is dataclasses.MISSING else field.default
-        parameters.append(inspect.Parameter(
-            field.name, inspect.Parameter.KEYWORD_ONLY, annotation=hints[field.name],
-            default=typer.Option(default, *declarations, help=field.metadata["help"], show_default=default != "")))
-    return parameters
 
 
 def run_seed(config: SeedConfig) -> str:

@@ -4,28 +4,33 @@ and the one function every command calls to make its scorer (local engine or rem
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Any
 
 from rprm_lite.errors import InputError
-
-BackendOpt = Annotated[str | None, typer.Option(
-    "--backend", help="local (the llama.cpp engine) [default], or URL[,URL...] of OpenAI-compatible servers "
-                      "(vLLM, SGLang, llama-server, llama-cpp-python); KIND+URL names the server kind.")]
-ServerModelOpt = Annotated[str | None, typer.Option(
-    "--server-model", help="Remote: the served model's name [default: the first in /v1/models].")]
-ApiKeyEnvOpt = Annotated[str | None, typer.Option(
-    "--api-key-env", help="Remote: the environment variable holding the servers' API key.")]
-ConcurrencyOpt = Annotated[int | None, typer.Option(
-    "--concurrency", help="Remote: solutions in flight at once [default: 1].")]
-VocabOpt = Annotated[Path | None, typer.Option(
-    "--vocab", help="Remote: GGUF whose vocabulary tokenizes the prompts (a vocabulary-only GGUF of the served "
-                    "model) [default: --model, else $RPRM_MODEL].")]
+from rprm_lite.options import Options, option
 
 
-def remote_from_options(backend: str | None, *, server_model: str | None = None, api_key_env: str | None = None,
+@dataclass(frozen=True)
+class RemoteOptions:
+    """The remote backend's options (their values become a RemoteConfig through `remote_from_options`)."""
+
+    backend: str | None = option(None, help="local (the llama.cpp engine) [default], or URL[,URL...] of "
+                                 "OpenAI-compatible servers (vLLM, SGLang, llama-server, llama-cpp-python); "
+                                 "KIND+URL names the server kind.")
+    server_model: str | None = option(None, help="Remote: the served model's name.",
+                                      shown_default="the first in /v1/models")
+    api_key_env: str | None = option(None, help="Remote: the environment variable holding the servers' API key.")
+    concurrency: int | None = option(None, help="Remote: solutions in flight at once.", shown_default="1")
+    vocab: Path | None = option(None, help="Remote: GGUF whose vocabulary tokenizes the prompts (a vocabulary-only "
+                                "GGUF of the served model).", shown_default="--model, else $RPRM_MODEL")
+
+
+REMOTE_OPTIONS = Options(RemoteOptions, given=True)
+
+
+def remote_from_options(backend: str | None = None, *, server_model: str | None = None, api_key_env: str | None = None,
                         concurrency: int | None = None, vocab: Path | None = None) -> Any:
     """The RemoteConfig of the options given, or None for the local engine (`vocab` is only checked: the
     local engine tokenizes with its own model)."""

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rprm_lite.errors import InputError
+from rprm_lite.options import Options, Settings, option
 
 DEFAULT_MAX_BODY_BYTES = 2**20
 DEFAULT_MAX_STEPS = 256
@@ -22,38 +24,42 @@ MIN_API_KEY_CHARS = 16
 
 
 @dataclass(frozen=True)
-class ServeConfig:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_queue: int = DEFAULT_MAX_QUEUE  # requests waiting while one is scored; more get 503
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    max_steps: int = DEFAULT_MAX_STEPS  # per solution
-    api_key_env: str | None = None
-    cors_origins: tuple[str, ...] = ()
-    show_critiques: bool = False  # the default of the request option of that name
-    cache: str | None = None  # a folder keeping step results across requests and restarts (--cache)
+class ServeConfig(Settings):
+    """The options of `rprm-lite serve` besides the score options (rprm_lite/options.py)."""
 
-    def __post_init__(self) -> None:
-        problems = list(_problems(self))
-        if problems:
-            raise InputError("invalid server settings: " + "; ".join(problems))
+    WHAT = "server settings"
+    DASHED = True
+
+    host: str = option("127.0.0.1", help="Address to bind; any other than loopback needs --api-key-env.")
+    port: int = option(8080, help="Port; 0 picks a free one (the URL is printed).")
+    max_queue: int = option(DEFAULT_MAX_QUEUE, help="Requests that may wait while one is scored; more get 503 "
+                            "with Retry-After.")
+    max_body_bytes: int = option(DEFAULT_MAX_BODY_BYTES, help="Largest request body.")
+    max_steps: int = option(DEFAULT_MAX_STEPS, help="Most steps per solution.")
+    api_key_env: str | None = option(None, help="Environment variable holding the API key requests must send as "
+                                     "'Authorization: Bearer <key>'.", metavar="NAME")
+    cors_origins: tuple[str, ...] = option((), help="Origin allowed to call from a browser (repeat for more); "
+                                           "none by default.", flag="--cors-origin", metavar="ORIGIN",
+                                           cli_type=list[str] | None, cli_default=None, parse=tuple)
+    # the default of the request option of that name
+    show_critiques: bool = option(False, help="Print (or include in JSON) the critiques.", flag="--show-critiques")
+    # a folder keeping step results across requests and restarts
+    cache: str | None = option(None, help="Folder keeping step results across runs: unchanged steps of an edited "
+                               "solution are not scored again.", cli_type=Path | None, parse=str)
+
+    def problems(self) -> Iterator[str]:
+        if not 0 <= self.port <= 65535:
+            yield f"port must be between 0 and 65535, got {self.port}"
+        yield from self.at_least(max_queue=0, max_body_bytes=1024, max_steps=1)
+        for origin in self.cors_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                yield f"cors-origin must be * or start with http:// or https://, got {origin!r}"
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "cors_origins": list(self.cors_origins)}
 
 
-def _problems(cfg: ServeConfig):
-    if not 0 <= cfg.port <= 65535:
-        yield f"port must be between 0 and 65535, got {cfg.port}"
-    if cfg.max_queue < 0:
-        yield f"max-queue must be at least 0, got {cfg.max_queue}"
-    if cfg.max_body_bytes < 1024:
-        yield f"max-body-bytes must be at least 1024, got {cfg.max_body_bytes}"
-    if cfg.max_steps < 1:
-        yield f"max-steps must be at least 1, got {cfg.max_steps}"
-    for origin in cfg.cors_origins:
-        if origin != "*" and not origin.startswith(("http://", "https://")):
-            yield f"cors-origin must be * or start with http:// or https://, got {origin!r}"
+SERVE_OPTIONS = Options(ServeConfig)
 
 
 def is_loopback(host: str) -> bool:
