@@ -1,6 +1,6 @@
 """Hugging Face checkpoint -> GGUF (f32/f16/bf16), optionally quantized and verified.
 
-`convert(ConvertConfig(...))` is the whole job; the CLI maps its flags 1:1 onto `ConvertConfig`.
+`convert(ConvertConfig(...))` is the whole job; the CLI's options are `ConvertConfig`'s fields.
 Order of work: check every option and the whole checkpoint (config, tokenizer, every tensor's
 presence and shape) before writing a byte; write under a temporary name; quantize and verify that
 temporary file; rename it to the output name only when everything passed.
@@ -19,6 +19,7 @@ import gguf
 
 from rprm_lite import metadata
 from rprm_lite.config import PROMPT_STYLES, ScoreConfig
+from rprm_lite.options import option
 from rprm_lite.prompt import template_hash
 
 from . import architectures as arch_table
@@ -34,7 +35,7 @@ from .gguf_file import (
     write_gguf,
 )
 from .hub import resolve_source
-from .quantize import normalize_quant, quantize
+from .quantize import QUANT_TYPES, normalize_quant, quantize
 from .safetensors_io import TensorRef, read_checkpoint_tensors
 from .tokenizer import Vocabulary, read_vocabulary
 
@@ -46,18 +47,19 @@ RANDOM_WEIGHTS_DESCRIPTION = "random weights: for tests and demos only"
 
 @dataclass(frozen=True)
 class ConvertConfig:
-    """Every setting of one conversion; the `rprm-lite convert` flags map onto these fields."""
+    """Every setting of one conversion; the fields with a help text are the `rprm-lite convert` options."""
 
-    source: str  # checkpoint folder or Hugging Face repo id
-    output: Path
-    outtype: str = "f16"  # f32 | f16 | bf16: the float type of matrices (and the input to --quant)
-    quant: str | None = None  # e.g. Q4_K_M, through llama.cpp's llama_model_quantize
-    verify: bool = False  # compare logits with transformers before keeping the file
-    force: bool = False  # overwrite an existing output
-    prompt_style: str = "r-prm-eval"  # written as rprm.prompt_style
-    description: str | None = None  # written as rprm.description
+    source: str  # checkpoint folder or Hugging Face repo id (the command's argument)
+    output: Path = option(help="The GGUF file to write.", flag="--output -o")
+    outtype: str = option("f16", help=f"Float type of the matrices: {', '.join(OUTPUT_TYPES)}.")
+    quant: str | None = option(None, help=f"Quantize with llama.cpp: {', '.join(QUANT_TYPES)}.")
+    verify: bool = option(False, help="Compare logits with transformers (needs the verify extra); keep the file "
+                          "only if within tolerance.", flag="--verify")
+    force: bool = option(False, help="Overwrite OUTPUT if it exists.", flag="--force")
+    prompt_style: str = option("r-prm-eval", help="Prompt style recorded in the GGUF metadata.")
+    description: str | None = option(None, help="Free text recorded as rprm.description.")
     max_tokens: int | None = None  # written as rprm.max_tokens (the default critique length when scoring)
-    threads: int | None = None  # quantization threads (llama.cpp's default when None)
+    threads: int | None = option(None, help="Threads for quantization and verification.")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "output", Path(self.output))

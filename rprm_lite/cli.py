@@ -92,9 +92,13 @@ def score_overrides(settings: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure is one `error: ...` line on stderr and a documented exit code."""
-    command = typer.main.get_command(app)
+    run_command(typer.main.get_command(app), argv, prog_name="rprm-lite")
+
+
+def run_command(command: Any, argv: list[str] | None = None, *, prog_name: str) -> None:
+    """The error-to-exit boundary of a click command run as a program (the CLI, `python -m` entry points)."""
     try:
-        code = command.main(args=argv, prog_name="rprm-lite", standalone_mode=False)
+        code = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
     except click_errors.NoArgsIsHelpError as exc:
         exc.show()  # `rprm-lite` alone prints the help
         sys.exit(2)
