@@ -6,8 +6,7 @@ Options map 1:1 onto `ScoreConfig` fields. Errors a user can fix print one line 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ from rprm_lite.config import SCORE_OPTIONS, ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import JsonlWriter
 from rprm_lite.options import command_options
+from rprm_lite.progress import ProgressBar
 from rprm_lite.remote.options import REMOTE_OPTIONS, remote_from_options
 
 from . import bestofn, prmbench, processbench, report, scaling, uncertain_report
@@ -145,9 +145,9 @@ def _run(bench_items: list[BenchItem], model: Path | None, settings: dict[str, A
     """Score what is not yet in `out`; returns every selected record and the effective settings."""
     scorer = _scorer(model, settings, remote, vocab)
     try:
-        with _progress(len(bench_items), benchmark) as advance:
+        with ProgressBar(benchmark, len(bench_items)) as bar:
             summary = run_items(bench_items, scorer, out, benchmark=benchmark, critiques=critiques,
-                                on_item=lambda item, record: advance())
+                                on_item=lambda item, record: bar.advance())
     finally:
         _close(scorer)
     typer.echo(f"{summary.scored} scored, {summary.resumed} already in {summary.predictions_path}", err=True)
@@ -158,29 +158,6 @@ def _close(scorer: Any) -> None:
     close = getattr(scorer, "close", None)
     if callable(close):
         close()
-
-
-class _progress:
-    """Items scored so far, on stderr when it is a terminal."""
-
-    def __init__(self, total: int, label: str) -> None:
-        self.bar = None
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self.bar = Progress(console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task(label, total=total)
-
-    def __enter__(self) -> Callable[[], None]:
-        if self.bar is None:
-            return lambda: None
-        self.bar.start()
-        return lambda: self.bar.advance(self.task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def _emit(metrics: dict[str, Any], text: str, out: Path | None, as_json: bool) -> None:

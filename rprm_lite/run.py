@@ -10,6 +10,7 @@ from typing import Any
 
 from rprm_lite import output
 from rprm_lite.errors import InputError, ModelFileError
+from rprm_lite.progress import ProgressBar
 from rprm_lite.solution import Solution, read_solutions
 
 
@@ -78,7 +79,11 @@ def run_score_job(job: ScoreJob) -> None:
 def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.ResultsFile | None) -> None:
     finished, noted = 0, False
     try:
-        with _progress(len(todo)) as advance:
+        with ProgressBar("scoring", len(todo)) as bar:
+            def advance(solution: Solution, step) -> None:  # a unit is a solution; the label names the step
+                bar.advance(1 if step.index == len(solution.steps) else 0,
+                            label=f"{solution.id} step {step.index}/{len(solution.steps)}")
+
             many = getattr(scorer, "score_many", None)  # the remote scorer keeps several solutions in flight
             scored = (many(todo, on_step=advance) if many is not None
                       else (scorer.score_solution(solution, on_step=advance) for solution in todo))
@@ -128,35 +133,6 @@ def _say_model_note(job: ScoreJob, info) -> None:
 
 def _note(text: str) -> None:
     print(text, file=sys.stderr)
-
-
-class _progress:
-    """Steps scored so far, on stderr when it is a terminal (a long run must show life)."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.bar = None
-
-    def __enter__(self):
-        if sys.stderr.isatty():
-            from rich.console import Console
-            from rich.progress import Progress
-
-            self.bar = Progress(console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("scoring", total=self.total)
-        return self.advance
-
-    def advance(self, solution: Solution, step) -> None:
-        if self.bar is None:
-            return
-        done = step.index == len(solution.steps)
-        self.bar.update(self.task, advance=1 if done else 0,
-                        description=f"{solution.id} step {step.index}/{len(solution.steps)}")
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def prompt_text(source: str, *, step: int, style: str, solution_id: str | None = None) -> str:

@@ -7,14 +7,14 @@ Python API and the saved metadata can never disagree. Command bodies only call t
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
 from rprm_lite.cli import exit_on_error
 from rprm_lite.options import Options
+from rprm_lite.progress import ProgressBar
 from rprm_lite.training.jobconfig import JobConfig
 from rprm_lite.training.pairs import PairsConfig
 from rprm_lite.training.seed import SeedConfig
@@ -41,16 +41,16 @@ def config_command(app: typer.Typer, name: str, config_class: type[JobConfig],
 def run_seed(config: SeedConfig) -> str:
     from rprm_lite.training.seed import build_seed_data
 
-    with progress_bar("critiques") as advance:
-        report = build_seed_data(config, on_result=lambda r: advance(r.new, r.todo))
+    with ProgressBar("critiques") as bar:
+        report = build_seed_data(config, on_result=lambda r: bar.update(r.new, r.todo))
     return report.summary()
 
 
 def run_pairs(config: PairsConfig) -> str:
     from rprm_lite.training.pairs import build_pairs
 
-    with progress_bar("steps") as advance:
-        report = build_pairs(config, on_step=lambda r: advance(r.new_steps, r.todo))
+    with ProgressBar("steps") as bar:
+        report = build_pairs(config, on_step=lambda r: bar.update(r.new_steps, r.todo))
     return report.summary()
 
 
@@ -72,18 +72,6 @@ def train_summary(summary: Any) -> str:
     return (f"trained {summary.steps} steps on {summary.examples} examples "
             f"({summary.skipped_too_long} skipped as too long); last loss {loss}; {rate} tokens/s; "
             f"checkpoint saved to {summary.out}")
-
-
-@contextmanager
-def progress_bar(unit: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress bar on stderr; the yielded `advance(done, total)` moves it."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn(unit), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(unit, total=None)
-        yield lambda done, total: progress.update(task, completed=done, total=total)
 
 
 config_command(data_app, "seed", SeedConfig, run_seed,
