@@ -11,14 +11,13 @@ from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError
 from rprm_lite.results import SolutionResult, StepResult
 from rprm_lite.solution import Solution, read_solutions
-
-__version__ = "0.1.0"
+from rprm_lite.version import __version__
 
 if TYPE_CHECKING:
     from rprm_lite.scoring import Scorer
 
 __all__ = [
-    "ContextOverflowError", "InputError", "ModelFileError", "RprmError", "ScoreConfig", "Scorer",
+    "__version__", "ContextOverflowError", "InputError", "ModelFileError", "RprmError", "ScoreConfig", "Scorer",
     "Solution", "SolutionResult", "StepResult", "read_solutions",
 ]
 

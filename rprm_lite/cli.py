@@ -52,8 +52,8 @@ def score(file: FileArg, model: ModelOpt = None, json_out: JsonOpt = False, outp
           show_critiques: CritiquesOpt = False, cache: CacheOpt = None, *, settings: dict[str, Any],
           remote: dict[str, Any]) -> None:
     """Score every step of one or more solutions and report the first wrong step."""
+    from rprm_lite.commands import ScoreJob, run_score_job
     from rprm_lite.remote.options import remote_from_options
-    from rprm_lite.run import ScoreJob, run_score_job
 
     job = ScoreJob(source=file, model=model, overrides=score_overrides(settings), json_out=json_out, output=output,
                    show_critiques=show_critiques, vocab=remote.get("vocab"), cache=cache,
@@ -69,7 +69,7 @@ def prompt(
     solution_id: Annotated[str | None, typer.Option("--id", help="Which solution of a JSONL file.")] = None,
 ) -> None:
     """Print the exact prompt text for one step, byte for byte."""
-    from rprm_lite.run import prompt_text
+    from rprm_lite.commands import prompt_text
 
     sys.stdout.write(prompt_text(file, step=step, style=prompt_style or "r-prm-eval", solution_id=solution_id))
 
@@ -77,7 +77,7 @@ def prompt(
 @app.command()
 def info(model: ModelOpt = None) -> None:
     """Show the llama.cpp build, the model and the resolved default settings."""
-    from rprm_lite.run import info_text
+    from rprm_lite.commands import info_text
 
     sys.stdout.write(info_text(model))
 
@@ -116,7 +116,7 @@ def run_command(command: Any, argv: list[str] | None = None, *, prog_name: str) 
         sys.exit(1)
     except OSError as exc:  # stdout or stderr on a full disk, and the like
         _fail(f"{exc.filename or 'output'}: {exc.strerror or exc}", 1)
-    sys.exit(code if isinstance(code, int) else 0)  # Ctrl-C arrives here as 130, after run.py's note
+    sys.exit(code if isinstance(code, int) else 0)  # Ctrl-C arrives here as 130, after commands.py's note
 
 
 def exit_on_error(*, interrupted: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

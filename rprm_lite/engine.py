@@ -15,13 +15,16 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import llama_cpp
 
 from rprm_lite.config import max_threads
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
-from rprm_lite.prompt import Prompt
 from rprm_lite.seeds import LLAMA_SEED_MASK, derive_seed
+
+if TYPE_CHECKING:  # the engine only asks a prompt for its segments
+    from rprm_lite.prompt import Prompt
 
 MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 DEFAULT_N_BATCH = 512

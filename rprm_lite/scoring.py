@@ -34,8 +34,10 @@ from rprm_lite.solution import Solution
 from rprm_lite.step_cache import StepCache, step_key
 from rprm_lite.uncertain import first_uncertain, step_verdict
 from rprm_lite.verdict import released_p_yes
+from rprm_lite.version import versions
 
 MIN_CRITIQUE_TOKENS = 16
+DEFAULT_POSITIONS = 4096  # a model file that states no context length
 StepCallback = Callable[[Solution, StepResult], None]
 # settings that only decide a verdict from a score, or that are replaced by what the engine really uses
 NOT_IN_STEP_KEY = ("threshold", "uncertain_band", "calibration", "aggregation", "all_steps", "threads")
@@ -49,13 +51,18 @@ class Scorer:
     """
 
     def __init__(self, model_path: str | Path | ModelInfo | None = None, config: ScoreConfig | None = None,
-                 *, cache: str | Path | StepCache | None = None, **overrides: Any) -> None:
+                 *, cache: str | Path | StepCache | None = None, calibration: Calibration | None = None,
+                 **overrides: Any) -> None:
         """`model_path` may also be a `ModelInfo` already checked by `inspect_model`. `config` defaults
         to the model file's rprm.* settings, else `ScoreConfig()`; `overrides` (field names) go on top.
-        `cache`: a folder that keeps step results across runs, or a `StepCache` (default: in memory)."""
+        `cache`: a folder that keeps step results across runs, or a `StepCache` (default: in memory).
+        `calibration`: the one `resolve_settings` loaded for `config`, which is then taken as it is."""
         self.model_info: ModelInfo = (model_path if isinstance(model_path, ModelInfo)
                                       else inspect_model(resolve_model_path(model_path)))
-        self.config, self.calibration = resolve_settings(self.model_info, config, overrides)
+        if calibration is not None and (config is None or overrides):
+            raise TypeError("calibration= goes with the config resolve_settings returned it with, and no overrides")
+        self.config, self.calibration = ((config, calibration) if calibration is not None
+                                         else resolve_settings(self.model_info, config, overrides))
         self.step_cache = cache if isinstance(cache, StepCache) else StepCache(cache)
         self.engine = Engine(self.model_info.path, n_gpu_layers=self.config.n_gpu_layers,
                              threads=self.config.threads)
@@ -141,7 +148,7 @@ class Scorer:
     def _score(self, solution: Solution, on_step: StepCallback | None) -> SolutionResult:
         # the last prompt holds every step: measured first, a solution too long for the context fails at once
         last_first = (self._prompt_tokens(solution, i) for i in reversed(range(len(solution.steps))))
-        max_tokens = self.effective_max_tokens = self._fit_context(last_first)
+        max_tokens = self._fit_context(last_first)
         # KV reuse spans the steps of one solution only: each solution starts from an empty cache,
         # so its results never depend on what was scored before (same seed, same critiques).
         self._cached, self._not_loaded = [], []
@@ -151,7 +158,7 @@ class Scorer:
             score_step=lambda index, tokens: self._cached_or_scored_step(solution, index, tokens, max_tokens),
             all_steps=self.config.all_steps, on_step=on_step)
         return solution_result(solution, results, aggregation=self.config.aggregation,
-                               config={**self.run_metadata(), "effective_max_tokens": self.effective_max_tokens})
+                               config={**self.run_metadata(), "effective_max_tokens": max_tokens})
 
     def _prompt_tokens(self, solution: Solution, index: int) -> list[int]:
         return self.engine.tokenize_prompt(prompts.render(solution, index, self.config.prompt_style))
@@ -182,14 +189,12 @@ class Scorer:
         if self._key_base is None:
             import llama_cpp
 
-            import rprm_lite
-
             # with adaptive K the threshold decides how many critiques a step draws, so it is in the key
             ignored = set(NOT_IN_STEP_KEY) - ({"threshold"} if self.config.adaptive else set())
             settings = {k: v for k, v in self.config.to_dict().items() if k not in ignored}
             self._key_base = {"model_sha256": self.model_info.sha256, "settings": settings,
                               "threads": self.engine.threads, "n_batch": self.engine.n_batch,
-                              "rprm_lite": rprm_lite.__version__, "llama_cpp_python": llama_cpp.__version__,
+                              **versions(),
                               "system": llama_cpp.llama_print_system_info().decode(errors="replace")}
         return step_key({**self._key_base, "step_index": index, "max_tokens": max_tokens, "tokens": tokens})
 
@@ -284,7 +289,7 @@ class Scorer:
         """New tokens a critique may write after a prompt of `longest` tokens; raises when too few."""
         cfg = self.config
         reserve = len(self.vocab.fallback) + 1  # the fallback question and the verdict token
-        positions = self.engine.n_ctx_train or 4096
+        positions = self.context_positions
         per_critique = min(cfg.max_tokens, positions - longest - reserve)
         if cfg.n_ctx is not None:
             per_critique = min(per_critique, (cfg.n_ctx - longest) // cfg.k - reserve)
@@ -296,13 +301,13 @@ class Scorer:
                 "lower --k, shorten the solution, or raise --n-ctx if the model allows it")
         return per_critique
 
+    @property
+    def context_positions(self) -> int:
+        """The positions a sequence may use: the model's training context (4096 when the file names none)."""
+        return self.engine.n_ctx_train or DEFAULT_POSITIONS
+
     def run_metadata(self) -> dict:
-        import llama_cpp
-
-        import rprm_lite
-
-        return {**run_settings(self.model_info, self.config, self.calibration), "rprm_lite": rprm_lite.__version__,
-                "llama_cpp_python": llama_cpp.__version__}
+        return {**run_settings(self.model_info, self.config, self.calibration), **versions()}
 
     def _find_vocabulary(self) -> Vocabulary:
         yes = self._verdict_token(metadata.YES_TEXT, self.model_info.yes_token_id)

@@ -37,12 +37,10 @@ from rprm_lite.remote.dialects import CritiqueAsk, Dialect, Sampled, VerdictCont
 from rprm_lite.remote.settings import RemoteConfig, refuse_unsupported
 from rprm_lite.remote.transport import RemoteError, Retry, ServerClient
 from rprm_lite.results import SolutionResult, StepResult
-from rprm_lite.scoring import MIN_CRITIQUE_TOKENS, StepCallback, score_in_order, solution_result
+from rprm_lite.scoring import DEFAULT_POSITIONS, MIN_CRITIQUE_TOKENS, StepCallback, score_in_order, solution_result
 from rprm_lite.solution import Solution
 from rprm_lite.uncertain import step_verdict
 from rprm_lite.verdict import clean_critique, released_tokens, verdict_text
-
-DEFAULT_POSITIONS = 4096  # when the vocabulary file does not say how long the model's context is
 
 
 @dataclass(frozen=True)
@@ -86,7 +84,6 @@ class RemoteScorer:
         self._closed = False
         self._lock = threading.Lock()
         self._active = 0  # solutions being scored now (worker threads of score_many included)
-        self.effective_max_tokens = self.config.max_tokens
 
     # -- public API --------------------------------------------------------------------------
     def score(self, question: str, steps: Sequence[str], *, id: str | None = None,
@@ -162,11 +159,9 @@ class RemoteScorer:
         self.close()
 
     def run_metadata(self) -> dict[str, Any]:
-        import llama_cpp
+        from rprm_lite.version import versions
 
-        import rprm_lite
-
-        return {**self.run_settings(), "rprm_lite": rprm_lite.__version__, "llama_cpp_python": llama_cpp.__version__}
+        return {**self.run_settings(), **versions()}
 
     def run_settings(self) -> dict[str, Any]:
         """The local engine's settings block, plus which servers, model and P(Yes) method gave the results."""
@@ -289,7 +284,6 @@ class RemoteScorer:
             raise ContextOverflowError(f"the longest step prompt is {longest} tokens and the model's context is "
                                        f"{positions} tokens: no room for critiques of at least "
                                        f"{MIN_CRITIQUE_TOKENS} tokens; shorten the solution")
-        self.effective_max_tokens = per_critique
         return per_critique
 
     @property

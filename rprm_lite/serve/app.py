@@ -22,17 +22,17 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response, Streami
 from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-import rprm_lite
 from rprm_lite import output
 from rprm_lite.calibration import Calibration
+from rprm_lite.commands import step_prompt
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.model_file import ModelInfo
-from rprm_lite.run import step_prompt
 from rprm_lite.serve import bodies, events
 from rprm_lite.serve.bodies import ApiError
 from rprm_lite.serve.settings import ServeConfig
 from rprm_lite.serve.worker import DuplicateRequest, EngineWorker, Job, NotReady, QueueFull
+from rprm_lite.version import __version__
 
 log = logging.getLogger("rprm_lite.serve")
 RETRY_AFTER_S = "1"
@@ -52,7 +52,7 @@ def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: Sco
         yield
         await asyncio.to_thread(worker.close)  # the running job stops within one decode
 
-    app = FastAPI(title="rprm-lite", version=rprm_lite.__version__, lifespan=lifespan, redoc_url=None,
+    app = FastAPI(title="rprm-lite", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Step-by-step verdicts on math solutions with R-PRM, served locally.")
     _add_error_handlers(app)
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=serve_config.max_body_bytes)
@@ -188,7 +188,7 @@ def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig
     from rprm_lite.model_file import plain_value
 
     return {
-        "rprm_lite": rprm_lite.__version__,
+        "rprm_lite": __version__,
         "build": {"llama_cpp_python": llama_cpp.__version__,
                   "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
                   "system": llama_cpp.llama_print_system_info().decode().strip()},

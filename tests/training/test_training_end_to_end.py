@@ -19,7 +19,7 @@ from rprm_lite.training.train_config import DPORunConfig, SFTRunConfig
 
 pytest.importorskip("llama_cpp", reason="the runtime needs llama-cpp-python")
 pytest.importorskip("rprm_lite.scoring", reason="the runtime scorer is not written yet")
-pytest.importorskip("rprm_lite.run", reason="the `rprm-lite score` command is not written yet")
+pytest.importorskip("rprm_lite.commands", reason="the `rprm-lite score` command is not written yet")
 converter = pytest.importorskip("rprm_lite.convert.converter", reason="the converter is not written yet")
 
 FAST = {"warmup_ratio": 0.0, "lr_scheduler": "constant", "logging_steps": 5, "batch_size": 2,

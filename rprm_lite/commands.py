@@ -66,7 +66,7 @@ def run_score_job(job: ScoreJob) -> None:
             _note("nothing left to score")
             return
         if scorer is None:
-            scorer = stack.enter_context(Scorer(info, cache=cache, **job.overrides))
+            scorer = stack.enter_context(Scorer(info, config, cache=cache, calibration=calibration))
         if job.remote is None and scorer.model_info.description:
             _say_model_note(job, scorer.model_info)
         try:
@@ -89,7 +89,7 @@ def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.Resu
                       else (scorer.score_solution(solution, on_step=advance) for solution in todo))
             for solution, result in zip(todo, scored, strict=True):
                 if not noted:
-                    noted = _note_short_critiques(scorer)
+                    noted = _note_short_critiques(result, scorer)
                 line = output.to_json_line(result, critiques=job.show_critiques)
                 if results is not None:
                     results.append(line)
@@ -112,14 +112,13 @@ def _note_cache(folder: Path, cache) -> None:
     _note(text)
 
 
-def _note_short_critiques(scorer) -> bool:
+def _note_short_critiques(result, scorer) -> bool:
     """Say once per run when critiques had to be shortened to fit the context; True when said."""
-    if scorer.effective_max_tokens >= scorer.config.max_tokens:
+    config, used = scorer.config, result.config["effective_max_tokens"]
+    if used >= config.max_tokens:
         return False
-    _note(f"note: critiques were limited to {scorer.effective_max_tokens} tokens (not "
-          f"{scorer.config.max_tokens}) to fit the model's context of "
-          f"{getattr(scorer, 'context_positions', None) or scorer.engine.n_ctx_train} tokens"
-          + (f" and --n-ctx {scorer.config.n_ctx}" if scorer.config.n_ctx else ""))
+    _note(f"note: critiques were limited to {used} tokens (not {config.max_tokens}) to fit the model's context of "
+          f"{scorer.context_positions} tokens" + (f" and --n-ctx {config.n_ctx}" if config.n_ctx else ""))
     return True
 
 
