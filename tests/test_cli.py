@@ -166,3 +166,14 @@ def test_a_foreign_output_file_is_refused_and_left_untouched(tiny_gguf, tmp_path
 def test_an_output_path_that_is_a_folder_fails_before_scoring(tiny_gguf, tmp_path):
     result = run("score", solutions_file(tmp_path, 1), "--model", tiny_gguf, *FAST, "--output", tmp_path)
     assert result.returncode == 2 and "is a folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_critiques_shortened_to_fit_the_context_are_noted_once(tiny_gguf, tmp_path):
+    result = run("score", solutions_file(tmp_path, 2), "--model", tiny_gguf, "--k", "1", "--n-ctx", "700",
+                 "--seed", "3", "--json")
+    assert result.returncode == 0, result.stderr
+    used = {json.loads(line)["config"]["effective_max_tokens"] for line in result.stdout.splitlines()}
+    assert len(used) == 1 and (limit := used.pop()) < 4096
+    notes = [line for line in result.stderr.splitlines() if "critiques were limited" in line]
+    assert notes == [f"note: critiques were limited to {limit} tokens (not 4096) to fit the model's context of "
+                     "4096 tokens and --n-ctx 700"]
