@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from rprm_lite.config import changed_settings
+from rprm_lite.config import refuse_other_settings
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import read_jsonl
 from rprm_lite.results import SolutionResult
@@ -126,13 +126,10 @@ def check_run(out_dir: Path, run: Mapping[str, Any]) -> None:
             previous = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise InputError(f"{path}: invalid JSON ({exc.msg}); remove it or choose another --out") from None
-        before, now = previous.get("config", {}), run["config"]
-        changed = changed_settings(before, now)
-        if previous.get("benchmark") != run.get("benchmark"):
-            changed.insert(0, f"benchmark: {previous.get('benchmark')!r} before, {run['benchmark']!r} now")
-        if changed:
-            raise InputError(f"{out_dir} holds predictions made with other settings ({'; '.join(changed)}); "
-                             "use another --out, or the same settings to resume")
+        other = [f"benchmark: {previous.get('benchmark')!r} before, {run['benchmark']!r} now"
+                 ] if previous.get("benchmark") != run.get("benchmark") else []
+        refuse_other_settings(previous.get("config", {}), run["config"], holder=str(out_dir), what="predictions",
+                              option="--out", also=other)
         return
     out_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run, indent=2) + "\n", encoding="utf-8")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rprm_lite.errors import InputError
 from rprm_lite.options import Options, Settings, option
 from rprm_lite.uncertain import band_problems, normalize_band, parse_band
 
@@ -156,6 +157,17 @@ def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],
         # (with adaptive K, also how many critiques each step drew)
     return [f"{key}: {_value(before, key)!r} before, {_value(now, key)!r} now" for key in keys
             if _value(before, key) != _value(now, key)]
+
+
+def refuse_other_settings(before: Mapping[str, Any], now: Mapping[str, Any], *, holder: str, what: str,
+                          option: str, keys: Sequence[str] = RESUME_KEYS, where: str = "",
+                          also: Sequence[str] = ()) -> None:
+    """The one resume guard: refuse to add to `holder` (a results file, a predictions folder) what it
+    holds (`what`) made with other settings; `also` names differences found besides the settings."""
+    changed = [*also, *changed_settings(before, now, keys)]
+    if changed:
+        raise InputError(f"{holder} holds {what} made with other settings ({where}{'; '.join(changed)}); "
+                         f"use another {option}, or the same settings to resume")
 
 
 def _value(settings: Mapping[str, Any], key: str) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.config import RESULT_KEYS, changed_settings
+from rprm_lite.config import RESULT_KEYS, refuse_other_settings
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import JsonlWriter, read_jsonl
 from rprm_lite.results import SolutionResult
@@ -91,7 +91,5 @@ def _check_result(path: Path, number: int, record: dict[str, Any], settings: Map
     if missing or not isinstance(record["config"], dict):
         raise InputError(f"{path} line {number}: not an rprm-lite result (it lacks "
                          f"{', '.join(missing) or 'a config object'}); it is left untouched: choose another --output")
-    changed = changed_settings(record["config"], settings, RESULT_KEYS)
-    if changed:
-        raise InputError(f"{path} holds results made with other settings (line {number}: {'; '.join(changed)}); "
-                         "use another --output, or the same settings to resume")
+    refuse_other_settings(record["config"], settings, holder=str(path), what="results", option="--output",
+                          keys=RESULT_KEYS, where=f"line {number}: ")
