@@ -225,7 +225,8 @@ def command_options(**groups: Options) -> Callable[[Callable[..., Any]], Callabl
     group's; the body gets each group's values as one keyword argument of the group's name, a dict of
     field values as `Options.values` gives them."""
     def decorate(body: Callable[..., Any]) -> Callable[..., Any]:
-        own = [p for name, p in inspect.signature(body, eval_str=True).parameters.items() if name not in groups]
+        own = [p for name, p in inspect.signature(body, eval_str=True).parameters.items()
+               if name not in groups and p.kind is not inspect.Parameter.VAR_KEYWORD]
         added = {name: group.parameters() for name, group in groups.items()}
 
         @functools.wraps(body)
