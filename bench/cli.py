@@ -6,7 +6,7 @@ Options map 1:1 onto `ScoreConfig` fields. Errors a user can fix print one line 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -92,17 +92,9 @@ def processbench_command(
     settings: dict[str, Any], remote: dict[str, Any],
 ) -> None:
     """Score ProcessBench and report error/correct accuracy and F1 per subset (resumable)."""
-    vocab, remote = remote.get("vocab"), remote_from_options(**remote)
-    settings = checked(settings)
-    items = _first_per_group(processbench.load_processbench(data, processbench.parse_subsets(subsets),
-                                                            revision=revision), "subset", limit)
-    records, config = _run([i.bench_item() for i in items], model, settings, out, "processbench", critiques,
-                           remote=remote, vocab=vocab)
-    predictions, _ = processbench.parse_predictions(records, where=str(out))
-    pairs = processbench.select(items, predictions)
-    metrics = processbench.evaluate(pairs, config.threshold)
-    _emit(*uncertain_report.extend(metrics, report.processbench_table(metrics), "processbench", pairs,
-                                   config.uncertain_band, config.threshold), out, as_json)
+    _score_benchmark(Benchmark.processbench, lambda: _first_per_group(processbench.load_processbench(
+        data, processbench.parse_subsets(subsets), revision=revision), "subset", limit),
+        model=model, settings=settings, remote=remote, out=out, critiques=critiques, as_json=as_json)
 
 
 @app.command("prmbench")
@@ -114,16 +106,26 @@ def prmbench_command(
     as_json: JsonOpt = False, *, settings: dict[str, Any], remote: dict[str, Any],
 ) -> None:
     """Score PRMBench (every step) and report PRMScore overall, per dimension and per category."""
+    _score_benchmark(Benchmark.prmbench, lambda: _first_per_group(prmbench.load_prmbench(
+        data, subset400=subset400), "classification", limit), model=model, settings={**settings, "all_steps": True},
+        remote=remote, out=out, critiques=critiques, as_json=as_json)
+
+
+def _score_benchmark(benchmark: Benchmark, load: Callable[[], list[Any]], *, model: Path | None,
+                     settings: dict[str, Any], remote: dict[str, Any], out: Path, critiques: bool,
+                     as_json: bool) -> None:
+    """Check the options, load the items, score those not yet in `out`, report the official metric."""
+    module, name = _MODULES[benchmark], benchmark.value
     vocab, remote = remote.get("vocab"), remote_from_options(**remote)
-    settings = checked({**settings, "all_steps": True})
-    items = _first_per_group(prmbench.load_prmbench(data, subset400=subset400), "classification", limit)
-    records, config = _run([i.bench_item() for i in items], model, settings, out, "prmbench", critiques,
+    settings = checked(settings)
+    items = load()
+    records, config = _run([i.bench_item() for i in items], model, settings, out, name, critiques,
                            remote=remote, vocab=vocab)
-    predictions, _ = prmbench.parse_predictions(records, where=str(out))
-    pairs = prmbench.select(items, predictions)
-    metrics = prmbench.evaluate(pairs, config.threshold)
-    _emit(*uncertain_report.extend(metrics, report.prmbench_table(metrics), "prmbench", pairs,
-                                   config.uncertain_band, config.threshold), out, as_json)
+    predictions, _ = module.parse_predictions(records, where=str(out))
+    pairs = module.select(items, predictions)
+    metrics = module.evaluate(pairs, config.threshold)
+    _emit(*uncertain_report.extend(metrics, _TABLES[benchmark](metrics), name, pairs, config.uncertain_band,
+                                   config.threshold), out, as_json)
 
 
 def _first_per_group(items: Sequence[Any], group: str, limit: int | None) -> list[Any]:
