@@ -176,29 +176,23 @@ class Options:
     def _parameter(self, spec: dataclasses.Field, hint: Any) -> inspect.Parameter:
         import typer
 
-        meta = {**spec.metadata, **self.changes.get(spec.name, {})}
-        kind = meta["cli_type"] or hint
-        if self.given:  # left out: None (not given), a flag: False
-            default = meta["cli_default"] if meta["cli_default"] is not dataclasses.MISSING else (
-                False if kind is bool else None)
-            if kind is not bool and not _is_union(kind):
-                kind = kind | None
-            if typing.get_origin(hint) is Literal or typing.get_origin(kind) is Literal:
-                kind = str | None
+        meta = self._meta(spec)
+        own_default = meta["cli_default"] is not dataclasses.MISSING
+        if self.given:  # left out, an option is None (not given) and a flag False
+            kind = _given_type(meta["cli_type"] or hint)
+            default = meta["cli_default"] if own_default else (False if kind is bool else None)
             declaration = meta["flag"] or _flag(spec.name)
-        else:
-            default = meta["cli_default"] if meta["cli_default"] is not dataclasses.MISSING else (
-                ... if spec.default is dataclasses.MISSING else spec.default)
-            declaration = meta["flag"] or (_flag(spec.name) + f"/--no-{_flag(spec.name)[2:]}" if kind is bool
-                                           else _flag(spec.name))
-        help_text = meta["help"]
-        if self.given and kind is not bool:
             shown = meta["shown_default"] if meta["shown_default"] is not None else spec.default
-            if shown is not None and shown is not dataclasses.MISSING:  # inside the sentence: "K [default: 10]."
-                stop = "." if help_text.endswith(".") else ""
-                help_text = help_text.removesuffix(stop) + f" [default: {shown}]" + stop
-        # a given option shows its default in the help text, unless this command gives it one of its own
-        show_default = default != "" if not self.given else meta["cli_default"] is not dataclasses.MISSING
+            help_text = (meta["help"] if kind is bool or shown in (None, dataclasses.MISSING)
+                         else _with_default(meta["help"], shown))
+            show_default = own_default  # typer shows a default this command sets itself
+        else:
+            kind = meta["cli_type"] or hint
+            default = meta["cli_default"] if own_default else (
+                ... if spec.default is dataclasses.MISSING else spec.default)
+            declaration = meta["flag"] or (f"{_flag(spec.name)}/--no-{_flag(spec.name)[2:]}" if kind is bool
+                                           else _flag(spec.name))
+            help_text, show_default = meta["help"], default != ""
         info = typer.Option(*declaration.split(" "), help=help_text, metavar=meta["metavar"],
                             show_default=show_default)
         return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, annotation=typing.Annotated[kind, info],
@@ -209,11 +203,28 @@ class Options:
         and a `given` flag left off) so that the field's own default or a layered one applies."""
         values = {}
         for spec in self._fields():
-            meta, value = {**spec.metadata, **self.changes.get(spec.name, {})}, given[spec.name]
+            meta, value = self._meta(spec), given[spec.name]
             if value is None or (self.given and value is False and meta["cli_default"] is dataclasses.MISSING):
                 continue
             values[spec.name] = meta["parse"](value) if meta["parse"] is not None else value
         return values
+
+    def _meta(self, spec: dataclasses.Field) -> dict[str, Any]:
+        return {**spec.metadata, **self.changes.get(spec.name, {})}
+
+
+def _given_type(kind: Any) -> Any:
+    """The option type of a given option: a flag stays bool; choices are checked by the settings class, so
+    that the message is its own; anything else may be None (not given)."""
+    if kind is bool or _is_union(kind):
+        return kind
+    return str | None if typing.get_origin(kind) is Literal else kind | None
+
+
+def _with_default(help_text: str, default: Any) -> str:
+    """The default inside the help's sentence, as `Critiques per step [default: 10].`"""
+    stop = "." if help_text.endswith(".") else ""
+    return help_text.removesuffix(stop) + f" [default: {default}]" + stop
 
 
 def _flag(name: str) -> str:
