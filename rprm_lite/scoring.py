@@ -286,20 +286,8 @@ class Scorer:
         return per_critique
 
     def _critique_budget(self, longest: int) -> int:
-        """New tokens a critique may write after a prompt of `longest` tokens; raises when too few."""
-        cfg = self.config
-        reserve = len(self.vocab.fallback) + 1  # the fallback question and the verdict token
-        positions = self.context_positions
-        per_critique = min(cfg.max_tokens, positions - longest - reserve)
-        if cfg.n_ctx is not None:
-            per_critique = min(per_critique, (cfg.n_ctx - longest) // cfg.k - reserve)
-        if per_critique < min(cfg.max_tokens, MIN_CRITIQUE_TOKENS):
-            limit = cfg.n_ctx if cfg.n_ctx is not None and cfg.n_ctx < positions else positions
-            raise ContextOverflowError(
-                f"the longest step prompt is at least {longest} tokens and the context is {limit} tokens: "
-                f"no room for {cfg.k} critiques of at least {MIN_CRITIQUE_TOKENS} tokens; "
-                "lower --k, shorten the solution, or raise --n-ctx if the model allows it")
-        return per_critique
+        return critique_budget(self.config, longest, positions=self.context_positions,
+                               reserve=len(self.vocab.fallback) + 1, n_ctx=self.config.n_ctx)
 
     @property
     def context_positions(self) -> int:
@@ -365,6 +353,23 @@ def solution_result(solution: Solution, steps: Sequence[StepResult], *, aggregat
     return SolutionResult(id=solution.id, steps=tuple(steps), first_error_step=first_error,
                           solution_score=aggregate(scored, aggregation), config=config, extra=dict(solution.extra),
                           first_uncertain_step=first_uncertain([s.verdict for s in steps]))
+
+
+def critique_budget(config: ScoreConfig, longest: int, *, positions: int, reserve: int, n_ctx: int | None) -> int:
+    """New tokens a critique may write after a prompt of `longest` tokens: the model's `positions` less the
+    `reserve` (the fallback question and the verdict token), and with an `n_ctx` cap a K-th of what is left
+    of it; raises when that leaves too few. The local and the remote scorer size critiques alike."""
+    per_critique = min(config.max_tokens, positions - longest - reserve)
+    if n_ctx is not None:
+        per_critique = min(per_critique, (n_ctx - longest) // config.k - reserve)
+    if per_critique < min(config.max_tokens, MIN_CRITIQUE_TOKENS):
+        capped = n_ctx is not None and n_ctx < positions
+        raise ContextOverflowError(
+            f"the longest step prompt is at least {longest} tokens and the context is "
+            f"{n_ctx if capped else positions} tokens: no room for {config.k} critiques of at least "
+            f"{MIN_CRITIQUE_TOKENS} tokens; " + ("lower --k, shorten the solution, or raise --n-ctx if the model "
+                                                 "allows it" if n_ctx is not None else "shorten the solution"))
+    return per_critique
 
 
 def run_settings(info: ModelInfo, config: ScoreConfig, calibration: Calibration | None = None) -> dict[str, Any]:

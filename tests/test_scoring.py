@@ -11,6 +11,7 @@ import pytest
 
 from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import DecodeEntry, Engine
+from rprm_lite.errors import ContextOverflowError
 from rprm_lite.prompt import FALLBACK_TEXT, render
 from rprm_lite.results import aggregate
 from rprm_lite.scoring import Scorer
@@ -210,3 +211,17 @@ def test_context_holds_k_critiques_each_within_the_trained_positions(tiny_gguf):
         assert s.engine.n_ctx >= 500 + 10 * (per_critique + reserve) > 4096  # the cache may be larger
     with Scorer(tiny_gguf, ScoreConfig(k=2, max_tokens=100, n_ctx=700)) as s:
         assert s._fit_context([[0] * 500]) == (700 - 500) // 2 - len(s.vocab.fallback) - 1
+
+
+def test_the_critique_budget_is_the_context_left_after_the_prompt_and_a_kth_of_an_n_ctx_cap():
+    from rprm_lite.scoring import critique_budget
+
+    config = ScoreConfig(k=4, max_tokens=4096)
+    assert critique_budget(config, 1000, positions=4096, reserve=10, n_ctx=None) == 4096 - 1000 - 10
+    assert critique_budget(config, 1000, positions=4096, reserve=10, n_ctx=2000) == (2000 - 1000) // 4 - 10
+    assert critique_budget(config.replace(max_tokens=64), 100, positions=4096, reserve=10, n_ctx=None) == 64
+    with pytest.raises(ContextOverflowError, match="context is 4096 tokens: no room for 4 critiques of at least "
+                                                   "16 tokens; shorten the solution$"):
+        critique_budget(config, 4080, positions=4096, reserve=10, n_ctx=None)
+    with pytest.raises(ContextOverflowError, match="context is 1100 tokens.*raise --n-ctx"):
+        critique_budget(config, 1000, positions=4096, reserve=10, n_ctx=1100)

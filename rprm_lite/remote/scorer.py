@@ -30,14 +30,14 @@ from rprm_lite import prompt as prompts
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import Vocabulary
 from rprm_lite.engine import Engine, stream_seed
-from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError
+from rprm_lite.errors import InputError, ModelFileError, RprmError
 from rprm_lite.model_file import ModelInfo, file_sha256, inspect_model
 from rprm_lite.remote import dialects
 from rprm_lite.remote.dialects import CritiqueAsk, Dialect, Sampled, VerdictContext
 from rprm_lite.remote.settings import RemoteConfig, refuse_unsupported
 from rprm_lite.remote.transport import RemoteError, Retry, ServerClient
 from rprm_lite.results import SolutionResult, StepResult
-from rprm_lite.scoring import DEFAULT_POSITIONS, MIN_CRITIQUE_TOKENS, StepCallback, score_in_order, solution_result
+from rprm_lite.scoring import DEFAULT_POSITIONS, StepCallback, critique_budget, score_in_order, solution_result
 from rprm_lite.solution import Solution
 from rprm_lite.uncertain import step_verdict
 from rprm_lite.verdict import clean_critique, released_tokens, verdict_text
@@ -274,17 +274,9 @@ class RemoteScorer:
         return Server(client, dialects.DIALECTS[kind](remote.top_logprobs), model)
 
     def _critique_budget(self, longest: int) -> int:
-        """New tokens a critique may write after a prompt of `longest` tokens, as the local engine computes it
-        (the model's positions less the fallback question and the verdict token); raises when too few."""
-        cfg = self.config
-        reserve = len(self.vocab.fallback) + 1
-        positions = self.context_positions
-        per_critique = min(cfg.max_tokens, positions - longest - reserve)
-        if per_critique < min(cfg.max_tokens, MIN_CRITIQUE_TOKENS):
-            raise ContextOverflowError(f"the longest step prompt is {longest} tokens and the model's context is "
-                                       f"{positions} tokens: no room for critiques of at least "
-                                       f"{MIN_CRITIQUE_TOKENS} tokens; shorten the solution")
-        return per_critique
+        # as the local engine sizes critiques; a server's own context cap is the server's (no --n-ctx here)
+        return critique_budget(self.config, longest, positions=self.context_positions,
+                               reserve=len(self.vocab.fallback) + 1, n_ctx=None)
 
     @property
     def context_positions(self) -> int:
