@@ -18,7 +18,7 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from .report import table
+from .markdown import table
 from .report_files import write_report
 from .speed import DEFAULT_LOGIT_SCALE
 from .speed_score import DEFAULT_OUT, SHAPES, STEPS, Child, Job, build_model

@@ -31,8 +31,8 @@ from rprm_lite import adaptive
 from rprm_lite.errors import InputError
 
 from . import prmbench, processbench
+from .markdown import table
 from .records import read_records
-from .report import table
 from .report_files import write_report
 
 # (rule, confidence) rows; "fixed" rows draw that many critiques per step

@@ -26,6 +26,8 @@ import textwrap
 import time
 from pathlib import Path
 
+from .markdown import table
+
 SHAPES = {
     "qwen2.5-1.5b": dict(n_layer=28, hidden=1536, n_head=12, n_kv_head=2, ffn=8960, tied=True, max_position=32768),
     "qwen2.5-0.5b": dict(n_layer=24, hidden=896, n_head=14, n_kv_head=2, ffn=4864, tied=True, max_position=32768),
@@ -194,17 +196,16 @@ def _read_through(folder: Path) -> None:
 
 
 def speed_table(result: dict, outtype: str) -> str:
-    rows = ["| step | tool | wall s | peak RSS MB | output MB |", "|---|---|---:|---:|---:|"]
-    rows.append(f"| bf16 -> {outtype} | rprm-lite convert | {result['ours']['seconds']} | "
-                f"{result['ours']['peak_rss_mb']} | {result['ours']['output_mb']} |")
+    tools = [("rprm-lite convert", "ours")]
     if "reference" in result:
-        rows.append(f"| bf16 -> {outtype} | llama.cpp convert_hf_to_gguf.py | {result['reference']['seconds']} | "
-                    f"{result['reference']['peak_rss_mb']} | {result['reference']['output_mb']} |")
+        tools.append(("llama.cpp convert_hf_to_gguf.py", "reference"))
+    rows = [(f"bf16 -> {outtype}", tool, result[key]["seconds"], result[key]["peak_rss_mb"], result[key]["output_mb"])
+            for tool, key in tools]
     quantize = result["quantize"]
-    rows.append(f"| {outtype} -> {quantize['type']} | llama_model_quantize (child process) | {quantize['seconds']} | "
-                f"{quantize['peak_rss_mb']} | {quantize['output_mb']} |")
+    rows.append((f"{outtype} -> {quantize['type']}", "llama_model_quantize (child process)", quantize["seconds"],
+                 quantize["peak_rss_mb"], quantize["output_mb"]))
     meets = result["ours"]["peak_rss_mb"] <= result["rss_target_mb"]
-    lines = ["\n".join(rows), "",
+    lines = [table(("step", "tool", "wall s", "peak RSS MB", "output MB"), rows, align="llrrr"), "",
              f"checkpoint {result['checkpoint_mb']} MB ({result['shape']}, {result['source']}); largest tensor "
              f"{result['largest_tensor_mb']} MB; peak RSS target 1.5 x largest + 500 MB = "
              f"{result['rss_target_mb']} MB: rprm-lite {'meets' if meets else 'MISSES'} it"]
@@ -218,14 +219,12 @@ def speed_table(result: dict, outtype: str) -> str:
 
 
 def comparison_table(results: list[dict]) -> str:
-    rows = ["| arch | source | out | keys equal | only ours | only reference | differing values | tensors | "
-            "layout diff | data diff |", "|---|---|---|---:|---|---|---|---:|---:|---:|"]
-    for r in results:
-        rows.append(f"| {r['arch']}{' tied' if r['tied'] else ''} | {r['source_dtype']} | {r['outtype']} | "
-                    f"{r['keys_equal']} | {', '.join(r['keys_only_ours']) or '-'} | "
-                    f"{', '.join(r['keys_only_reference']) or '-'} | {_differing(r['keys_differing'])} | "
-                    f"{r['tensors']} | {len(r['tensors_layout_differing'])} | {len(r['tensors_data_differing'])} |")
-    return "\n".join(rows)
+    rows = [(r["arch"] + (" tied" if r["tied"] else ""), r["source_dtype"], r["outtype"], r["keys_equal"],
+             ", ".join(r["keys_only_ours"]) or "-", ", ".join(r["keys_only_reference"]) or "-",
+             _differing(r["keys_differing"]), r["tensors"], len(r["tensors_layout_differing"]),
+             len(r["tensors_data_differing"])) for r in results]
+    return table(("arch", "source", "out", "keys equal", "only ours", "only reference", "differing values", "tensors",
+                  "layout diff", "data diff"), rows, align="lllrlllrrr")
 
 
 def _differing(keys: dict) -> str:

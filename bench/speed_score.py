@@ -31,6 +31,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from .markdown import table
+
 SHAPES = {
     "qwen2.5-0.5b": dict(n_layer=24, hidden=896, n_head=14, n_kv_head=2, ffn=4864),
     "tiny": dict(n_layer=2, hidden=64, n_head=4, n_kv_head=2, ffn=128),
@@ -359,20 +361,20 @@ def main(argv: list[str] | None = None) -> None:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "speed_score.json").write_text(json.dumps(summary, indent=2))
-    print(table(summary))
+    print(summary_table(summary))
 
 
-def table(summary: dict) -> str:
-    rows = ["| variant | generated tok/s | s/step | peak RSS MB |", "|---|---:|---:|---:|"]
-    for name, r in summary["variants"].items():
-        rows.append(f"| {name} | {r['tokens_per_s']:.1f} | {r['mean_seconds_per_step']:.2f} | {r['peak_rss_mb']:.0f} |")
-    rows += ["", f"model {summary['model']} ({summary['model_mb']:.0f} MB), K={summary['k']}, "
+def summary_table(summary: dict) -> str:
+    rows = [(name, f"{r['tokens_per_s']:.1f}", f"{r['mean_seconds_per_step']:.2f}", f"{r['peak_rss_mb']:.0f}")
+            for name, r in summary["variants"].items()]
+    lines = [table(("variant", "generated tok/s", "s/step", "peak RSS MB"), rows, align="lrrr")]
+    lines += ["", f"model {summary['model']} ({summary['model_mb']:.0f} MB), K={summary['k']}, "
              f"{summary['critique_tokens']} tokens per critique, {summary['threads']} threads",
              f"rprm-lite / high-level Llama: {summary['speedup_vs_high_level']:.2f}x (target >= 1.5x)",
              f"rprm-lite / bare decode loop: {summary['fraction_of_bare_decode']:.3f} (target >= 0.9)",
              f"rprm-lite peak RSS {summary['variants']['rprm-lite']['peak_rss_mb']:.0f} MB, budget "
              f"{summary['rss_budget_mb']:.0f} MB (model + KV cache + 400 MB)"]
-    return "\n".join(rows)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
