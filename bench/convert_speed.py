@@ -27,12 +27,8 @@ import time
 from pathlib import Path
 
 from .markdown import table
+from .shapes import SHAPES, released_checkpoint
 
-SHAPES = {
-    "qwen2.5-1.5b": dict(n_layer=28, hidden=1536, n_head=12, n_kv_head=2, ffn=8960, tied=True, max_position=32768),
-    "qwen2.5-0.5b": dict(n_layer=24, hidden=896, n_head=14, n_kv_head=2, ffn=4864, tied=True, max_position=32768),
-    "tiny": dict(n_layer=2, hidden=64, n_head=4, n_kv_head=2, ffn=128),
-}
 DEFAULT_OUT = Path("bench/results")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rprm-lite"
 REFERENCE_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -166,7 +162,7 @@ def speed(script: Path | None, shape: str, outtype: str, quant: str, work: Path)
 
     started = time.perf_counter()
     folder = build_random_checkpoint(work / f"random-{shape}", tokenizer="qwen2", dtype="bfloat16", shards=2,
-                                     **SHAPES[shape])
+                                     **released_checkpoint(shape))
     refs = read_checkpoint_tensors(folder).values()
     largest = max(ref.nbytes for ref in refs)
     result = {"shape": shape, "source": "bf16, 2 shards", "checkpoint_mb": round(sum(r.nbytes for r in refs) / 1e6),

@@ -37,11 +37,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .markdown import table
+from .shapes import SCORING_SHAPES, SHAPES
 from .speed_score import (
     DEFAULT_OUT,
     FORMATS,
     QUESTION,
-    SHAPES,
     STEPS,
     TEMPERATURE,
     TOP_P,
@@ -516,7 +516,7 @@ def _say(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
+    parser.add_argument("--shape", choices=SCORING_SHAPES, default="qwen2.5-0.5b")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the whole suite")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded by llama.cpp (-1: all)")

@@ -32,11 +32,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from .markdown import table
+from .shapes import SCORING_SHAPES, SHAPES
 
-SHAPES = {
-    "qwen2.5-0.5b": dict(n_layer=24, hidden=896, n_head=14, n_kv_head=2, ffn=4864),
-    "tiny": dict(n_layer=2, hidden=64, n_head=4, n_kv_head=2, ffn=128),
-}
 # format name -> (converter outtype, llama.cpp quantization); every format comes from one f32 checkpoint
 FORMATS = {"F32": ("f32", None), "F16": ("f16", None), "Q8_0": ("f32", "Q8_0"), "Q4_K_M": ("f32", "Q4_K_M")}
 QUESTION = ("A baker makes 24 muffins. She sells 15 of them and then bakes 8 more. "
@@ -329,7 +326,7 @@ def kv_cache_mb(shape: str, n_cells: int) -> float:
 # -- issue 2's benchmark ------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
+    parser.add_argument("--shape", choices=SCORING_SHAPES, default="qwen2.5-0.5b")
     parser.add_argument("--quant", default="Q8_0", type=str.upper, choices=sorted(FORMATS),
                         help="format of the random model")
     parser.add_argument("--k", type=int, default=10)
