@@ -19,10 +19,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from .markdown import table
-from .report_files import write_report
+from .report_files import DEFAULT_OUT, write_report
 from .shapes import SCORING_SHAPES
 from .speed import DEFAULT_LOGIT_SCALE
-from .speed_score import DEFAULT_OUT, STEPS, Child, Job, build_model
+from .speed_jobs import STEPS, Child, Job
+from .speed_models import build_model
 
 
 def measure(job: Job, repeats: int) -> dict:

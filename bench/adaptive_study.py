@@ -243,7 +243,7 @@ def _rule_name(row: dict[str, Any]) -> str:
 
 
 def plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
-    from .scaling import _pyplot, _save
+    from .sweeps import _pyplot, _save
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)

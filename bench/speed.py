@@ -37,10 +37,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from .markdown import table
+from .report_files import DEFAULT_OUT
 from .shapes import SCORING_SHAPES, SHAPES
-from .speed_score import (
-    DEFAULT_OUT,
-    FORMATS,
+from .speed_jobs import (
     QUESTION,
     STEPS,
     TEMPERATURE,
@@ -49,11 +48,10 @@ from .speed_score import (
     Child,
     Job,
     MeasurementError,
-    build_checkpoint,
-    build_model,
     report,
     run_child_here,
 )
+from .speed_models import FORMATS, build_checkpoint, build_model
 
 LONG_QUESTION = ("A store sells pencils at $0.25 each and notebooks at $1.50 each. Maria buys 12 pencils and "
                  "4 notebooks, pays with a $20 bill, and then uses part of her change to buy 3 erasers at $0.40 "
@@ -89,7 +87,7 @@ FULL = Sizes(tokens=64, engine_ks=(1, 4, 10), reference_k=10, reference_steps=1,
 QUICK = Sizes(tokens=8, engine_ks=(1, 2), reference_k=2, reference_steps=1, scaling_k=2, scaling_tokens=4,
               scaling_steps=4, error_step=2, cold_runs=1)
 FORMAT_ROWS = ("F16", "Q8_0", "Q4_K_M")
-DEFAULT_LOGIT_SCALE = 4.0  # see speed_score's models section: sample like a trained model
+DEFAULT_LOGIT_SCALE = 4.0  # see speed_models.py: sample like a trained model
 
 
 @dataclass(frozen=True)

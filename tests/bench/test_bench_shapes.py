@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from rprm_lite.bench import convert_speed
-from rprm_lite.bench import speed_score as speed_models
+from rprm_lite.bench import convert_speed, score_speed, speed_models
 from rprm_lite.convert import random_model
 
 QWEN25_05B = dict(n_layer=24, hidden=896, n_head=14, n_kv_head=2, ffn=4864)
 TINY = dict(n_layer=2, hidden=64, n_head=4, n_kv_head=2, ffn=128)
-# the speed suite, speed_score and adaptive_speed: f32, seed 0, build_random_checkpoint's tied and context defaults
+# the speed suite, score_speed and adaptive_speed: f32, seed 0, build_random_checkpoint's tied and context defaults
 SCORING_CHECKPOINTS = {
     "qwen2.5-0.5b": dict(tokenizer="qwen2", seed=0, dtype="float32", **QWEN25_05B),
     "tiny": dict(tokenizer="qwen2", seed=0, dtype="float32", **TINY),
@@ -78,7 +77,7 @@ def test_each_benchmark_offers_the_shapes_it_offered(monkeypatch):
         return choices
 
     assert shape_choices(convert_speed.main) == ["qwen2.5-0.5b", "qwen2.5-1.5b", "tiny"]
-    for main in (speed_models.main, speed.main, adaptive_speed.main):
+    for main in (score_speed.main, speed.main, adaptive_speed.main):
         assert shape_choices(main) == ["qwen2.5-0.5b", "tiny"]
 
 

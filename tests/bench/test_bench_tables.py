@@ -11,8 +11,15 @@ import json
 
 import pytest
 
-from rprm_lite.bench import convert_speed, remote_speed, serve_speed, shared_prefix_speed, speed, train_speed
-from rprm_lite.bench import speed_score as score_speed
+from rprm_lite.bench import (
+    convert_speed,
+    remote_speed,
+    score_speed,
+    serve_speed,
+    shared_prefix_speed,
+    speed,
+    train_speed,
+)
 from rprm_lite.bench.markdown import table
 from shared_paths import GOLDEN
 
