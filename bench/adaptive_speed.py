@@ -18,10 +18,12 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from .report import table
-from .report_files import write_report
+from .markdown import table
+from .report_files import DEFAULT_OUT, write_report
+from .shapes import SCORING_SHAPES
 from .speed import DEFAULT_LOGIT_SCALE
-from .speed_score import DEFAULT_OUT, SHAPES, STEPS, Child, Job, build_model
+from .speed_jobs import STEPS, Child, Job
+from .speed_models import build_model
 
 
 def measure(job: Job, repeats: int) -> dict:
@@ -53,7 +55,7 @@ def render(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
+    parser.add_argument("--shape", choices=SCORING_SHAPES, default="qwen2.5-0.5b")
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)

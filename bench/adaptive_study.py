@@ -31,8 +31,8 @@ from rprm_lite import adaptive
 from rprm_lite.errors import InputError
 
 from . import prmbench, processbench
+from .markdown import table
 from .records import read_records
-from .report import table
 from .report_files import write_report
 
 # (rule, confidence) rows; "fixed" rows draw that many critiques per step
@@ -243,7 +243,7 @@ def _rule_name(row: dict[str, Any]) -> str:
 
 
 def plot(results: Sequence[dict[str, Any]], path: Path) -> Path:
-    from .scaling import _pyplot, _save
+    from .sweeps import _pyplot, _save
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(results), figsize=(6 * len(results), 4), squeeze=False)

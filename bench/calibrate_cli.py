@@ -16,8 +16,8 @@ from rprm_lite.errors import InputError
 from . import calibration as fit
 from . import prmbench, processbench
 from .cli import cli_errors
+from .markdown import table
 from .records import RUN_FILE, read_records
-from .report import table
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 CALIBRATION_FILE = "calibration.json"

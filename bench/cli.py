@@ -21,7 +21,7 @@ from rprm_lite.options import command_options
 from rprm_lite.progress import ProgressBar
 from rprm_lite.remote.options import REMOTE_OPTIONS, remote_from_options
 
-from . import bestofn, prmbench, processbench, report, scaling, uncertain_report
+from . import bestofn, prmbench, processbench, report, sweeps, uncertain_report
 from .harness import BenchItem, run_items
 from .records import METRICS_FILE, read_records
 
@@ -236,16 +236,16 @@ def sweep_command(
     """F1 / PRMScore against the threshold (0.05-0.95) and against K, as JSON and PNG plots."""
     module = _MODULES[benchmark]
     pairs = _load_pairs(benchmark, predictions, data, subsets, subset400, partial)
-    pairs = scaling.without_fixed_labels(pairs)
+    pairs = sweeps.without_fixed_labels(pairs)
     ylabel = "F1" if benchmark is Benchmark.processbench else "PRMScore"
-    rows = scaling.threshold_sweep(pairs, module.evaluate, module.headline)
+    rows = sweeps.threshold_sweep(pairs, module.evaluate, module.headline)
     result: dict[str, Any] = {"benchmark": benchmark.value, "threshold_sweep": rows}
     out.mkdir(parents=True, exist_ok=True)
-    written = [scaling.plot_threshold(rows, out / "threshold.png", title=benchmark.value, ylabel=ylabel)]
+    written = [sweeps.plot_threshold(rows, out / "threshold.png", title=benchmark.value, ylabel=ylabel)]
     try:
-        result["k_scaling"] = scaling.k_scaling(pairs, module.evaluate, module.headline, threshold=threshold,
+        result["k_scaling"] = sweeps.k_scaling(pairs, module.evaluate, module.headline, threshold=threshold,
                                                 ks=_int_list(ks), draws=draws, seed=seed)
-        written.append(scaling.plot_k_scaling(result["k_scaling"], out / "k_scaling.png",
+        written.append(sweeps.plot_k_scaling(result["k_scaling"], out / "k_scaling.png",
                                               title=benchmark.value, ylabel=ylabel))
     except InputError as exc:
         result["k_scaling"] = {"note": str(exc)}

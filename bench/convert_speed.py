@@ -26,11 +26,9 @@ import textwrap
 import time
 from pathlib import Path
 
-SHAPES = {
-    "qwen2.5-1.5b": dict(n_layer=28, hidden=1536, n_head=12, n_kv_head=2, ffn=8960, tied=True, max_position=32768),
-    "qwen2.5-0.5b": dict(n_layer=24, hidden=896, n_head=14, n_kv_head=2, ffn=4864, tied=True, max_position=32768),
-    "tiny": dict(n_layer=2, hidden=64, n_head=4, n_kv_head=2, ffn=128),
-}
+from .markdown import table
+from .shapes import SHAPES, released_checkpoint
+
 DEFAULT_OUT = Path("bench/results")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rprm-lite"
 REFERENCE_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -164,7 +162,7 @@ def speed(script: Path | None, shape: str, outtype: str, quant: str, work: Path)
 
     started = time.perf_counter()
     folder = build_random_checkpoint(work / f"random-{shape}", tokenizer="qwen2", dtype="bfloat16", shards=2,
-                                     **SHAPES[shape])
+                                     **released_checkpoint(shape))
     refs = read_checkpoint_tensors(folder).values()
     largest = max(ref.nbytes for ref in refs)
     result = {"shape": shape, "source": "bf16, 2 shards", "checkpoint_mb": round(sum(r.nbytes for r in refs) / 1e6),
@@ -194,17 +192,16 @@ def _read_through(folder: Path) -> None:
 
 
 def speed_table(result: dict, outtype: str) -> str:
-    rows = ["| step | tool | wall s | peak RSS MB | output MB |", "|---|---|---:|---:|---:|"]
-    rows.append(f"| bf16 -> {outtype} | rprm-lite convert | {result['ours']['seconds']} | "
-                f"{result['ours']['peak_rss_mb']} | {result['ours']['output_mb']} |")
+    tools = [("rprm-lite convert", "ours")]
     if "reference" in result:
-        rows.append(f"| bf16 -> {outtype} | llama.cpp convert_hf_to_gguf.py | {result['reference']['seconds']} | "
-                    f"{result['reference']['peak_rss_mb']} | {result['reference']['output_mb']} |")
+        tools.append(("llama.cpp convert_hf_to_gguf.py", "reference"))
+    rows = [(f"bf16 -> {outtype}", tool, result[key]["seconds"], result[key]["peak_rss_mb"], result[key]["output_mb"])
+            for tool, key in tools]
     quantize = result["quantize"]
-    rows.append(f"| {outtype} -> {quantize['type']} | llama_model_quantize (child process) | {quantize['seconds']} | "
-                f"{quantize['peak_rss_mb']} | {quantize['output_mb']} |")
+    rows.append((f"{outtype} -> {quantize['type']}", "llama_model_quantize (child process)", quantize["seconds"],
+                 quantize["peak_rss_mb"], quantize["output_mb"]))
     meets = result["ours"]["peak_rss_mb"] <= result["rss_target_mb"]
-    lines = ["\n".join(rows), "",
+    lines = [table(("step", "tool", "wall s", "peak RSS MB", "output MB"), rows, align="llrrr"), "",
              f"checkpoint {result['checkpoint_mb']} MB ({result['shape']}, {result['source']}); largest tensor "
              f"{result['largest_tensor_mb']} MB; peak RSS target 1.5 x largest + 500 MB = "
              f"{result['rss_target_mb']} MB: rprm-lite {'meets' if meets else 'MISSES'} it"]
@@ -218,14 +215,12 @@ def speed_table(result: dict, outtype: str) -> str:
 
 
 def comparison_table(results: list[dict]) -> str:
-    rows = ["| arch | source | out | keys equal | only ours | only reference | differing values | tensors | "
-            "layout diff | data diff |", "|---|---|---|---:|---|---|---|---:|---:|---:|"]
-    for r in results:
-        rows.append(f"| {r['arch']}{' tied' if r['tied'] else ''} | {r['source_dtype']} | {r['outtype']} | "
-                    f"{r['keys_equal']} | {', '.join(r['keys_only_ours']) or '-'} | "
-                    f"{', '.join(r['keys_only_reference']) or '-'} | {_differing(r['keys_differing'])} | "
-                    f"{r['tensors']} | {len(r['tensors_layout_differing'])} | {len(r['tensors_data_differing'])} |")
-    return "\n".join(rows)
+    rows = [(r["arch"] + (" tied" if r["tied"] else ""), r["source_dtype"], r["outtype"], r["keys_equal"],
+             ", ".join(r["keys_only_ours"]) or "-", ", ".join(r["keys_only_reference"]) or "-",
+             _differing(r["keys_differing"]), r["tensors"], len(r["tensors_layout_differing"]),
+             len(r["tensors_data_differing"])) for r in results]
+    return table(("arch", "source", "out", "keys equal", "only ours", "only reference", "differing values", "tensors",
+                  "layout diff", "data diff"), rows, align="lllrlllrrr")
 
 
 def _differing(keys: dict) -> str:

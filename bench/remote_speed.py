@@ -27,6 +27,7 @@ from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import write_report
 
 DEFAULT_OUT = Path("bench/results")
@@ -156,11 +157,11 @@ def run(model: Path, count: int, k: int, max_tokens: int) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = ["| servers | concurrency | solutions/s | vs concurrency 1 | requests | s waiting on the server "
-             "| max score diff vs concurrency 1 |", "|---:|---:|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['servers']} | {r['concurrency']} | {r['solutions_per_s']:.3f} | {r['vs_concurrency_1']:.2f}x "
-              f"| {r['requests']} | {r['request_wait_s']:.1f} | {r['max_score_diff_vs_concurrency_1']:.1e} |"
-              for r in report["rows"]]
+    rows = [(r["servers"], r["concurrency"], f"{r['solutions_per_s']:.3f}", f"{r['vs_concurrency_1']:.2f}x",
+             r["requests"], f"{r['request_wait_s']:.1f}", f"{r['max_score_diff_vs_concurrency_1']:.1e}")
+            for r in report["rows"]]
+    lines = [table(("servers", "concurrency", "solutions/s", "vs concurrency 1", "requests", "s waiting on the server",
+                    "max score diff vs concurrency 1"), rows, align="rrrrrrr")]
     client = report["client"]
     machine = report["machine"]
     lines += ["", f"- {report['solutions']} solutions of {report['steps_per_solution']} steps, K={report['k']}, "

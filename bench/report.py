@@ -5,17 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .markdown import table
 from .prmbench import CATEGORIES, DIMENSIONS
 
 
 def number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def processbench_table(metrics: Mapping[str, Any]) -> str:

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+DEFAULT_OUT = Path("bench/results")  # relative to where a benchmark is run from
+
 
 def write_report(out: Path, name: str, report: dict[str, Any], table: str) -> None:
     out.mkdir(parents=True, exist_ok=True)

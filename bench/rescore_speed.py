@@ -24,7 +24,7 @@ from typing import Any
 from rprm_lite.bench.report_files import write_report
 from rprm_lite.solution import Solution, read_solutions
 
-from .report import table
+from .markdown import table
 
 DEFAULT_OUT = Path("bench/results")
 DEFAULT_SOLUTION = Path(__file__).resolve().parents[1] / "examples" / "solution.json"

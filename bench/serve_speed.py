@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import write_report
 
 DEFAULT_OUT = Path("bench/results")
@@ -210,23 +211,24 @@ def run(args: argparse.Namespace) -> dict:
 
 def markdown(report: dict) -> str:
     o, d, s = report["overhead"], report["disconnect"], report["setup"]
-    rows = [("in process (Scorer)", "in_process", "1.00"), ("server, JSON", "server", f"{o['ratio_server']:.3f}"),
-            ("server, NDJSON stream", "server_stream", f"{o['ratio_server_stream']:.3f}")]
+    paths = [("in process (Scorer)", "in_process", "1.00"), ("server, JSON", "server", f"{o['ratio_server']:.3f}"),
+             ("server, NDJSON stream", "server_stream", f"{o['ratio_server_stream']:.3f}")]
+    rows = []
+    for label, key, ratio in paths:
+        latency = o["median_step_latency_ms"].get(key)
+        rows.append((label, f"{o['solutions_per_s'][key]:.2f}", "-" if latency is None else f"{latency:.1f}", ratio))
+    disconnect = [
+        ("close to free engine",
+         f"{1000 * d['median_s_to_free_engine']:.1f} ms (max {1000 * d['max_s_to_free_engine']:.1f} ms)"),
+        (f"same, in decode steps ({1000 * report['seconds_per_decode']:.1f} ms each)",
+         f"{d['decodes_to_free_engine']:.1f}"),
+        ("next request's wait beyond an idle engine", f"{1000 * d['median_extra_s_for_next_request']:.1f} ms"),
+        ("server exit code after SIGTERM", report["server_exit_code"])]
     lines = [f"### rprm-lite serve: {s['model']}, K={s['k']}, max_tokens={s['max_tokens']}, threads={s['threads']}, "
              f"{o['solutions']} solutions of {o['steps_per_solution']} steps", "",
-             "| path | solutions/s | median step latency (ms) | time / in-process time |", "|---|---:|---:|---:|"]
-    for label, key, ratio in rows:
-        latency = o["median_step_latency_ms"].get(key)
-        lines.append(f"| {label} | {o['solutions_per_s'][key]:.2f} | "
-                     f"{'-' if latency is None else f'{latency:.1f}'} | {ratio} |")
-    lines += ["", f"results differing between server and in process: {o['results_differing']}", "",
-              f"| disconnect (median of {d['disconnects']}) | value |", "|---|---:|",
-              f"| close to free engine | {1000 * d['median_s_to_free_engine']:.1f} ms "
-              f"(max {1000 * d['max_s_to_free_engine']:.1f} ms) |",
-              f"| same, in decode steps ({1000 * report['seconds_per_decode']:.1f} ms each) | "
-              f"{d['decodes_to_free_engine']:.1f} |",
-              f"| next request's wait beyond an idle engine | {1000 * d['median_extra_s_for_next_request']:.1f} ms |",
-              f"| server exit code after SIGTERM | {report['server_exit_code']} |", ""]
+             table(("path", "solutions/s", "median step latency (ms)", "time / in-process time"), rows, align="lrrr"),
+             "", f"results differing between server and in process: {o['results_differing']}", "",
+             table((f"disconnect (median of {d['disconnects']})", "value"), disconnect, align="lr"), ""]
     return "\n".join(lines)
 
 

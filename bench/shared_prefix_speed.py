@@ -17,6 +17,7 @@ import platform
 import tempfile
 from pathlib import Path
 
+from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import write_report
 
 DEFAULT_OUT = Path("bench/results")
@@ -59,11 +60,11 @@ def run(recipe: Path, steps: int, scratch: Path) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = ["| forward | micro-batch | precision | s/step | examples/s | steps/min | vs plain fp32 |",
-             "|---|---:|---|---:|---:|---:|---:|"]
-    lines += [f"| {r['variant']} | {r['micro_batch']} | {r['precision']} | {r['seconds_per_step']:.2f} | "
-              f"{r['examples_per_s']:.1f} | {r['steps_per_minute']:.1f} | {r['vs_plain_fp32']:.2f}x |"
-              for r in report["rows"]]
+    rows = [(r["variant"], r["micro_batch"], r["precision"], f"{r['seconds_per_step']:.2f}",
+             f"{r['examples_per_s']:.1f}", f"{r['steps_per_minute']:.1f}", f"{r['vs_plain_fp32']:.2f}x")
+            for r in report["rows"]]
+    lines = [table(("forward", "micro-batch", "precision", "s/step", "examples/s", "steps/min", "vs plain fp32"),
+                   rows, align="lrlrrrr")]
     machine = report["machine"]
     lines += ["", f"- {report['batch']} examples per optimizer step, {report['steps']} steps per variant "
               f"(the first {SKIPPED_STEPS} not timed); CPU: {machine['cpus']} cores, {machine['torch_threads']} "

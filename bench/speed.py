@@ -36,11 +36,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .speed_score import (
-    DEFAULT_OUT,
-    FORMATS,
+from .markdown import table
+from .report_files import DEFAULT_OUT
+from .shapes import SCORING_SHAPES, SHAPES
+from .speed_jobs import (
     QUESTION,
-    SHAPES,
     STEPS,
     TEMPERATURE,
     TOP_P,
@@ -48,11 +48,10 @@ from .speed_score import (
     Child,
     Job,
     MeasurementError,
-    build_checkpoint,
-    build_model,
     report,
     run_child_here,
 )
+from .speed_models import FORMATS, build_checkpoint, build_model
 
 LONG_QUESTION = ("A store sells pencils at $0.25 each and notebooks at $1.50 each. Maria buys 12 pencils and "
                  "4 notebooks, pays with a $20 bill, and then uses part of her change to buy 3 erasers at $0.40 "
@@ -88,7 +87,7 @@ FULL = Sizes(tokens=64, engine_ks=(1, 4, 10), reference_k=10, reference_steps=1,
 QUICK = Sizes(tokens=8, engine_ks=(1, 2), reference_k=2, reference_steps=1, scaling_k=2, scaling_tokens=4,
               scaling_steps=4, error_step=2, cold_runs=1)
 FORMAT_ROWS = ("F16", "Q8_0", "Q4_K_M")
-DEFAULT_LOGIT_SCALE = 4.0  # see speed_score's models section: sample like a trained model
+DEFAULT_LOGIT_SCALE = 4.0  # see speed_models.py: sample like a trained model
 
 
 @dataclass(frozen=True)
@@ -414,10 +413,10 @@ def _load(values: list[float]) -> str:
     return "/".join(f"{v:.1f}" for v in values)
 
 
-def _table(head: tuple[str, ...], rows: list[tuple]) -> list[str]:
-    cells = [[f"{c:.2f}" if isinstance(c, float) else str(c) for c in row] for row in rows]
-    return ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|",
-            *("| " + " | ".join(row) + " |" for row in cells)]
+def _table(head: tuple[str, ...], rows: list[tuple]) -> str:
+    """The suite's tables: the first column names the row, the others are numbers (floats with 2 decimals)."""
+    cells = [[f"{c:.2f}" if isinstance(c, float) else c for c in row] for row in rows]
+    return table(head, cells, align="l" + "r" * (len(head) - 1))
 
 
 def _met(ok: bool) -> str:
@@ -442,7 +441,7 @@ def _reference_table(r: dict) -> str:
     return "\n".join([
         f"### 1. rprm-lite vs the R-PRM reference pipeline (K={r['k']}, {r['tokens']}-token critiques, "
         f"first {r['steps']} step(s), empty cache)",
-        *_table(("pipeline", "weights", "s/step", "generate s", "score pass s", "generated tok/s", "peak RSS MB",
+        _table(("pipeline", "weights", "s/step", "generate s", "score pass s", "generated tok/s", "peak RSS MB",
                  "speedup"), rows),
         f"transformers load {t['load_seconds']:.1f} s (not counted). Target rprm-lite (Q8_0) >= "
         f"{r['target_speedup']:.0f}x faster per scored step: {_met(best >= r['target_speedup'])} ({best:.1f}x; "
@@ -459,7 +458,7 @@ def _engine_table(r: dict) -> str:
     ok = all(row["ratio"] >= r["target_ratio"] for row in r["rows"])
     return "\n".join([
         f"### 2. Engine efficiency ({r['model']}, {r['steps']}-step solution, {r['tokens']}-token critiques)",
-        *_table(("K", "rprm-lite tok/s", "bare llama_decode tok/s", "ratio", "rprm-lite s/step", "peak RSS MB"),
+        _table(("K", "rprm-lite tok/s", "bare llama_decode tok/s", "ratio", "rprm-lite s/step", "peak RSS MB"),
                 rows),
         f"Target ratio >= {r['target_ratio']} at every K: {_met(ok)}."])
 
@@ -475,8 +474,8 @@ def _scaling_table(r: dict) -> str:
     full, early = r["totals"]["kv_reuse"], r["totals"]["early_stop"]
     return "\n".join([
         f"### 3. Scaling (Q8_0, K={r['k']}, {r['tokens']}-token critiques, {r['n_steps']}-step solution)",
-        *_table(("step", "s, KV reuse", "prompt tokens decoded", "s, no KV reuse", "prompt tokens decoded"), rows),
-        "", *_table(("run", "steps scored", "generated tokens", "prompt tokens decoded", "seconds"), totals),
+        _table(("step", "s, KV reuse", "prompt tokens decoded", "s, no KV reuse", "prompt tokens decoded"), rows),
+        "", _table(("run", "steps scored", "generated tokens", "prompt tokens decoded", "seconds"), totals),
         f"Early stop (verdict of step {r['error_step']} scripted as wrong; its decoding is real) decodes "
         f"{1 - _tokens(early) / _tokens(full):.0%} fewer tokens and takes"
         f" {1 - early['seconds'] / full['seconds']:.0%} less time than scoring every step."])
@@ -491,7 +490,7 @@ def _formats_table(r: dict) -> str:
             for fmt, x in r["rows"].items()]
     return "\n".join([f"### 4. Model formats (rprm-lite, K={r['k']}, {r['tokens']}-token critiques, "
                       f"{r['steps']}-step solution)",
-                      *_table(("format", "file MB", "generated tok/s", "s/step", "peak RSS MB"), rows)])
+                      _table(("format", "file MB", "generated tok/s", "s/step", "peak RSS MB"), rows)])
 
 
 def _cold_start_table(r: dict) -> str:
@@ -501,7 +500,7 @@ def _cold_start_table(r: dict) -> str:
     m = r["median"]
     return "\n".join([
         f"### 5. Cold start: {r['command']}, from process start to the first sampled token",
-        *_table(("run", "to first token s", "interpreter + imports s", "model load s", "prompt prefill s", "other s",
+        _table(("run", "to first token s", "interpreter + imports s", "model load s", "prompt prefill s", "other s",
                  "minus model load s", "torch imported"), rows),
         "Other = CLI parsing, reading the solution, GGUF pre-flight, vocabulary scans, tokenizing, KV cache "
         "allocation. Model file in the page cache (warm). Target under 1 s plus model load: "
@@ -515,7 +514,7 @@ def _say(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
+    parser.add_argument("--shape", choices=SCORING_SHAPES, default="qwen2.5-0.5b")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run of the whole suite")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers offloaded by llama.cpp (-1: all)")

@@ -20,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import write_report
 
 DEFAULT_OUT = Path("bench/results")
@@ -142,11 +143,11 @@ def ratios(rows: list[dict]) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = ["| variant | vocab | tokens/sequence | sequences/step | s/step | tokens/s |",
-             "|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {r['variant']} | {r['vocab']:,} | {r['tokens_per_sequence']} | {r['sequences_per_step']} | "
-              f"{r['seconds_per_step']:.3f} | {r['tokens_per_s']:,.0f} |" for r in report["rows"]]
-    lines += [""] + [f"- {name}: {value:.2f}x" for name, value in report["ratios"].items()]
+    rows = [(r["variant"], f"{r['vocab']:,}", r["tokens_per_sequence"], r["sequences_per_step"],
+             f"{r['seconds_per_step']:.3f}", f"{r['tokens_per_s']:,.0f}") for r in report["rows"]]
+    lines = [table(("variant", "vocab", "tokens/sequence", "sequences/step", "s/step", "tokens/s"), rows,
+                   align="lrrrrr"), ""]
+    lines += [f"- {name}: {value:.2f}x" for name, value in report["ratios"].items()]
     machine = report["machine"]
     lines += [f"- CPU: {machine['cpus']} cores ({machine['torch_threads']} torch threads), "
               f"torch {report['versions']['torch']}, trl {report['versions']['trl']}"]

@@ -14,7 +14,7 @@ from rprm_lite.errors import InputError
 from rprm_lite.uncertain import Band, band_problems, step_verdict
 
 from . import calibration as fit
-from .report import table
+from .markdown import table
 
 VERDICTS = ("correct", "uncertain", "wrong")
 

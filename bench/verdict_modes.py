@@ -27,8 +27,8 @@ from rprm_lite.results import SolutionResult
 from rprm_lite.verdict import clean_critique, verdict_text
 
 from . import processbench
+from .markdown import table
 from .records import Prediction
-from .report import table
 
 DEFAULT_OUT = Path("bench/results")
 MODES = ("single-pass", "released")

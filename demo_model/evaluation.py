@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rprm_lite.bench.markdown import table
 from rprm_lite.training.synthetic_problems import ERROR_KINDS
 
 RESAMPLES = 2000
@@ -93,14 +94,14 @@ def report(runs: Mapping[str, Sequence[tuple[str | None, bool]]], comparisons: S
     """The markdown table (with 95% intervals of F1) and the paired differences asked for."""
     samples = bootstrap_f1(runs)
     kinds = " / ".join(KIND_SHORT[k] for k in ERROR_KINDS)
-    lines = [f"| model | error acc | correct acc | F1 [95% interval] | error acc per kind ({kinds}) |",
-             "|---|---:|---:|---:|---|"]
+    rows = []
     for name, outcomes in runs.items():
         error_acc, correct_acc, f1 = scores(outcomes)
         low, high = interval(samples[name])
         by_kind = " / ".join(f"{v:.0f}" for v in per_kind(outcomes).values())
-        lines.append(f"| {name} | {error_acc:.1f} | {correct_acc:.1f} | {f1:.1f} [{low:.1f}, {high:.1f}] | {by_kind} |")
-    lines.append("")
+        rows.append((name, f"{error_acc:.1f}", f"{correct_acc:.1f}", f"{f1:.1f} [{low:.1f}, {high:.1f}]", by_kind))
+    lines = [table(("model", "error acc", "correct acc", "F1 [95% interval]", f"error acc per kind ({kinds})"), rows,
+                   align="lrrrl"), ""]
     for better, worse in comparisons:
         if better in runs and worse in runs:
             difference = [a - b for a, b in zip(samples[better], samples[worse], strict=True)]

@@ -26,3 +26,14 @@ def test_report_has_a_row_per_model_and_judges_differences_on_paired_resamples()
     # identical outcomes: a difference of exactly zero on every resample is within the noise
     assert "F1 DPO K=2 - DPO K=1: +0.0 (paired 95% interval [+0.0, +0.0]): within the noise" in text
     assert interval(list(range(100))) == (2, 96)
+
+
+def test_report_text():
+    text = report({"SFT K=1": POOR * 5, "DPO K=1": GOOD * 5}, [("DPO K=1", "SFT K=1")])
+    assert text == (
+        "| model | error acc | correct acc | F1 [95% interval] | error acc per kind (arith / copy / op / contra) |\n"
+        "|---|---:|---:|---:|---|\n"
+        "| SFT K=1 | 25.0 | 100.0 | 40.0 [11.8, 62.1] | 0 / 0 / 100 / 0 |\n"
+        "| DPO K=1 | 75.0 | 100.0 | 85.7 [70.0, 96.8] | 100 / 100 / 100 / 0 |\n"
+        "\n"
+        "- F1 DPO K=1 - SFT K=1: +45.7 (paired 95% interval [+23.9, +71.6]): beyond the noise\n")

@@ -1,103 +1,29 @@
-"""Scoring speed: rprm-lite against a high-level `Llama` loop and a bare llama.cpp decode loop.
+"""One measurement of the speed benchmarks: the `Job` a child process scores, the variants it can run, and the
+child-process protocol.
 
-    python -m rprm_lite.bench.speed_score [--shape qwen2.5-0.5b] [--quant Q8_0] [--k 10] [--tokens 64]
-                                          [--n-gpu-layers N]
-
-Each variant scores the same fixed 4-step solution with K critiques per step of a fixed length
-(end-of-text is banned, so every critique runs to the token budget and takes the fallback question),
-in its own process so that peak RSS is its own:
-  (a) rprm-lite: the Scorer (K streams in one batch per token, KV reuse across steps);
-  (b) llama-cpp-python's high-level `Llama`: K completions one after another, then P(Yes) by
-      evaluating the fallback question after each, as a user without rprm-lite would write it;
-  (c) the engine ceiling: a bare loop of llama_decode over the same batches with llama.cpp's C
-      samplers and no per-token Python work beyond filling the batch.
-Prints a markdown table and writes JSON (ratios measured in one run; never a test).
-
-This module also holds the pieces the whole speed suite (`python -m rprm_lite.bench.speed`) shares:
-the random-weight models, the `Job` a measurement child runs, and the child-process protocol.
+A variant scores the job's solution with K critiques per step of exactly `tokens` tokens (end-of-text banned):
+`rprm-lite` (the Scorer), `llama-high-level` (llama-cpp-python's `Llama`, as a user without rprm-lite would
+write it) or `bare-decode` (a bare llama_decode loop: the engine's ceiling); `score_speed.py` compares the three.
+`Child` runs one variant in a fresh Python process (`python -m <module> --child VARIANT --job JSON`), so its
+peak RSS and warm-up are its own; that module's `main` answers with `run_child_here`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 
-SHAPES = {
-    "qwen2.5-0.5b": dict(n_layer=24, hidden=896, n_head=14, n_kv_head=2, ffn=4864),
-    "tiny": dict(n_layer=2, hidden=64, n_head=4, n_kv_head=2, ffn=128),
-}
-# format name -> (converter outtype, llama.cpp quantization); every format comes from one f32 checkpoint
-FORMATS = {"F32": ("f32", None), "F16": ("f16", None), "Q8_0": ("f32", "Q8_0"), "Q4_K_M": ("f32", "Q4_K_M")}
 QUESTION = ("A baker makes 24 muffins. She sells 15 of them and then bakes 8 more. "
             "How many muffins does she have now?")
 STEPS = ("The baker starts with 24 muffins.", "After selling 15 muffins she has 24 - 15 = 9 muffins.",
          "After baking 8 more she has 9 + 8 = 17 muffins.", "The answer is 17.")
-DEFAULT_OUT = Path("bench/results")
 TEMPERATURE = TOP_P = 0.95  # the released recipe
-
-
-# -- models ------------------------------------------------------------------------------------
-# Raw random weights give nearly flat next-token distributions: at temperature 0.95 the top-p 0.95 nucleus
-# holds ~50,000 of Qwen2's 151,936 tokens, which is llama.cpp's slowest top-p path (its adaptive sort tries
-# the best 256 tokens first, then sorts them all), ~10 ms per sampled token here. Trained models are peaked
-# (a nucleus of a few tokens: ~1.7 ms). `logit_scale` multiplies the final norm weight, i.e. every logit,
-# so random models sample like trained ones; 4 gives a nucleus of ~4 tokens on the 0.5B shape.
-def _stem(shape: str, logit_scale: float) -> str:
-    return f"random-{shape}" + ("" if logit_scale == 1 else f"-x{logit_scale:g}")
-
-
-def build_checkpoint(shape: str, folder: Path, *, logit_scale: float = 1.0) -> Path:
-    """The random-weight f32 Hugging Face checkpoint (seed 0) every format of `shape` is converted from."""
-    from rprm_lite.convert.random_model import build_random_checkpoint
-
-    path = folder / f"{_stem(shape, logit_scale)}-hf"
-    if not (path / "config.json").exists():
-        partial = path.with_name(path.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        build_random_checkpoint(partial, tokenizer="qwen2", seed=0, dtype="float32", **SHAPES[shape])
-        if logit_scale != 1:
-            scale_tensor(partial / "model.safetensors", "model.norm.weight", logit_scale)
-        partial.rename(path)  # only a finished checkpoint gets the final name
-    return path
-
-
-def scale_tensor(path: Path, name: str, factor: float) -> None:
-    """Multiply one f32 tensor of a safetensors file in place."""
-    import numpy as np
-
-    with path.open("r+b") as handle:
-        header_size = int.from_bytes(handle.read(8), "little")
-        entry = json.loads(handle.read(header_size))[name]
-        if entry["dtype"] != "F32":
-            raise ValueError(f"{path}: expected {name} in F32, got {entry['dtype']}")
-        begin, end = (8 + header_size + offset for offset in entry["data_offsets"])
-        handle.seek(begin)
-        values = np.frombuffer(handle.read(end - begin), dtype=np.float32) * np.float32(factor)
-        handle.seek(begin)
-        handle.write(values.tobytes())
-
-
-def build_model(shape: str, fmt: str, folder: Path, *, logit_scale: float = 1.0) -> Path:
-    """The GGUF of `shape` in format `fmt` (a FORMATS key), converted by our converter and cached in `folder`."""
-    from rprm_lite.convert.converter import RANDOM_WEIGHTS_DESCRIPTION, ConvertConfig, convert
-
-    path = folder / f"{_stem(shape, logit_scale)}-{fmt}.gguf"
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        outtype, quant = FORMATS[fmt]
-        checkpoint = build_checkpoint(shape, folder, logit_scale=logit_scale)
-        convert(ConvertConfig(source=str(checkpoint), output=path, outtype=outtype, quant=quant,
-                              description=RANDOM_WEIGHTS_DESCRIPTION))
-    return path
 
 
 # -- one measurement -----------------------------------------------------------------------------
@@ -302,7 +228,7 @@ class MeasurementError(RuntimeError):
 class Child:
     """Runs `variant` of `module` in a fresh Python process, so its peak RSS and warm-up are its own."""
 
-    module: str = "rprm_lite.bench.speed_score"
+    module: str = "rprm_lite.bench.score_speed"
     env: dict[str, str] = field(default_factory=dict)
 
     def __call__(self, variant: str, job) -> dict:
@@ -317,63 +243,3 @@ def run_child_here(variants: dict, variant: str, job_json: str, job_class=Job) -
     """The child's side of `Child`: run one variant and print its result as the last stdout line."""
     print(json.dumps(variants[variant](job_class.from_json(job_json))))
 
-
-def kv_cache_mb(shape: str, n_cells: int) -> float:
-    dims = SHAPES[shape]
-    head_dim = dims["hidden"] // dims["n_head"]
-    return n_cells * dims["n_layer"] * 2 * dims["n_kv_head"] * head_dim * 2 / 2**20  # f16 K and V
-
-
-# -- issue 2's benchmark ------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
-    parser.add_argument("--quant", default="Q8_0", type=str.upper, choices=sorted(FORMATS),
-                        help="format of the random model")
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--tokens", type=int, default=64, help="fixed critique length")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--n-gpu-layers", type=int, default=0, help="layers to offload (-1: all)")
-    parser.add_argument("--logit-scale", type=float, default=1.0,
-                        help="multiply the random model's logits (4: peaked like a trained model)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--model", type=Path, help="use this GGUF instead of building a random one")
-    parser.add_argument("--child", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
-    parser.add_argument("--job", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        run_child_here(VARIANTS, args.child, args.job)
-        return
-    model = args.model or build_model(args.shape, args.quant, args.out / "models", logit_scale=args.logit_scale)
-    job = Job(str(model), k=args.k, tokens=args.tokens, threads=args.threads, n_gpu_layers=args.n_gpu_layers)
-    results = {name: Child()(name, job) for name in VARIANTS}
-    a, b, c = results["rprm-lite"], results["llama-high-level"], results["bare-decode"]
-    budget = model.stat().st_size / 2**20 + kv_cache_mb(args.shape, 600 + args.k * (args.tokens + 16)) + 400
-    summary = {
-        "model": model.name, "model_mb": model.stat().st_size / 2**20, "k": args.k, "critique_tokens": args.tokens,
-        "threads": args.threads, "n_gpu_layers": args.n_gpu_layers, "logit_scale": args.logit_scale,
-        "variants": results,
-        "speedup_vs_high_level": a["tokens_per_s"] / b["tokens_per_s"],
-        "fraction_of_bare_decode": a["tokens_per_s"] / c["tokens_per_s"],
-        "rss_budget_mb": budget, "rss_within_budget": a["peak_rss_mb"] <= budget,
-    }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "speed_score.json").write_text(json.dumps(summary, indent=2))
-    print(table(summary))
-
-
-def table(summary: dict) -> str:
-    rows = ["| variant | generated tok/s | s/step | peak RSS MB |", "|---|---:|---:|---:|"]
-    for name, r in summary["variants"].items():
-        rows.append(f"| {name} | {r['tokens_per_s']:.1f} | {r['mean_seconds_per_step']:.2f} | {r['peak_rss_mb']:.0f} |")
-    rows += ["", f"model {summary['model']} ({summary['model_mb']:.0f} MB), K={summary['k']}, "
-             f"{summary['critique_tokens']} tokens per critique, {summary['threads']} threads",
-             f"rprm-lite / high-level Llama: {summary['speedup_vs_high_level']:.2f}x (target >= 1.5x)",
-             f"rprm-lite / bare decode loop: {summary['fraction_of_bare_decode']:.3f} (target >= 0.9)",
-             f"rprm-lite peak RSS {summary['variants']['rprm-lite']['peak_rss_mb']:.0f} MB, budget "
-             f"{summary['rss_budget_mb']:.0f} MB (model + KV cache + 400 MB)"]
-    return "\n".join(rows)
-
-
-if __name__ == "__main__":
-    main()
