@@ -244,9 +244,9 @@ def sweep_command(
     written = [sweeps.plot_threshold(rows, out / "threshold.png", title=benchmark.value, ylabel=ylabel)]
     try:
         result["k_scaling"] = sweeps.k_scaling(pairs, module.evaluate, module.headline, threshold=threshold,
-                                                ks=_int_list(ks), draws=draws, seed=seed)
+                                               ks=_int_list(ks), draws=draws, seed=seed)
         written.append(sweeps.plot_k_scaling(result["k_scaling"], out / "k_scaling.png",
-                                              title=benchmark.value, ylabel=ylabel))
+                                             title=benchmark.value, ylabel=ylabel))
     except InputError as exc:
         result["k_scaling"] = {"note": str(exc)}
     (out / "sweep.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
