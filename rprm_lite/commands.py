@@ -66,7 +66,7 @@ def run_score_job(job: ScoreJob) -> None:
             _note("nothing left to score")
             return
         if scorer is None:
-            scorer = stack.enter_context(Scorer(info, config, cache=cache, calibration=calibration))
+            scorer = stack.enter_context(Scorer(info, cache=cache, settings=(config, calibration)))
         if job.remote is None and scorer.model_info.description:
             _say_model_note(job, scorer.model_info)
         try:

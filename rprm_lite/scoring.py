@@ -51,18 +51,18 @@ class Scorer:
     """
 
     def __init__(self, model_path: str | Path | ModelInfo | None = None, config: ScoreConfig | None = None,
-                 *, cache: str | Path | StepCache | None = None, calibration: Calibration | None = None,
-                 **overrides: Any) -> None:
+                 *, cache: str | Path | StepCache | None = None,
+                 settings: tuple[ScoreConfig, Calibration | None] | None = None, **overrides: Any) -> None:
         """`model_path` may also be a `ModelInfo` already checked by `inspect_model`. `config` defaults
         to the model file's rprm.* settings, else `ScoreConfig()`; `overrides` (field names) go on top.
         `cache`: a folder that keeps step results across runs, or a `StepCache` (default: in memory).
-        `calibration`: the one `resolve_settings` loaded for `config`, which is then taken as it is."""
+        `settings`: what `resolve_settings` returned for this model, taken as it is (instead of `config`
+        and `overrides`: the calibration file is not read again)."""
         self.model_info: ModelInfo = (model_path if isinstance(model_path, ModelInfo)
                                       else inspect_model(resolve_model_path(model_path)))
-        if calibration is not None and (config is None or overrides):
-            raise TypeError("calibration= goes with the config resolve_settings returned it with, and no overrides")
-        self.config, self.calibration = ((config, calibration) if calibration is not None
-                                         else resolve_settings(self.model_info, config, overrides))
+        if settings is not None and (config is not None or overrides):
+            raise TypeError("settings= (from resolve_settings) replaces config= and the overrides")
+        self.config, self.calibration = settings or resolve_settings(self.model_info, config, overrides)
         self.step_cache = cache if isinstance(cache, StepCache) else StepCache(cache)
         self.engine = Engine(self.model_info.path, n_gpu_layers=self.config.n_gpu_layers,
                              threads=self.config.threads)
