@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 
 from .markdown import table
+from .report_files import DEFAULT_OUT
 from .shapes import SHAPES, released_checkpoint
 
-DEFAULT_OUT = Path("bench/results")
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rprm-lite"
 REFERENCE_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
 # keys whose values legitimately differ: naming heuristics of the reference, and our own rprm.* keys

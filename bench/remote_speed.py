@@ -28,9 +28,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from rprm_lite.bench.markdown import table
-from rprm_lite.bench.report_files import write_report
+from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
 
-DEFAULT_OUT = Path("bench/results")
 RUNS = ((1, 1), (1, 2), (1, 4), (2, 2), (2, 4))  # (servers, concurrency)
 CRITIQUE = " Adding 3 and 4 gives 7, as the step says. Is the step correct (Yes/No)?"
 

@@ -21,12 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.bench.report_files import write_report
+from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
 from rprm_lite.solution import Solution, read_solutions
 
 from .markdown import table
 
-DEFAULT_OUT = Path("bench/results")
 DEFAULT_SOLUTION = Path(__file__).resolve().parents[1] / "examples" / "solution.json"
 EDIT = " (checked again)"  # appended to step k: a small edit that changes its tokens
 

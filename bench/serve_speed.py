@@ -31,9 +31,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rprm_lite.bench.markdown import table
-from rprm_lite.bench.report_files import write_report
+from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
 
-DEFAULT_OUT = Path("bench/results")
 LONG_MAX_TOKENS = 3000
 
 

@@ -18,9 +18,8 @@ import tempfile
 from pathlib import Path
 
 from rprm_lite.bench.markdown import table
-from rprm_lite.bench.report_files import write_report
+from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
 
-DEFAULT_OUT = Path("bench/results")
 SKIPPED_STEPS = 2
 BATCH = 32
 VARIANTS = (("plain", 8, False, "fp32"), ("shared prefix", 32, True, "fp32"),

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 from rprm_lite.bench.markdown import table
-from rprm_lite.bench.report_files import write_report
+from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
 
-DEFAULT_OUT = Path("bench/results")
 SKIPPED_STEPS = 2  # warm-up: allocator growth, first-call overheads
 SOLUTIONS = [
     {"id": f"s{i}", "question": f"A shop sells {a} pens a day. How many pens does it sell in {b} days?",

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.bench.report_files import write_report
+from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
 from rprm_lite.prompt import FALLBACK_TEXT, VERDICT_PHRASE
 from rprm_lite.results import SolutionResult
 from rprm_lite.verdict import clean_critique, verdict_text
@@ -30,7 +30,6 @@ from . import processbench
 from .markdown import table
 from .records import Prediction
 
-DEFAULT_OUT = Path("bench/results")
 MODES = ("single-pass", "released")
 GROUPS = ("all", "cleaning changed", "cleaning changed nothing", "fallback question")
 
