@@ -355,10 +355,12 @@ def solution_result(solution: Solution, steps: Sequence[StepResult], *, aggregat
                           first_uncertain_step=first_uncertain([s.verdict for s in steps]))
 
 
-def critique_budget(config: ScoreConfig, longest: int, *, positions: int, reserve: int, n_ctx: int | None) -> int:
+def critique_budget(config: ScoreConfig, longest: int, *, positions: int, reserve: int, n_ctx: int | None,
+                    advice: str = "lower --k, shorten the solution, or raise --n-ctx if the model allows it") -> int:
     """New tokens a critique may write after a prompt of `longest` tokens: the model's `positions` less the
     `reserve` (the fallback question and the verdict token), and with an `n_ctx` cap a K-th of what is left
-    of it; raises when that leaves too few. The local and the remote scorer size critiques alike."""
+    of it; raises (with `advice`) when that leaves too few. The local and the remote scorer size critiques
+    alike."""
     per_critique = min(config.max_tokens, positions - longest - reserve)
     if n_ctx is not None:
         per_critique = min(per_critique, (n_ctx - longest) // config.k - reserve)
@@ -367,8 +369,7 @@ def critique_budget(config: ScoreConfig, longest: int, *, positions: int, reserv
         raise ContextOverflowError(
             f"the longest step prompt is at least {longest} tokens and the context is "
             f"{n_ctx if capped else positions} tokens: no room for {config.k} critiques of at least "
-            f"{MIN_CRITIQUE_TOKENS} tokens; " + ("lower --k, shorten the solution, or raise --n-ctx if the model "
-                                                 "allows it" if n_ctx is not None else "shorten the solution"))
+            f"{MIN_CRITIQUE_TOKENS} tokens; {advice}")
     return per_critique
 
 

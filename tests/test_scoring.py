@@ -222,6 +222,6 @@ def test_the_critique_budget_is_the_context_left_after_the_prompt_and_a_kth_of_a
     assert critique_budget(config.replace(max_tokens=64), 100, positions=4096, reserve=10, n_ctx=None) == 64
     with pytest.raises(ContextOverflowError, match="context is 4096 tokens: no room for 4 critiques of at least "
                                                    "16 tokens; shorten the solution$"):
-        critique_budget(config, 4080, positions=4096, reserve=10, n_ctx=None)
+        critique_budget(config, 4080, positions=4096, reserve=10, n_ctx=None, advice="shorten the solution")
     with pytest.raises(ContextOverflowError, match="context is 1100 tokens.*raise --n-ctx"):
         critique_budget(config, 1000, positions=4096, reserve=10, n_ctx=1100)
