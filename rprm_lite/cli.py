@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from rprm_lite.commands import JOB_OPTIONS
 from rprm_lite.config import SCORE_OPTIONS
 from rprm_lite.errors import RprmError
 from rprm_lite.options import command_options
@@ -41,24 +42,18 @@ FileArg = Annotated[str, typer.Argument(
 JsonOpt = Annotated[bool, Opt("--json", help="Print one JSON object per solution.")]
 OutputOpt = Annotated[Path | None, Opt("--output", "-o", help="Append JSONL results here as each solution "
                                           "finishes; a rerun skips solutions already there.")]
-CritiquesOpt = Annotated[bool, Opt("--show-critiques", help="Print (or include in JSON) the critiques.")]
-CacheOpt = Annotated[Path | None, Opt(help="Folder keeping step results across runs: unchanged steps of an "
-                                      "edited solution are not scored again.")]
 
 
 @app.command()
-@command_options(settings=SCORE_OPTIONS, remote=REMOTE_OPTIONS)
-def score(file: FileArg, model: ModelOpt = None, json_out: JsonOpt = False, output: OutputOpt = None,
-          show_critiques: CritiquesOpt = False, cache: CacheOpt = None, *, settings: dict[str, Any],
-          remote: dict[str, Any]) -> None:
+@command_options(job=JOB_OPTIONS, settings=SCORE_OPTIONS, remote=REMOTE_OPTIONS)
+def score(file: FileArg, model: ModelOpt = None, json_out: JsonOpt = False, output: OutputOpt = None, *,
+          job: dict[str, Any], settings: dict[str, Any], remote: dict[str, Any]) -> None:
     """Score every step of one or more solutions and report the first wrong step."""
     from rprm_lite.commands import ScoreJob, run_score_job
     from rprm_lite.remote.options import remote_from_options
 
-    job = ScoreJob(source=file, model=model, overrides=score_overrides(settings), json_out=json_out, output=output,
-                   show_critiques=show_critiques, vocab=remote.get("vocab"), cache=cache,
-                   remote=remote_from_options(**remote))
-    run_score_job(job)
+    run_score_job(ScoreJob(source=file, model=model, overrides=score_overrides(settings), json_out=json_out,
+                           output=output, vocab=remote.get("vocab"), remote=remote_from_options(**remote), **job))
 
 
 @app.command()

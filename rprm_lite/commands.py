@@ -10,21 +10,28 @@ from typing import Any
 
 from rprm_lite import output
 from rprm_lite.errors import InputError, ModelFileError
+from rprm_lite.options import Options, option
 from rprm_lite.progress import ProgressBar
 from rprm_lite.solution import Solution, read_solutions
 
 
 @dataclass(frozen=True)
 class ScoreJob:
+    """One `rprm-lite score` run; `show_critiques` and `cache` are options of `serve` too (JOB_OPTIONS)."""
+
     source: str
     model: Path | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
     json_out: bool = False
     output: Path | None = None
-    show_critiques: bool = False
+    show_critiques: bool = option(False, help="Print (or include in JSON) the critiques.", flag="--show-critiques")
     remote: Any = None  # a RemoteConfig: score on servers (rprm_lite/remote) instead of the local engine
     vocab: Path | None = None  # remote: the GGUF that tokenizes (default: `model`)
-    cache: Path | None = None  # a folder keeping step results across runs
+    cache: Path | None = option(None, help="Folder keeping step results across runs: unchanged steps of an edited "
+                                "solution are not scored again.")
+
+
+JOB_OPTIONS = Options(ScoreJob)
 
 
 def run_score_job(job: ScoreJob) -> None:

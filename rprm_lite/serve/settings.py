@@ -11,7 +11,6 @@ import dataclasses
 import ipaddress
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from rprm_lite.errors import InputError
@@ -41,11 +40,10 @@ class ServeConfig(Settings):
     cors_origins: tuple[str, ...] = option((), help="Origin allowed to call from a browser (repeat for more); "
                                            "none by default.", flag="--cors-origin", metavar="ORIGIN",
                                            cli_type=list[str] | None, cli_default=None, parse=tuple)
-    # the default of the request option of that name
-    show_critiques: bool = option(False, help="Print (or include in JSON) the critiques.", flag="--show-critiques")
-    # a folder keeping step results across requests and restarts
-    cache: str | None = option(None, help="Folder keeping step results across runs: unchanged steps of an edited "
-                               "solution are not scored again.", cli_type=Path | None, parse=str)
+    # these two are options of `score` too (rprm_lite/commands.JOB_OPTIONS): the default of the request option
+    # of that name, and a folder keeping step results across requests and restarts
+    show_critiques: bool = False
+    cache: str | None = None
 
     def problems(self) -> Iterator[str]:
         if not 0 <= self.port <= 65535:
