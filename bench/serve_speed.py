@@ -34,6 +34,7 @@ from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
 
 LONG_MAX_TOKENS = 3000
+BUSY_WAIT_S = 60  # a long request that never shows as running is a failed measurement, not a wait forever
 
 
 def solutions(count: int) -> list[dict]:
@@ -144,18 +145,21 @@ def seconds_per_decode(scorer, item: dict, short: int = 16, long: int = 80) -> f
 
 
 def disconnect(server: ServerProcess, item: dict, count: int) -> dict:
-    short = {**item, "steps": item["steps"][:1], "stream": True}
+    def short(name: str) -> dict:  # a question of its own, so that it is scored, not taken from the step cache
+        return {**item, "id": name, "question": f"{item['question']} ({name})", "steps": item["steps"][:1],
+                "stream": True}
+
     _cancel_long(server, item, "warm-up")  # grows the context to the long request's size, as in the runs below
     idle = []
-    for _ in range(3):
+    for number in range(3):
         start = time.perf_counter()
-        _, stamps = server.post(short)
+        _, stamps = server.post(short(f"idle-{number}"))
         idle.append(stamps[0] - start)
     to_free, to_next = [], []
     for number in range(count):
         closed, freed = _cancel_long(server, item, f"long-{number}")
         to_free.append(freed - closed)
-        _, stamps = server.post(short)
+        _, stamps = server.post(short(f"next-{number}"))
         to_next.append(stamps[0] - closed - statistics.median(idle))  # what the next client waited beyond idle
     return {"disconnects": count, "median_s_to_free_engine": statistics.median(to_free),
             "max_s_to_free_engine": max(to_free), "median_extra_s_for_next_request": statistics.median(to_next),
@@ -163,12 +167,19 @@ def disconnect(server: ServerProcess, item: dict, count: int) -> dict:
 
 
 def _cancel_long(server: ServerProcess, item: dict, solution_id: str) -> tuple[float, float]:
-    """Start a long streaming request, close its connection mid-critique; (closed at, engine free at)."""
+    """Start a long streaming request, close its connection mid-critique; (closed at, engine free at).
+
+    Each long request asks about its own question, so that no step of it can come from the server's step
+    cache (a warm-up that finished before its close would otherwise answer the next one at once)."""
     conn = http.client.HTTPConnection(*server.address, timeout=600)
-    conn.request("POST", "/v1/score", body=json.dumps({**item, "id": solution_id, "stream": True, "options":
-                                                       {"max_tokens": LONG_MAX_TOKENS, "all_steps": True}}))
+    body = {**item, "id": solution_id, "question": f"{item['question']} ({solution_id})", "stream": True,
+            "options": {"max_tokens": LONG_MAX_TOKENS, "all_steps": True}}
+    conn.request("POST", "/v1/score", body=json.dumps(body))
     conn.getresponse()
+    started = time.perf_counter()
     while not server.engine_busy():
+        if time.perf_counter() - started > BUSY_WAIT_S:
+            raise SystemExit(f"the server did not start scoring {solution_id} within {BUSY_WAIT_S} s")
         time.sleep(0.005)
     time.sleep(1.0)  # past the prompt (one decode of up to 512 tokens), inside the critiques
     closed = time.perf_counter()
