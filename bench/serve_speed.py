@@ -98,8 +98,10 @@ def overhead(scorer, server: ServerProcess, items: list[dict], rounds: int) -> d
     times = {"in_process": [], "server": [], "server_stream": []}
     steps = {"in_process": [], "server_stream": []}
     mismatches = 0
-    for _ in range(rounds):
+    for number in range(rounds):
         for item in items:
+            # each round and path asks its own question: the server's step cache must not answer it
+            item, streamed = own_question(item, f"round {number}, a"), own_question(item, f"round {number}, b")
             solution = Solution.create(item["question"], item["steps"], id=item["id"])
             start, stamps = time.perf_counter(), []
             result = scorer.score_solution(solution, on_step=lambda *_, seen=stamps: seen.append(time.perf_counter()))
@@ -110,7 +112,7 @@ def overhead(scorer, server: ServerProcess, items: list[dict], rounds: int) -> d
             times["server"].append(time.perf_counter() - start)
             mismatches += body.decode() != to_json_line(result, critiques=False)
             start = time.perf_counter()
-            _, stamps = server.post({**item, "stream": True})
+            _, stamps = server.post({**streamed, "stream": True})
             times["server_stream"].append(time.perf_counter() - start)
             steps["server_stream"] += _gaps(start, stamps[:-1])  # the last line is the result event
     total = {name: sum(values) for name, values in times.items()}
@@ -122,6 +124,12 @@ def overhead(scorer, server: ServerProcess, items: list[dict], rounds: int) -> d
         "ratio_server_stream": total["server_stream"] / total["in_process"],
         "results_differing": mismatches,
     }
+
+
+def own_question(item: dict, tag: str) -> dict:
+    """`item` asking a question of its own (tagged), so that no step of it is in the server's step cache:
+    this benchmark measures scoring, not the cache."""
+    return {**item, "question": f"{item['question']} ({tag})"}
 
 
 def _gaps(start: float, stamps: list[float]) -> list[float]:
@@ -145,9 +153,8 @@ def seconds_per_decode(scorer, item: dict, short: int = 16, long: int = 80) -> f
 
 
 def disconnect(server: ServerProcess, item: dict, count: int) -> dict:
-    def short(name: str) -> dict:  # a question of its own, so that it is scored, not taken from the step cache
-        return {**item, "id": name, "question": f"{item['question']} ({name})", "steps": item["steps"][:1],
-                "stream": True}
+    def short(name: str) -> dict:
+        return {**own_question(item, name), "id": name, "steps": item["steps"][:1], "stream": True}
 
     _cancel_long(server, item, "warm-up")  # grows the context to the long request's size, as in the runs below
     idle = []
@@ -169,10 +176,10 @@ def disconnect(server: ServerProcess, item: dict, count: int) -> dict:
 def _cancel_long(server: ServerProcess, item: dict, solution_id: str) -> tuple[float, float]:
     """Start a long streaming request, close its connection mid-critique; (closed at, engine free at).
 
-    Each long request asks about its own question, so that no step of it can come from the server's step
-    cache (a warm-up that finished before its close would otherwise answer the next one at once)."""
+    Each long request asks its own question (a warm-up that finished before its close would otherwise answer
+    the next one from the step cache at once)."""
     conn = http.client.HTTPConnection(*server.address, timeout=600)
-    body = {**item, "id": solution_id, "question": f"{item['question']} ({solution_id})", "stream": True,
+    body = {**own_question(item, solution_id), "id": solution_id, "stream": True,
             "options": {"max_tokens": LONG_MAX_TOKENS, "all_steps": True}}
     conn.request("POST", "/v1/score", body=json.dumps(body))
     conn.getresponse()
@@ -194,6 +201,7 @@ def run(args: argparse.Namespace) -> dict:
 
     from rprm_lite.model_file import resolve_model_path
     from rprm_lite.scoring import Scorer
+    from rprm_lite.step_cache import StepCache
 
     model = resolve_model_path(args.model)
     options = ["--k", str(args.k), "--max-tokens", str(args.max_tokens), "--seed", "0", "--threads", str(args.threads),
@@ -202,7 +210,7 @@ def run(args: argparse.Namespace) -> dict:
     server = ServerProcess(model, options)
     try:
         settings = dict(k=args.k, max_tokens=args.max_tokens, seed=0, threads=args.threads, all_steps=True)
-        with Scorer(model, **settings) as scorer:
+        with Scorer(model, cache=StepCache(max_entries=0), **settings) as scorer:  # no cache: scoring is measured
             scorer.score(items[0]["question"], items[0]["steps"])  # warm-up, both sides
             server.post(items[0])
             report = {"overhead": overhead(scorer, server, items, args.rounds),
