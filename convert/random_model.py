@@ -20,8 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from rprm_lite.errors import RprmError
-
 from .architectures import expected_shapes, read_hparams
 from .converter import RANDOM_WEIGHTS_DESCRIPTION, ConvertConfig, convert
 from .errors import ConversionError
@@ -164,6 +162,8 @@ def build_random_gguf(
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rprm_lite.cli import run_program
+
     parser = argparse.ArgumentParser(
         prog="python -m rprm_lite.convert.random_model",
         description="Build a tiny random-weight R-PRM GGUF (for tests and demos only).")
@@ -177,15 +177,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--force", action="store_true")
     args = parser.parse_args(argv)
-    try:
+
+    def build() -> int:
         path = build_random_gguf(args.output, outtype=args.outtype, quant=args.quant, force=args.force,
                                  arch=args.arch, tokenizer=args.tokenizer, n_layer=args.layers,
                                  hidden=args.hidden, seed=args.seed)
-    except RprmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {RANDOM_WEIGHTS_DESCRIPTION})")
-    return 0
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB, {RANDOM_WEIGHTS_DESCRIPTION})")
+        return 0
+
+    return run_program(build)
 
 
 if __name__ == "__main__":

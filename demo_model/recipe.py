@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.config import PROMPT_STYLES
-from rprm_lite.errors import InputError, RprmError
+from rprm_lite.errors import InputError
 from rprm_lite.training.jobconfig import JobConfig, option
 
 STATE_FILE = "stages.json"
@@ -403,18 +403,17 @@ def fresh_folder(path: Path) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m rprm_lite.demo_model.recipe --out DIR ...`: the flags are RecipeConfig's fields."""
+    from rprm_lite.cli import run_program
+
     parser = RecipeConfig.argument_parser("python -m rprm_lite.demo_model.recipe", __doc__.split("\n")[0])
-    try:
-        config = RecipeConfig(**vars(parser.parse_args(argv)))
-        state = Recipe(config, log=lambda line: print(line, flush=True)).run()
-    except RprmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("stopped; finished stages are kept: rerun the same command to resume", file=sys.stderr)
-        return 130
-    print(f"model: {state['stages']['export']['file']}")
-    return 0
+    args = parser.parse_args(argv)
+
+    def run() -> int:
+        state = Recipe(RecipeConfig(**vars(args)), log=lambda line: print(line, flush=True)).run()
+        print(f"model: {state['stages']['export']['file']}")
+        return 0
+
+    return run_program(run, interrupted="stopped; finished stages are kept: rerun the same command to resume")
 
 
 if __name__ == "__main__":

@@ -116,27 +116,42 @@ def run_command(command: Any, argv: list[str] | None = None, *, prog_name: str) 
 
 def exit_on_error(*, interrupted: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """A decorator for the commands of the tool groups, which also run on their own (tests, `python -m`):
-    a library error becomes one `error:` line on stderr and the error's exit code, never a traceback;
-    with `interrupted`, Ctrl-C prints that line and exits 130."""
+    what `run_program` makes of an error or of Ctrl-C, as the command's exit code."""
     def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return command(*args, **kwargs)
-            except RprmError as exc:
-                typer.echo(f"error: {exc}", err=True)
-                raise typer.Exit(exc.exit_code) from None
-            except KeyboardInterrupt:
-                if interrupted is None:
-                    raise
-                typer.echo(interrupted, err=True)
-                raise typer.Exit(130) from None
+            returned: list[Any] = []
+            code = run_program(lambda: returned.append(command(*args, **kwargs)) or 0, interrupted=interrupted)
+            if code:
+                raise typer.Exit(code)
+            return returned[0]
         return wrapper
     return decorate
 
 
-def _fail(message: str, code: int) -> None:
+def run_program(body: Callable[[], int], *, interrupted: str | None = None) -> int:
+    """The error-to-exit boundary of a program outside the typer CLI (an argparse `python -m` entry point,
+    a tool command): `body`'s exit code; a library error is one `error:` line on stderr and its exit code,
+    never a traceback; with `interrupted`, Ctrl-C prints that line and gives 130."""
+    try:
+        return body()
+    except RprmError as exc:
+        say_error(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        if interrupted is None:
+            raise
+        typer.echo(interrupted, err=True)
+        return 130
+
+
+def say_error(message: str) -> None:
+    """The one form of every error a command reports: one `error: ...` line on stderr."""
     typer.echo(f"error: {message}", err=True)
+
+
+def _fail(message: str, code: int) -> None:
+    say_error(message)
     sys.exit(code)
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.errors import InputError, RprmError
+from rprm_lite.errors import InputError
 from rprm_lite.training.jobconfig import JobConfig, option
 from rprm_lite.training.synthetic_problems import (
     ERROR_KINDS,
@@ -297,19 +297,21 @@ def manifest(config: SyntheticConfig, splits: Mapping[str, list[Problem]]) -> di
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m rprm_lite.training.synthetic --out DIR ...`: the flags are SyntheticConfig's fields."""
+    from rprm_lite.cli import run_program
+
     parser = SyntheticConfig.argument_parser("python -m rprm_lite.training.synthetic", __doc__.split("\n")[0])
-    try:
-        config = SyntheticConfig(**vars(parser.parse_args(argv)))
-        written = write_dataset(config)
-    except RprmError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    counts = json.loads(written["manifest"].read_text(encoding="utf-8"))["splits"]
-    for split, path in written.items():
-        detail = f" ({counts[split]['problems']} problems, {counts[split]['with_error']} with an error)" \
-            if split in counts else ""
-        print(f"{split}: {path}{detail}")
-    return 0
+    args = parser.parse_args(argv)
+
+    def write() -> int:
+        written = write_dataset(SyntheticConfig(**vars(args)))
+        counts = json.loads(written["manifest"].read_text(encoding="utf-8"))["splits"]
+        for split, path in written.items():
+            detail = f" ({counts[split]['problems']} problems, {counts[split]['with_error']} with an error)" \
+                if split in counts else ""
+            print(f"{split}: {path}{detail}")
+        return 0
+
+    return run_program(write)
 
 
 if __name__ == "__main__":
