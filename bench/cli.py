@@ -341,8 +341,7 @@ def rerank_command(
     """Pick the best of N candidate solutions per problem by aggregated PRM score."""
     vocab, remote = remote.get("vocab"), remote_from_options(**remote)
     settings = checked({**settings, "all_steps": True})
-    aggregation = settings.get("aggregation")
-    how = aggregation or ScoreConfig().aggregation
+    how = settings.get("aggregation", ScoreConfig().aggregation)
     done = {str(r.get("id")) for r in read_records(output)} if output and output.exists() else set()
     problems = [p for p in bestofn.read_problems(candidates) if p.id not in done]
     scorer = _scorer(model, settings, remote, vocab) if any(p.bench_items() for p in problems) else None

@@ -82,22 +82,20 @@ class ScoreConfig(Settings):
             object.__setattr__(self, "calibration", os.fspath(self.calibration))
 
     def problems(self) -> Iterator[str]:
-        if self.k < 1:
-            yield f"k must be at least 1, got {self.k}"
+        yield from self.at_least(k=1)
         if self.k > MAX_K:
             yield f"k must be at most {MAX_K} (llama.cpp's limit on parallel sequences), got {self.k}"
         if self.temperature < 0:
             yield f"temperature must be >= 0, got {self.temperature}"
         if not 0 < self.top_p <= 1:
             yield f"top_p must be in (0, 1], got {self.top_p}"
-        if self.max_tokens < 1:
-            yield f"max_tokens must be at least 1, got {self.max_tokens}"
+        yield from self.at_least(max_tokens=1)
         if self.max_tokens > INT32_MAX:
             yield f"max_tokens must be at most {INT32_MAX}, got {self.max_tokens}"
         if not 0 <= self.threshold <= 1:
             yield f"threshold must be in [0, 1], got {self.threshold}"
-        if self.threads is not None and self.threads < 1:
-            yield f"threads must be at least 1, got {self.threads}"
+        if self.threads is not None:
+            yield from self.at_least(threads=1)
         if self.threads is not None and self.threads > max_threads():
             yield (f"threads must be at most {max_threads()} ({THREADS_PER_CORE} per CPU core of this machine), "
                    f"got {self.threads}")

@@ -52,6 +52,11 @@ class Vocabulary:
     no: int
     fallback: tuple[int, ...]
 
+    @property
+    def reserve(self) -> int:
+        """Positions a critique keeps free after its text: the fallback question and the verdict token."""
+        return len(self.fallback) + 1
+
 
 def sample_critiques(engine: Engine, *, prompt_len: int, last_row: int, step_index: int,
                      config: ScoreConfig, vocab: Vocabulary, max_tokens: int,

@@ -36,7 +36,7 @@ def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = 
 
     `flag`: the option's declaration (default `--field-name`; a plain option of type bool gets
     `--name/--no-name`). `shown_default`: the default as the help states it, where the field's value would
-    mislead (None for "all cores"). `cli_type`, `cli_default` and `parse`: the option's type and default when
+    mislead (threads: "all cores", not None). `cli_type`, `cli_default` and `parse`: the option's type and default when
     they differ from the field's, and the conversion of a given value into the field's type.
     """
     metadata = {"help": help, "flag": flag, "metavar": metavar, "shown_default": shown_default,
@@ -75,8 +75,7 @@ class Settings:
             if value is None and kind.optional:
                 continue
             if kind.choices is not None:
-                if value not in kind.choices:
-                    yield f"{self.label(name)} must be one of {', '.join(kind.choices)}, got {value!r}"
+                yield from self.one_of(name, kind.choices)
             elif not _has_type(kind.base, value):
                 yield f"{self.label(name)} must be {_EXPECTED[kind.base]}, got {value!r}"
 
@@ -114,9 +113,9 @@ _EXPECTED = {bool: "true or false", int: "an integer", float: "a finite number"}
 @functools.cache
 def _checked_fields(cls: type) -> dict[str, _Kind]:
     """The fields of `cls` whose type is checked: int, float, bool and Literal choices, maybe optional."""
-    kinds = {}
+    kinds, names = {}, {spec.name for spec in dataclasses.fields(cls)}
     for name, hint in typing.get_type_hints(cls).items():
-        if name not in {f.name for f in dataclasses.fields(cls)}:
+        if name not in names:  # ClassVars
             continue
         args = typing.get_args(hint) if _is_union(hint) else (hint,)
         optional = type(None) in args

@@ -280,14 +280,13 @@ class Scorer:
         for tokens in prompt_tokens:
             longest = max(longest, len(tokens))
             per_critique = self._critique_budget(longest)
-        reserve = len(self.vocab.fallback) + 1
-        self.engine.ensure_context(longest + self.config.k * (per_critique + reserve), self.config.k + 1,
+        self.engine.ensure_context(longest + self.config.k * (per_critique + self.vocab.reserve), self.config.k + 1,
                                    limit=self.config.n_ctx)
         return per_critique
 
     def _critique_budget(self, longest: int) -> int:
         return critique_budget(self.config, longest, positions=self.context_positions,
-                               reserve=len(self.vocab.fallback) + 1, n_ctx=self.config.n_ctx)
+                               reserve=self.vocab.reserve, n_ctx=self.config.n_ctx)
 
     @property
     def context_positions(self) -> int:

@@ -276,7 +276,7 @@ class RemoteScorer:
     def _critique_budget(self, longest: int) -> int:
         # as the local engine sizes critiques; a server's own context cap is the server's (no --n-ctx here)
         return critique_budget(self.config, longest, positions=self.context_positions,
-                               reserve=len(self.vocab.fallback) + 1, n_ctx=None, advice="shorten the solution")
+                               reserve=self.vocab.reserve, n_ctx=None, advice="shorten the solution")
 
     @property
     def context_positions(self) -> int:
