@@ -6,14 +6,13 @@ Python API and the saved metadata can never disagree. Command bodies only call t
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
 import typer
 
 from rprm_lite.cli import exit_on_error
-from rprm_lite.options import Options
+from rprm_lite.options import Options, command_options
 from rprm_lite.progress import ProgressBar
 from rprm_lite.training.jobconfig import JobConfig
 from rprm_lite.training.pairs import PairsConfig
@@ -31,10 +30,10 @@ def config_command(app: typer.Typer, name: str, config_class: type[JobConfig],
     """Register `run(config)` as command `name`, with one option per field of `config_class`."""
 
     @exit_on_error()
-    def command(**values: Any) -> None:
-        typer.echo(run(config_class(**values)))
+    @command_options(config=Options(config_class))
+    def command(*, config: dict[str, Any]) -> None:
+        typer.echo(run(config_class(**config)))
 
-    command.__signature__ = inspect.Signature(Options(config_class).parameters())  # type: ignore[attr-defined]
     app.command(name, help=help)(command)
 
 
