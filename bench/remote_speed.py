@@ -104,15 +104,17 @@ def instant_vllm_server():
 def llama_cpp_server(model: Path):
     import socket
     import subprocess
-    import sys
     import urllib.request
+
+    from rprm_lite.bench.children import start_child, stop_child
+    from rprm_lite.buffers import llama_cpp_server_command
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host",
-                                "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "1",
-                                "--n_threads_batch", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_child([*llama_cpp_server_command(), "--model", str(model), "--host", "127.0.0.1", "--port",
+                           str(port), "--n_ctx", "4096", "--n_threads", "1", "--n_threads_batch", "1"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(400):
@@ -125,8 +127,7 @@ def llama_cpp_server(model: Path):
                 time.sleep(0.3)
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_child(process, timeout=30)
 
 
 def run(model: Path, count: int, k: int, max_tokens: int) -> dict:

@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from rprm_lite.bench.children import start_child
 from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
 
@@ -46,8 +47,8 @@ def solutions(count: int) -> list[dict]:
 
 class ServerProcess:
     def __init__(self, model: Path, options: list[str]) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "rprm_lite.cli", "serve", "--model", str(model),
-                                      "--port", "0", *options], stderr=subprocess.PIPE, text=True)
+        self.proc = start_child([sys.executable, "-m", "rprm_lite.cli", "serve", "--model", str(model),
+                                 "--port", "0", *options], stderr=subprocess.PIPE, text=True)
         for line in self.proc.stderr:
             if "listening on " in line:
                 parts = urlsplit(line.split("listening on ")[1].strip())

@@ -127,7 +127,10 @@ def run_high_level(job: Job) -> dict:
     import llama_cpp
     from llama_cpp import Llama
 
+    from rprm_lite.buffers import apply_to_llama_cpp
     from rprm_lite.prompt import FALLBACK_TEXT
+
+    apply_to_llama_cpp()  # the same buffer-type rule as the runtime's engine
 
     engine, prompts = prompts_and_engine(job)
     yes, no = engine.tokenize(" Yes", special=False)[0], engine.tokenize(" No", special=False)[0]

@@ -144,6 +144,10 @@ def p_yes(logits: np.ndarray, yes_id: int, no_id: int) -> float:
 def _load_gguf(path: Path, threads: int | None):
     import llama_cpp
 
+    from rprm_lite.buffers import apply_to_llama_cpp
+
+    apply_to_llama_cpp()  # the runtime's buffer-type rule (no AMX where it crashes)
+
     # f32 KV cache: llama.cpp's default f16 cache alone adds ~1e-2 to the logits. The context holds the
     # longest verification prompt (about 700 tokens with the Qwen2 tokenizer)
     return llama_cpp.Llama(str(path), n_ctx=VERIFY_CONTEXT, n_batch=512, logits_all=True, verbose=False,

@@ -161,6 +161,18 @@ def step_prompt(solution: Solution, step: int, style: str, *, option: str = "--s
     return render_text(solution, step - 1, style)
 
 
+def _weight_lines(path: Path) -> list[str]:
+    """Where llama.cpp put the weights (loading them, without a context) and the rule that decided it."""
+    from rprm_lite.engine import Engine
+
+    engine = Engine(path, threads=1)
+    try:
+        buffers = ", ".join(f"{name} {size:.1f} MiB" for name, size in engine.weight_buffers.items())
+        return [f"  weights: {buffers or 'unknown'}", f"  buffers: {engine.buffer_rule.describe()}"]
+    finally:
+        engine.close()
+
+
 def info_text(model: Path | None) -> str:
     import llama_cpp
 
@@ -186,6 +198,7 @@ def info_text(model: Path | None) -> str:
         f"  context length: {info.context_length}",
     ]
     lines += [f"  {key}: {plain_value(value)}" for key, value in sorted(info.rprm.items())]
+    lines += _weight_lines(info.path)
     config = info.default_config()
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
     return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ import collections
 import ctypes
 import math
 import os
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import llama_cpp
 
+from rprm_lite.buffers import buffer_rule, model_params, weight_buffers
 from rprm_lite.config import max_threads
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.seeds import LLAMA_SEED_MASK, derive_seed
@@ -40,17 +42,25 @@ class DecodeEntry:
 
 LOG_LEVEL_ERROR = 4  # GGML_LOG_LEVEL_ERROR
 recent_errors: collections.deque[str] = collections.deque(maxlen=8)
+buffer_lines: list[str] = []  # llama.cpp's "X model buffer size" lines of the load in progress
 
 
 def _silence_llama_logs() -> None:
-    """Keep llama.cpp quiet, but remember its error lines to explain a failed load."""
-    if os.environ.get("RPRM_LLAMA_LOGS"):
-        return
+    """Keep llama.cpp quiet (RPRM_LLAMA_LOGS=1 lets it print), but remember its error lines to explain a
+    failed load and its buffer lines to say where the weights went."""
+    show = bool(os.environ.get("RPRM_LLAMA_LOGS"))
 
     @llama_cpp.llama_log_callback
     def _quiet(level, text, user_data):
-        if level == LOG_LEVEL_ERROR and text:
-            recent_errors.append(text.decode("utf-8", errors="replace").strip())
+        if not text:
+            return
+        line = text.decode("utf-8", errors="replace")
+        if show:
+            sys.stderr.write(line)
+        if level == LOG_LEVEL_ERROR:
+            recent_errors.append(line.strip())
+        elif "model buffer size" in line:
+            buffer_lines.append(line)
 
     llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
     _silence_llama_logs.callback = _quiet  # keep the ctypes callback alive
@@ -79,14 +89,15 @@ class Engine:
         self.model_path = Path(model_path)
         self.stopping = False  # set by `stop()` from another thread: the decode in flight gives up
         self.should_stop: Callable[[], bool] | None = None  # asked before each chunk: True cancels the call
-        params = llama_cpp.llama_model_default_params()
-        params.n_gpu_layers = n_gpu_layers if n_gpu_layers >= 0 else 10_000
-        params.vocab_only = vocab_only
+        self.buffer_rule = buffer_rule()
+        params = model_params(n_gpu_layers=n_gpu_layers if n_gpu_layers >= 0 else 10_000, vocab_only=vocab_only)
         recent_errors.clear()
+        buffer_lines.clear()
         self.model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), params)
         if not self.model:
             why = "; ".join(line for line in recent_errors if line) or "set RPRM_LLAMA_LOGS=1 to see why"
             raise ModelFileError(f"{self.model_path}: llama.cpp could not load this model ({why})")
+        self.weight_buffers = weight_buffers(buffer_lines)  # MiB per buffer type, e.g. {"CPU_Mapped": 3.5}
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)

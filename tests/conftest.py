@@ -6,11 +6,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
+from rprm_lite.buffers import apply_to_llama_cpp
 from shared_paths import QWEN2_VOCAB
+
+apply_to_llama_cpp()  # models the tests load through llama_cpp.Llama follow the runtime's buffer rule (no AMX)
 
 
 @pytest.fixture(scope="session")
@@ -29,3 +33,21 @@ def small_bpe_gguf(tmp_path_factory) -> Path:
     from rprm_lite.convert.random_model import build_random_gguf
 
     return build_random_gguf(tmp_path_factory.mktemp("bpe") / "tiny-bpe.gguf", tokenizer="small-bpe", seed=0)
+
+
+def pytest_report_header(config) -> list[str]:
+    """The hardware and llama.cpp build in every run's header, so a failure on another machine can be read."""
+    import platform
+
+    import llama_cpp
+
+    from rprm_lite.buffers import buffer_rule, cpu_flags
+
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
+        platform.processor()
+    simd = sorted(flag for flag in cpu_flags() if flag.startswith(("avx", "amx")))
+    return [f"cpu: {model}, {os.cpu_count()} cores; {' '.join(simd) or 'no x86 SIMD flags'}",
+            f"llama.cpp (llama-cpp-python {llama_cpp.__version__}): "
+            f"{llama_cpp.llama_print_system_info().decode().strip()}",
+            f"weights: {buffer_rule().describe()}"]

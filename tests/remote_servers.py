@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -16,6 +15,9 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from rprm_lite.bench.children import start_child, stop_child
+from rprm_lite.buffers import llama_cpp_server_command
 
 
 def free_port() -> int:
@@ -28,8 +30,8 @@ def free_port() -> int:
 def llama_cpp_server(model: Path, *, startup_timeout: float = 120.0) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on a free loopback port, one CPU thread."""
     port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", "127.0.0.1",
+    process = start_child(
+        [*llama_cpp_server_command(), "--model", str(model), "--host", "127.0.0.1",
          "--port", str(port), "--n_ctx", "4096", "--n_threads", "1", "--n_threads_batch", "1"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
@@ -47,12 +49,7 @@ def llama_cpp_server(model: Path, *, startup_timeout: float = 120.0) -> Iterator
                 time.sleep(0.3)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_child(process)
 
 
 Reply = Callable[[str, dict[str, Any] | None], tuple[int, bytes]]

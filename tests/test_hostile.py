@@ -20,6 +20,7 @@ from gguf_craft import BASE_KV, HPARAM_KEYS, TOKENS, V, tensor_shapes, write_ggu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rprm_lite.bench.children import start_child
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, ModelFileError, RprmError
 from rprm_lite.model_file import inspect_model
@@ -323,8 +324,8 @@ def test_sigkill_mid_batch_then_resume_is_byte_identical(small_bpe_gguf, tmp_pat
     whole = tmp_path / "whole.jsonl"
     assert cli(*args, "--output", whole).returncode == 0
     killed = tmp_path / "killed.jsonl"
-    child = subprocess.Popen([sys.executable, "-m", "rprm_lite.cli", *map(str, args), "--output", str(killed)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = start_child([sys.executable, "-m", "rprm_lite.cli", *map(str, args), "--output", str(killed)],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (not killed.exists() or killed.read_bytes().count(b"\n") < 2):
         time.sleep(0.005)

@@ -16,6 +16,7 @@ import time
 import pytest
 from remote_servers import llama_cpp_server
 
+from rprm_lite.bench.children import start_child
 from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import stream_seed
 from rprm_lite.errors import InputError
@@ -116,8 +117,8 @@ def test_cli_output_resumes_after_a_kill(tiny_gguf, server, tmp_path):
                                           "steps": [f"{i} + 1 = {i + 1}."]}) + "\n" for i in range(3)))
     args = ["score", source, "--backend", server, "--vocab", tiny_gguf, "--k", "1", "--max-tokens", "3",
             "--output", out, "--json"]
-    process = subprocess.Popen([sys.executable, "-m", "rprm_lite.cli", *map(str, args)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = start_child([sys.executable, "-m", "rprm_lite.cli", *map(str, args)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (out.exists() and out.read_text().count("\n") >= 1) and time.monotonic() < deadline:
         time.sleep(0.05)

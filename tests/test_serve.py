@@ -25,6 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from rprm_lite.bench.children import start_child
+
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
@@ -40,9 +42,9 @@ class Server:
     """A `rprm-lite serve` subprocess; its stderr is collected as it comes."""
 
     def __init__(self, model, *args, env=None) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "rprm_lite.cli", "serve", "--model", str(model),
-                                      *map(str, args)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                     text=True, env=env)
+        self.proc = start_child([sys.executable, "-m", "rprm_lite.cli", "serve", "--model", str(model),
+                                 *map(str, args)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                                env=env)
         self.lines: list[str] = []
         self.url: str | None = None
         self.ready = threading.Event()

@@ -69,7 +69,16 @@ def test_lower_precision_logits_stay_within_stated_bounds(tmp_path, arch, dtype,
     assert report.max_logit_diff < max_logit, report.rows()
     assert report.max_p_yes_diff < max_p_yes, report.rows()
     assert report.top1_agreement >= min_top1, report.rows()
-    assert report.max_logit_diff > 1e-4  # the rounding is really there: the comparison is not vacuous
+    # Not vacuous: the file compared really holds its matrices in the lower precision (how far its logits then
+    # differ depends on the CPU's rounding, so no floor on the difference is asserted)
+    assert matrix_types(tmp_path / "m.gguf") == {quant or outtype.upper()}
+
+
+def matrix_types(path) -> set[str]:
+    """The GGML types of the GGUF's weight matrices (norms and biases stay f32 in every output type)."""
+    import gguf
+
+    return {tensor.tensor_type.name for tensor in gguf.GGUFReader(path).tensors if len(tensor.shape) == 2}
 
 
 def test_q4_k_m_quantizes_through_llama_cpp(tmp_path, small_checkpoint):
