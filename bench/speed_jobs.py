@@ -76,7 +76,8 @@ def run_rprm_lite(job: Job) -> dict:
              for begin, end, s in zip([start, *marks[:-1]], marks, result.steps, strict=True)]
     used = [s.critiques_used or len(s.p_yes) for s in result.steps if s.score is not None]
     return report(steps, fallbacks=sum(s.fallbacks for s in result.steps), critiques_per_step=sum(used) / len(used),
-                  cpu_seconds=cpu_seconds)
+                  cpu_seconds=cpu_seconds, weight_buffers=scorer.engine.weight_buffers,
+                  buffer_rule=scorer.engine.buffer_rule.describe())
 
 
 def _scorer_class(error_step: int | None):
