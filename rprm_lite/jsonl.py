@@ -23,7 +23,7 @@ MAX_JSON_DEPTH = 64  # nesting of arrays and objects; real inputs use three or f
 # 4300 still): a checkpoint's config holds transformers' 31-digit `model_max_length`, a 5,000-digit one is hostile
 MAX_INT_DIGITS = sys.get_int_max_str_digits() or sys.int_info.default_max_str_digits
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # a JSON string literal, escapes included
-_MAYBE_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]|[\ud800-\udfff]")  # an escaped or a raw one
+_ESCAPED_SURROGATE = re.compile(r"\\u[dD][89a-fA-F]")  # how a lone surrogate gets into text decoded as UTF-8
 _OPENERS, _CLOSERS = b"[{", b"]}"
 MAX_JSON_FILE_BYTES = 64 * 2**20  # a settings, calibration or run file; results files are read as JSONL
 
@@ -32,22 +32,35 @@ def loads(text: str | bytes, *, where: str, max_depth: int = MAX_JSON_DEPTH, uni
     """The one reader of untrusted JSON (inputs, results files, server bodies and answers, cache entries,
     calibration files, checkpoint files). A syntax error stays a `json.JSONDecodeError` (the caller knows
     the line); every other problem is an InputError naming `where`: text that is not UTF-8, nesting
-    deeper than `max_depth` (checked before parsing), integers of more than MAX_INT_DIGITS digits, NaN,
-    Infinity or numbers too large for a float, lone surrogates, and with `unique_keys` a repeated key."""
+    deeper than `max_depth`, integers of more than MAX_INT_DIGITS digits, NaN, Infinity or numbers too
+    large for a float, lone surrogates, and with `unique_keys` a repeated key.
+
+    Python's parser refuses nesting beyond its recursion limit with a RecursionError (its C scanner
+    counts), so the depth is measured on the parsed value; the text is only scanned for it then."""
+    strings = isinstance(text, str) and not _encodable(text)  # raw surrogates only come in through str
     text = _utf8(text, where)
-    depth = nesting_depth(text)
-    if depth > max_depth:
-        raise InputError(f"{where}: expected JSON nested at most {max_depth} levels deep, got {depth}")
     try:
         value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_bounded_int,
                            object_pairs_hook=_unique_object if unique_keys else None)
     except json.JSONDecodeError:
         raise
-    except (ValueError, RecursionError) as exc:  # a number out of range, a repeated key
+    except RecursionError:
+        depth = nesting_depth(text)
+        raise InputError(f"{where}: expected JSON nested at most {max_depth} levels deep, got "
+                         f"{depth if depth > max_depth else 'more than Python parses'}") from None
+    except ValueError as exc:  # a number out of range, a repeated key
         raise InputError(f"{where}: {str(exc).split(';')[0]}") from None
-    if _MAYBE_SURROGATE.search(text):
-        check_tree(value, where=where)
+    check_tree(value, where=where, max_depth=max_depth,
+               strings=strings or _ESCAPED_SURROGATE.search(text) is not None)
     return value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _utf8(text: str | bytes, where: str) -> str:
@@ -96,18 +109,22 @@ def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def check_tree(value: Any, *, where: str) -> None:
-    """Every string of a parsed JSON value (keys too) encodable as UTF-8."""
-    stack = [value]
+def check_tree(value: Any, *, where: str, max_depth: int = MAX_JSON_DEPTH, strings: bool = True) -> None:
+    """Arrays and objects nested at most `max_depth` deep; with `strings`, every string (keys too)
+    encodable as UTF-8 (no lone surrogates)."""
+    deepest, stack = 0, [(value, 1)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, str):
             check_text(item, where=where)
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+        if not isinstance(item, (dict, list)):
+            continue
+        deepest = max(deepest, depth)
+        children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, (dict, list)) or (strings and isinstance(child, str)))
+    if deepest > max_depth:
+        raise InputError(f"{where}: expected JSON nested at most {max_depth} levels deep, got {deepest}")
 
 
 def check_text(text: str, *, where: str) -> None:
