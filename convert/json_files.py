@@ -2,8 +2,8 @@
 
 Hostile or broken JSON becomes a `CheckpointError` naming the file, never a traceback: sizes are
 checked before reading; the text is parsed by the runtime's one bounded reader (`rprm_lite.jsonl.loads`:
-nesting depth checked before parsing, integers up to CPython's own digit limit, no NaN, Infinity or
-numbers too large for a float), whose InputError becomes a CheckpointError here; the top level must be
+nesting at most 64 deep, integers up to CPython's own digit limit, no NaN, Infinity or numbers too large
+for a float, no lone surrogates), whose InputError becomes a CheckpointError here; the top level must be
 an object.
 """
 
