@@ -34,7 +34,7 @@ import os
 import secrets
 import stat
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +232,7 @@ def step_from_record(record: Any, key: str, expect: Mapping[str, Any]) -> StepRe
     return StepResult(**{**data, "p_yes": tuple(data["p_yes"]), "critiques": tuple(data["critiques"])})
 
 
-def entry_problems(data: Mapping[str, Any]):
+def entry_problems(data: Mapping[str, Any]) -> Iterator[str]:
     """What is impossible in a scored step's fields (types already checked)."""
     p_yes, critiques = data["p_yes"], data["critiques"]
     if not p_yes or not all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in p_yes):  # NaN fails the range
