@@ -1,17 +1,25 @@
-"""`rprm-lite calibrate PREDICTIONS --data DIR`: fit a calibration file on labelled predictions."""
+"""`rprm-lite calibrate PREDICTIONS --data DIR`: fit a calibration file on labelled predictions.
+
+run.json is read through the runtime's bounded JSON reader and its settings checked as scoring options
+(a NaN there once went straight into the file as `"k": NaN`); the record written is first checked by the
+runtime's own calibration rules (`parse_record`: a decreasing map is refused) and holds only finite
+numbers, so `calibrate` never writes a file that scoring would refuse.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
-from rprm_lite.calibration import FORMAT, SCORE_SETTINGS, VERSION
+from rprm_lite.calibration import FORMAT, SCORE_SETTINGS, VERSION, parse_record, parse_settings
 from rprm_lite.errors import InputError
+from rprm_lite.jsonl import read_json_file
 
 from . import calibration as fit
 from . import prmbench, processbench
@@ -56,8 +64,9 @@ def calibrate_command(
               "settings": {key: run[key] for key in SCORE_SETTINGS if key in run},
               "fit": {"predictions": str(predictions), "predictions_sha256": _sha256(predictions),
                       "data": str(data), "benchmark": benchmark, **result}}
+    text = calibration_text(record, out / CALIBRATION_FILE)
     out.mkdir(parents=True, exist_ok=True)
-    (out / CALIBRATION_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (out / CALIBRATION_FILE).write_text(text, encoding="utf-8")
     plot_reliability(result["reliability"], out / DIAGRAM_FILE, title=f"{benchmark}: {predictions.name}")
     typer.echo(summary(record))
     typer.echo(f"\nwrote {out / CALIBRATION_FILE}, {out / DIAGRAM_FILE}")
@@ -104,15 +113,42 @@ def _pairs(predictions: Path, data: Path, subsets: str | None, partial: bool) ->
     return "prmbench", prmbench.select(items, parsed, partial=partial)
 
 
+def calibration_text(record: dict[str, Any], path: Path) -> str:
+    """The file's text, once the runtime would read it back: its rules hold and every number is finite."""
+    found = next(non_finite(record), None)
+    if found is not None:
+        raise InputError(f"{path}: not written: the fit gave {found[1]} for '{found[0]}' (expected a finite number); "
+                         "check the predictions and the data")
+    parse_record(record, str(path))
+    return json.dumps(record, indent=2, allow_nan=False) + "\n"
+
+
+def non_finite(value: Any, name: str = ""):
+    """(path, value) of each NaN or infinite number in a JSON-like value."""
+    if isinstance(value, float) and not math.isfinite(value):
+        yield name, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from non_finite(item, f"{name}.{key}" if name else str(key))
+    elif isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            yield from non_finite(item, f"{name}[{index}]")
+
+
 def _run_config(predictions: Path) -> dict[str, Any]:
+    """The scoring settings run.json records (its `config`), read as untrusted data."""
     path = predictions.parent / RUN_FILE
     if not path.is_file():
         return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8")).get("config", {})
-    except (json.JSONDecodeError, AttributeError):
-        raise InputError(f"{path}: not a run.json of `rprm-lite bench` (invalid JSON)") from None
-    return config if isinstance(config, dict) else {}
+    run, _ = read_json_file(path, where=str(path))
+    config = run.get("config", {}) if isinstance(run, dict) else None
+    if not isinstance(config, dict):
+        raise InputError(f"{path}: not a run.json of `rprm-lite bench` (expected an object with a 'config' object)")
+    for key in ("model_sha256", "model"):
+        if not isinstance(config.get(key, ""), str):
+            raise InputError(f"{path}: config.{key} must be text, got {config[key]!r:.40}")
+    parse_settings(config, f"{path}: config")  # the settings the calibration records
+    return config
 
 
 def _model_identity(run: dict[str, Any], model: Path | None, sha256: str | None) -> tuple[str, str]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from rprm_lite.config import refuse_other_settings
 from rprm_lite.errors import InputError
-from rprm_lite.jsonl import read_jsonl
+from rprm_lite.jsonl import read_json_file, read_jsonl
 from rprm_lite.results import SolutionResult
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -123,9 +123,11 @@ def check_run(out_dir: Path, run: Mapping[str, Any]) -> None:
     path = out_dir / RUN_FILE
     if path.exists():
         try:
-            previous = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: invalid JSON ({exc.msg}); remove it or choose another --out") from None
+            previous, _ = read_json_file(path, where=str(path))
+            if not isinstance(previous, dict):
+                raise InputError(f"{path}: expected a JSON object, as `rprm-lite bench` writes")
+        except InputError as exc:
+            raise InputError(f"{exc}; remove it or choose another --out") from None
         other = [f"benchmark: {previous.get('benchmark')!r} before, {run['benchmark']!r} now"
                  ] if previous.get("benchmark") != run.get("benchmark") else []
         refuse_other_settings(previous.get("config", {}), run["config"], holder=str(out_dir), what="predictions",

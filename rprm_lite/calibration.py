@@ -4,31 +4,39 @@ A step's raw score is the mean P(Yes) of its K critiques. It ranks steps well bu
 that the step is correct: a model can be over- or under-confident. A calibration file, fit on labelled
 data, holds:
 - `threshold`: the F1-optimal decision point, on the scale of the scores it is compared with;
-- `map` (optional): a monotone map from the raw score to the share of correct steps seen at that score
-  on the fit data (`isotonic`: knots joined by straight lines; `platt`: 1 / (1 + exp(-(a * s + b))));
-  with a map, a step's `score` is the mapped value and `raw_score` keeps the mean P(Yes);
+- `map` (optional): a non-decreasing map from the raw score to the share of correct steps seen at that
+  score on the fit data (`isotonic`: knots joined by straight lines; `platt`: 1 / (1 + exp(-(a * s + b)))
+  with a >= 0); with a map, a step's `score` is the mapped value and `raw_score` keeps the mean P(Yes).
+  A decreasing map of either kind is refused: it would turn the steps the model trusts most into the
+  ones it calls wrong;
 - `model_sha256`: the model it was fit for (a file for another model is refused), and the scoring
   settings of the predictions it was fit on (`k`, `temperature`, ...; other settings are refused too,
   since they change the distribution of scores).
+A file is data, not trusted: it is read through the one bounded JSON reader (size, nesting, huge or
+non-finite numbers are clean errors) and every field is checked; `rprm-lite calibrate` checks what it
+writes with the same rules (`parse_record`), so it never writes a file this module would refuse.
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
-import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rprm_lite.errors import InputError
+from rprm_lite.jsonl import read_json_file
 
 FORMAT = "rprm-lite-calibration"
 VERSION = 1
 # settings that shape the distribution of raw scores: a calibration fit with others does not apply
 SCORE_SETTINGS = ("k", "temperature", "top_p", "prompt_style", "verdict")
+MAX_FILE_BYTES = 64 * 2**20  # an isotonic map has at most two knots per distinct score of the fit data
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
@@ -74,15 +82,8 @@ class Calibration:
 def load_calibration(path: str | Path, *, model_sha256: str | None = None) -> Calibration:
     """Read and check a calibration file; with `model_sha256`, refuse a file made for another model."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"--calibration {path}: cannot read it ({exc.strerror or exc})") from None
-    try:
-        record = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"--calibration {path}: not a calibration file (invalid JSON: {exc})") from None
-    calibration = _parse(record, str(path), hashlib.sha256(data).hexdigest())
+    record, data = read_json_file(path, where=f"--calibration {path}", max_bytes=MAX_FILE_BYTES)
+    calibration = parse_record(record, str(path), hashlib.sha256(data).hexdigest())
     if model_sha256 is not None and calibration.model_sha256 != model_sha256:
         raise InputError(f"--calibration {path} was made for another model (sha256 {calibration.model_sha256[:12]}..."
                          f"{' ' + calibration.model if calibration.model else ''}, this one is "
@@ -90,34 +91,57 @@ def load_calibration(path: str | Path, *, model_sha256: str | None = None) -> Ca
     return calibration
 
 
-def _parse(record: Any, where: str, sha256: str) -> Calibration:
+def parse_record(record: Any, where: str, sha256: str = "") -> Calibration:
+    """A calibration file's parsed JSON, every field checked (an InputError naming `where` otherwise)."""
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise InputError(f"--calibration {where}: not a calibration file (expected a JSON object with "
                          f"\"format\": \"{FORMAT}\", as `rprm-lite calibrate` writes)")
     if record.get("version") != VERSION:
-        raise InputError(f"--calibration {where}: calibration format version {record.get('version')!r}, "
+        raise InputError(f"--calibration {where}: calibration format version {record.get('version')!r:.40}, "
                          f"this rprm-lite reads version {VERSION}")
-    threshold, model_sha256 = record.get("threshold"), record.get("model_sha256")
+    threshold, model_sha256, model = record.get("threshold"), record.get("model_sha256"), record.get("model", "")
     if not _unit_number(threshold):
-        raise InputError(f"--calibration {where}: 'threshold' must be a number in [0, 1], got {threshold!r}")
-    if not isinstance(model_sha256, str) or len(model_sha256) != 64:
-        raise InputError(f"--calibration {where}: 'model_sha256' must be the model file's sha256 (64 hex "
-                         f"digits), got {model_sha256!r}")
-    settings = record.get("settings") or {}
-    if not isinstance(settings, dict):
-        raise InputError(f"--calibration {where}: 'settings' must be an object, got {settings!r:.60}")
-    return Calibration(threshold=float(threshold), model_sha256=model_sha256, model=str(record.get("model", "")),
-                       mapping=parse_map(record.get("map"), where), settings=settings, sha256=sha256, path=where)
+        raise InputError(f"--calibration {where}: 'threshold' must be a number in [0, 1], got {threshold!r:.40}")
+    if not isinstance(model_sha256, str) or not _SHA256.fullmatch(model_sha256):
+        raise InputError(f"--calibration {where}: 'model_sha256' must be the model file's sha256 (64 lowercase "
+                         f"hex digits), got {model_sha256!r:.80}")
+    if not isinstance(model, str):
+        raise InputError(f"--calibration {where}: 'model' must be the model file's name, got {model!r:.40}")
+    return Calibration(threshold=float(threshold), model_sha256=model_sha256, model=model,
+                       mapping=parse_map(record.get("map"), where),
+                       settings=parse_settings(record.get("settings"), f"--calibration {where}: 'settings'"),
+                       sha256=sha256, path=where)
+
+
+def parse_settings(value: Any, where: str) -> dict[str, Any]:
+    """The scoring settings (SCORE_SETTINGS) a calibration was fit with, checked as scoring options are."""
+    from rprm_lite.config import ScoreConfig
+
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InputError(f"{where}: expected an object, got {value!r:.60}")
+    recorded = {key: value[key] for key in SCORE_SETTINGS if key in value}
+    try:
+        ScoreConfig(**recorded)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    return recorded
 
 
 def parse_map(value: Any, where: str) -> ScoreMap | None:
+    """A map from its JSON: finite numbers, and non-decreasing whatever its kind."""
     if value is None:
         return None
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind == "platt":
         a, b = value.get("a"), value.get("b")
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (a, b)):
-            raise InputError(f"--calibration {where}: a platt map needs finite numbers 'a' and 'b'")
+            raise InputError(f"--calibration {where}: a platt map needs finite numbers 'a' and 'b', got "
+                             f"{a!r:.30} and {b!r:.30}")
+        if a < 0:
+            raise InputError(f"--calibration {where}: a platt map must be non-decreasing (slope 'a' >= 0), got "
+                             f"a = {a}: it would call the steps the model trusts most wrong; fit it again")
         return ScoreMap("platt", a=float(a), b=float(b))
     if kind == "isotonic":
         x, y = value.get("x"), value.get("y")

@@ -115,7 +115,8 @@ def _note_cache(folder: Path, cache) -> None:
     if cache.corrupt:
         text += f"; {cache.corrupt} unreadable entr{'y' if cache.corrupt == 1 else 'ies'} ignored and rewritten"
     if cache.write_errors:
-        text += f"; {cache.write_errors} could not be written (is the folder full or read-only?)"
+        text += (f"; {cache.write_errors} could not be written ({cache.last_write_error}; is the folder full or "
+                 "read-only?): the results are not affected")
     _note(text)
 
 

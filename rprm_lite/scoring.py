@@ -171,7 +171,8 @@ class Scorer:
         before it are decoded first, in the same order and pieces as an uncached run decodes them, so
         the KV cache holds the same values in the same cells and later results are identical."""
         key = self._step_key(index, tokens, max_tokens)
-        hit = None if key is None else self.step_cache.get(key)
+        hit = None if key is None else self.step_cache.get(
+            key, expect={"index": index + 1, "prompt_tokens": len(tokens)})  # an entry is data, not trusted
         if hit is not None:
             self._not_loaded.append(tokens)
             return self._decide(hit)

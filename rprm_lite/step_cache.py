@@ -10,9 +10,17 @@ decided again under the settings of the call.
 
 `StepCache` keeps a bounded number of results in memory (least recently used dropped first) and,
 with a directory, on disk across runs: one JSON file per step, written under a temporary name and
-renamed (atomic), so a killed run leaves no half-written entry. An entry that cannot be read or does
-not hold what its name says is ignored (a miss) and rewritten; a write that fails (full disk,
-read-only folder) is counted, never raised: the cache only ever saves time.
+renamed (atomic), so a killed run leaves no half-written entry.
+
+An entry on disk is data, not trusted: anything may have been put in its place. Only a regular file
+is read (opened without following links and without blocking, then checked with fstat, so a FIFO,
+a device or a link is never read), in a subfolder that is itself a folder and not a link; its size
+and nesting are bounded, it is parsed by the one bounded JSON reader, and every field is checked (types,
+p_yes finite in [0, 1] with the score their mean, the step's index and prompt length those of the step
+asked for, ...). A bad entry is a miss, counted in `corrupt`: the step is scored again and the entry
+replaced (the rename replaces a FIFO or a link itself, never what a link points to). A write that fails
+(full disk, read-only folder, a subfolder that is a link) is counted in `write_errors` with its reason,
+never raised: the cache only ever saves time.
 """
 
 from __future__ import annotations
@@ -21,18 +29,28 @@ import collections
 import dataclasses
 import hashlib
 import json
+import math
 import os
-import tempfile
-from collections.abc import Mapping
+import secrets
+import stat
+import typing
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from rprm_lite.adaptive import REACHED_K, SETTLED
 from rprm_lite.errors import InputError
-from rprm_lite.results import StepResult
+from rprm_lite.jsonl import loads
+from rprm_lite.results import StepResult, Verdict
 
 FORMAT = "rprm-lite-step"
 VERSION = 1
 DEFAULT_MAX_ENTRIES = 256  # at K=10 and 4096-token critiques an entry is at most ~200 KB of text
+MAX_ENTRY_BYTES = 64 * 2**20  # K=255 critiques of a 32k context, with room; a larger one is not cached
+ENTRY_DEPTH = 3  # the record, its step, the step's lists
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+_FOLDER_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 # the type of each StepResult field as stored in JSON (tuples are stored as lists)
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
@@ -51,6 +69,10 @@ def step_key(material: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
+class BadEntry(Exception):
+    """A cache entry that is not a well-formed result for the step asked for (a miss, never an error)."""
+
+
 class StepCache:
     def __init__(self, directory: str | Path | None = None, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         if max_entries < 0:
@@ -59,6 +81,7 @@ class StepCache:
         self.directory = None if directory is None else Path(directory)
         self._memory: collections.OrderedDict[str, StepResult] = collections.OrderedDict()
         self.hits = self.misses = self.corrupt = self.write_errors = 0
+        self.last_write_error = ""  # why the last failed write failed, for the run's note
         if self.directory is not None:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -70,14 +93,18 @@ class StepCache:
     def enabled(self) -> bool:
         return self.max_entries > 0 or self.directory is not None
 
-    def get(self, key: str) -> StepResult | None:
+    def get(self, key: str, *, expect: Mapping[str, Any] | None = None) -> StepResult | None:
+        """The result stored under `key`, or None. `expect`: fields the result must hold (the step's
+        `index` and `prompt_tokens`); an entry that holds others is not the step asked for."""
         step = self._memory.get(key)
         if step is not None:
             self._memory.move_to_end(key)
         elif self.directory is not None:
-            step = self._read(key)
+            step = self._read(key, expect or {})
             if step is not None:
                 self._remember(key, step)
+        if step is not None and any(getattr(step, name) != value for name, value in (expect or {}).items()):
+            step = None
         if step is None:
             self.misses += 1
         else:
@@ -98,58 +125,131 @@ class StepCache:
             self._memory.popitem(last=False)
 
     # -- disk --------------------------------------------------------------------------------
-    def _path(self, key: str) -> Path:
-        return self.directory / key[:2] / f"{key}.json"
+    def _folder(self, key: str) -> Path:
+        return self.directory / key[:2]
 
-    def _read(self, key: str) -> StepResult | None:
-        path = self._path(key)
+    def _read(self, key: str, expect: Mapping[str, Any]) -> StepResult | None:
         try:
-            record = json.loads(path.read_bytes())
+            data = self._read_entry(key)
+            return step_from_record(loads(data, where=key, max_depth=ENTRY_DEPTH), key, expect)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError):  # unreadable, not UTF-8, not JSON
+        except (OSError, ValueError, InputError, BadEntry):  # a link, FIFO or device; unreadable; malformed
             self.corrupt += 1
             return None
-        step = _step_from_record(record, key)
-        if step is None:
-            self.corrupt += 1
-        return step
+
+    def _read_entry(self, key: str) -> bytes:
+        folder = os.open(self._folder(key), _FOLDER_FLAGS)  # a subfolder that is a link: ELOOP or ENOTDIR
+        try:
+            handle = os.open(f"{key}.json", _READ_FLAGS, dir_fd=folder)
+        finally:
+            os.close(folder)
+        try:
+            info = os.fstat(handle)
+            if not stat.S_ISREG(info.st_mode):
+                raise BadEntry("not a regular file")
+            if info.st_size > MAX_ENTRY_BYTES:
+                raise BadEntry(f"{info.st_size} bytes")
+            return read_at_most(handle, MAX_ENTRY_BYTES)
+        finally:
+            os.close(handle)
 
     def _write(self, key: str, step: StepResult) -> None:
-        path = self._path(key)
         record = {"format": FORMAT, "version": VERSION, "key": key, "step": dataclasses.asdict(step)}
-        temp = None
         try:
-            path.parent.mkdir(exist_ok=True)
-            with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=".tmp-",
-                                             suffix=".json", delete=False) as handle:
-                temp = handle.name
-                json.dump(record, handle, ensure_ascii=False, allow_nan=False)
-            os.replace(temp, path)
-            temp = None
-        except (OSError, ValueError):
+            data = json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            if len(data) > MAX_ENTRY_BYTES:
+                return  # a reader would refuse it
+            self._write_entry(key, data)
+        except (OSError, ValueError) as exc:  # full disk, read-only folder, a linked subfolder; a NaN
             self.write_errors += 1
+            self.last_write_error = getattr(exc, "strerror", None) or str(exc)
+
+    def _write_entry(self, key: str, data: bytes) -> None:
+        """`data` under a temporary name in the entry's subfolder, then renamed over the entry; every
+        name is opened relative to the subfolder, which is opened without following a link."""
+        path = self._folder(key)
+        try:
+            path.mkdir()
+        except FileExistsError:
+            pass
+        try:
+            folder = os.open(path, _FOLDER_FLAGS)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{path} is not a plain folder (a link or a file? remove it)") from None
+        temp = f".tmp-{key}-{secrets.token_hex(4)}.json"
+        try:
+            handle = os.open(temp, _CREATE_FLAGS, 0o644, dir_fd=folder)
+            try:
+                write_all(handle, data)
+            finally:
+                os.close(handle)
+            os.replace(temp, f"{key}.json", src_dir_fd=folder, dst_dir_fd=folder)
+        except BaseException:
+            try:
+                os.unlink(temp, dir_fd=folder)
+            except OSError:
+                pass
+            raise
         finally:
-            if temp is not None:
-                try:
-                    os.unlink(temp)
-                except OSError:
-                    pass
+            os.close(folder)
 
 
-def _step_from_record(record: Any, key: str) -> StepResult | None:
-    """The StepResult an entry holds, or None when it is not a well-formed entry for `key`."""
+def read_at_most(handle: int, limit: int) -> bytes:
+    """The rest of an open file, or BadEntry when it holds more than `limit` bytes."""
+    chunks, size = [], 0
+    while chunk := os.read(handle, min(1 << 20, limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise BadEntry(f"more than {limit} bytes")
+    return b"".join(chunks)
+
+
+def write_all(handle: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(handle, view):]
+
+
+def step_from_record(record: Any, key: str, expect: Mapping[str, Any]) -> StepResult:
+    """The StepResult an entry holds, or BadEntry when it is not a well-formed entry for `key`."""
     if (not isinstance(record, dict) or record.get("format") != FORMAT or record.get("version") != VERSION
             or record.get("key") != key or not isinstance(record.get("step"), dict)):
-        return None
-    data = record["step"]
-    data = {**dict.fromkeys(ADDED_FIELDS), **data}
+        raise BadEntry("not an entry for this key")
+    data = {**dict.fromkeys(ADDED_FIELDS), **record["step"]}
     if set(data) != set(FIELD_TYPES):
-        return None
+        raise BadEntry(f"fields {sorted(set(data) ^ set(FIELD_TYPES))} missing or unknown")
     for name, types in FIELD_TYPES.items():
         value = data[name]
         if isinstance(value, bool) or not isinstance(value, types):
-            return None
-    if not all(isinstance(p, float) for p in data["p_yes"]) or not all(isinstance(c, str) for c in data["critiques"]):
-        return None
+            raise BadEntry(f"{name} is {type(value).__name__}")
+    problem = next(entry_problems(data), None) or next(
+        (f"{name} {data[name]!r:.40}, expected {value!r}" for name, value in expect.items() if data[name] != value),
+        None)
+    if problem:
+        raise BadEntry(problem)
     return StepResult(**{**data, "p_yes": tuple(data["p_yes"]), "critiques": tuple(data["critiques"])})
+
+
+def entry_problems(data: Mapping[str, Any]) -> Iterator[str]:
+    """What is impossible in a scored step's fields (types already checked)."""
+    p_yes, critiques = data["p_yes"], data["critiques"]
+    if not p_yes or not all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in p_yes):  # NaN fails the range
+        yield "p_yes must be numbers in [0, 1], one per critique"
+    elif len(critiques) != len(p_yes) or not all(isinstance(c, str) for c in critiques):
+        yield "one critique text per p_yes"
+    elif (data["score"] if data["raw_score"] is None else data["raw_score"]) != sum(p_yes) / len(p_yes):
+        yield "the score is not the mean of p_yes"
+    if data["score"] is None or not 0.0 <= data["score"] <= 1.0 or not math.isfinite(data["score"]):
+        yield f"score {data['score']!r} outside [0, 1]"
+    if data["verdict"] not in typing.get_args(Verdict) or data["verdict"] == "not scored":
+        yield f"verdict {data['verdict']!r:.40}"
+    counts = ("index", "fallbacks", "generated_tokens", "prompt_tokens", "reused_tokens")
+    if data["index"] < 1 or any(data[name] < 0 for name in counts) or data["fallbacks"] > len(p_yes):
+        yield "a negative count or more fallbacks than critiques"
+    if data["reused_tokens"] > data["prompt_tokens"]:
+        yield "more reused tokens than prompt tokens"
+    adaptive = (data["critiques_used"], data["stop_reason"])
+    if adaptive != (None, None) and (adaptive[0] != len(p_yes) or adaptive[1] not in (SETTLED, REACHED_K)):
+        yield f"adaptive fields {adaptive!r:.60}"

@@ -63,9 +63,10 @@ SOLUTION = '{"question": "Q", "steps": ["a", "b"]}'
 
 
 @pytest.mark.parametrize("text, message", [
-    ("[" * 5000 + "]" * 5000, "nested deeper than 64 levels"),
-    ('{"question": "Q", "steps": ["a"], "x": ' + "[" * 70 + "]" * 70 + "}", "nested deeper than 64 levels"),
-    ('{"question": "Q", "steps": ["a"], "id": ' + "7" * 5000 + "}", "Exceeds the limit (4300 digits)"),
+    ("[" * 5000 + "]" * 5000, "expected JSON nested at most 64 levels deep, got 5000"),
+    ('{"question": "Q", "steps": ["a"], "x": ' + "[" * 70 + "]" * 70 + "}", "nested at most 64 levels deep, got 71"),
+    ('{"question": "Q", "steps": ["a"], "id": ' + "7" * 5000 + "}",
+     "expected integers of at most 4300 digits, got one of 5000 digits"),
     ('{"question": "Q\\ud800", "steps": ["a"]}', "in.json: the text holds a lone surrogate"),
     ('{"question": "Q", "steps": ["a\\udfff"]}', "the text holds a lone surrogate .*at character 1"),
     ('{"question": "Q", "steps": ["a"], "score": NaN}', "NaN is not a JSON number"),

@@ -113,7 +113,7 @@ def test_memory_cache_is_bounded_least_recently_used_first():
 
 
 def test_disk_entries_keep_adaptive_fields_and_older_entries_without_them_still_read(tmp_path):
-    adaptive = StepResult(index=1, score=0.5, p_yes=(0.5,), verdict="correct", critiques_used=1,
+    adaptive = StepResult(index=1, score=0.5, p_yes=(0.5,), verdict="correct", critiques=("c",), critiques_used=1,
                           stop_reason="settled")
     StepCache(tmp_path).put("a" * 64, adaptive)
     cache = StepCache(tmp_path)
@@ -124,7 +124,7 @@ def test_disk_entries_keep_adaptive_fields_and_older_entries_without_them_still_
         del record["step"][name]
     path.write_text(json.dumps(record))
     cache = StepCache(tmp_path)
-    assert cache.get("a" * 64) == StepResult(index=1, score=0.5, p_yes=(0.5,), verdict="correct")
+    assert cache.get("a" * 64) == StepResult(index=1, score=0.5, p_yes=(0.5,), verdict="correct", critiques=("c",))
     assert cache.corrupt == 0
 
 

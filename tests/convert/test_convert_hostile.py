@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from rprm_lite.convert import converter, gguf_file
 from rprm_lite.convert.cli import app
 from rprm_lite.convert.errors import CheckpointError, ConversionError
-from rprm_lite.convert.json_files import MAX_JSON_DEPTH, parse_json_object, read_json_file
+from rprm_lite.convert.json_files import MAX_INT_DIGITS, MAX_JSON_DEPTH, parse_json_object, read_json_file
 from rprm_lite.convert.quantize import run_child
 from rprm_lite.convert.random_model import build_random_checkpoint
 
@@ -77,9 +77,13 @@ def test_json_nesting_is_limited_and_strings_do_not_count():
 
 
 def test_json_integers_are_bounded_in_digits():
-    assert parse_json_object(b'{"n": -18446744073709551615}', source="x") == {"n": -(2**64 - 1)}
-    with pytest.raises(CheckpointError, match="^x: expected integers of at most 20 digits, got one of 21 digits$"):
-        parse_json_object(b'{"n": 100000000000000000000}', source="x")
+    # transformers writes model_max_length = int(1e30) as 31 digits: the bound is CPython's own (4300 digits)
+    assert parse_json_object(b'{"model_max_length": 1000000000000000019884624838656}', source="x") == {
+        "model_max_length": 1000000000000000019884624838656}
+    assert parse_json_object(b'{"n": -' + b"9" * MAX_INT_DIGITS + b"}", source="x") == {"n": -(10**MAX_INT_DIGITS - 1)}
+    with pytest.raises(CheckpointError, match=f"^x: expected integers of at most {MAX_INT_DIGITS} digits, got one of "
+                                              f"{MAX_INT_DIGITS + 1} digits$"):
+        parse_json_object(b'{"n": 1' + b"0" * MAX_INT_DIGITS + b"}", source="x")
 
 
 def test_json_files_are_bounded_in_size_before_reading(tmp_path):
@@ -183,16 +187,17 @@ def test_absurd_sizes_are_refused_against_the_tensors(checkpoint, out_dir, nothi
 HOSTILE_CONFIG_VALUES = {
     "hidden_size 10^12": ('"hidden_size": 1000000000000', "'hidden_size' must be a positive integer of at most "
                                                           "2147483647, got 1000000000000"),
-    "a 5000-digit integer": ('"num_hidden_layers": ' + "9" * 5000, "expected integers of at most 20 digits"),
+    "a 5000-digit integer": ('"num_hidden_layers": ' + "9" * 5000, "expected integers of at most 4300 digits"),
     "max_position_embeddings 2^40": ('"max_position_embeddings": 1099511627776', "got 1099511627776"),
     "layers as text": ('"num_hidden_layers": "2"', "'num_hidden_layers' must be a positive integer"),
-    "rms_norm_eps NaN": ('"rms_norm_eps": NaN', "'rms_norm_eps' must be a positive finite number, got nan"),
-    "rope_theta 1e400": ('"rope_theta": 1e400', "'rope_theta' must be a positive finite number, got inf"),
+    # the one JSON reader refuses numbers a float cannot hold before any value is looked at
+    "rms_norm_eps NaN": ('"rms_norm_eps": NaN', "config.json: NaN is not a JSON number"),
+    "rope_theta 1e400": ('"rope_theta": 1e400', "config.json: the number 1e400 is too large for a float"),
     "tie_word_embeddings as text": ('"tie_word_embeddings": "false"', "must be true or false, got 'false'"),
     "rope_scaling as text": ('"rope_scaling": "yarn"', "config.json: rope_scaling: expected an object, got a string"),
     "rope_parameters an array": ('"rope_parameters": [1]', "rope_parameters: expected an object, got an array"),
     "a NaN rope factor": ('"rope_scaling": {"rope_type": "linear", "factor": NaN}',
-                          "config.json: rope scaling: 'factor' must be a positive finite number, got nan"),
+                          "config.json: NaN is not a JSON number"),
     "yarn context beyond uint32": ('"rope_scaling": {"rope_type": "yarn", "factor": 2.0, '
                                    '"original_max_position_embeddings": 1099511627776}',
                                    "'original_max_position_embeddings' must be a positive integer"),
