@@ -1,6 +1,9 @@
 # The two set-up commands of the README:
 #   make demo   installs the runtime and scores examples/solution.json with a model available offline
-#   make test   installs everything (runtime, converter, training, benchmarks, test tools) and runs the tests
+#   make test   installs everything (runtime, converter, training, benchmarks, docs, test tools) and runs the tests
+# and the documentation:
+#   make docs           builds the site into build/site (offline, warnings as errors; not committed)
+#   make docs-examples  re-runs the docs' runnable examples and rewrites the outputs they show (after a new model)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +11,7 @@ PIP := $(PY) -m pip
 # torch is pinned so pip takes the CPU build instead of a multi-GB CUDA one
 TORCH ?= torch==2.13.0
 
-.PHONY: venv install install-dev demo demo-model test lint clean
+.PHONY: venv install install-dev demo demo-model test lint docs docs-examples clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +39,14 @@ demo-model: install-dev
 
 test: install-dev
 	$(PY) -m pytest
+
+# The site's reference pages are generated while it builds (the CLI from the typer app, the HTTP API from a
+# real `rprm-lite serve`'s OpenAPI schema, the Python API from the docstrings); nothing is fetched from the web.
+docs: install-dev
+	$(VENV)/bin/mkdocs build --strict
+
+docs-examples: install-dev
+	$(PY) docs/_tools/doc_examples.py --update
 
 lint:
 	$(VENV)/bin/ruff check .
