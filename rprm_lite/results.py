@@ -44,6 +44,9 @@ class StepResult:
 
 @dataclass(frozen=True)
 class SolutionResult:
+    """One solution's result: its steps, the first wrong step and the solution score; `to_dict()` is the JSON
+    object `rprm-lite score --json` prints, `config` every setting of the run."""
+
     id: str
     steps: tuple[StepResult, ...]
     first_error_step: int | None  # 1-based, None when every scored step is correct

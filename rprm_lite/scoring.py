@@ -82,6 +82,8 @@ class Scorer:
 
     def score(self, question: str, steps: Sequence[str], *, id: str | None = None,
               on_step: StepCallback | None = None) -> SolutionResult:
+        """Score one solution given as its question and steps; `on_step(solution, step)` is called as each
+        step is scored. The same as `score_solution(Solution.create(question, steps, id=id))`."""
         return self.score_solution(Solution.create(question, steps, id=id), on_step=on_step)
 
     def score_solution(self, solution: Solution, *, on_step: StepCallback | None = None,

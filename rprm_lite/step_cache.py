@@ -74,6 +74,9 @@ class BadEntry(Exception):
 
 
 class StepCache:
+    """Step results kept in memory (`max_entries`, least recently used dropped first; 0 keeps none) and,
+    with `directory`, on disk across runs. `hits`, `misses`, `corrupt` and `write_errors` count what happened."""
+
     def __init__(self, directory: str | Path | None = None, *, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         if max_entries < 0:
             raise InputError(f"the step cache size must be >= 0, got {max_entries}")
