@@ -6,6 +6,10 @@ docs tests check that the page equals what `rprm-lite ... --help` prints.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
 from collections.abc import Iterator
 
 WIDTH = 80  # the terminal width the help is formatted for (COLUMNS=80 when the tests run the real program)
@@ -31,16 +35,24 @@ def command_paths(command=None, path: tuple[str, ...] = ()) -> Iterator[tuple[st
 
 
 def help_text(path: tuple[str, ...]) -> str:
-    """What `rprm-lite PATH --help` prints, formatted for an 80-column terminal."""
-    from typer.testing import CliRunner
+    """What `rprm-lite PATH --help` prints in an 80-column terminal: the program's own entry point, run here."""
+    from rprm_lite.cli import main
 
-    from rprm_lite.cli import app
-
-    result = CliRunner().invoke(app, [*path, "--help"], prog_name=PROG, env={"COLUMNS": str(WIDTH)},
-                                terminal_width=WIDTH)
-    if result.exit_code != 0:
-        raise RuntimeError(f"`{PROG} {' '.join(path)} --help` exited {result.exit_code}: {result.output}")
-    return result.output
+    out, columns, argv0 = io.StringIO(), os.environ.get("COLUMNS"), sys.argv[0]
+    os.environ["COLUMNS"], sys.argv[0] = str(WIDTH), PROG  # argparse-based commands name themselves by argv[0]
+    try:
+        with contextlib.redirect_stdout(out):
+            main([*path, "--help"])
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise RuntimeError(f"`{PROG} {' '.join(path)} --help` exited {exc.code}: {out.getvalue()}") from None
+    finally:
+        sys.argv[0] = argv0
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
+    return out.getvalue()
 
 
 def anchor(path: tuple[str, ...]) -> str:
@@ -55,5 +67,5 @@ def page() -> str:
     parts += [f"- [`{' '.join((PROG, *path))}`](#{anchor(path)})" for path in paths]
     for path in paths:
         parts += ["", f"## `{' '.join((PROG, *path))}` {{#{anchor(path)}}}", "", "```text",
-                  help_text(path).rstrip("\n"), "```"]
+                  "\n".join(line.rstrip() for line in help_text(path).split("\n")).strip("\n"), "```"]
     return "\n".join(parts) + "\n"
