@@ -69,7 +69,9 @@ def _anchor(method: str, path: str) -> str:
 
 
 def _first_line(op: dict[str, Any]) -> str:
-    return (op.get("description") or op.get("summary", "")).split("\n")[0].replace("|", "\\|")
+    """The description's first sentence, on one line."""
+    text = " ".join((op.get("description") or op.get("summary", "")).split())
+    return text.split("; ")[0].split(". ")[0].rstrip(".").replace("|", "\\|") + "."
 
 
 def _parameters(op: dict[str, Any]) -> list[str]:
