@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from typing import Any
@@ -37,13 +39,20 @@ def served_schema() -> dict[str, Any]:
 
 
 def _wait_for_url(server: subprocess.Popen) -> str:
+    """The URL the server prints once its port is bound; its stderr if it exits or stays silent too long."""
+    lines: queue.Queue[str | None] = queue.Queue()
+    threading.Thread(target=lambda: [*map(lines.put, server.stderr), lines.put(None)], daemon=True).start()
     deadline, seen = time.monotonic() + START_TIMEOUT_S, []
-    for line in server.stderr:
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            line = lines.get(timeout=left)
+        except queue.Empty:
+            break
+        if line is None:
+            break
         seen.append(line)
         if "listening on " in line:
             return line.split("listening on ", 1)[1].strip()
-        if time.monotonic() > deadline:
-            break
     raise RuntimeError("`rprm-lite serve` did not start: " + "".join(seen))
 
 
