@@ -1,8 +1,9 @@
 """Running the app: checks first (settings, bind rule, extra installed, model file), then uvicorn.
 
 The model loads on the engine thread while the server already answers /health with "loading".
-SIGTERM and Ctrl-C cancel every job (a streaming client gets an error event, a waiting one a 503), let
-uvicorn close the connections, free the model and return normally, so the process exits 0.
+SIGTERM and Ctrl-C cancel every job (a streaming client gets an error event, a waiting one a 503), close
+the connections (at once where no whole request has arrived, within a second where the client does not
+read its answer: `connections`), free the model and return normally, so the process exits 0.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from rprm_lite.serve.settings import ServeConfig, api_key
 from rprm_lite.serve.worker import EngineWorker
 
 INSTALL_HINT = "pip install 'rprm-lite[serve]'"
-GRACEFUL_SHUTDOWN_S = 10
+GRACEFUL_SHUTDOWN_S = 5  # a backstop: `connections` closes every connection within about a second
 
 
 def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConfig, *,
@@ -36,9 +37,10 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
 
     ScoreConfig(**overrides)  # bad option values fail before anything else
     key = api_key(serve_config, os.environ)
-    uvicorn, create_app = _import_stack()
+    uvicorn, create_app, protocol_class = _import_stack()
     info = inspect_model(resolve_model_path(model))
     defaults, calibration = calibrated_config(info.default_config().replace(**overrides), info.sha256)
+    serve_config = serve_config.with_limits(defaults)
     cache = StepCache(serve_config.cache)  # in memory, and in the --cache folder when one is given
     load_failure: list[BaseException] = []
 
@@ -51,7 +53,8 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
     app = create_app(worker, serve_config=serve_config, defaults=defaults, model=info, api_key=key,
                      calibration=calibration)
     _log_to_stderr()
-    config = uvicorn.Config(app, host=serve_config.host, port=serve_config.port, http="h11", lifespan="on",
+    http = protocol_class(max_connections=serve_config.max_connections, read_timeout=serve_config.read_timeout)
+    config = uvicorn.Config(app, host=serve_config.host, port=serve_config.port, http=http, lifespan="on",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
     server = _server_class(uvicorn)(config, worker=worker, on_ready=on_ready)
     with _bind(serve_config.host, serve_config.port) as sock:
@@ -78,10 +81,11 @@ def _import_stack():
         import uvicorn
 
         from rprm_lite.serve.app import create_app
+        from rprm_lite.serve.connections import protocol_class
     except ImportError as exc:
         raise RprmError(f"`rprm-lite serve` needs optional dependencies that are not installed "
                         f"({exc.name or exc}); install them with: {INSTALL_HINT}") from None
-    return uvicorn, create_app
+    return uvicorn, create_app, protocol_class
 
 
 def _log_to_stderr() -> None:
