@@ -91,7 +91,7 @@ class Settings:
     def one_of(self, name: str, allowed: Sequence[str]) -> Iterator[str]:
         value = getattr(self, name)
         if value not in allowed:
-            yield f"{self.label(name)} must be one of {', '.join(allowed)}, got {value!r}"
+            yield f"{self.label(name)} must be one of {', '.join(allowed)}, got {shown(value)}"
 
     def replace(self, **changes: Any) -> Any:
         return dataclasses.replace(self, **changes)

@@ -157,6 +157,10 @@ BAD_BODIES = [
     ({**SOLUTION, "options": {"show_critiques": 1}}, 422, "invalid_input", "show_critiques must be true or false"),
     ({**SOLUTION, "options": {"adaptive": "yes"}}, 422, "invalid_input", "adaptive must be true or false, got 'yes'"),
     ({**SOLUTION, "options": {"confidence": 0.5}}, 422, "invalid_input", "confidence must be in (0.5, 1]"),
+    ({**SOLUTION, "options": {"seed": 2**64}}, 422, "invalid_input",
+     "invalid settings: seed must be between 0 and 18446744073709551615, got 18446744073709551616"),
+    ({**SOLUTION, "options": {"temperature": 10**400}}, 422, "invalid_input",
+     "invalid settings: temperature must be a finite number, got an integer of about 401 digits"),
     ({**SOLUTION, "options": {"wave": 0}}, 422, "invalid_input", "wave must be between 1 and 255 critiques, got 0"),
     ({**SOLUTION, "options": {"adaptive_rule": "vote"}}, 422, "invalid_input",
      "adaptive_rule must be one of beta, betting, window, got 'vote'"),
@@ -328,6 +332,9 @@ def test_adaptive_band_calibration_and_cache_as_server_defaults(tiny_gguf, tmp_p
         assert status == 422 and message.endswith("was fit on scores made with other settings (k 4 there, 2 here); "
                                                   "score with those settings or fit a calibration for these")
         assert "calibration" not in json.loads(call(server, "GET", "/v1/info")[2])["request_options"]
+        # turning adaptive K off turns its server-wide settings off with it (they mean nothing without it)
+        plain = call(server, "POST", "/v1/score", {**SOLUTION, "options": {"adaptive": False}})
+        assert plain[0] == 200 and "confidence" not in json.loads(plain[2])["config"]
     finally:
         assert server.stop() == 0, "".join(server.lines)
 

@@ -268,3 +268,48 @@ def test_adaptive_settings_without_adaptive_are_refused(server):
         status, _, text = error_of(call(server, "POST", "/v1/score", {**SOLUTION, "options": options}))
         assert status == 422 and message in text
     assert call(server, "POST", "/v1/score", {**SOLUTION, "options": {"confidence": 0.9, "adaptive": True}})[0] == 200
+
+
+# -- the body reader, in process: whatever a client sends is a request or a 4xx --------------------------
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-10**400, max_value=10**400)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+def _read_body(raw: bytes):
+    from rprm_lite.config import ScoreConfig
+    from rprm_lite.serve import bodies
+    from rprm_lite.serve.settings import ServeConfig
+
+    defaults = ScoreConfig(k=2, max_tokens=3)
+    try:
+        return bodies.score_request(bodies.parse_json(raw), defaults, server=ServeConfig().with_limits(defaults))
+    except bodies.ApiError as exc:
+        assert 400 <= exc.status < 500 and exc.message and len(exc.message) < 400, exc.message
+        return exc
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(option=st.sampled_from(["k", "temperature", "top_p", "threshold", "max_tokens", "seed", "all_steps",
+                               "prompt_style", "verdict", "aggregation", "adaptive", "confidence", "wave",
+                               "adaptive_rule", "uncertain_band", "show_critiques", "model"]),
+       value=JSON_VALUES, id_value=JSON_VALUES, stream=JSON_VALUES)
+def test_any_json_in_a_score_body_is_a_request_or_a_4xx(option, value, id_value, stream):
+    body = {**SOLUTION, "id": id_value, "stream": stream, "options": {option: value}}
+    got = _read_body(json.dumps(body).encode())
+    if not isinstance(got, Exception):  # what was read is what was sent, and within the server's limits
+        assert got.config.k <= 2 and got.config.max_tokens <= 3 and got.stream is stream
+        assert got.solution.id == (str(id_value) if id_value is not None else got.solution.id)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+@given(data=st.data())
+def test_mutated_body_bytes_are_a_request_or_a_4xx(data):
+    raw = bytearray(json.dumps({**SOLUTION, "options": {"temperature": 0.5, "uncertain_band": [0.4, 0.6]}}).encode())
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at:at + data.draw(st.integers(0, 3))] = data.draw(st.binary(max_size=6) | st.sampled_from(
+            [b"1" * 400, b"1e400", b"NaN", b"[" * 80, b"\\ud800", b"\xff", b'"', b"-0", b"9" * 5000]))
+    _read_body(bytes(raw))

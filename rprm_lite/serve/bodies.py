@@ -24,6 +24,7 @@ from rprm_lite.config import (
 )
 from rprm_lite.errors import ContextOverflowError, InputError, RprmError, ScoringCancelled
 from rprm_lite.jsonl import loads
+from rprm_lite.options import shown
 from rprm_lite.serve.settings import ServeConfig
 from rprm_lite.serve.worker import OverTime
 from rprm_lite.solution import Solution, solution_from_dict
@@ -80,7 +81,7 @@ def score_request(body: dict[str, Any], defaults: ScoreConfig, *, server: ServeC
         raise ApiError(422, "invalid_input", f"{WHERE}: 'options' must be an object, got {_kind(options)}")
     unknown = sorted(set(options) - set(REQUEST_OPTIONS))
     if unknown:
-        raise ApiError(422, "invalid_input", f"{WHERE}: unknown option {unknown[0]!r}; the options are "
+        raise ApiError(422, "invalid_input", f"{WHERE}: unknown option {shown(unknown[0])}; the options are "
                                              f"{', '.join(REQUEST_OPTIONS)}")
     settings = {name: value for name, value in options.items() if name != "show_critiques"}
     if settings.get("adaptive") is False:  # the server's adaptive settings go with its adaptive default
