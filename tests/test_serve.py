@@ -354,7 +354,8 @@ def test_bad_settings_and_model_files_fail_before_binding(tmp_path):
     assert result.returncode == 3 and "not a GGUF file (expected magic b'GGUF', got b'hell')" in result.stderr
     for args, message in [(["--max-queue", "-1"], "max-queue must be at least 0, got -1"),
                           (["--k", "0"], "k must be at least 1, got 0"),
-                          (["--cors-origin", "tutor.local"], "cors-origin must be * or start with http://")]:
+                          (["--cors-origin", "tutor.local"], "cors-origin must be * or an origin as browsers"),
+                          (["--cors-origin", "http://tutor.local/"], "scheme://host[:port] with no path")]:
         result = run_cli("serve", "--model", not_a_model, "--port", 0, *args)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ MIN_API_KEY_CHARS = 16
 DEFAULT_REQUEST_TIMEOUT_S = 3600.0
 DEFAULT_READ_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 64
+ORIGIN = re.compile(r"https?://[^/\s:]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -76,8 +78,9 @@ class ServeConfig(Settings):
             yield (f"max-connections must be at least max-queue + 2 ({self.max_queue + 2}: the running request, "
                    f"the waiting ones and one to answer), got {self.max_connections}")
         for origin in self.cors_origins:
-            if origin != "*" and not origin.startswith(("http://", "https://")):
-                yield f"cors-origin must be * or start with http:// or https://, got {origin!r}"
+            if origin != "*" and not ORIGIN.fullmatch(origin):
+                yield (f"cors-origin must be * or an origin as browsers send it, scheme://host[:port] with no path "
+                       f"(http://localhost:3000), got {origin!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "cors_origins": list(self.cors_origins)}
