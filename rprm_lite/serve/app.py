@@ -215,9 +215,9 @@ def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig
 
 
 _ERRORS = {status: {"description": what, "content": {"application/json": {"schema": bodies.ERROR_SCHEMA}}}
-           for status, what in ((400, "Not JSON."), (401, "Missing or wrong API key."), (404, "No such request."),
-                                (409, "That X-Request-Id is in use."),
-                                (403, "Host or Origin not allowed."), (408, "Body not sent in time."),
+           for status, what in ((400, "Not JSON."), (401, "Missing or wrong API key."),
+                                (403, "Host or Origin not allowed."), (404, "No such request."),
+                                (408, "Body not sent in time."), (409, "That X-Request-Id is in use."),
                                 (413, "Body, step count or prompt too large."), (415, "Body not application/json."),
                                 (422, "Invalid solution or options, or above the server's limits."),
                                 (503, "Queue full, loading, shutting down (see Retry-After), or over the time "

@@ -27,7 +27,8 @@ MIN_API_KEY_CHARS = 16
 DEFAULT_REQUEST_TIMEOUT_S = 3600.0
 DEFAULT_READ_TIMEOUT_S = 10.0
 DEFAULT_MAX_CONNECTIONS = 64
-ORIGIN = re.compile(r"https?://[^/\s:]+(:\d{1,5})?|https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?")
+# an origin as a browser sends it: scheme://host[:port], a desktop app's own scheme too (tauri://localhost)
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://([^/\s:\[\]]+|\[[0-9a-f:.]+\])(:\d{1,5})?", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -80,7 +81,7 @@ class ServeConfig(Settings):
         for origin in self.cors_origins:
             if origin != "*" and not ORIGIN.fullmatch(origin):
                 yield (f"cors-origin must be * or an origin as browsers send it, scheme://host[:port] with no path "
-                       f"(http://localhost:3000), got {origin!r}")
+                       f"(http://localhost:3000, app://tutor), got {origin!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "cors_origins": list(self.cors_origins)}

@@ -183,11 +183,9 @@ class EngineWorker:
             result = scorer.score_solution(job.solution, on_step=lambda _, step: job.emit("step", step),
                                            should_stop=_stop_rule(job))
         except ScoringCancelled:
-            why = job.why_cancelled if job.cancelled.is_set() else "--request-timeout"
-            log.info("%s: stopped after %.3f s (%s)", job.solution.id, time.perf_counter() - started, why)
-            self._finish(job, "error", ScoringCancelled(f"cancelled: {why}") if job.cancelled.is_set() else OverTime(
-                f"scoring took more than this server's limit of {job.time_limit_s:g} s per request "
-                "(--request-timeout); ask for fewer critiques (k), tokens (max_tokens) or steps"))
+            error = _why_stopped(job)
+            log.info("%s: stopped after %.3f s (%s)", job.solution.id, time.perf_counter() - started, error)
+            self._finish(job, "error", error)
         except RprmError as exc:
             self._finish(job, "error", exc)
         except Exception as exc:  # a bug: the request gets a 500, the server keeps serving
@@ -208,6 +206,13 @@ def _stop_rule(job: Job) -> Callable[[], bool]:
         return job.cancelled.is_set
     deadline = time.monotonic() + job.time_limit_s
     return lambda: job.cancelled.is_set() or time.monotonic() > deadline
+
+
+def _why_stopped(job: Job) -> RprmError:
+    if job.cancelled.is_set():
+        return ScoringCancelled(f"cancelled: {job.why_cancelled}")
+    return OverTime(f"scoring took more than this server's limit of {job.time_limit_s:g} s per request "
+                    "(--request-timeout); ask for fewer critiques (k), tokens (max_tokens) or steps")
 
 
 def _same_secret(given: str | None, expected: str | None) -> bool:
