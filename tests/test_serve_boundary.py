@@ -313,3 +313,40 @@ def test_mutated_body_bytes_are_a_request_or_a_4xx(data):
         raw[at:at + data.draw(st.integers(0, 3))] = data.draw(st.binary(max_size=6) | st.sampled_from(
             [b"1" * 400, b"1e400", b"NaN", b"[" * 80, b"\\ud800", b"\xff", b'"', b"-0", b"9" * 5000]))
     _read_body(bytes(raw))
+
+
+def test_a_client_that_stops_reading_does_not_hold_the_shutdown():
+    """The server's own connection class under uvicorn, with an app that answers 13 MB: the client reads
+    none of it, so the server's writes stall; on shutdown the connection is cut after SHUTDOWN_GRACE_S, even
+    with uvicorn's own shutdown timeout off. (The tiny model cannot write that much in a test's time.)"""
+    import threading
+
+    import uvicorn
+
+    from rprm_lite.serve.connections import SHUTDOWN_GRACE_S, protocol_class
+
+    async def large_answer(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for _ in range(200):
+            await send({"type": "http.response.body", "body": b"x" * 65536, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(large_answer, http=protocol_class(max_connections=8, read_timeout=5),
+                                               lifespan="off", log_level="warning"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]}, daemon=True)
+        thread.start()
+        while not server.started:
+            time.sleep(0.01)
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.connect(listening.getsockname())
+        client.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        time.sleep(0.5)  # the server's buffers fill; its writes wait for a reader that never comes
+        started = time.monotonic()
+        server.should_exit = True
+        thread.join(10)
+        took = time.monotonic() - started
+        client.close()
+    assert not thread.is_alive() and took < SHUTDOWN_GRACE_S + 1.5, took
