@@ -12,15 +12,17 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from typing import Any
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def start_child(argv: list[str], **popen_options: Any) -> subprocess.Popen:
-    """`subprocess.Popen(argv, **popen_options)`, killed by the kernel if this process dies first."""
+    """`subprocess.Popen(argv, **popen_options)`, killed by the kernel if this process dies first (a
+    `preexec_fn` given runs after that)."""
     if sys.platform.startswith("linux"):
-        popen_options.setdefault("preexec_fn", _die_with_parent(os.getpid()))
+        popen_options["preexec_fn"] = _die_with_parent(os.getpid(), popen_options.get("preexec_fn"))
     return subprocess.Popen(argv, **popen_options)
 
 
@@ -35,10 +37,12 @@ def stop_child(process: subprocess.Popen, *, timeout: float = 10.0) -> None:
         process.wait()
 
 
-def _die_with_parent(parent: int):
+def _die_with_parent(parent: int, then: Callable[[], None] | None):
     def in_child() -> None:  # runs in the child between fork and exec
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
+        if then is not None:
+            then()
 
     return in_child

@@ -182,7 +182,7 @@ def _cancel_long(server: ServerProcess, item: dict, solution_id: str) -> tuple[f
     conn = http.client.HTTPConnection(*server.address, timeout=600)
     body = {**own_question(item, solution_id), "id": solution_id, "stream": True,
             "options": {"max_tokens": LONG_MAX_TOKENS, "all_steps": True}}
-    conn.request("POST", "/v1/score", body=json.dumps(body))
+    conn.request("POST", "/v1/score", body=json.dumps(body), headers={"Content-Type": "application/json"})
     conn.getresponse()
     started = time.perf_counter()
     while not server.engine_busy():
@@ -206,7 +206,7 @@ def run(args: argparse.Namespace) -> dict:
 
     model = resolve_model_path(args.model)
     options = ["--k", str(args.k), "--max-tokens", str(args.max_tokens), "--seed", "0", "--threads", str(args.threads),
-               "--all-steps", "--max-queue", "4"]
+               "--all-steps", "--max-queue", "4", "--max-request-tokens", str(LONG_MAX_TOKENS)]
     items = solutions(args.solutions)
     server = ServerProcess(model, options)
     try:

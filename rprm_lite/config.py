@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from rprm_lite.errors import InputError
-from rprm_lite.options import Options, Settings, option
+from rprm_lite.options import Options, Settings, option, shown
 from rprm_lite.uncertain import band_problems, normalize_band, parse_band
 
 PromptStyle = Literal["r-prm-eval", "chatml"]
@@ -27,6 +27,7 @@ VERDICT_MODES: tuple[str, ...] = typing.get_args(VerdictMode)
 ADAPTIVE_RULES: tuple[str, ...] = typing.get_args(AdaptiveRule)
 # written into outputs only when adaptive is on, so that outputs made without it stay byte-identical
 ADAPTIVE_FIELDS: tuple[str, ...] = ("adaptive", "confidence", "wave", "adaptive_rule")
+ADAPTIVE_ONLY = ADAPTIVE_FIELDS[1:]  # settings that mean nothing without adaptive
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,14 @@ class ScoreConfig(Settings):
     def problems(self) -> Iterator[str]:
         yield from self.at_least(k=1)
         if self.k > MAX_K:
-            yield f"k must be at most {MAX_K} (llama.cpp's limit on parallel sequences), got {self.k}"
+            yield f"k must be at most {MAX_K} (llama.cpp's limit on parallel sequences), got {shown(self.k)}"
         if self.temperature < 0:
             yield f"temperature must be >= 0, got {self.temperature}"
         if not 0 < self.top_p <= 1:
             yield f"top_p must be in (0, 1], got {self.top_p}"
         yield from self.at_least(max_tokens=1)
         if self.max_tokens > INT32_MAX:
-            yield f"max_tokens must be at most {INT32_MAX}, got {self.max_tokens}"
+            yield f"max_tokens must be at most {INT32_MAX}, got {shown(self.max_tokens)}"
         if not 0 <= self.threshold <= 1:
             yield f"threshold must be in [0, 1], got {self.threshold}"
         if self.threads is not None:
@@ -103,16 +104,29 @@ class ScoreConfig(Settings):
             yield f"n_ctx must be at least 64 and at most {INT32_MAX}, got {self.n_ctx}"
         if not -1 <= self.n_gpu_layers <= INT32_MAX:
             yield f"n_gpu_layers must be -1 (all) or between 0 and {INT32_MAX}, got {self.n_gpu_layers}"
-        if self.seed < 0:
-            yield f"seed must be >= 0, got {self.seed}"
+        if not 0 <= self.seed <= UINT64_MAX:
+            yield f"seed must be between 0 and {UINT64_MAX}, got {shown(self.seed)}"
         if not 0.5 < self.confidence <= 1:
             yield f"confidence must be in (0.5, 1] (1 never stops early), got {self.confidence}"
         if not 1 <= self.wave <= MAX_K:
             yield f"wave must be between 1 and {MAX_K} critiques, got {self.wave}"
+        yield from self._adaptive_only_problems()
         # with a calibration file its threshold replaces this one; the band is checked against it then
         yield from band_problems(self.uncertain_band, self.threshold, check_threshold=self.calibration is None)
         if self.calibration is not None and not isinstance(self.calibration, str):
             yield f"calibration must be a file path, got {self.calibration!r}"
+
+    def _adaptive_only_problems(self) -> Iterator[str]:
+        """Adaptive K's own settings away from their defaults while adaptive K is off would be ignored
+        without a word (the value is all a config holds: a setting given at its default is not seen)."""
+        if self.adaptive:
+            return
+        changed = [f"{name} {getattr(self, name)}" for name, default in adaptive_defaults().items()
+                   if getattr(self, name) != default]
+        if changed:
+            one = len(changed) == 1
+            yield (f"{', '.join(changed)} only {'applies' if one else 'apply'} with adaptive K: turn it on "
+                   f"(--adaptive) or leave {'it' if one else 'them'} out")
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -125,6 +139,11 @@ class ScoreConfig(Settings):
         if "uncertain_band" in data:
             data["uncertain_band"] = list(data["uncertain_band"])  # as JSON reads it back, so resume compares
         return data
+
+
+def adaptive_defaults() -> dict[str, Any]:
+    """The defaults of the settings that mean something only with adaptive K."""
+    return {spec.name: spec.default for spec in dataclasses.fields(ScoreConfig) if spec.name in ADAPTIVE_ONLY}
 
 
 # The score options of the commands (`score`, `serve`, the benchmarks, `rerank`): given or not given
@@ -176,6 +195,7 @@ def _value(settings: Mapping[str, Any], key: str) -> Any:
 # besides the prompt's, its counters are 32-bit, and threads far beyond the cores only thrash.
 MAX_K = 255
 INT32_MAX = 2**31 - 1
+UINT64_MAX = 2**64 - 1  # the widest seed a sampler takes
 THREADS_PER_CORE = 4
 
 

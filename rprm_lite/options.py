@@ -77,7 +77,7 @@ class Settings:
             if kind.choices is not None:
                 yield from self.one_of(name, kind.choices)
             elif not _has_type(kind.base, value):
-                yield f"{self.label(name)} must be {_EXPECTED[kind.base]}, got {value!r}"
+                yield f"{self.label(name)} must be {_EXPECTED[kind.base]}, got {shown(value)}"
 
     def label(self, name: str) -> str:
         return name.replace("_", "-") if self.DASHED else name
@@ -86,12 +86,12 @@ class Settings:
         for name, minimum in minimums.items():
             value = getattr(self, name)
             if value < minimum:
-                yield f"{self.label(name)} must be at least {minimum}, got {value}"
+                yield f"{self.label(name)} must be at least {minimum}, got {shown(value)}"
 
     def one_of(self, name: str, allowed: Sequence[str]) -> Iterator[str]:
         value = getattr(self, name)
         if value not in allowed:
-            yield f"{self.label(name)} must be one of {', '.join(allowed)}, got {value!r}"
+            yield f"{self.label(name)} must be one of {', '.join(allowed)}, got {shown(value)}"
 
     def replace(self, **changes: Any) -> Any:
         return dataclasses.replace(self, **changes)
@@ -141,7 +141,29 @@ def _has_type(base: type, value: Any) -> bool:
         return False
     if base is int:
         return isinstance(value, int)
-    return isinstance(value, (int, float)) and math.isfinite(value)  # NaN and inf compare false to every bound
+    return is_number(value)
+
+
+def is_number(value: Any) -> bool:
+    """A finite int or float, not a bool, that a float can hold: NaN and inf compare false to every bound,
+    and an integer beyond a float's range (JSON allows 10**400 written out) cannot become one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def shown(value: Any, most: int = 40) -> str:
+    """`value` as a message shows it: its repr, cut to `most` characters (an integer by its digit count)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    try:
+        text = repr(value)
+    except ValueError:  # holds an integer beyond Python's digit limit
+        return f"a {type(value).__name__} too large to show"
+    return text if len(text) <= most else text[:most - 3] + "..."
 
 
 # -- typer options from fields ----------------------------------------------------------------------

@@ -52,11 +52,22 @@ def solution_from_dict(item: Any, *, where: str) -> Solution:
         raise InputError(f"{where}: expected a JSON object with 'question' and 'steps', got {_kind(item)}")
     question = _question(item, where)
     steps = _steps(item, where)
-    raw_id = next((item[k] for k in ID_KEYS if item.get(k) is not None), None)
-    solution_id = str(raw_id) if raw_id is not None else content_id(question, steps)
+    solution_id = _id(item, where) or content_id(question, steps)
     check_text(solution_id, where=f"{where}: id")
     extra = {k: v for k, v in item.items() if k not in (*QUESTION_KEYS, *ID_KEYS, "steps")}
     return Solution(question=question, steps=steps, id=solution_id, extra=extra)
+
+
+def _id(item: dict, where: str) -> str | None:
+    """The id as text: a string, or an integer (PRMBench's `idx`); anything else would be echoed as a Python
+    repr ("{'a': 1}", "True"), so it is refused."""
+    key = next((k for k in ID_KEYS if item.get(k) is not None), None)
+    if key is None:
+        return None
+    value = item[key]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InputError(f"{where}: '{key}' must be a string or an integer, got {_kind(value)}")
+    return str(value)
 
 
 def _question(item: dict, where: str) -> str:

@@ -12,11 +12,11 @@ scoring, and a solution reports its first uncertain step as `first_uncertain_ste
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from rprm_lite.errors import InputError
+from rprm_lite.options import is_number, shown
 
 Band = tuple[float, float]
 
@@ -59,8 +59,8 @@ def band_problems(band: Any, threshold: float, *, check_threshold: bool = True) 
     if band is None:
         return
     if (not isinstance(band, tuple) or len(band) != 2
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in band)):
-        yield f"uncertain_band must be two finite numbers LOW,HIGH, got {band!r}"
+            or not all(is_number(v) for v in band)):
+        yield f"uncertain_band must be two finite numbers LOW,HIGH, got {shown(band, 60)}"
         return
     low, high = band
     if not 0 <= low <= high <= 1:

@@ -30,8 +30,9 @@ FLAGS = {
              "--prompt-style --seed --server-model --show-critiques --temperature --threads --threshold --top-p "
              "--uncertain-band --verdict --vocab --wave -m -o",
     "serve": "--adaptive --adaptive-rule --aggregation --all-steps --api-key-env --cache --calibration --confidence "
-             "--cors-origin --host --k --max-body-bytes --max-queue --max-steps --max-tokens --model --n-ctx "
-             "--n-gpu-layers --port --prompt-style --seed --show-critiques --temperature --threads --threshold "
+             "--cors-origin --host --k --max-body-bytes --max-connections --max-queue --max-request-k "
+             "--max-request-tokens --max-steps --max-tokens --model --n-ctx --n-gpu-layers --port --prompt-style "
+             "--read-timeout --request-timeout --seed --show-critiques --temperature --threads --threshold "
              "--top-p --uncertain-band --verdict --wave -m",
     "bench processbench": "--adaptive --adaptive-rule --all-steps --api-key-env --backend --concurrency --confidence "
                           "--critiques --data --early-stop --json --k --limit --max-tokens --model --n-ctx "

@@ -15,145 +15,40 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from rprm_lite.bench.children import start_child
+from serve_process import (
+    FAST,
+    JSON,
+    LONG,
+    LONG_ALLOWED,
+    SOLUTION,
+    Server,
+    call,
+    error_of,
+    open_stream,
+    queue,
+    run_cli,
+    send_raw,
+    wait_queue,
+)
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-FAST = ["--k", "2", "--max-tokens", "3", "--seed", "3", "--threads", "1"]
 MAX_QUEUE, MAX_STEPS, MAX_BODY = 3, 8, 100_000
-SOLUTION = {"id": "s1", "question": "What is 2 + 3?", "steps": ["2 + 3 = 5.", "The answer is 5."]}
-LONG = {"id": "long", "question": "What is 2 + 3?", "steps": ["2 + 3 = 5.", "So 5.", "The answer is 5."],
-        "options": {"max_tokens": 4000, "all_steps": True}}
 FREED_WITHIN_S = 10  # a cancelled long request frees the engine well within this (it would run for minutes)
 
-
-class Server:
-    """A `rprm-lite serve` subprocess; its stderr is collected as it comes."""
-
-    def __init__(self, model, *args, env=None) -> None:
-        self.proc = start_child([sys.executable, "-m", "rprm_lite.cli", "serve", "--model", str(model),
-                                 *map(str, args)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                                env=env)
-        self.lines: list[str] = []
-        self.url: str | None = None
-        self.ready = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            if "listening on " in line:
-                self.url = line.split("listening on ")[1].strip()
-                self.ready.set()
-        self.ready.set()
-
-    def wait_listening(self, timeout: float = 120) -> Server:
-        assert self.ready.wait(timeout), "the server did not start"
-        assert self.url, f"the server exited: {''.join(self.lines)}"
-        return self
-
-    def wait_healthy(self, timeout: float = 120) -> list[tuple[int, dict]]:
-        """Poll /health until 200; returns every answer seen."""
-        seen, deadline = [], time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            status, _, body = call(self, "GET", "/health")
-            seen.append((status, json.loads(body)))
-            if status == 200:
-                return seen
-            time.sleep(0.005)
-        raise AssertionError(f"not healthy after {timeout} s: {seen[-1]}")
-
-    @property
-    def address(self) -> tuple[str, int]:
-        parts = urlsplit(self.url)
-        return parts.hostname, parts.port
-
-    def wait(self, timeout: float = 60) -> int:
-        """The exit code, once the process has ended and all of its stderr is in `lines`."""
-        code = self.proc.wait(timeout=timeout)
-        self.reader.join(timeout)
-        return code
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        return self.wait()
-
-
-def call(server: Server, method: str, path: str, body=None, headers=None, timeout: float = 120):
-    """(status, headers, body bytes) of one request on a fresh connection; a tuple body is sent chunked."""
-    conn = http.client.HTTPConnection(*server.address, timeout=timeout)
-    try:
-        data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
-        chunked = isinstance(data, tuple)
-        conn.request(method, path, body=iter(data) if chunked else data, headers=headers or {},
-                     encode_chunked=chunked)
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
-
-
-def error_of(status_body):
-    status, _, body = status_body
-    data = json.loads(body)
-    assert set(data) == {"error"} and set(data["error"]) == {"type", "message"}, data
-    return status, data["error"]["type"], data["error"]["message"]
-
-
-def queue(server: Server) -> dict:
-    return json.loads(call(server, "GET", "/v1/info")[2])["queue"]
-
-
-def wait_queue(server: Server, timeout: float = 60, **expected) -> float:
-    """Seconds until /v1/info's queue shows `expected` (e.g. running=False)."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        state = queue(server)
-        if all(state[key] == value for key, value in expected.items()):
-            return time.monotonic() - start
-        time.sleep(0.02)
-    raise AssertionError(f"queue is {state}, expected {expected}")
-
-
-def open_stream(server: Server, body: dict) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-    conn = http.client.HTTPConnection(*server.address, timeout=120)
-    conn.request("POST", "/v1/score", body=json.dumps({**body, "stream": True}))
-    response = conn.getresponse()
-    assert response.status == 200 and response.getheader("content-type") == "application/x-ndjson"
-    return conn, response
-
-
-def send_raw(server: Server, body: dict) -> socket.socket:
-    """Send a request and leave its answer unread (a client that waits)."""
-    sock = socket.create_connection(server.address)
-    data = json.dumps(body).encode()
-    sock.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
-    return sock
-
-
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "rprm_lite.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=300)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_gguf):
-    running = Server(tiny_gguf, "--port", 0, *FAST, "--max-queue", MAX_QUEUE, "--max-steps", MAX_STEPS,
-                     "--max-body-bytes", MAX_BODY).wait_listening()
+    running = Server(tiny_gguf, "--port", 0, *FAST, *LONG_ALLOWED, "--max-request-k", 4, "--max-queue", MAX_QUEUE,
+                     "--max-steps", MAX_STEPS, "--max-body-bytes", MAX_BODY).wait_listening()
     running.score_while_loading = error_of(call(running, "POST", "/v1/score", SOLUTION))
     running.health_seen = running.wait_healthy()
     yield running
@@ -262,6 +157,10 @@ BAD_BODIES = [
     ({**SOLUTION, "options": {"show_critiques": 1}}, 422, "invalid_input", "show_critiques must be true or false"),
     ({**SOLUTION, "options": {"adaptive": "yes"}}, 422, "invalid_input", "adaptive must be true or false, got 'yes'"),
     ({**SOLUTION, "options": {"confidence": 0.5}}, 422, "invalid_input", "confidence must be in (0.5, 1]"),
+    ({**SOLUTION, "options": {"seed": 2**64}}, 422, "invalid_input",
+     "invalid settings: seed must be between 0 and 18446744073709551615, got 18446744073709551616"),
+    ({**SOLUTION, "options": {"temperature": 10**400}}, 422, "invalid_input",
+     "invalid settings: temperature must be a finite number, got an integer of about 401 digits"),
     ({**SOLUTION, "options": {"wave": 0}}, 422, "invalid_input", "wave must be between 1 and 255 critiques, got 0"),
     ({**SOLUTION, "options": {"adaptive_rule": "vote"}}, 422, "invalid_input",
      "adaptive_rule must be one of beta, betting, window, got 'vote'"),
@@ -342,21 +241,31 @@ def test_a_disconnected_plain_request_frees_the_engine(server):
     assert call(server, "POST", "/v1/score", SOLUTION)[0] == 200
 
 
-def test_a_request_can_be_cancelled_by_its_id(server):
+def test_a_request_can_be_cancelled_by_its_id_and_token_only(server):
+    token = {"X-Cancel-Token": "owner-secret-0123456789"}
     conn = http.client.HTTPConnection(*server.address, timeout=120)
-    conn.request("POST", "/v1/score", body=json.dumps({**LONG, "stream": True}), headers={"X-Request-Id": "job-7"})
+    conn.request("POST", "/v1/score", body=json.dumps({**LONG, "stream": True}),
+                 headers={**JSON, "X-Request-Id": "job-7", **token})
     response = conn.getresponse()
     assert response.getheader("x-request-id") == "job-7"
     wait_queue(server, running=True)
     again = error_of(call(server, "POST", "/v1/score", SOLUTION, headers={"X-Request-Id": "job-7"}))
     assert again[:2] == (409, "duplicate_request_id")
-    status, _, body = call(server, "POST", "/v1/score/job-7/cancel")
+    # another client knowing the id, with no token or a wrong one, is told what it would be told of no request
+    for other in ({}, {"X-Cancel-Token": "a-guess-0123456789"}):
+        assert error_of(call(server, "POST", "/v1/score/job-7/cancel", headers=other)) == (
+            404, "not_found", "no waiting or running request has the id 'job-7' and that X-Cancel-Token (send "
+                              "the one the request was sent with)")
+    assert queue(server)["running"] is True
+    status, _, body = call(server, "POST", "/v1/score/job-7/cancel", headers=token)
     assert (status, json.loads(body)) == (200, {"cancelled": True})
     assert [json.loads(line) for line in response] == [{"event": "error", "error": {
         "type": "cancelled", "message": "cancelled: the client cancelled it"}}]
     conn.close()
-    assert error_of(call(server, "POST", "/v1/score/job-7/cancel"))[:2] == (404, "not_found")
+    assert error_of(call(server, "POST", "/v1/score/job-7/cancel", headers=token))[:2] == (404, "not_found")
     assert error_of(call(server, "POST", "/v1/score", SOLUTION, headers={"X-Request-Id": "no spaces"}))[0] == 422
+    assert error_of(call(server, "POST", "/v1/score", SOLUTION, headers={"X-Cancel-Token": "short"})) == (
+        422, "invalid_input", "X-Cancel-Token must be 16 to 128 letters, digits or . _ : -, got 'short'")
     status, headers, _ = call(server, "POST", "/v1/score", SOLUTION)
     assert status == 200 and len(headers["x-request-id"]) == 32  # one is made up when none is sent
 
@@ -378,7 +287,7 @@ def test_a_full_queue_answers_503_with_retry_after(server):
 
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_or_ctrl_c_cancels_the_work_in_flight_and_exits_0(tiny_gguf, signal_number):
-    server = Server(tiny_gguf, "--port", 0, *FAST).wait_listening()
+    server = Server(tiny_gguf, "--port", 0, *FAST, *LONG_ALLOWED).wait_listening()
     server.wait_healthy()
     conn, response = open_stream(server, LONG)
     wait_queue(server, running=True)
@@ -423,6 +332,9 @@ def test_adaptive_band_calibration_and_cache_as_server_defaults(tiny_gguf, tmp_p
         assert status == 422 and message.endswith("was fit on scores made with other settings (k 4 there, 2 here); "
                                                   "score with those settings or fit a calibration for these")
         assert "calibration" not in json.loads(call(server, "GET", "/v1/info")[2])["request_options"]
+        # turning adaptive K off turns its server-wide settings off with it (they mean nothing without it)
+        plain = call(server, "POST", "/v1/score", {**SOLUTION, "options": {"adaptive": False}})
+        assert plain[0] == 200 and "confidence" not in json.loads(plain[2])["config"]
     finally:
         assert server.stop() == 0, "".join(server.lines)
 
@@ -442,7 +354,8 @@ def test_bad_settings_and_model_files_fail_before_binding(tmp_path):
     assert result.returncode == 3 and "not a GGUF file (expected magic b'GGUF', got b'hell')" in result.stderr
     for args, message in [(["--max-queue", "-1"], "max-queue must be at least 0, got -1"),
                           (["--k", "0"], "k must be at least 1, got 0"),
-                          (["--cors-origin", "tutor.local"], "cors-origin must be * or start with http://")]:
+                          (["--cors-origin", "tutor.local"], "cors-origin must be * or an origin as browsers"),
+                          (["--cors-origin", "http://tutor.local/"], "scheme://host[:port] with no path")]:
         result = run_cli("serve", "--model", not_a_model, "--port", 0, *args)
         assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
 
@@ -459,7 +372,7 @@ def test_a_port_in_use_is_one_error_line(tiny_gguf):
 
 def test_api_key_and_cors(tiny_gguf):
     key = "k" * 32
-    server = Server(tiny_gguf, "--host", "0.0.0.0", "--port", 0, *FAST, "--api-key-env", "RPRM_TEST_KEY",
+    server = Server(tiny_gguf, "--host", "0.0.0.0", "--port", 0, *FAST, *LONG_ALLOWED, "--api-key-env", "RPRM_TEST_KEY",
                     "--cors-origin", "http://tutor.local", "--show-critiques", env={**os.environ, "RPRM_TEST_KEY": key})
     try:
         server.wait_listening()
@@ -478,14 +391,28 @@ def test_api_key_and_cors(tiny_gguf):
         assert call(server, "OPTIONS", "/v1/score", headers=preflight)[1]["access-control-allow-origin"] == (
             "http://tutor.local")
         other = call(server, "OPTIONS", "/v1/score", headers={**preflight, "Origin": "http://evil.example"})
-        assert "access-control-allow-origin" not in other[1]
+        assert other[0] == 403 and "access-control-allow-origin" not in other[1]
+        listed = call(server, "POST", "/v1/score", SOLUTION, headers={**auth, "Origin": "http://tutor.local"})
+        assert listed[0] == 200 and listed[1]["access-control-allow-origin"] == "http://tutor.local"
+        # with a key the Host is not checked: the key keeps others out, and a LAN client names the server
+        # by an address or name the server cannot know
+        assert call(server, "GET", "/v1/info", headers={**auth, "Host": "tutor-pc.lan:8080"})[0] == 200
+        assert error_of(call(server, "GET", "/v1/info", headers={"Host": "tutor-pc.lan:8080"}))[0] == 401
+        # a key holder may cancel any request by its id: every client of this server holds the key
+        conn = http.client.HTTPConnection(*server.address, timeout=120)
+        conn.request("POST", "/v1/score", body=json.dumps({**SOLUTION, "stream": True, "options": {
+            "max_tokens": 4000, "all_steps": True}}), headers={**JSON, **auth, "X-Request-Id": "keyed-1"})
+        response = conn.getresponse()
+        assert call(server, "POST", "/v1/score/keyed-1/cancel", headers=auth)[0] == 200
+        assert json.loads(response.read().splitlines()[-1])["error"]["type"] == "cancelled"
+        conn.close()
     finally:
         assert server.stop() == 0
 
 
 def test_no_cors_headers_unless_asked(server):
-    headers = call(server, "GET", "/v1/info", headers={"Origin": "http://tutor.local"})[1]
-    assert not any(name.startswith("access-control-") for name in headers)
+    status, headers, _ = call(server, "GET", "/v1/info", headers={"Origin": "http://tutor.local"})
+    assert status == 403 and not any(name.startswith("access-control-") for name in headers)
 
 
 def test_without_the_serve_extra_it_says_what_to_install(tiny_gguf):

@@ -1,6 +1,7 @@
 """The FastAPI app of `rprm-lite serve`: health, info, prompt and score, over one `EngineWorker`.
 
-Request bodies are read as raw bytes (by the `Guard` middleware, at most `max_body_bytes`) and validated
+Who may call, and what a request may send, is decided first (`guard`: Host, Origin, API key, content
+type, body size and read time). Request bodies are read as raw bytes by the `Guard` and validated
 by `bodies`, through the same code as the CLI, so that a bad request gets the CLI's own message; the
 OpenAPI schema documents the bodies for clients. Every answer other than 200 is `{"error": {"type",
 "message"}}`; /health answers `{"status": ...}`.
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import re
 import uuid
@@ -30,6 +30,7 @@ from rprm_lite.errors import InputError
 from rprm_lite.model_file import ModelInfo
 from rprm_lite.serve import bodies, events
 from rprm_lite.serve.bodies import ApiError
+from rprm_lite.serve.guard import Boundary, Guard
 from rprm_lite.serve.settings import ServeConfig
 from rprm_lite.serve.worker import DuplicateRequest, EngineWorker, Job, NotReady, QueueFull
 from rprm_lite.version import __version__
@@ -37,8 +38,8 @@ from rprm_lite.version import __version__
 log = logging.getLogger("rprm_lite.serve")
 RETRY_AFTER_S = "1"
 DISCONNECT_POLL_S = 0.05  # how often a waiting non-streaming request checks that its client is still there
-OPEN_PATHS = ("/health",)  # answered without the API key: a supervisor polls it
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the client's X-Request-Id, to cancel a request by it
+CANCEL_TOKEN = re.compile(r"[A-Za-z0-9._:-]{16,128}")  # the secret that lets only its sender cancel a request
 
 
 def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: ScoreConfig, model: ModelInfo,
@@ -55,19 +56,22 @@ def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: Sco
     app = FastAPI(title="rprm-lite", version=__version__, lifespan=lifespan, redoc_url=None,
                   description="Step-by-step verdicts on math solutions with R-PRM, served locally.")
     _add_error_handlers(app)
-    app.add_middleware(Guard, api_key=api_key, max_body_bytes=serve_config.max_body_bytes)
-    if serve_config.cors_origins:  # outermost, so that browsers can read the errors too
+    app.add_middleware(Guard, api_key=api_key, max_body_bytes=serve_config.max_body_bytes,
+                       read_timeout=serve_config.read_timeout)
+    if serve_config.cors_origins:  # outside the Guard, so that browsers of listed origins can read its errors
         from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(serve_config.cors_origins),
                            allow_methods=["GET", "POST"], expose_headers=["X-Request-Id", "Retry-After"],
-                           allow_headers=["Authorization", "Content-Type", "X-Request-Id"])
-    _add_routes(app, worker, serve_config, defaults, model, calibration)
+                           allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Cancel-Token"])
+    app.add_middleware(Boundary, check_host=api_key is None, bound_host=serve_config.host,
+                       cors_origins=serve_config.cors_origins)  # outermost: before anything answers
+    _add_routes(app, worker, serve_config, defaults, model, calibration, keyed=api_key is not None)
     return app
 
 
 def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, defaults: ScoreConfig,
-                model: ModelInfo, calibration: Calibration | None) -> None:
+                model: ModelInfo, calibration: Calibration | None, *, keyed: bool) -> None:
     @app.get("/health", responses={503: {"description": "The model is still loading."}})
     def health() -> JSONResponse:
         """200 `{"status": "ok"}` once the model is loaded; 503 `{"status": "loading"}` before."""
@@ -99,10 +103,11 @@ def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, d
                           events.MEDIA_TYPE: {"schema": {"type": "string"}}}}, **_ERRORS})
     async def score(request: Request) -> Response:
         """Score one solution; the answer is what `rprm-lite score --json` prints for it."""
-        parsed = bodies.score_request(bodies.parse_json(await request.body()), defaults,
-                                      max_steps=serve_config.max_steps, show_critiques=serve_config.show_critiques,
+        parsed = bodies.score_request(bodies.parse_json(await request.body()), defaults, server=serve_config,
                                       calibration=calibration)
-        job = Job(parsed.solution, parsed.config, asyncio.get_running_loop(), request_id=_request_id(request))
+        job = Job(parsed.solution, parsed.config, asyncio.get_running_loop(), request_id=_request_id(request),
+                  cancel_token=_header(request, "x-cancel-token", CANCEL_TOKEN, "16 to 128"),
+                  time_limit_s=serve_config.request_timeout or None)
         _submit(worker, job)
         headers = {"X-Request-Id": job.request_id}
         if parsed.stream:
@@ -114,20 +119,26 @@ def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, d
                         headers=headers)
 
     @app.post("/v1/score/{request_id}/cancel", responses=_ERRORS)
-    def cancel(request_id: str) -> dict[str, bool]:
+    def cancel(request_id: str, request: Request) -> dict[str, bool]:
         """Cancel a waiting or running score request by the X-Request-Id it was sent with (or answered
-        with); it ends with a "cancelled" error. Closing the request's connection does the same."""
-        if not worker.cancel_by_id(request_id):
-            raise ApiError(404, "not_found", f"no waiting or running request has the id {request_id!r}")
+        with), sending the X-Cancel-Token it was sent with (on a server with an API key, the key is enough);
+        it ends with a "cancelled" error. Closing the request's connection does the same."""
+        token = request.headers.get("x-cancel-token")
+        if not worker.cancel_by_id(request_id, token=token, trusted=keyed):
+            raise ApiError(404, "not_found", f"no waiting or running request has the id {request_id[:128]!r} and "
+                                             "that X-Cancel-Token (send the one the request was sent with)")
         return {"cancelled": True}
 
 
 def _request_id(request: Request) -> str:
-    given = request.headers.get("x-request-id")
-    if given is None:
-        return uuid.uuid4().hex
-    if not REQUEST_ID.fullmatch(given):
-        raise ApiError(422, "invalid_input", "X-Request-Id must be 1 to 128 letters, digits or . _ : -, "
+    return _header(request, "x-request-id", REQUEST_ID, "1 to 128") or uuid.uuid4().hex
+
+
+def _header(request: Request, name: str, pattern: re.Pattern, length: str) -> str | None:
+    given = request.headers.get(name)
+    if given is not None and not pattern.fullmatch(given):
+        label = "-".join(part.capitalize() for part in name.split("-"))
+        raise ApiError(422, "invalid_input", f"{label} must be {length} letters, digits or . _ : -, "
                                              f"got {given[:40]!r}")
     return given
 
@@ -204,10 +215,13 @@ def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig
 
 
 _ERRORS = {status: {"description": what, "content": {"application/json": {"schema": bodies.ERROR_SCHEMA}}}
-           for status, what in ((400, "Not JSON."), (401, "Missing or wrong API key."), (404, "No such request."),
-                                (409, "That X-Request-Id is in use."),
-                                (413, "Body, step count or prompt too large."), (422, "Invalid solution or options."),
-                                (503, "Queue full, loading or shutting down (see Retry-After)."))}
+           for status, what in ((400, "Not JSON."), (401, "Missing or wrong API key."),
+                                (403, "Host or Origin not allowed."), (404, "No such request."),
+                                (408, "Body not sent in time."), (409, "That X-Request-Id is in use."),
+                                (413, "Body, step count or prompt too large."), (415, "Body not application/json."),
+                                (422, "Invalid solution or options, or above the server's limits."),
+                                (503, "Queue full, loading, shutting down (see Retry-After), or over the time "
+                                      "limit."))}
 
 
 def _body_doc(schema: dict) -> dict:
@@ -237,61 +251,3 @@ def _add_error_handlers(app: FastAPI) -> None:
         log.exception("internal error")
         return JSONResponse({"error": {"type": "internal", "message": f"{type(exc).__name__}: {exc}"}},
                             status_code=500)
-
-
-class Guard:
-    """Pure ASGI middleware (so streaming and disconnects pass through untouched): the API key, then the
-    body limit. The body is read here, at most `max_body_bytes`, and replayed to the app."""
-
-    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int) -> None:
-        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        if self.api_key is not None and scope["path"] not in OPEN_PATHS and not self._authorized(scope):
-            return await _send_error(scope, send, ApiError(401, "unauthorized", "missing or wrong API key; send "
-                                                    "'Authorization: Bearer <key>'",
-                                                    headers={"WWW-Authenticate": "Bearer"}))
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            return await _send_error(scope, send, self._too_large(int(declared)))
-        chunks, size = [], 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # the client left before sending its body
-            chunks.append(message.get("body", b""))
-            size += len(chunks[-1])
-            if size > self.max_body_bytes:
-                return await _send_error(scope, send, self._too_large(size, at_least=True))
-            if not message.get("more_body", False):
-                break
-        body, replayed = b"".join(chunks), False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    def _authorized(self, scope: dict) -> bool:
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key.encode())
-
-    def _too_large(self, size: int, *, at_least: bool = False) -> ApiError:
-        return ApiError(413, "body_too_large", f"request body: {'more than ' if at_least else ''}{size:,} bytes; "
-                                               f"this server takes at most {self.max_body_bytes:,} (--max-body-bytes)")
-
-
-async def _send_error(scope: dict, send: Any, error: ApiError) -> None:
-    response = JSONResponse(error.body(), status_code=error.status, headers=error.headers)
-    await response(scope, _no_receive, send)
-
-
-async def _no_receive() -> dict:
-    return {"type": "http.disconnect"}

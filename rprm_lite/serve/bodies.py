@@ -13,9 +13,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from rprm_lite.calibration import Calibration, check_config
-from rprm_lite.config import ADAPTIVE_RULES, AGGREGATIONS, MAX_K, PROMPT_STYLES, VERDICT_MODES, ScoreConfig
+from rprm_lite.config import (
+    ADAPTIVE_RULES,
+    AGGREGATIONS,
+    MAX_K,
+    PROMPT_STYLES,
+    VERDICT_MODES,
+    ScoreConfig,
+    adaptive_defaults,
+)
 from rprm_lite.errors import ContextOverflowError, InputError, RprmError, ScoringCancelled
 from rprm_lite.jsonl import loads
+from rprm_lite.options import shown
+from rprm_lite.serve.settings import ServeConfig
+from rprm_lite.serve.worker import OverTime
 from rprm_lite.solution import Solution, solution_from_dict
 
 REQUEST_OPTIONS = ("k", "temperature", "top_p", "threshold", "max_tokens", "seed", "all_steps", "prompt_style",
@@ -59,19 +70,22 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     return body
 
 
-def score_request(body: dict[str, Any], defaults: ScoreConfig, *, max_steps: int, show_critiques: bool = False,
+def score_request(body: dict[str, Any], defaults: ScoreConfig, *, server: ServeConfig,
                   calibration: Calibration | None = None) -> ScoreRequest:
-    """`show_critiques` is the server's default for the option of that name; `calibration` is the server's
-    (--calibration): it sets the threshold, and each request's settings must be those it was fit with."""
-    solution = _solution(body, max_steps=max_steps)
+    """`server` holds the limits (resolved by `ServeConfig.with_limits`) and the default of the request option
+    `show_critiques`; `calibration` is the server's (--calibration): it sets the threshold, and each request's
+    settings must be those it was fit with."""
+    solution = _solution(body, max_steps=server.max_steps)
     options = body.get("options", {})
     if not isinstance(options, dict):
         raise ApiError(422, "invalid_input", f"{WHERE}: 'options' must be an object, got {_kind(options)}")
     unknown = sorted(set(options) - set(REQUEST_OPTIONS))
     if unknown:
-        raise ApiError(422, "invalid_input", f"{WHERE}: unknown option {unknown[0]!r}; the options are "
+        raise ApiError(422, "invalid_input", f"{WHERE}: unknown option {shown(unknown[0])}; the options are "
                                              f"{', '.join(REQUEST_OPTIONS)}")
     settings = {name: value for name, value in options.items() if name != "show_critiques"}
+    if settings.get("adaptive") is False:  # the server's adaptive settings go with its adaptive default
+        settings = {**adaptive_defaults(), **settings}
     if calibration is not None and "threshold" in settings:
         raise ApiError(422, "invalid_input", f"{WHERE}: options: threshold cannot be set on this server: its "
                                              "calibration file (--calibration) sets the threshold")
@@ -81,9 +95,18 @@ def score_request(body: dict[str, Any], defaults: ScoreConfig, *, max_steps: int
             check_config(calibration, config)
     except InputError as exc:
         raise ApiError(422, "invalid_input", str(exc)) from None
-    return ScoreRequest(solution=solution, config=config,
-                        show_critiques=_flag(options, "show_critiques", "options: show_critiques", show_critiques),
+    _check_limits(config, server)
+    return ScoreRequest(solution=solution, config=config, show_critiques=_flag(
+                            options, "show_critiques", "options: show_critiques", server.show_critiques),
                         stream=_flag(body, "stream", "stream"))
+
+
+def _check_limits(config: ScoreConfig, server: ServeConfig) -> None:
+    for name, limit, option in (("k", server.max_request_k, "--max-request-k"),
+                                ("max_tokens", server.max_request_tokens, "--max-request-tokens")):
+        if limit is not None and getattr(config, name) > limit:
+            raise ApiError(422, "over_limit", f"{WHERE}: options: {name} {getattr(config, name)} is above this "
+                                              f"server's limit of {limit} ({option}); ask for at most {limit}")
 
 
 def prompt_request(body: dict[str, Any], default_style: str, *, max_steps: int) -> tuple[Solution, int, str]:
@@ -135,6 +158,8 @@ def scoring_error(exc: RprmError) -> ApiError:
         return ApiError(422, "invalid_input", str(exc))
     if isinstance(exc, ScoringCancelled):
         return ApiError(503, "cancelled", str(exc))
+    if isinstance(exc, OverTime):
+        return ApiError(503, "time_limit", str(exc))
     return ApiError(500, "scoring_failed", str(exc))
 
 

@@ -1,8 +1,9 @@
 """Running the app: checks first (settings, bind rule, extra installed, model file), then uvicorn.
 
 The model loads on the engine thread while the server already answers /health with "loading".
-SIGTERM and Ctrl-C cancel every job (a streaming client gets an error event, a waiting one a 503), let
-uvicorn close the connections, free the model and return normally, so the process exits 0.
+SIGTERM and Ctrl-C cancel every job (a streaming client gets an error event, a waiting one a 503), close
+the connections (at once where no whole request has arrived, within a second where the client does not
+read its answer: `connections`), free the model and return normally, so the process exits 0.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.config import ScoreConfig
-from rprm_lite.errors import RprmError
+from rprm_lite.errors import InputError, RprmError
 from rprm_lite.serve.settings import ServeConfig, api_key
 from rprm_lite.serve.worker import EngineWorker
 
 INSTALL_HINT = "pip install 'rprm-lite[serve]'"
-GRACEFUL_SHUTDOWN_S = 10
+OWN_FILES = 64  # the model file, pipes, the listening socket, threads' handles: what the server opens itself
+GRACEFUL_SHUTDOWN_S = 5  # a backstop: `connections` closes every connection within about a second
 
 
 def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConfig, *,
@@ -36,9 +38,11 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
 
     ScoreConfig(**overrides)  # bad option values fail before anything else
     key = api_key(serve_config, os.environ)
-    uvicorn, create_app = _import_stack()
+    _ensure_open_files(serve_config.max_connections)
+    uvicorn, create_app, protocol_class = _import_stack()
     info = inspect_model(resolve_model_path(model))
     defaults, calibration = calibrated_config(info.default_config().replace(**overrides), info.sha256)
+    serve_config = serve_config.with_limits(defaults)
     cache = StepCache(serve_config.cache)  # in memory, and in the --cache folder when one is given
     load_failure: list[BaseException] = []
 
@@ -51,14 +55,35 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
     app = create_app(worker, serve_config=serve_config, defaults=defaults, model=info, api_key=key,
                      calibration=calibration)
     _log_to_stderr()
-    config = uvicorn.Config(app, host=serve_config.host, port=serve_config.port, http="h11", lifespan="on",
-                            log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
+    http = protocol_class(max_connections=serve_config.max_connections, read_timeout=serve_config.read_timeout)
+    # the backlog is also how many connections asyncio accepts at once, before the cap can close any
+    config = uvicorn.Config(app, host=serve_config.host, port=serve_config.port, http=http, lifespan="on",
+                            log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+                            backlog=serve_config.max_connections)
     server = _server_class(uvicorn)(config, worker=worker, on_ready=on_ready)
     with _bind(serve_config.host, serve_config.port) as sock:
         server.run(sockets=[sock])
     if load_failure:
         exc = load_failure[0]
         raise exc if isinstance(exc, RprmError) else RprmError(f"could not load the model: {exc}")
+
+
+def _ensure_open_files(max_connections: int) -> None:
+    """Room for the connections (twice the cap: one batch accepted at once can pass it until the cap closes
+    the oldest) and the process's own files; the soft limit is raised to the hard one when that is short."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit to check
+        return
+    needed = 2 * max_connections + OWN_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+        return
+    raise InputError(f"--max-connections {max_connections} needs about {needed} open files, and this process may "
+                     f"open {hard} (ulimit -n); lower --max-connections to at most {(hard - OWN_FILES) // 2}")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -78,10 +103,11 @@ def _import_stack():
         import uvicorn
 
         from rprm_lite.serve.app import create_app
+        from rprm_lite.serve.connections import protocol_class
     except ImportError as exc:
         raise RprmError(f"`rprm-lite serve` needs optional dependencies that are not installed "
                         f"({exc.name or exc}); install them with: {INSTALL_HINT}") from None
-    return uvicorn, create_app
+    return uvicorn, create_app, protocol_class
 
 
 def _log_to_stderr() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import hmac
 import logging
 import threading
 import time
@@ -38,6 +39,10 @@ class DuplicateRequest(RprmError):
     """A request id that a waiting or running job already has."""
 
 
+class OverTime(RprmError):
+    """A job that took longer than its time limit (--request-timeout) and was stopped."""
+
+
 @dataclass(eq=False)
 class Job:
     """One solution to score; its events are ("step", StepResult)..., then ("result", SolutionResult)
@@ -47,6 +52,8 @@ class Job:
     config: ScoreConfig
     loop: asyncio.AbstractEventLoop
     request_id: str | None = None  # lets the client cancel it by id
+    cancel_token: str | None = None  # ... when it also sends this secret (or the server's key)
+    time_limit_s: float | None = None  # seconds of scoring, from when the engine takes it
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     why_cancelled: str = "the client went away"
@@ -92,11 +99,12 @@ class EngineWorker:
             self._waiting.append(job)
             self._cond.notify()
 
-    def cancel_by_id(self, request_id: str) -> bool:
-        """Cancel the waiting or running job with this id; False when there is none."""
+    def cancel_by_id(self, request_id: str, *, token: str | None, trusted: bool = False) -> bool:
+        """Cancel the waiting or running job with this id, when `token` is the one it was sent with (or the
+        caller is `trusted`: it holds the server's key); False when there is no such job."""
         with self._cond:
             job = self._find(request_id)
-        if job is None:
+        if job is None or not (trusted or _same_secret(token, job.cancel_token)):
             return False
         self.cancel(job, "the client cancelled it")
         return True
@@ -173,11 +181,11 @@ class EngineWorker:
         try:
             scorer.use_config(job.config)
             result = scorer.score_solution(job.solution, on_step=lambda _, step: job.emit("step", step),
-                                           should_stop=job.cancelled.is_set)
+                                           should_stop=_stop_rule(job))
         except ScoringCancelled:
-            log.info("%s: cancelled after %.3f s (%s)", job.solution.id, time.perf_counter() - started,
-                     job.why_cancelled)
-            self._finish(job, "error", ScoringCancelled(f"cancelled: {job.why_cancelled}"))
+            error = _why_stopped(job)
+            log.info("%s: stopped after %.3f s (%s)", job.solution.id, time.perf_counter() - started, error)
+            self._finish(job, "error", error)
         except RprmError as exc:
             self._finish(job, "error", exc)
         except Exception as exc:  # a bug: the request gets a 500, the server keeps serving
@@ -190,3 +198,23 @@ class EngineWorker:
     def _finish(self, job: Job, kind: str, value: Any) -> None:
         job.finished = True
         job.emit(kind, value)
+
+
+def _stop_rule(job: Job) -> Callable[[], bool]:
+    """The job stops when it is cancelled, or past its time limit counted from now."""
+    if job.time_limit_s is None:
+        return job.cancelled.is_set
+    deadline = time.monotonic() + job.time_limit_s
+    return lambda: job.cancelled.is_set() or time.monotonic() > deadline
+
+
+def _why_stopped(job: Job) -> RprmError:
+    if job.cancelled.is_set():
+        return ScoringCancelled(f"cancelled: {job.why_cancelled}")
+    return OverTime(f"scoring took more than this server's limit of {job.time_limit_s:g} s per request "
+                    "(--request-timeout); ask for fewer critiques (k), tokens (max_tokens) or steps")
+
+
+def _same_secret(given: str | None, expected: str | None) -> bool:
+    """A job sent without a token cannot be cancelled by id (only by closing its connection)."""
+    return given is not None and expected is not None and hmac.compare_digest(given.encode(), expected.encode())
