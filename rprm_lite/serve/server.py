@@ -27,8 +27,10 @@ GRACEFUL_SHUTDOWN_S = 10
 
 
 def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConfig, *,
-          on_ready: Callable[[str], None]) -> None:
-    """Serve until SIGTERM or Ctrl-C; `on_ready` gets the URL once the port is bound."""
+          on_ready: Callable[[str], None], lora: tuple[str, ...] = ()) -> None:
+    """Serve until SIGTERM or Ctrl-C; `on_ready` gets the URL once the port is bound. `lora`: adapters
+    (PATH or PATH:SCALE) applied to the model, checked before the server starts."""
+    from rprm_lite.adapter_file import with_adapters
     from rprm_lite.calibration import calibrated_config
     from rprm_lite.model_file import inspect_model, resolve_model_path
     from rprm_lite.scoring import Scorer
@@ -37,7 +39,7 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
     ScoreConfig(**overrides)  # bad option values fail before anything else
     key = api_key(serve_config, os.environ)
     uvicorn, create_app = _import_stack()
-    info = inspect_model(resolve_model_path(model))
+    info = with_adapters(inspect_model(resolve_model_path(model)), lora)
     defaults, calibration = calibrated_config(info.default_config().replace(**overrides), info.sha256)
     cache = StepCache(serve_config.cache)  # in memory, and in the --cache folder when one is given
     load_failure: list[BaseException] = []
