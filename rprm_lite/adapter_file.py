@@ -110,14 +110,14 @@ def inspect_adapter(path: str | Path, base: ModelInfo, *, scale: float = 1.0) ->
     size, _, header = read_gguf_header(path, "LoRA adapter")
     fields = header.fields
     _check_kind(path, fields, base)
+    rprm = rprm_fields(fields)
+    check_rprm_metadata(path, rprm)
+    _check_base_identity(path, rprm.get(metadata.BASE_SHA256), base)
     pairs = _pairs(path, header.tensors)
     ranks = sorted({_check_pair(path, name, a, b, base) for name, (a, b) in pairs.items()})
     alpha = fields.get(LORA_ALPHA, 0.0)
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not math.isfinite(alpha):
         raise ModelFileError(f"{path}: {LORA_ALPHA} is {alpha!r}, expected a finite number")
-    rprm = rprm_fields(fields)
-    check_rprm_metadata(path, rprm)
-    _check_base_identity(path, rprm.get(metadata.BASE_SHA256), base)
     return Adapter(path=path, scale=scale, size=size, alpha=float(alpha), ranks=tuple(ranks),
                    n_pairs=len(pairs), rprm=rprm)
 
