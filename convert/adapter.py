@@ -58,6 +58,7 @@ class AdapterPlan:
     hparams: arch_table.HParams
     alpha: float  # as llama.cpp reads it: each pair is scaled by alpha / its rank
     tensors: list[PlannedTensor]
+    matrices: dict[str, tuple[int, ...]]  # GGUF name of each adapted base matrix -> its shape (out, in)
 
     @property
     def nbytes(self) -> int:
@@ -80,6 +81,8 @@ def convert_adapter(config: ConvertConfig, folder: Path, report: Progress) -> Co
         raise ConversionError("--quant is for models; a LoRA adapter stays float: choose --outtype f32, f16 or bf16")
     plan = plan_adapter(folder, resolve_source(base_folder(folder, config.base)), config.outtype)
     base_info = inspect_model(config.base_gguf) if config.base_gguf is not None else None
+    if base_info is not None:
+        check_base_gguf(plan, base_info)
     report(f"LoRA for {plan.hparams.architecture.hf_name}: {len(plan.tensors) // 2} matrices, alpha "
            f"{plan.alpha:g} -> {config.outtype}")
     verification = None
@@ -92,6 +95,20 @@ def convert_adapter(config: ConvertConfig, folder: Path, report: Progress) -> Co
     return ConvertResult(config.output, f"{plan.hparams.architecture.hf_name} LoRA adapter", config.outtype, None,
                          len(plan.tensors), config.output.stat().st_size, time.perf_counter() - started,
                          verification)
+
+
+def check_base_gguf(plan: AdapterPlan, base: ModelInfo) -> None:
+    """--base-gguf holds the checkpoint's architecture and, for every adapted matrix, its shape."""
+    arch = gguf.MODEL_ARCH_NAMES[plan.hparams.architecture.gguf_arch]
+    if base.architecture != arch:
+        raise ConversionError(f"--base-gguf {base.path} is a {base.architecture!r} model, but the adapter's base "
+                              f"checkpoint {plan.base} is {arch!r}; pass the GGUF of that checkpoint")
+    for name, shape in plan.matrices.items():
+        found = base.tensor_dims.get(name)
+        if found != shape[::-1]:  # ggml order: columns first
+            raise ConversionError(f"--base-gguf {base.path}: tensor {name} is {list(found or [])}, but the base "
+                                  f"checkpoint {plan.base} makes it {list(shape[::-1])} (ggml order); pass the GGUF "
+                                  "of that checkpoint")
 
 
 def _check_against(adapter: Path, base: ModelInfo) -> None:
@@ -161,14 +178,15 @@ def plan_adapter(folder: Path, base: Path, outtype: str) -> AdapterPlan:
     pairs = _pairs(read_header(weights), weights)
     expected = arch_table.expected_shapes(hp)
     name_map = gguf.get_tensor_name_map(hp.architecture.gguf_arch, hp.n_layer)
-    tensors = []
+    tensors, matrices = [], {}
     for name, (a, b) in sorted(pairs.items()):
         _check_pair(name, a, b, expected, hp)
         gguf_name = name_map.get_name(name, try_suffixes=(".weight",))
         kind = output_type_for(outtype, 2)
         tensors += [PlannedTensor(gguf_name + ".lora_a", a, kind),
                     PlannedTensor(gguf_name + ".lora_b", b, kind, arch_table.qk_head_count(hp, name))]
-    return AdapterPlan(folder, base, hp, alpha, tensors)
+        matrices[gguf_name] = expected[name]
+    return AdapterPlan(folder, base, hp, alpha, tensors, matrices)
 
 
 def lora_alpha(settings: dict[str, Any], folder: Path) -> float:

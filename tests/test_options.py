@@ -50,7 +50,8 @@ FLAGS = {
               "--temperature --threads --top-p --vocab --wave -m -o",
     "bench metrics": "--data --json --no-partial --output --partial --predictions --subset400 --subsets --threshold "
                      "--uncertain-band",
-    "convert": "--description --force --output --outtype --prompt-style --quant --threads --verify -o",
+    "convert": "--base --base-gguf --description --force --output --outtype --prompt-style --quant --threads "
+               "--verify -o",
 }
 
 
