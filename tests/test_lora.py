@@ -205,3 +205,16 @@ def http_call(url: str, body: dict | None = None) -> str:
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=120) as response:
         return response.read().decode()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda data: data[: len(data) - 100], "truncated: tensor "),
+    (lambda data: b"GGUX" + data[4:], "not a GGUF file (expected magic b'GGUF', got b'GGUX')"),
+    (lambda data: data[:40], "corrupt or truncated GGUF header"),
+])
+def test_a_damaged_adapter_is_one_error_line(files, tmp_path, capsys, damage, message):
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(damage(files["lora"].read_bytes()))
+    code, out, err = cli(capsys, "score", solution_file(tmp_path), "-m", files["base"], "--lora", broken)
+    assert (code, out) == (3, "")
+    assert err.startswith(f"error: {broken}: ") and message in err and err.count("\n") == 1
