@@ -399,4 +399,9 @@ def resolve_settings(info: ModelInfo, config: ScoreConfig | None = None, overrid
     calibration file, its threshold (the file is checked against the model and the settings). Also returns
     the calibration it read (None without one), so callers need not read the file again."""
     base = config or info.default_config()
-    return calibrated_config(base.replace(**overrides) if overrides else base, info.sha256)
+    settings = base.replace(**overrides) if overrides else base
+    if settings.calibration is not None and info.adapters:
+        # a calibration file names one model file; one fit with these adapters could not be told apart
+        raise InputError("--calibration cannot be combined with --lora yet: a calibration file is fit for a model "
+                         "file alone, and the adapters change its scores; leave out one of the two")
+    return calibrated_config(settings, info.sha256)

@@ -218,3 +218,13 @@ def test_a_damaged_adapter_is_one_error_line(files, tmp_path, capsys, damage, me
     code, out, err = cli(capsys, "score", solution_file(tmp_path), "-m", files["base"], "--lora", broken)
     assert (code, out) == (3, "")
     assert err.startswith(f"error: {broken}: ") and message in err and err.count("\n") == 1
+
+
+def test_a_calibration_file_is_not_applied_to_an_adapted_model(files, tmp_path, capsys):
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text("{}")
+    code, out, err = cli(capsys, "score", solution_file(tmp_path), "-m", files["base"], "--lora", files["lora"],
+                         "--calibration", calibration)
+    assert (code, out) == (2, "")
+    assert err == ("error: --calibration cannot be combined with --lora yet: a calibration file is fit for a model "
+                   "file alone, and the adapters change its scores; leave out one of the two\n")

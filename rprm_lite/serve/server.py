@@ -31,16 +31,15 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
     """Serve until SIGTERM or Ctrl-C; `on_ready` gets the URL once the port is bound. `lora`: adapters
     (PATH or PATH:SCALE) applied to the model, checked before the server starts."""
     from rprm_lite.adapter_file import with_adapters
-    from rprm_lite.calibration import calibrated_config
     from rprm_lite.model_file import inspect_model, resolve_model_path
-    from rprm_lite.scoring import Scorer
+    from rprm_lite.scoring import Scorer, resolve_settings
     from rprm_lite.step_cache import StepCache
 
     ScoreConfig(**overrides)  # bad option values fail before anything else
     key = api_key(serve_config, os.environ)
     uvicorn, create_app = _import_stack()
     info = with_adapters(inspect_model(resolve_model_path(model)), lora)
-    defaults, calibration = calibrated_config(info.default_config().replace(**overrides), info.sha256)
+    defaults, calibration = resolve_settings(info, None, overrides)
     cache = StepCache(serve_config.cache)  # in memory, and in the --cache folder when one is given
     load_failure: list[BaseException] = []
 
