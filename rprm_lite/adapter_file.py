@@ -101,7 +101,12 @@ def _scale(value: float) -> float:
 def with_adapters(base: ModelInfo, lora: LoraArg | Sequence[LoraArg] | None) -> ModelInfo:
     """`base` with the adapters of `lora` checked and attached (`base` itself when there are none)."""
     adapters = tuple(inspect_adapter(path, base, scale=scale) for path, scale in lora_specs(lora))
-    return replace(base, adapters=base.adapters + adapters) if adapters else base
+    if not adapters:
+        return base
+    attached = replace(base, adapters=base.adapters + adapters)
+    if "sha256" in vars(base):  # the base's hash, if a recorded base identity made us compute it, is not redone
+        vars(attached)["sha256"] = base.sha256
+    return attached
 
 
 def inspect_adapter(path: str | Path, base: ModelInfo, *, scale: float = 1.0) -> Adapter:
