@@ -228,3 +228,10 @@ def test_a_calibration_file_is_not_applied_to_an_adapted_model(files, tmp_path, 
     assert (code, out) == (2, "")
     assert err == ("error: --calibration cannot be combined with --lora yet: a calibration file is fit for a model "
                    "file alone, and the adapters change its scores; leave out one of the two\n")
+
+
+def test_remote_scoring_refuses_an_adapter(files, tmp_path, capsys):
+    code, out, err = cli(capsys, "score", solution_file(tmp_path), "--backend", "http://127.0.0.1:9", "--lora",
+                         files["lora"])
+    assert (code, out) == (2, "")
+    assert err.startswith("error: --lora applies adapters to the local engine") and err.count("\n") == 1
