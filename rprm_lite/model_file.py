@@ -104,12 +104,16 @@ class ModelInfo:
 
     def config_defaults(self) -> dict[str, Any]:
         """ScoreConfig fields the model file and its adapters set (rprm.* metadata)."""
-        found = self.settings_metadata
-        return {name: plain_value(found[key]) for key, name in metadata.CONFIG_FIELDS.items() if key in found}
+        return config_fields(self.settings_metadata)
 
     def default_config(self) -> ScoreConfig:
         """ScoreConfig with the model file's settings (checked by `inspect_model`)."""
         return ScoreConfig(**self.config_defaults())
+
+
+def config_fields(rprm: dict[str, Any]) -> dict[str, Any]:
+    """The ScoreConfig fields that rprm.* metadata sets."""
+    return {name: plain_value(rprm[key]) for key, name in metadata.CONFIG_FIELDS.items() if key in rprm}
 
 
 def plain_value(value: Any) -> Any:
@@ -186,8 +190,7 @@ def check_rprm_metadata(path: Path, rprm: dict[str, Any]) -> None:
              if key in metadata.KEY_TYPES and not _is_type(value, metadata.KEY_TYPES[key])]
     if not wrong:
         try:
-            ScoreConfig(**{name: plain_value(rprm[key]) for key, name in metadata.CONFIG_FIELDS.items()
-                           if key in rprm})
+            ScoreConfig(**config_fields(rprm))
             return
         except InputError as exc:
             wrong = [str(exc)]
