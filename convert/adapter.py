@@ -60,10 +60,6 @@ class AdapterPlan:
     tensors: list[PlannedTensor]
     matrices: dict[str, tuple[int, ...]]  # GGUF name of each adapted base matrix -> its shape (out, in)
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in self.tensors)
-
 
 def convert_adapter(config: ConvertConfig, folder: Path, report: Progress) -> ConvertResult:
     """The adapter GGUF of the peft folder `folder` (the `convert` of a LoRA): checked, written under a
