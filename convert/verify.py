@@ -187,7 +187,8 @@ def check_verify_dependencies(*, lora: bool = False) -> None:
     missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         extra = "verify,train" if "peft" in missing else "verify"
-        raise ConversionError(f"--verify needs {', '.join(needed)} ({', '.join(missing)} missing): "
+        names = f"{', '.join(needed[:-1])} and {needed[-1]}"
+        raise ConversionError(f"--verify needs {names} ({', '.join(missing)} missing): "
                               f"pip install 'rprm-lite[{extra}]'")
 
 
