@@ -14,11 +14,13 @@ from typing import Any
 SHAPES: dict[str, dict[str, int]] = {
     "qwen2.5-1.5b": dict(n_layer=28, hidden=1536, n_head=12, n_kv_head=2, ffn=8960),
     "qwen2.5-0.5b": dict(n_layer=24, hidden=896, n_head=14, n_kv_head=2, ffn=4864),
+    "smollm2-135m": dict(n_layer=30, hidden=576, n_head=9, n_kv_head=3, ffn=1536),  # Llama; the LoRA size report
     "tiny": dict(n_layer=2, hidden=64, n_head=4, n_kv_head=2, ffn=128),
 }
 RELEASED_CONFIG: dict[str, dict[str, Any]] = {
     "qwen2.5-1.5b": dict(tied=True, max_position=32768),
     "qwen2.5-0.5b": dict(tied=True, max_position=32768),
+    "smollm2-135m": dict(tied=True, max_position=8192),
 }
 SCORING_SHAPES = ("qwen2.5-0.5b", "tiny")  # the --shape choices of the scoring benchmarks (speed suite and kin)
 

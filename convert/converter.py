@@ -23,6 +23,7 @@ from rprm_lite.options import option
 from rprm_lite.prompt import template_hash
 
 from . import architectures as arch_table
+from .adapter import PEFT_CONFIG, convert_adapter, is_peft_folder
 from .errors import CheckpointError, ConversionError
 from .gguf_file import (
     FILE_TYPES,
@@ -59,6 +60,10 @@ class ConvertConfig:
     prompt_style: str = option("r-prm-eval", help="Prompt style recorded in the GGUF metadata.")
     description: str | None = option(None, help="Free text recorded as rprm.description.")
     max_tokens: int | None = None  # written as rprm.max_tokens (the default critique length when scoring)
+    base: str | None = option(None, help="For a peft LoRA folder: the checkpoint folder (or repo id) it was trained "
+                              "on (default: its adapter_config.json's base_model_name_or_path).")
+    base_gguf: Path | None = option(None, help="For a peft LoRA folder: the base GGUF the adapter will run on; its "
+                                    "sha256 is recorded (another base is refused) and --verify runs on it.")
     threads: int | None = option(None, help="Threads for quantization and verification.")
 
     def __post_init__(self) -> None:
@@ -72,6 +77,8 @@ class ConvertConfig:
                                   f"{', '.join(PROMPT_STYLES)}")
         if self.threads is not None and self.threads < 1:
             raise ConversionError(f"threads must be at least 1, got {self.threads}")
+        if self.base_gguf is not None:
+            object.__setattr__(self, "base_gguf", Path(self.base_gguf))
 
 
 @dataclass(frozen=True)
@@ -111,6 +118,11 @@ def convert(config: ConvertConfig, *, progress: Progress | None = None) -> Conve
 
         check_verify_dependencies()  # before any work, not after writing gigabytes
     folder = resolve_source(config.source)
+    if is_peft_folder(folder):
+        return convert_adapter(config, folder, report)
+    if config.base is not None or config.base_gguf is not None:
+        raise ConversionError(f"--base and --base-gguf are for a peft LoRA folder (with {PEFT_CONFIG}); "
+                              f"{folder} is a full checkpoint")
     plan = plan_conversion(folder, config.outtype)
     hp = plan.hparams
     report(f"{hp.architecture.hf_name}: {hp.n_layer} layers, hidden {hp.hidden}, vocab {hp.vocab_size}, "

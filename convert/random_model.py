@@ -139,6 +139,31 @@ def _write_shards(folder: Path, tensors: list[TensorToWrite], shards: int) -> No
     (folder / INDEX_FILE).write_text(json.dumps(index, indent=2), encoding="utf-8")
 
 
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def build_random_lora(out_dir: str | Path, base: str | Path, *, rank: int = 4, alpha: float = 8.0, seed: int = 0,
+                      targets: tuple[str, ...] = LORA_TARGETS) -> Path:
+    """Write a random peft LoRA folder (adapter_config.json, adapter_model.safetensors) for the checkpoint in
+    `base`, as peft's save_pretrained does, with B non-zero (unlike peft's own init), so the adapter changes
+    the model's output. No torch needed; returns the folder."""
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    shapes = expected_shapes(read_hparams(json.loads((Path(base) / "config.json").read_text(encoding="utf-8"))))
+    tensors = []
+    for name, (out_features, in_features) in ((n, s) for n, s in shapes.items() if n.endswith(
+            tuple(f".{target}.weight" for target in targets))):
+        module = "base_model.model." + name.removesuffix(".weight")
+        tensors += [_random_tensor(f"{module}.lora_A.weight", (rank, in_features), "F32", seed, in_features),
+                    _random_tensor(f"{module}.lora_B.weight", (out_features, rank), "F32", seed, rank)]
+    write_safetensors(folder / "adapter_model.safetensors", tensors)
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": rank, "lora_alpha": alpha, "lora_dropout": 0.0,
+              "bias": "none", "use_dora": False, "use_rslora": False, "fan_in_fan_out": False,
+              "target_modules": list(targets), "base_model_name_or_path": str(base), "modules_to_save": None}
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    return folder
+
+
 def build_random_gguf(
     out_path: str | Path, *, outtype: str = "f32", quant: str | None = None, force: bool = False,
     prompt_style: str = "r-prm-eval", arch: str = "qwen2", tokenizer: str = "qwen2", n_layer: int = 2,

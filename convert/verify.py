@@ -106,18 +106,20 @@ class VerificationReport:
 
 
 def verify_conversion(folder: Path, gguf_path: Path, *, kind: str, threads: int | None = None,
-                      raise_on_failure: bool = True) -> VerificationReport:
-    """Compare the checkpoint in `folder` with the GGUF; raise VerificationError beyond `kind`'s tolerance."""
+                      raise_on_failure: bool = True, lora: tuple[Path, Path] | None = None) -> VerificationReport:
+    """Compare the checkpoint in `folder` with the GGUF; raise VerificationError beyond `kind`'s tolerance.
+    With `lora` (adapter GGUF, peft folder): the GGUF with the adapter applied against the checkpoint with the
+    peft adapter merged (the prompt style and verdict tokens then come from the adapter's metadata)."""
     tolerance = TOLERANCES.get(kind)
     if tolerance is None:
         raise ConversionError(f"no verification tolerance for {kind!r}; known: {', '.join(TOLERANCES)}")
-    fields = read_gguf_metadata(gguf_path)
+    fields = read_gguf_metadata(gguf_path if lora is None else lora[0])
     style = fields.get(metadata.PROMPT_STYLE, "r-prm-eval")
     yes_no = (fields[metadata.YES_TOKEN_ID], fields[metadata.NO_TOKEN_ID])
-    llm = _load_gguf(gguf_path, threads)
+    llm = _load_gguf(gguf_path, threads, lora_path=None if lora is None else lora[0])
     prompts = [_token_ids(llm, VERIFY_SOLUTIONS[s], step, style) for s, step in VERIFY_STEPS]
     tokens_match = all(_hf_token_ids(folder, pieces) == ids for ids, pieces in prompts)
-    original = _load_original(folder)
+    original = _load_original(folder, peft_folder=None if lora is None else lora[1])
     report = VerificationReport(kind, tolerance, len(prompts), sum(len(ids) for ids, _ in prompts), tokens_match,
                                 max_logit_diff=0.0, top1_agreement=0.0)
     agree = 0
@@ -141,7 +143,7 @@ def p_yes(logits: np.ndarray, yes_id: int, no_id: int) -> float:
     return 1.0 / (1.0 + np.exp(no - yes))
 
 
-def _load_gguf(path: Path, threads: int | None):
+def _load_gguf(path: Path, threads: int | None, *, lora_path: Path | None = None):
     import llama_cpp
 
     from rprm_lite.buffers import apply_to_llama_cpp
@@ -151,7 +153,8 @@ def _load_gguf(path: Path, threads: int | None):
     # f32 KV cache: llama.cpp's default f16 cache alone adds ~1e-2 to the logits. The context holds the
     # longest verification prompt (about 700 tokens with the Qwen2 tokenizer)
     return llama_cpp.Llama(str(path), n_ctx=VERIFY_CONTEXT, n_batch=512, logits_all=True, verbose=False,
-                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, n_threads=threads)
+                           type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, n_threads=threads,
+                           lora_path=None if lora_path is None else str(lora_path))
 
 
 def _token_ids(llm, solution: Solution, step: int, style: str) -> tuple[list[int], list[tuple[str, bool]]]:
@@ -179,22 +182,30 @@ def _gguf_logits(llm, ids: list[int]) -> np.ndarray:
     return np.array(llm.scores[: len(ids)], dtype=np.float32)
 
 
-def check_verify_dependencies() -> None:
-    missing = [name for name in ("torch", "transformers") if importlib.util.find_spec(name) is None]
+def check_verify_dependencies(*, lora: bool = False) -> None:
+    needed = ("torch", "transformers", "peft") if lora else ("torch", "transformers")
+    missing = [name for name in needed if importlib.util.find_spec(name) is None]
     if missing:
-        raise ConversionError(f"--verify needs torch and transformers ({', '.join(missing)} missing): "
-                              "pip install 'rprm-lite[verify]'")
+        extra = "verify,train" if "peft" in missing else "verify"
+        names = f"{', '.join(needed[:-1])} and {needed[-1]}"
+        raise ConversionError(f"--verify needs {names} ({', '.join(missing)} missing): "
+                              f"pip install 'rprm-lite[{extra}]'")
 
 
-def _load_original(folder: Path):
-    """The checkpoint in transformers (float32), as a function from token ids to a logits array."""
-    check_verify_dependencies()
+def _load_original(folder: Path, *, peft_folder: Path | None = None):
+    """The checkpoint in transformers (float32), with the peft adapter merged into it when one is given, as a
+    function from token ids to a logits array."""
+    check_verify_dependencies(lora=peft_folder is not None)
     import torch
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
     model = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).float().eval()
+    if peft_folder is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, peft_folder).merge_and_unload().eval()
 
     def logits(ids: list[int]) -> np.ndarray:
         with torch.no_grad():

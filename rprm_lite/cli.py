@@ -70,11 +70,12 @@ def prompt(
 
 
 @app.command()
-def info(model: ModelOpt = None) -> None:
-    """Show the llama.cpp build, the model and the resolved default settings."""
+@command_options(job=JOB_OPTIONS.only("lora"))
+def info(model: ModelOpt = None, *, job: dict[str, Any]) -> None:
+    """Show the llama.cpp build, the model (and its LoRA adapters) and the resolved default settings."""
     from rprm_lite.commands import info_text
 
-    sys.stdout.write(info_text(model))
+    sys.stdout.write(info_text(model, job.get("lora", ())))
 
 
 def score_overrides(settings: dict[str, Any]) -> dict[str, Any]:

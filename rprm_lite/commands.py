@@ -17,7 +17,7 @@ from rprm_lite.solution import Solution, read_solutions
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """One `rprm-lite score` run; `show_critiques` and `cache` are options of `serve` too (JOB_OPTIONS)."""
+    """One `rprm-lite score` run; `show_critiques`, `cache` and `lora` are options of `serve` too (JOB_OPTIONS)."""
 
     source: str
     model: Path | None = None
@@ -29,6 +29,9 @@ class ScoreJob:
     vocab: Path | None = None  # remote: the GGUF that tokenizes (default: `model`)
     cache: Path | None = option(None, help="Folder keeping step results across runs: unchanged steps of an edited "
                                 "solution are not scored again.")
+    lora: tuple[str, ...] = option((), help="LoRA adapter GGUF applied to the model, with an optional scale "
+                                   "(default 1); repeat for more.", flag="--lora", metavar="ADAPTER.gguf[:SCALE]",
+                                   cli_type=list[str] | None, cli_default=None, parse=tuple)
 
 
 JOB_OPTIONS = Options(ScoreJob)
@@ -41,6 +44,7 @@ def run_score_job(job: ScoreJob) -> None:
     values, every solution of the input, the model file (pre-flight), the output file (a results
     file made with these same settings); only then is the model loaded.
     """
+    from rprm_lite.adapter_file import with_adapters
     from rprm_lite.config import ScoreConfig
     from rprm_lite.model_file import inspect_model, resolve_model_path
     from rprm_lite.scoring import Scorer, resolve_settings, run_settings
@@ -51,8 +55,11 @@ def run_score_job(job: ScoreJob) -> None:
         from rprm_lite.remote.settings import refuse_unsupported
 
         refuse_unsupported(job.overrides, cache=job.cache)
+        if job.lora:
+            raise InputError("--lora applies adapters to the local engine; a --server serves its own model "
+                             "(load the adapter on the server)")
     solutions = read_solutions(job.source)
-    info = inspect_model(resolve_model_path(job.model)) if job.remote is None else None
+    info = with_adapters(inspect_model(resolve_model_path(job.model)), job.lora) if job.remote is None else None
     # checks a calibration file against the model and the settings before any scoring
     config, calibration = resolve_settings(info, None, job.overrides) if info is not None else (None, None)
     cache = StepCache(job.cache)
@@ -174,9 +181,10 @@ def _weight_lines(path: Path) -> list[str]:
         engine.close()
 
 
-def info_text(model: Path | None) -> str:
+def info_text(model: Path | None, lora: tuple[str, ...] = ()) -> str:
     import llama_cpp
 
+    from rprm_lite.adapter_file import with_adapters
     from rprm_lite.model_file import inspect_model, plain_value, resolve_model_path
 
     lines = [
@@ -187,7 +195,7 @@ def info_text(model: Path | None) -> str:
     try:
         info = inspect_model(resolve_model_path(model))
     except ModelFileError as exc:
-        if model is not None:  # the model asked for is missing or broken: an error, not a note
+        if model is not None or lora:  # the model asked for is missing or broken: an error, not a note
             raise
         lines.append(f"model: none ({exc})")
         return "\n".join(lines) + "\n"
@@ -200,6 +208,12 @@ def info_text(model: Path | None) -> str:
     ]
     lines += [f"  {key}: {plain_value(value)}" for key, value in sorted(info.rprm.items())]
     lines += _weight_lines(info.path)
+    info = with_adapters(info, lora)
+    for adapter in info.adapters:
+        lines += [f"lora: {adapter.path} (scale {adapter.scale:g})",
+                  f"  rank {'/'.join(map(str, adapter.ranks))}, alpha {adapter.alpha:g}, {adapter.n_pairs} matrices, "
+                  f"{adapter.size / 2**20:.2f} MiB, sha256 {adapter.sha256}"]
+        lines += [f"  {key}: {plain_value(value)}" for key, value in sorted(adapter.rprm.items())]
     config = info.default_config()
     lines.append("settings: " + ", ".join(f"{k}={v}" for k, v in config.to_dict().items()))
     return "\n".join(lines) + "\n"

@@ -158,11 +158,11 @@ OMITTED_WHEN_OFF = ("uncertain_band", "calibration")
 # results file of `rprm-lite score` (which also records aggregation and n_ctx) are checked with these.
 RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "verdict", "all_steps",
                "model_sha256", "backend", "server_model", "vocab_sha256",  # these three: remote runs only
-               *ADAPTIVE_FIELDS, "uncertain_band")
+               *ADAPTIVE_FIELDS, "uncertain_band", "lora")
 RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256", "calibration_sha256")
 # Settings added after outputs were first written: an output without the key was made with this value.
 ADDED_SETTINGS = {"verdict": "single-pass", "backend": "local", "server_model": None, "vocab_sha256": None,
-                  "adaptive": False, "uncertain_band": None, "calibration_sha256": None}
+                  "adaptive": False, "uncertain_band": None, "calibration_sha256": None, "lora": None}
 
 
 def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],

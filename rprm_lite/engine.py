@@ -81,8 +81,10 @@ class Engine:
     """A loaded GGUF model with one context that is resized on demand."""
 
     def __init__(self, model_path: str | Path, *, n_gpu_layers: int = 0, threads: int | None = None,
-                 n_batch: int = DEFAULT_N_BATCH, vocab_only: bool = False) -> None:
-        """`vocab_only` loads the vocabulary without weights: tokenizing only (the remote backend)."""
+                 n_batch: int = DEFAULT_N_BATCH, vocab_only: bool = False,
+                 loras: Sequence[tuple[Path, float]] = ()) -> None:
+        """`vocab_only` loads the vocabulary without weights: tokenizing only (the remote backend).
+        `loras`: (adapter GGUF, scale) pairs applied to every context, checked first by `adapter_file.py`."""
         if threads is not None and not 1 <= threads <= max_threads():
             raise InputError(f"threads must be between 1 and {max_threads()}, got {threads}")
         _init_backend()
@@ -98,6 +100,9 @@ class Engine:
             why = "; ".join(line for line in recent_errors if line) or "set RPRM_LLAMA_LOGS=1 to see why"
             raise ModelFileError(f"{self.model_path}: llama.cpp could not load this model ({why})")
         self.weight_buffers = weight_buffers(buffer_lines)  # MiB per buffer type, e.g. {"CPU_Mapped": 3.5}
+        self.loras: list = []  # the loaded adapters, applied to each new context with their scales
+        self.lora_scales = [scale for _, scale in loras]
+        self._load_loras([path for path, _ in loras])
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)
@@ -111,6 +116,26 @@ class Engine:
         self.bos = llama_cpp.llama_vocab_bos(self.vocab)
         self._pieces: dict[int, bytes] = {}
         self._ends = frozenset(t for t in range(self.n_vocab) if llama_cpp.llama_vocab_is_eog(self.vocab, t))
+
+    def _load_loras(self, paths: Sequence[Path]) -> None:
+        for path in paths:
+            recent_errors.clear()
+            adapter = llama_cpp.llama_adapter_lora_init(self.model, str(path).encode())
+            if not adapter:
+                why = "; ".join(line for line in recent_errors if line) or "set RPRM_LLAMA_LOGS=1 to see why"
+                self.close()
+                raise ModelFileError(f"{path}: llama.cpp could not load this LoRA adapter onto "
+                                     f"{self.model_path.name} ({why})")
+            self.loras.append(adapter)
+
+    def _apply_loras(self) -> None:
+        if not self.loras:
+            return
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * len(self.loras))(*self.loras)
+        scales = (ctypes.c_float * len(self.loras))(*self.lora_scales)
+        if llama_cpp.llama_set_adapters_lora(self.ctx, adapters, len(self.loras), scales) != 0:
+            raise ModelFileError(f"llama.cpp could not apply {len(self.loras)} LoRA adapter(s) to "
+                                 f"{self.model_path.name}")
 
     # -- context -----------------------------------------------------------------------------
     def ensure_context(self, n_ctx: int, n_seq: int, *, limit: int | None = None) -> None:
@@ -143,6 +168,7 @@ class Engine:
         self.n_seq = params.n_seq_max
         self.memory = llama_cpp.llama_get_memory(self.ctx)
         self.batch = llama_cpp.llama_batch_init(self.n_batch, 0, 1)
+        self._apply_loras()
 
     def _free_context(self) -> None:
         if self.batch is not None:
@@ -160,6 +186,9 @@ class Engine:
         """Free the model and context. The caller makes sure no other thread is decoding."""
         self.stopping = True
         self._free_context()
+        for adapter in getattr(self, "loras", ()):
+            llama_cpp.llama_adapter_lora_free(adapter)  # before the model, which would free them too
+        self.loras = []
         if getattr(self, "model", None):
             llama_cpp.llama_model_free(self.model)
             self.model = None

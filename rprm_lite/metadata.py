@@ -16,6 +16,8 @@ TOP_P = "rprm.top_p"  # float32
 MAX_TOKENS = "rprm.max_tokens"  # uint32
 THRESHOLD = "rprm.threshold"  # float32
 DESCRIPTION = "rprm.description"  # str: free text shown by `rprm-lite info` (e.g. "random weights: demo only")
+# str, in a LoRA adapter: sha256 of the base GGUF it was converted against; another base is refused
+BASE_SHA256 = "rprm.base_sha256"
 
 # rprm.* key -> ScoreConfig field, for keys that set a default sampling or decision setting
 CONFIG_FIELDS = {
@@ -29,7 +31,7 @@ CONFIG_FIELDS = {
 
 # the type each rprm.* value must have; a file with another type is a bad model file
 KEY_TYPES: dict[str, type] = {
-    PROMPT_STYLE: str, TEMPLATE_SHA256: str, DESCRIPTION: str,
+    PROMPT_STYLE: str, TEMPLATE_SHA256: str, DESCRIPTION: str, BASE_SHA256: str,
     YES_TOKEN_ID: int, NO_TOKEN_ID: int, K: int, MAX_TOKENS: int,
     TEMPERATURE: float, TOP_P: float, THRESHOLD: float,
 }

@@ -63,22 +63,33 @@ class ModelInfo:
     context_length: int | None
     n_tensors: int
     rprm: dict[str, Any] = field(default_factory=dict)
+    # name -> dims (ggml order, columns first): what a LoRA adapter's tensors are checked against
+    tensor_dims: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
+    adapters: tuple = ()  # the LoRA adapters applied on top (`rprm_lite.adapter_file.Adapter`), in order
 
     @cached_property
     def sha256(self) -> str:
         return file_sha256(self.path)
 
     @property
+    def settings_metadata(self) -> dict[str, Any]:
+        """The rprm.* metadata that applies: the base file's, each adapter's on top (the last one wins)."""
+        merged = dict(self.rprm)
+        for adapter in self.adapters:
+            merged |= adapter.rprm
+        return merged
+
+    @property
     def yes_token_id(self) -> int | None:
-        return self.rprm.get(metadata.YES_TOKEN_ID)
+        return self.settings_metadata.get(metadata.YES_TOKEN_ID)
 
     @property
     def no_token_id(self) -> int | None:
-        return self.rprm.get(metadata.NO_TOKEN_ID)
+        return self.settings_metadata.get(metadata.NO_TOKEN_ID)
 
     @property
     def description(self) -> str | None:
-        return self.rprm.get(metadata.DESCRIPTION)
+        return self.settings_metadata.get(metadata.DESCRIPTION)
 
     @property
     def quantization(self) -> str:
@@ -92,12 +103,17 @@ class ModelInfo:
             return f"file type {self.file_type}"
 
     def config_defaults(self) -> dict[str, Any]:
-        """ScoreConfig fields the model file sets (rprm.* metadata)."""
-        return {name: plain_value(self.rprm[key]) for key, name in metadata.CONFIG_FIELDS.items() if key in self.rprm}
+        """ScoreConfig fields the model file and its adapters set (rprm.* metadata)."""
+        return config_fields(self.settings_metadata)
 
     def default_config(self) -> ScoreConfig:
         """ScoreConfig with the model file's settings (checked by `inspect_model`)."""
         return ScoreConfig(**self.config_defaults())
+
+
+def config_fields(rprm: dict[str, Any]) -> dict[str, Any]:
+    """The ScoreConfig fields that rprm.* metadata sets."""
+    return {name: plain_value(rprm[key]) for key, name in metadata.CONFIG_FIELDS.items() if key in rprm}
 
 
 def plain_value(value: Any) -> Any:
@@ -108,12 +124,20 @@ def plain_value(value: Any) -> Any:
 def inspect_model(path: str | Path) -> ModelInfo:
     """Check a GGUF file as far as llama.cpp will rely on it; every problem is a ModelFileError."""
     path = Path(path)
+    size, version, reader = read_gguf_header(path)
+    info = _model_info(path, size, version, reader)
+    check_rprm_metadata(path, info.rprm)
+    return info
+
+
+def read_gguf_header(path: Path, what: str = "model file") -> tuple[int, int, _Header]:
+    """Size, GGUF version and header of a GGUF file, its tensors checked to lie inside the file."""
     try:
-        size = _regular_file_size(path)
+        size = _regular_file_size(path, what)
         with path.open("rb") as handle:
             head = handle.read(8)
     except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read the model file ({exc.strerror or exc})") from None
+        raise ModelFileError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
     if len(head) < 8 or head[:4] != GGUF_MAGIC:
         raise ModelFileError(f"{path}: not a GGUF file (expected magic b'GGUF', got {head[:4]!r})")
     version = struct.unpack("<I", head[4:8])[0]
@@ -121,14 +145,12 @@ def inspect_model(path: str | Path) -> ModelInfo:
         raise ModelFileError(f"{path}: GGUF version {version} is not supported (expected 2 or 3)")
     reader = _read(path, size)
     _check_extents(path, reader, size)
-    info = _model_info(path, size, version, reader)
-    _check_settings(info)
-    return info
+    return size, version, reader
 
 
-def _regular_file_size(path: Path) -> int:
+def _regular_file_size(path: Path, what: str = "model file") -> int:
     if not path.exists():
-        raise ModelNotFoundError(f"{path}: model file not found")
+        raise ModelNotFoundError(f"{path}: {what} not found")
     if path.is_dir():
         raise ModelFileError(f"{path}: is a folder; expected a .gguf file "
                              "(convert a Hugging Face checkpoint with `rprm-lite convert`)")
@@ -142,6 +164,9 @@ def _model_info(path: Path, size: int, version: int, reader: _Header) -> ModelIn
     arch = fields.get("general.architecture")
     if not isinstance(arch, str):
         raise ModelFileError(f"{path}: GGUF has no general.architecture; is it a vocabulary-only file?")
+    if fields.get("general.type") == "adapter":
+        raise ModelFileError(f"{path}: is a LoRA adapter, not a model; pass its base model with --model and "
+                             "the adapter with --lora")
     if not reader.tensors:
         raise ModelFileError(f"{path}: GGUF holds no tensors (a vocabulary-only file?); expected model weights")
     found = hparams.problems(arch, fields, reader.tensors)
@@ -151,21 +176,25 @@ def _model_info(path: Path, size: int, version: int, reader: _Header) -> ModelIn
     return ModelInfo(path=path, size=size, version=version, architecture=arch,
                      name=fields.get("general.name"), file_type=fields.get("general.file_type"),
                      context_length=fields.get(f"{arch}.context_length"), n_tensors=len(reader.tensors),
-                     rprm={k: v for k, v in fields.items() if k.startswith("rprm.")})
+                     rprm=rprm_fields(fields), tensor_dims={t.name: t.dims for t in reader.tensors})
 
 
-def _check_settings(info: ModelInfo) -> None:
-    """rprm.* values of the wrong type, or settings ScoreConfig refuses, make a bad model file."""
+def rprm_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in fields.items() if k.startswith("rprm.")}
+
+
+def check_rprm_metadata(path: Path, rprm: dict[str, Any]) -> None:
+    """rprm.* values of the wrong type, or settings ScoreConfig refuses, make a bad model (or adapter) file."""
     wrong = [f"{key} is {value!r}, expected {metadata.KEY_TYPES[key].__name__}"
-             for key, value in info.rprm.items()
+             for key, value in rprm.items()
              if key in metadata.KEY_TYPES and not _is_type(value, metadata.KEY_TYPES[key])]
     if not wrong:
         try:
-            info.default_config()
+            ScoreConfig(**config_fields(rprm))
             return
         except InputError as exc:
             wrong = [str(exc)]
-    raise ModelFileError(f"{info.path}: invalid rprm.* metadata ({'; '.join(wrong)}); reconvert the model "
+    raise ModelFileError(f"{path}: invalid rprm.* metadata ({'; '.join(wrong)}); reconvert the model "
                          "with `rprm-lite convert`")
 
 

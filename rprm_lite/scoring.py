@@ -23,6 +23,7 @@ from typing import Any
 
 from rprm_lite import metadata
 from rprm_lite import prompt as prompts
+from rprm_lite.adapter_file import LoraArg, with_adapters
 from rprm_lite.calibration import Calibration, calibrated_config, load_calibration
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_in_waves
@@ -52,20 +53,25 @@ class Scorer:
 
     def __init__(self, model_path: str | Path | ModelInfo | None = None, config: ScoreConfig | None = None,
                  *, cache: str | Path | StepCache | None = None,
-                 settings: tuple[ScoreConfig, Calibration | None] | None = None, **overrides: Any) -> None:
-        """`model_path` may also be a `ModelInfo` already checked by `inspect_model`. `config` defaults
-        to the model file's rprm.* settings, else `ScoreConfig()`; `overrides` (field names) go on top.
+                 settings: tuple[ScoreConfig, Calibration | None] | None = None,
+                 lora: LoraArg | Sequence[LoraArg] | None = None, **overrides: Any) -> None:
+        """`model_path` may also be a `ModelInfo` already checked by `inspect_model` (and `with_adapters`).
+        `lora`: LoRA adapter GGUFs applied on top, each a path, "PATH:SCALE" or (path, scale); they are
+        checked against the model before it loads, and their rprm.* metadata overrides the model's.
+        `config` defaults to the model file's (and adapters') rprm.* settings, else `ScoreConfig()`;
+        `overrides` (field names) go on top.
         `cache`: a folder that keeps step results across runs, or a `StepCache` (default: in memory).
         `settings`: what `resolve_settings` returned for this model, taken as it is (instead of `config`
         and `overrides`: the calibration file is not read again)."""
-        self.model_info: ModelInfo = (model_path if isinstance(model_path, ModelInfo)
-                                      else inspect_model(resolve_model_path(model_path)))
+        self.model_info: ModelInfo = with_adapters(model_path if isinstance(model_path, ModelInfo)
+                                                   else inspect_model(resolve_model_path(model_path)), lora)
         if settings is not None and (config is not None or overrides):
             raise TypeError("settings= (from resolve_settings) replaces config= and the overrides")
         self.config, self.calibration = settings or resolve_settings(self.model_info, config, overrides)
         self.step_cache = cache if isinstance(cache, StepCache) else StepCache(cache)
         self.engine = Engine(self.model_info.path, n_gpu_layers=self.config.n_gpu_layers,
-                             threads=self.config.threads)
+                             threads=self.config.threads,
+                             loras=[(adapter.path, adapter.scale) for adapter in self.model_info.adapters])
         try:
             self.vocab = self._find_vocabulary()
             self._check_template_markers()
@@ -195,7 +201,9 @@ class Scorer:
             # with adaptive K the threshold decides how many critiques a step draws, so it is in the key
             ignored = set(NOT_IN_STEP_KEY) - ({"threshold"} if self.config.adaptive else set())
             settings = {k: v for k, v in self.config.to_dict().items() if k not in ignored}
+            adapters = self.model_info.adapters  # a different adapter or scale never reuses a step
             self._key_base = {"model_sha256": self.model_info.sha256, "settings": settings,
+                              **({"lora": [(a.sha256, a.scale) for a in adapters]} if adapters else {}),
                               "threads": self.engine.threads, "n_batch": self.engine.n_batch,
                               **versions(),
                               "system": llama_cpp.llama_print_system_info().decode(errors="replace")}
@@ -376,12 +384,15 @@ def critique_budget(config: ScoreConfig, longest: int, *, positions: int, reserv
 
 
 def run_settings(info: ModelInfo, config: ScoreConfig, calibration: Calibration | None = None) -> dict[str, Any]:
-    """What decides a result: every setting, the model file, the prompt template and the calibration (by hash)."""
-    calibrated = {}
+    """What decides a result: every setting, the model file and its LoRA adapters (file, sha256, scale), the
+    prompt template and the calibration (by hash)."""
+    extra: dict[str, Any] = {}
     if config.calibration is not None:
-        calibrated["calibration_sha256"] = (calibration or load_calibration(config.calibration)).sha256
+        extra["calibration_sha256"] = (calibration or load_calibration(config.calibration)).sha256
+    if info.adapters:
+        extra["lora"] = [adapter.record() for adapter in info.adapters]
     return {**config.to_dict(), "model": info.path.name, "model_sha256": info.sha256,
-            "prompt_sha256": prompts.template_hash(config.prompt_style), **calibrated}
+            "prompt_sha256": prompts.template_hash(config.prompt_style), **extra}
 
 
 def resolve_settings(info: ModelInfo, config: ScoreConfig | None = None, overrides: dict[str, Any] | None = None
@@ -390,4 +401,9 @@ def resolve_settings(info: ModelInfo, config: ScoreConfig | None = None, overrid
     calibration file, its threshold (the file is checked against the model and the settings). Also returns
     the calibration it read (None without one), so callers need not read the file again."""
     base = config or info.default_config()
-    return calibrated_config(base.replace(**overrides) if overrides else base, info.sha256)
+    settings = base.replace(**overrides) if overrides else base
+    if settings.calibration is not None and info.adapters:
+        # a calibration file names one model file; one fit with these adapters could not be told apart
+        raise InputError("--calibration cannot be combined with --lora yet: a calibration file is fit for a model "
+                         "file alone, and the adapters change its scores; leave out one of the two")
+    return calibrated_config(settings, info.sha256)

@@ -23,14 +23,15 @@ except ImportError:  # pragma: no cover
     from click import Context
 
 # The flags of each command, as they were when each command declared its options by hand: generating
-# them from the fields must not add, drop or rename one.
+# them from the fields must not add, drop or rename one (--lora of score and serve was added since, and
+# convert's --base and --base-gguf).
 FLAGS = {
     "score": "--adaptive --adaptive-rule --aggregation --all-steps --api-key-env --backend --cache --calibration "
-             "--concurrency --confidence --json --k --max-tokens --model --n-ctx --n-gpu-layers --output "
+             "--concurrency --confidence --json --k --lora --max-tokens --model --n-ctx --n-gpu-layers --output "
              "--prompt-style --seed --server-model --show-critiques --temperature --threads --threshold --top-p "
              "--uncertain-band --verdict --vocab --wave -m -o",
     "serve": "--adaptive --adaptive-rule --aggregation --all-steps --api-key-env --cache --calibration --confidence "
-             "--cors-origin --host --k --max-body-bytes --max-connections --max-queue --max-request-k "
+             "--cors-origin --host --k --lora --max-body-bytes --max-connections --max-queue --max-request-k "
              "--max-request-tokens --max-steps --max-tokens --model --n-ctx --n-gpu-layers --port --prompt-style "
              "--read-timeout --request-timeout --seed --show-critiques --temperature --threads --threshold "
              "--top-p --uncertain-band --verdict --wave -m",
@@ -50,7 +51,8 @@ FLAGS = {
               "--temperature --threads --top-p --vocab --wave -m -o",
     "bench metrics": "--data --json --no-partial --output --partial --predictions --subset400 --subsets --threshold "
                      "--uncertain-band",
-    "convert": "--description --force --output --outtype --prompt-style --quant --threads --verify -o",
+    "convert": "--base --base-gguf --description --force --output --outtype --prompt-style --quant --threads "
+               "--verify -o",
 }
 
 

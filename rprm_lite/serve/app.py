@@ -206,7 +206,9 @@ def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig
         "model": {"path": str(model.path), "architecture": model.architecture, "name": model.name,
                   "size_bytes": model.size, "tensors": model.n_tensors, "gguf_version": model.version,
                   "quantization": model.quantization, "context_length": model.context_length,
-                  "sha256": model.sha256, "metadata": {k: plain_value(v) for k, v in sorted(model.rprm.items())}},
+                  "sha256": model.sha256, "metadata": {k: plain_value(v) for k, v in sorted(model.rprm.items())},
+                  "lora": [{**a.record(), "metadata": {k: plain_value(v) for k, v in sorted(a.rprm.items())}}
+                           for a in model.adapters]},
         "settings": defaults.to_dict(),
         "request_options": list(bodies.REQUEST_OPTIONS),
         "server": {k: v for k, v in serve_config.to_dict().items() if k != "api_key_env"},

@@ -26,5 +26,5 @@ def serve(model: score_cli.ModelOpt = None, *, server: dict[str, Any], settings:
 
     cache = None if job.get("cache") is None else str(job["cache"])
     config = ServeConfig(**server, show_critiques=job["show_critiques"], cache=cache)
-    run(model, score_cli.score_overrides(settings), config,
+    run(model, score_cli.score_overrides(settings), config, lora=job.get("lora", ()),
         on_ready=lambda url: print(f"rprm-lite serve: listening on {url}", file=sys.stderr, flush=True))
