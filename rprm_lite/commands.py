@@ -12,6 +12,7 @@ from rprm_lite import output
 from rprm_lite.errors import InputError, ModelFileError
 from rprm_lite.options import Options, option
 from rprm_lite.progress import ProgressBar
+from rprm_lite.results import UNREAD
 from rprm_lite.solution import Solution, read_solutions
 
 
@@ -84,7 +85,7 @@ def run_score_job(job: ScoreJob) -> None:
 
 
 def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.ResultsFile | None) -> None:
-    finished, noted = 0, False
+    finished, noted, unread = 0, False, []
     try:
         with ProgressBar("scoring", len(todo)) as bar:
             def advance(solution: Solution, step) -> None:  # a unit is a solution; the label names the step
@@ -98,7 +99,9 @@ def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.Resu
                 if not noted:
                     noted = _note_short_critiques(result, scorer)
                 line = output.to_json_line(result, critiques=job.show_critiques)
-                if results is not None:
+                steps_unread = sum(step.verdict == UNREAD for step in result.steps)
+                unread += [steps_unread] if steps_unread else []
+                if results is not None and not steps_unread:  # only results that were read are kept
                     results.append(line)
                 sys.stdout.write(line if job.json_out else
                                  output.format_table(result, solution.steps, show_critiques=job.show_critiques))
@@ -108,6 +111,19 @@ def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.Resu
         where = f"; their results are in {job.output}" if job.output else ""
         _note(f"stopped after {finished} of {len(todo)} solution(s){where}")
         raise
+    if unread:
+        _refuse_unread(unread, job.output)
+
+
+def _refuse_unread(unread: list[int], kept: Path | None) -> None:
+    """A run with steps whose verdict could not be read fails after every other result is written: its
+    output is not a full set of verdicts, and exit 0 would say it is."""
+    from rprm_lite.remote.transport import RemoteError
+
+    where = f"; those solutions are not in {kept}, so a rerun scores them again" if kept else ""
+    raise RemoteError(f"{sum(unread)} step(s) of {len(unread)} solution(s) could not be read: the server's top "
+                      "logprobs at the verdict held neither ' Yes' nor ' No' (is the served model the R-PRM model "
+                      f"that --vocab tokenizes for?){where}")
 
 
 def _note_cache(folder: Path, cache) -> None:

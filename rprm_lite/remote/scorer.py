@@ -9,6 +9,11 @@ uncertain band; adaptive K and calibration files are refused, not yet supported 
 keeps several solutions in flight (`concurrency`), each on one server (round robin over the URLs, so a
 solution's prompts meet that server's prefix cache).
 
+A verdict whose top logprobs hold neither " Yes" nor " No" is not read (its p_yes is None), and a step
+with such a verdict is "unread": no score (a mean over fewer than K critiques would be another setting,
+recorded as K), no verdict, and the solution has no score; scoring goes on with the next step. The
+`score` command writes such a solution on stdout but not into --output, and exits non-zero at the end.
+
 A critique that ends without the verdict phrase gets the released fallback question, as locally. With
 `verdict="released"` the verdict context is the prompt plus the cleaned critique text, tokenized as one
 string (rprm_lite/verdict.py), exactly as the local engine's released pass does.
@@ -18,9 +23,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import itertools
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +42,7 @@ from rprm_lite.remote import dialects
 from rprm_lite.remote.dialects import CritiqueAsk, Dialect, Sampled, VerdictContext
 from rprm_lite.remote.settings import RemoteConfig, refuse_unsupported
 from rprm_lite.remote.transport import RemoteError, Retry, ServerClient
-from rprm_lite.results import SolutionResult, StepResult
+from rprm_lite.results import UNREAD, SolutionResult, StepResult
 from rprm_lite.scoring import DEFAULT_POSITIONS, StepCallback, critique_budget, score_in_order, solution_result
 from rprm_lite.solution import Solution
 from rprm_lite.uncertain import step_verdict
@@ -49,6 +55,7 @@ class RemoteStepResult(StepResult):
 
     seeds: tuple[int, ...] = ()  # one per critique request: K, or one for a request with `n`
     approximate: int = 0  # critiques whose " Yes" or " No" was missing from the server's top logprobs
+    unread: int = 0  # critiques whose top logprobs held neither: their p_yes is None, the step is "unread"
 
 
 @dataclass
@@ -189,8 +196,11 @@ class RemoteScorer:
             score_step=lambda index, prompt_ids: self._score_step(server, index, rendered[index], prompt_ids,
                                                                   max_tokens),
             all_steps=self.config.all_steps, on_step=on_step)
-        return solution_result(solution, results, aggregation=self.config.aggregation,
-                               config={**self.run_metadata(), "effective_max_tokens": max_tokens})
+        result = solution_result(solution, results, aggregation=self.config.aggregation,
+                                 config={**self.run_metadata(), "effective_max_tokens": max_tokens})
+        if any(step.verdict == UNREAD for step in results):  # an aggregate without a step is no score
+            return dataclasses.replace(result, solution_score=None)
+        return result
 
     def _score_step(self, server: Server, index: int, prompt: prompts.Prompt, prompt_ids: list[int],
                     max_tokens: int) -> RemoteStepResult:
@@ -204,10 +214,12 @@ class RemoteScorer:
                     for text, ids, fallback, _ in finished]
         verdicts = self._verdicts(server, prompt_ids, contexts)
         p_yes = tuple(v.p_yes for v in verdicts)
-        score = sum(p_yes) / len(p_yes)
+        unread = p_yes.count(None)
+        score = None if unread else sum(p_yes) / len(p_yes)
         special = 0 if server.dialect.token_ids else sum(bool(prompts.SPECIAL_MARKER.search(t)) for t, *_ in finished)
         return RemoteStepResult(
-            index=index + 1, score=score, p_yes=p_yes, verdict=step_verdict(score, cfg.threshold, cfg.uncertain_band),
+            index=index + 1, score=score, p_yes=p_yes, unread=unread,
+            verdict=UNREAD if unread else step_verdict(score, cfg.threshold, cfg.uncertain_band),
             fallbacks=sum(f[2] for f in finished), generated_tokens=sum(f[3] for f in finished),
             critiques=tuple(text + (prompts.FALLBACK_TEXT if fallback else "") + verdict.shown
                             for (text, _, fallback, _), verdict in zip(finished, verdicts, strict=True)),
@@ -218,7 +230,7 @@ class RemoteScorer:
         requests = server.dialect.critique_requests(ask)
         per_request = len(ask.seeds) // len(requests)
         answers = _parallel(server.client, requests)
-        sampled = [s for answer in answers for s in server.dialect.parse_critiques(answer, per_request)]
+        sampled = _parsed(server, requests, answers, lambda answer: server.dialect.parse_critiques(answer, per_request))
         if len(sampled) != len(ask.seeds):
             raise RemoteError(f"{server.client.url}: asked for {len(ask.seeds)} critiques, got {len(sampled)}")
         return sampled
@@ -253,8 +265,8 @@ class RemoteScorer:
                                                    yes=self.vocab.yes, no=self.vocab.no)
         per_request = len(contexts) // len(requests)
         answers = _parallel(server.client, requests)
-        verdicts = [v for answer in answers
-                    for v in server.dialect.parse_verdicts(answer, per_request, yes=self.vocab.yes, no=self.vocab.no)]
+        verdicts = _parsed(server, requests, answers, lambda answer: server.dialect.parse_verdicts(
+            answer, per_request, yes=self.vocab.yes, no=self.vocab.no))
         if len(verdicts) != len(contexts):
             raise RemoteError(f"{server.client.url}: asked for {len(contexts)} verdicts, got {len(verdicts)}")
         return verdicts
@@ -321,6 +333,18 @@ def _refuse_special_text(solution: Solution, server: Server) -> None:
                              f"and {server.client.url} ({server.dialect.name}) takes prompts only as text, which "
                              "it parses for special tokens; not sent. Use a server that takes token ids "
                              "(vLLM, SGLang, llama-server)")
+
+
+def _parsed(server: Server, requests: list[dialects.Request], answers: list[dict[str, Any]],
+            parse: Callable[[dict[str, Any]], list[Any]]) -> list[Any]:
+    """Every answer parsed in order; a malformed one is a RemoteError naming the server and the path."""
+    parsed = []
+    for (path, _), answer in zip(requests, answers, strict=True):
+        try:
+            parsed += parse(answer)
+        except RemoteError as exc:
+            raise RemoteError(f"{server.client.url}{path}: {exc}") from None
+    return parsed
 
 
 def _outcome(thread: threading.Thread, box: dict[str, Any]) -> SolutionResult:
