@@ -52,16 +52,20 @@ def llama_cpp_server(model: Path, *, startup_timeout: float = 120.0) -> Iterator
         stop_child(process)
 
 
-Reply = Callable[[str, dict[str, Any] | None], tuple[int, bytes]]
+# (status, body) or (status, body, headers); a body is bytes (sent with its length), an iterable of byte
+# chunks (each flushed as it comes, the end marked by closing the connection), or a callable that is given
+# the socket's file and writes every byte itself, status line and headers included (a hostile server)
+Reply = Callable[[str, dict[str, Any] | None], tuple[Any, ...]]
 
 
 class ScriptedServer:
-    """Answers every request with `reply(path, body)` -> (status, raw bytes); records (path, body) pairs."""
+    """Answers every request with `reply(path, body)`; records (path, body) pairs, methods and keys sent."""
 
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
         self.requests: list[tuple[str, dict[str, Any] | None]] = []
         self.authorization: list[str | None] = []
+        self.methods: list[str] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,15 +79,30 @@ class ScriptedServer:
             def _answer(self, body: dict[str, Any] | None) -> None:
                 owner.requests.append((self.path, body))
                 owner.authorization.append(self.headers.get("Authorization"))
-                status, raw = owner.reply(self.path, body)
+                owner.methods.append(self.command)
+                status, raw, *headers = owner.reply(self.path, body)
                 try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self._send(status, raw, headers[0] if headers else {})
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+                    pass
+
+            def _send(self, status: int, raw: Any, headers: dict[str, str]) -> None:
+                if callable(raw):
+                    raw(self.wfile)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if isinstance(raw, bytes):
                     self.send_header("Content-Length", str(len(raw)))
                     self.end_headers()
                     self.wfile.write(raw)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
-                    pass
+                    return
+                self.end_headers()
+                for chunk in raw:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -103,6 +122,27 @@ class ScriptedServer:
 
     def posts(self, path: str) -> list[dict[str, Any]]:
         return [body for p, body in self.requests if p == path and body is not None]
+
+
+def drip(raw: bytes, every: float, *, limit: float = 20.0) -> Callable[[Any], None]:
+    """A writer that sends `raw` (status line and headers included) one byte every `every` seconds, for at
+    most `limit` seconds, so that a client without a total deadline still ends its test."""
+    def write(wfile: Any) -> None:
+        stop = time.monotonic() + limit
+        for byte in raw:
+            if time.monotonic() > stop:
+                return
+            wfile.write(bytes([byte]))
+            wfile.flush()
+            time.sleep(every)
+    return write
+
+
+def endless(chunk: bytes = b" " * 65536, *, limit: float = 20.0) -> Iterator[bytes]:
+    """A body that never ends (for at most `limit` seconds)."""
+    stop = time.monotonic() + limit
+    while time.monotonic() < stop:
+        yield chunk
 
 
 def ok(value: Any) -> tuple[int, bytes]:
