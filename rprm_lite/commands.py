@@ -62,7 +62,8 @@ def run_score_job(job: ScoreJob) -> None:
         if job.remote is not None:  # the servers name the model, so connect before checking the output file
             from rprm_lite.remote.options import make_scorer
 
-            scorer = stack.enter_context(make_scorer(job.model, job.overrides, remote=job.remote, vocab=job.vocab))
+            scorer = stack.enter_context(make_scorer(job.model, job.overrides, remote=job.remote, vocab=job.vocab,
+                                                     mark_unread=True))
         results = None
         if job.output:
             settings = scorer.run_settings() if scorer is not None else run_settings(info, config, calibration)
@@ -118,12 +119,11 @@ def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.Resu
 def _refuse_unread(unread: list[int], kept: Path | None) -> None:
     """A run with steps whose verdict could not be read fails after every other result is written: its
     output is not a full set of verdicts, and exit 0 would say it is."""
+    from rprm_lite.remote.scorer import UNREAD_WHY
     from rprm_lite.remote.transport import RemoteError
 
     where = f"; those solutions are not in {kept}, so a rerun scores them again" if kept else ""
-    raise RemoteError(f"{sum(unread)} step(s) of {len(unread)} solution(s) could not be read: the server's top "
-                      "logprobs at the verdict held neither ' Yes' nor ' No' (is the served model the R-PRM model "
-                      f"that --vocab tokenizes for?){where}")
+    raise RemoteError(f"{sum(unread)} step(s) of {len(unread)} solution(s) could not be read: {UNREAD_WHY}{where}")
 
 
 def _note_cache(folder: Path, cache) -> None:

@@ -68,9 +68,10 @@ def vllm(path, body):
     return ok({"data": [{"index": i, "score": 0.75} for i in range(len(body["items"]))]})
 
 
-def score_on(tiny_gguf, reply, **changes):
-    with ScriptedServer(reply) as server, RemoteScorer(tiny_gguf, CONFIG, remote=fast(server.url, **changes)) as s:
-        return s.score_solution(SOLUTION)
+def score_on(tiny_gguf, reply, mark_unread=False, **changes):
+    with ScriptedServer(reply) as server, RemoteScorer(tiny_gguf, CONFIG, remote=fast(server.url, **changes),
+                                                       mark_unread=mark_unread) as scorer:
+        return scorer.score_solution(SOLUTION)
 
 
 def run_cli(*args, timeout=60):
@@ -144,7 +145,9 @@ def test_positive_logprobs_by_token_id_are_refused(tiny_gguf):
                                    llama_server([{"id": 1, "logprob": -0.1}, {"id": 2, "logprob": -2.5}])],
                          ids=["openai", "llama-server"])
 def test_a_verdict_without_yes_or_no_is_not_read_never_a_half(tiny_gguf, reply):
-    result = score_on(tiny_gguf, reply)
+    with pytest.raises(RemoteError, match=r"solution add, step\(s\) 1, 2: .*neither ' Yes' nor ' No'"):
+        score_on(tiny_gguf, reply)  # the library's default: no made-up number reaches a benchmark or rerank
+    result = score_on(tiny_gguf, reply, mark_unread=True)
     for step in result.steps:
         assert (step.verdict, step.score, step.p_yes, step.unread) == ("unread", None, (None, None), 2)
     assert result.solution_score is None and result.first_error_step is None

@@ -10,9 +10,11 @@ keeps several solutions in flight (`concurrency`), each on one server (round rob
 solution's prompts meet that server's prefix cache).
 
 A verdict whose top logprobs hold neither " Yes" nor " No" is not read (its p_yes is None), and a step
-with such a verdict is "unread": no score (a mean over fewer than K critiques would be another setting,
-recorded as K), no verdict, and the solution has no score; scoring goes on with the next step. The
-`score` command writes such a solution on stdout but not into --output, and exits non-zero at the end.
+with such a verdict is "unread": it has no score (a mean over fewer than K critiques would be another
+setting, recorded as K) and no verdict. By default that solution is a RemoteError (so the benchmarks,
+rerank and the training data never take a made-up number); with `mark_unread` (the `score` command) the
+step is marked "unread", the solution gets no score, and scoring goes on: `score` prints such a solution
+but keeps it out of --output (a rerun scores it again) and exits 5 at the end.
 
 A critique that ends without the verdict phrase gets the released fallback question, as locally. With
 `verdict="released"` the verdict context is the prompt plus the cleaned critique text, tokenized as one
@@ -48,6 +50,9 @@ from rprm_lite.solution import Solution
 from rprm_lite.uncertain import step_verdict
 from rprm_lite.verdict import clean_critique, released_tokens, verdict_text
 
+UNREAD_WHY = ("the server's top logprobs at the verdict held neither ' Yes' nor ' No' (is the served model the "
+              "R-PRM model that --vocab tokenizes for?)")
+
 
 @dataclass(frozen=True)
 class RemoteStepResult(StepResult):
@@ -73,8 +78,9 @@ class RemoteScorer:
     """
 
     def __init__(self, vocab_path: str | Path, config: ScoreConfig | None = None, *, remote: RemoteConfig,
-                 **overrides: Any) -> None:
+                 mark_unread: bool = False, **overrides: Any) -> None:
         self.vocab_path = Path(vocab_path)
+        self.mark_unread = mark_unread  # False: a step whose verdict cannot be read is a RemoteError
         self.model_info = _model_info(self.vocab_path)  # None for a vocabulary-only file
         base = config or (self.model_info.default_config() if self.model_info else ScoreConfig())
         self.config = base.replace(**overrides) if overrides else base
@@ -198,7 +204,11 @@ class RemoteScorer:
             all_steps=self.config.all_steps, on_step=on_step)
         result = solution_result(solution, results, aggregation=self.config.aggregation,
                                  config={**self.run_metadata(), "effective_max_tokens": max_tokens})
-        if any(step.verdict == UNREAD for step in results):  # an aggregate without a step is no score
+        unread = [str(step.index) for step in results if step.verdict == UNREAD]
+        if unread and not self.mark_unread:
+            raise RemoteError(f"{server.client.url}: solution {solution.id}, step(s) {', '.join(unread)}: "
+                              f"{UNREAD_WHY}")
+        if unread:  # an aggregate without one of the steps is no score
             return dataclasses.replace(result, solution_score=None)
         return result
 
