@@ -4,9 +4,11 @@ and for the answers of servers that cannot run here)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.bench.children import start_child, stop_child
-from rprm_lite.buffers import llama_cpp_server_command
+from rprm_lite.buffers import llama_cpp_server_command, llama_server_args
 
 
 def free_port() -> int:
@@ -30,26 +32,53 @@ def free_port() -> int:
 def llama_cpp_server(model: Path, *, startup_timeout: float = 120.0) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on a free loopback port, one CPU thread."""
     port = free_port()
-    process = start_child(
-        [*llama_cpp_server_command(), "--model", str(model), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "4096", "--n_threads", "1", "--n_threads_batch", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    with _serving([*llama_cpp_server_command(), "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+                   "--n_ctx", "4096", "--n_threads", "1", "--n_threads_batch", "1"],
+                  f"http://127.0.0.1:{port}", "llama_cpp.server", startup_timeout) as url:
+        yield url
+
+
+def llama_server_binary() -> Path:
+    """Where `make llama-server` puts llama.cpp's own server, built from the installed llama-cpp-python's source."""
+    version = importlib.metadata.version("llama-cpp-python")
+    return Path(__file__).resolve().parents[1] / "build" / "llama-server" / version / "bin" / "llama-server"
+
+
+@contextmanager
+def llama_server(model: Path, *, startup_timeout: float = 120.0) -> Iterator[str]:
+    """llama.cpp's `llama-server` on a free loopback port: one thread, one slot, the buffer rule of every load
+    (`--no-repack` where extra buffer types are off), no web UI; it dies with the test process."""
+    port = free_port()
+    with _serving([str(llama_server_binary()), "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+                   "--ctx-size", "4096", "--parallel", "1", "--threads", "1", "--threads-batch", "1",
+                   "--no-webui", "--no-warmup", *llama_server_args()],
+                  f"http://127.0.0.1:{port}", "llama-server", startup_timeout) as url:
+        yield url
+
+
+@contextmanager
+def _serving(command: list[str], url: str, name: str, startup_timeout: float) -> Iterator[str]:
+    """Start `command` (a child that dies with this process), wait until `url`/v1/models answers, yield `url`.
+    Its log goes to a file (a pipe nobody reads would stall a chatty server once full)."""
+    log = tempfile.TemporaryFile()
+    process = start_child(command, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {process.stderr.read().decode()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"{name} exited: {log.read().decode(errors='replace')[-2000:]}")
             try:
                 urllib.request.urlopen(url + "/v1/models", timeout=2).read()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start in time") from None
+                    raise RuntimeError(f"{name} did not start in time") from None
                 time.sleep(0.3)
         yield url
     finally:
         stop_child(process)
+        log.close()
 
 
 # (status, body) or (status, body, headers); a body is bytes (sent with its length), an iterable of byte

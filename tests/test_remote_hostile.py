@@ -87,15 +87,22 @@ def source(tmp_path):
 
 
 # -- answers the client cannot read: a clean RemoteError, never a traceback ------------------------------
+def two_choices(logprobs: bytes) -> bytes:
+    """A verdict answer of two choices (K=2) whose top logprobs are the raw JSON text `logprobs`."""
+    choice = b'{"text": " Yes", "logprobs": {"top_logprobs": [' + logprobs + b"]}}"
+    return b'{"choices": [' + choice + b", " + choice + b"]}"
+
+
 DEEP = b"[" * 100_000 + b"]" * 100_000
-HUGE_INT = b'{"choices": [{"text": " Yes", "logprobs": {"top_logprobs": [{" Yes": -' + b"9" * 5000 + b"}]}}]}"
-BIG_INT = b'{"choices": [{"text": " Yes", "logprobs": {"top_logprobs": [{" Yes": -' + b"9" * 400 + b"}]}}]}"
-HUGE_FLOAT = b'{"choices": [{"text": " Yes", "logprobs": {"top_logprobs": [{" Yes": -1e400, " No": -1}]}}]}'
-NAN = b'{"choices": [{"text": " Yes", "logprobs": {"top_logprobs": [{" Yes": NaN, " No": -1}]}}]}'
-SURROGATE = b'{"choices": [{"text": "\\ud800", "finish_reason": "length"}]}'
+HUGE_INT = two_choices(b'{" Yes": -' + b"9" * 5000 + b', " No": -1}')
+BIG_INT = two_choices(b'{" Yes": -' + b"9" * 400 + b', " No": -1}')
+HUGE_FLOAT = two_choices(b'{" Yes": -1e400, " No": -1}')
+NAN = two_choices(b'{" Yes": NaN, " No": -1}')
+BAD_UTF8 = two_choices(b'{" Yes": -1, "\xff\xfe": -2}')
+SURROGATE = b'{"choices": [{"text": "\\ud800", "finish_reason": "length"}, {"text": "a", "finish_reason": "length"}]}'
 
 
-@pytest.mark.parametrize("raw", [DEEP, HUGE_INT, BIG_INT, HUGE_FLOAT, NAN, b'{"choices": [{"text": "\xff\xfe"}]}'],
+@pytest.mark.parametrize("raw", [DEEP, HUGE_INT, BIG_INT, HUGE_FLOAT, NAN, BAD_UTF8],
                          ids=["deep", "huge-int", "big-int", "huge-float", "nan", "bad-utf8"])
 def test_an_answer_that_cannot_be_read_is_a_clean_error(tiny_gguf, raw):
     with pytest.raises(RemoteError, match=r"/v1/completions: "):

@@ -59,7 +59,9 @@ class RemoteStepResult(StepResult):
     """A step scored remotely: the local fields, plus the seeds sent and how many P(Yes) were approximate."""
 
     seeds: tuple[int, ...] = ()  # one per critique request: K, or one for a request with `n`
-    approximate: int = 0  # critiques whose " Yes" or " No" was missing from the server's top logprobs
+    # critiques whose P(Yes) is not exact: " Yes" or " No" missing from the top logprobs, or (a server that takes
+    # text) the verdict context read back as other tokens than the ones scored locally
+    approximate: int = 0
     unread: int = 0  # critiques whose top logprobs held neither: their p_yes is None, the step is "unread"
 
 
@@ -226,7 +228,7 @@ class RemoteScorer:
         p_yes = tuple(v.p_yes for v in verdicts)
         unread = p_yes.count(None)
         score = None if unread else sum(p_yes) / len(p_yes)
-        special = 0 if server.dialect.token_ids else sum(bool(prompts.SPECIAL_MARKER.search(t)) for t, *_ in finished)
+        moved = [False] * len(contexts) if server.dialect.token_ids else [self._retokenized(c) for c in contexts]
         return RemoteStepResult(
             index=index + 1, score=score, p_yes=p_yes, unread=unread,
             verdict=UNREAD if unread else step_verdict(score, cfg.threshold, cfg.uncertain_band),
@@ -234,7 +236,7 @@ class RemoteScorer:
             critiques=tuple(text + (prompts.FALLBACK_TEXT if fallback else "") + verdict.shown
                             for (text, _, fallback, _), verdict in zip(finished, verdicts, strict=True)),
             prompt_tokens=len(prompt_ids), reused_tokens=0, seeds=server.dialect.sent_seeds(ask),
-            approximate=max(special, sum(v.approximate for v in verdicts)))
+            approximate=sum(v.approximate or shifted for v, shifted in zip(verdicts, moved, strict=True)))
 
     def _critiques(self, server: Server, ask: CritiqueAsk) -> list[Sampled]:
         requests = server.dialect.critique_requests(ask)
@@ -268,6 +270,14 @@ class RemoteScorer:
         tail = list(self.vocab.fallback) if fallback else []
         return VerdictContext(tuple(prompt_ids + ids + tail),
                               prompt.text + text + (prompts.FALLBACK_TEXT if fallback else ""))
+
+    def _retokenized(self, context: VerdictContext) -> bool:
+        """Whether a server that takes text (llama-cpp-python's: special tokens parsed, no BOS added) reads
+        `context.text` as other tokens than `context.ids`, the ones the local engine scores: BPE merges across
+        the seams of prompt, critique and fallback question. Its P(Yes) is then of another context, and no
+        bound holds; with the same tokens it is the local P(Yes) (1e-3, tests/test_remote.py)."""
+        exact = list(context.ids[1:] if self.engine.add_bos and context.ids[:1] == (self.engine.bos,) else context.ids)
+        return self.engine.tokenize(context.text, special=True) != exact
 
     def _verdicts(self, server: Server, prompt_ids: list[int],
                   contexts: list[VerdictContext]) -> list[dialects.Verdict]:
