@@ -256,10 +256,13 @@ class RemoteScorer:
         elif critique.stopped_on_phrase:
             text += prompts.VERDICT_PHRASE  # the server trimmed its stop string
         has_phrase = cut >= 0 or critique.stopped_on_phrase
-        ids = list(critique.token_ids or ())
+        ids, ended = list(critique.token_ids or ()), 0
+        while ids and self.engine.is_end(ids[-1]):  # the end token a server stopped on (llama-server lists it);
+            ids.pop()  # the local engine never decodes it, so the fallback question follows the text
+            ended += 1
         if not ids or b"".join(self.engine.piece(t) for t in ids).decode("utf-8", errors="replace") != text:
             ids = self.engine.tokenize(text, special=False)  # the server's own ids are unknown or cover more
-        generated = critique.tokens if critique.tokens is not None and cut < 0 else len(ids)
+        generated = critique.tokens - ended if critique.tokens is not None and cut < 0 else len(ids)
         return text, ids, not has_phrase, generated
 
     def _verdict_context(self, prompt: prompts.Prompt, prompt_ids: list[int], text: str, ids: list[int],
