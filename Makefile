@@ -11,7 +11,7 @@ PIP := $(PY) -m pip
 # torch is pinned so pip takes the CPU build instead of a multi-GB CUDA one
 TORCH ?= torch==2.13.0
 
-.PHONY: venv install install-dev demo demo-model test lint docs docs-examples clean
+.PHONY: venv install install-dev demo demo-model llama-server test lint docs docs-examples clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,28 @@ demo-model: install-dev
 	$(PY) -m rprm_lite.demo_model.recipe --out $(RECIPE_OUT) --evaluate
 	cp $(RECIPE_OUT)/rprm-demo.gguf rprm_lite/models/rprm-demo.gguf
 
-test: install-dev
+# llama.cpp's own llama-server, built from the llama.cpp source that the installed llama-cpp-python vendors
+# (its sdist), CPU only, -march=native as llama-cpp-python's default build, nothing fetched at build time
+# (no OpenSSL, no prebuilt web UI). The tests run the remote backend's llama-server dialect against it.
+# Cached per version under build/llama-server/VERSION: a long compile (nice'd) the first time, then nothing.
+LLAMA_SERVER_DIR ?= build/llama-server
+LLAMA_SERVER_JOBS ?= $(shell nproc)
+LLAMA_SERVER_CMAKE := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=ON \
+	-DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
+llama-server: install
+	@version=$$($(PY) -c 'import importlib.metadata as m; print(m.version("llama-cpp-python"))') && \
+	out=$(LLAMA_SERVER_DIR)/$$version && src=$$out/sdist/llama_cpp_python-$$version && \
+	if [ -x $$out/bin/llama-server ]; then echo "llama-server $$version: $$out/bin/llama-server"; exit 0; fi && \
+	mkdir -p $$out/sdist $$out/bin && \
+	$(PIP) download -q --no-deps --no-binary :all: -d $$out/sdist "llama-cpp-python==$$version" && \
+	tar -xzf $$out/sdist/llama_cpp_python-$$version.tar.gz -C $$out/sdist && \
+	cmake -S $$src/vendor/llama.cpp -B $$out/cmake $(LLAMA_SERVER_CMAKE) > $$out/cmake.log && \
+	nice cmake --build $$out/cmake --target llama-server -j $(LLAMA_SERVER_JOBS) && \
+	cp $$out/cmake/bin/llama-server $$out/bin/llama-server && \
+	echo "llama-server $$version: $$out/bin/llama-server"
+
+test: install-dev llama-server
 	$(PY) -m pytest
 
 # The site's reference pages are generated while it builds (the CLI from the typer app, the HTTP API from a

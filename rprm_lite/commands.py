@@ -12,6 +12,7 @@ from rprm_lite import output
 from rprm_lite.errors import InputError, ModelFileError
 from rprm_lite.options import Options, option
 from rprm_lite.progress import ProgressBar
+from rprm_lite.results import UNREAD
 from rprm_lite.solution import Solution, read_solutions
 
 
@@ -68,7 +69,8 @@ def run_score_job(job: ScoreJob) -> None:
         if job.remote is not None:  # the servers name the model, so connect before checking the output file
             from rprm_lite.remote.options import make_scorer
 
-            scorer = stack.enter_context(make_scorer(job.model, job.overrides, remote=job.remote, vocab=job.vocab))
+            scorer = stack.enter_context(make_scorer(job.model, job.overrides, remote=job.remote, vocab=job.vocab,
+                                                     mark_unread=True))
         results = None
         if job.output:
             settings = scorer.run_settings() if scorer is not None else run_settings(info, config, calibration)
@@ -91,7 +93,7 @@ def run_score_job(job: ScoreJob) -> None:
 
 
 def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.ResultsFile | None) -> None:
-    finished, noted = 0, False
+    finished, noted, unread = 0, False, []
     try:
         with ProgressBar("scoring", len(todo)) as bar:
             def advance(solution: Solution, step) -> None:  # a unit is a solution; the label names the step
@@ -105,7 +107,9 @@ def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.Resu
                 if not noted:
                     noted = _note_short_critiques(result, scorer)
                 line = output.to_json_line(result, critiques=job.show_critiques)
-                if results is not None:
+                steps_unread = sum(step.verdict == UNREAD for step in result.steps)
+                unread += [steps_unread] if steps_unread else []
+                if results is not None and not steps_unread:  # only results that were read are kept
                     results.append(line)
                 sys.stdout.write(line if job.json_out else
                                  output.format_table(result, solution.steps, show_critiques=job.show_critiques))
@@ -115,6 +119,18 @@ def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.Resu
         where = f"; their results are in {job.output}" if job.output else ""
         _note(f"stopped after {finished} of {len(todo)} solution(s){where}")
         raise
+    if unread:
+        _refuse_unread(unread, job.output)
+
+
+def _refuse_unread(unread: list[int], kept: Path | None) -> None:
+    """A run with steps whose verdict could not be read fails after every other result is written: its
+    output is not a full set of verdicts, and exit 0 would say it is."""
+    from rprm_lite.remote.scorer import UNREAD_WHY
+    from rprm_lite.remote.transport import RemoteError
+
+    where = f"; those solutions are not in {kept}, so a rerun scores them again" if kept else ""
+    raise RemoteError(f"{sum(unread)} step(s) of {len(unread)} solution(s) could not be read: {UNREAD_WHY}{where}")
 
 
 def _note_cache(folder: Path, cache) -> None:

@@ -157,11 +157,12 @@ OMITTED_WHEN_OFF = ("uncertain_band", "calibration")
 # an output made with other values must not be resumed or mixed. The benchmarks' run.json and the
 # results file of `rprm-lite score` (which also records aggregation and n_ctx) are checked with these.
 RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "verdict", "all_steps",
-               "model_sha256", "backend", "server_model", "vocab_sha256",  # these three: remote runs only
+               "model_sha256", "backend", "server", "server_kind", "server_model", "vocab_sha256",  # remote only
                *ADAPTIVE_FIELDS, "uncertain_band", "lora")
 RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256", "calibration_sha256")
 # Settings added after outputs were first written: an output without the key was made with this value.
-ADDED_SETTINGS = {"verdict": "single-pass", "backend": "local", "server_model": None, "vocab_sha256": None,
+ADDED_SETTINGS = {"verdict": "single-pass", "backend": "local", "server": None, "server_kind": None,
+                  "server_model": None, "vocab_sha256": None,
                   "adaptive": False, "uncertain_band": None, "calibration_sha256": None, "lora": None}
 
 

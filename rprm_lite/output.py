@@ -11,7 +11,7 @@ from typing import Any
 from rprm_lite.config import RESULT_KEYS, refuse_other_settings
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import JsonlWriter, read_jsonl
-from rprm_lite.results import SolutionResult
+from rprm_lite.results import UNREAD, SolutionResult
 
 EXCERPT_WIDTH = 60
 
@@ -31,12 +31,16 @@ def format_table(result: SolutionResult, steps_text: tuple[str, ...], *, show_cr
         lines.append(f"{step.index:>4}  {score:>5}  {step.verdict:<11} {used}{excerpt(text)}")
         if show_critiques:
             for number, (critique, p_yes) in enumerate(zip(step.critiques, step.p_yes, strict=False), start=1):
-                lines.append(f"      critique {number} (P(Yes) = {p_yes:.3f}):")
+                shown = "not read" if p_yes is None else f"{p_yes:.3f}"
+                lines.append(f"      critique {number} (P(Yes) = {shown}):")
                 lines.extend("        " + line for line in critique.splitlines())
     return "\n".join(lines) + "\n"
 
 
 def verdict_line(result: SolutionResult) -> str:
+    unread = [str(step.index) for step in result.steps if step.verdict == UNREAD]
+    if unread:  # a remote server's verdict held neither " Yes" nor " No"
+        return f"could not read the verdict of step{'s' if len(unread) > 1 else ''} {', '.join(unread)}; no score"
     scored = sum(step.score is not None for step in result.steps)
     total = f"solution score {result.solution_score:.3f}" if result.solution_score is not None else ""
     unsure = [str(step.index) for step in result.steps if step.verdict == "uncertain"]

@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-Verdict = Literal["correct", "wrong", "uncertain", "not scored"]  # uncertain: see rprm_lite/uncertain.py
+# uncertain: see rprm_lite/uncertain.py; unread: a remote server's verdict held neither " Yes" nor " No"
+# (rprm_lite/remote/scorer.py), so the step has no score
+Verdict = Literal["correct", "wrong", "uncertain", "not scored", "unread"]
+UNREAD = "unread"
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ and for the answers of servers that cannot run here)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import urllib.request
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.bench.children import start_child, stop_child
-from rprm_lite.buffers import llama_cpp_server_command
+from rprm_lite.buffers import llama_cpp_server_command, llama_server_args
 
 
 def free_port() -> int:
@@ -30,38 +32,69 @@ def free_port() -> int:
 def llama_cpp_server(model: Path, *, startup_timeout: float = 120.0) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server on a free loopback port, one CPU thread."""
     port = free_port()
-    process = start_child(
-        [*llama_cpp_server_command(), "--model", str(model), "--host", "127.0.0.1",
-         "--port", str(port), "--n_ctx", "4096", "--n_threads", "1", "--n_threads_batch", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
+    with _serving([*llama_cpp_server_command(), "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+                   "--n_ctx", "4096", "--n_threads", "1", "--n_threads_batch", "1"],
+                  f"http://127.0.0.1:{port}", "llama_cpp.server", startup_timeout) as url:
+        yield url
+
+
+def llama_server_binary() -> Path:
+    """Where `make llama-server` puts llama.cpp's own server, built from the installed llama-cpp-python's source."""
+    version = importlib.metadata.version("llama-cpp-python")
+    return Path(__file__).resolve().parents[1] / "build" / "llama-server" / version / "bin" / "llama-server"
+
+
+@contextmanager
+def llama_server(model: Path, *, startup_timeout: float = 120.0) -> Iterator[str]:
+    """llama.cpp's `llama-server` on a free loopback port: one thread, one slot, the buffer rule of every load
+    (`--no-repack` where extra buffer types are off), no web UI; it dies with the test process."""
+    port = free_port()
+    with _serving([str(llama_server_binary()), "--model", str(model), "--host", "127.0.0.1", "--port", str(port),
+                   "--ctx-size", "4096", "--parallel", "1", "--threads", "1", "--threads-batch", "1",
+                   "--no-webui", "--no-warmup", *llama_server_args()],
+                  f"http://127.0.0.1:{port}", "llama-server", startup_timeout) as url:
+        yield url
+
+
+@contextmanager
+def _serving(command: list[str], url: str, name: str, startup_timeout: float) -> Iterator[str]:
+    """Start `command` (a child that dies with this process), wait until `url`/v1/models answers, yield `url`.
+    Its log goes to a file (a pipe nobody reads would stall a chatty server once full)."""
+    log = tempfile.TemporaryFile()
+    process = start_child(command, stdout=subprocess.DEVNULL, stderr=log)
     try:
         deadline = time.monotonic() + startup_timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited: {process.stderr.read().decode()[-2000:]}")
+                log.seek(0)
+                raise RuntimeError(f"{name} exited: {log.read().decode(errors='replace')[-2000:]}")
             try:
                 urllib.request.urlopen(url + "/v1/models", timeout=2).read()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    raise RuntimeError("llama_cpp.server did not start in time") from None
+                    raise RuntimeError(f"{name} did not start in time") from None
                 time.sleep(0.3)
         yield url
     finally:
         stop_child(process)
+        log.close()
 
 
-Reply = Callable[[str, dict[str, Any] | None], tuple[int, bytes]]
+# (status, body) or (status, body, headers); a body is bytes (sent with its length), an iterable of byte
+# chunks (each flushed as it comes, the end marked by closing the connection), or a callable that is given
+# the socket's file and writes every byte itself, status line and headers included (a hostile server)
+Reply = Callable[[str, dict[str, Any] | None], tuple[Any, ...]]
 
 
 class ScriptedServer:
-    """Answers every request with `reply(path, body)` -> (status, raw bytes); records (path, body) pairs."""
+    """Answers every request with `reply(path, body)`; records (path, body) pairs, methods and keys sent."""
 
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
         self.requests: list[tuple[str, dict[str, Any] | None]] = []
         self.authorization: list[str | None] = []
+        self.methods: list[str] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -75,15 +108,30 @@ class ScriptedServer:
             def _answer(self, body: dict[str, Any] | None) -> None:
                 owner.requests.append((self.path, body))
                 owner.authorization.append(self.headers.get("Authorization"))
-                status, raw = owner.reply(self.path, body)
+                owner.methods.append(self.command)
+                status, raw, *headers = owner.reply(self.path, body)
                 try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self._send(status, raw, headers[0] if headers else {})
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
+                    pass
+
+            def _send(self, status: int, raw: Any, headers: dict[str, str]) -> None:
+                if callable(raw):
+                    raw(self.wfile)
+                    return
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if isinstance(raw, bytes):
                     self.send_header("Content-Length", str(len(raw)))
                     self.end_headers()
                     self.wfile.write(raw)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout test)
-                    pass
+                    return
+                self.end_headers()
+                for chunk in raw:
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -103,6 +151,27 @@ class ScriptedServer:
 
     def posts(self, path: str) -> list[dict[str, Any]]:
         return [body for p, body in self.requests if p == path and body is not None]
+
+
+def drip(raw: bytes, every: float, *, limit: float = 20.0) -> Callable[[Any], None]:
+    """A writer that sends `raw` (status line and headers included) one byte every `every` seconds, for at
+    most `limit` seconds, so that a client without a total deadline still ends its test."""
+    def write(wfile: Any) -> None:
+        stop = time.monotonic() + limit
+        for byte in raw:
+            if time.monotonic() > stop:
+                return
+            wfile.write(bytes([byte]))
+            wfile.flush()
+            time.sleep(every)
+    return write
+
+
+def endless(chunk: bytes = b" " * 65536, *, limit: float = 20.0) -> Iterator[bytes]:
+    """A body that never ends (for at most `limit` seconds)."""
+    stop = time.monotonic() + limit
+    while time.monotonic() < stop:
+        yield chunk
 
 
 def ok(value: Any) -> tuple[int, bytes]:

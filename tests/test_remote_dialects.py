@@ -122,7 +122,7 @@ def test_plain_openai_batches_verdict_prompts_and_reads_text_or_token_id_keys():
     assert second.p_yes == pytest.approx(two_way(-0.3, -1.4)) and second.shown == " Yes"
     neither = {"choices": [{"index": 0, "text": "x", "logprobs": {"top_logprobs": [{"x": -0.1, "y": -3.0}]}}]}
     (only,) = Dialect().parse_verdicts(neither, 1, yes=YES, no=NO)
-    assert only.approximate and only.p_yes == 0.5  # both below the listed ones: nothing to tell them apart
+    assert only.p_yes is None and not only.approximate  # both below the listed ones: not read, never 0.5
 
 
 def test_llama_cpp_python_sends_text_without_n_or_stop_and_counts_tokens_from_usage():

@@ -13,8 +13,12 @@ P(Yes) comes from the most exact call each server offers:
   by token id; plain OpenAI `/v1/completions` (and llama-cpp-python's server, whose `logprobs` are the
   log-softmax of the raw logits) with `max_tokens: 1` and the top logprobs by token text.
 From top logprobs, P(Yes) = 1 / (1 + exp(lp(No) - lp(Yes))): exact, since the log-softmax shifts both
-logits by the same constant. When either token is not among the top ones it is marked approximate,
-with the smallest listed logprob standing in for the missing one (an upper bound on it).
+logits by the same constant. When one of the two tokens is not among the top ones it is marked
+approximate, with the smallest listed logprob standing in for the missing one (an upper bound on it).
+When neither is there, nothing bounds P(Yes): the verdict is not read (p_yes None), never a made-up 0.5.
+
+An answer is checked before it is believed: every logprob is a finite number <= 0 (anything else is not
+a log-probability, and the whole answer is refused), every probability is in [0, 1].
 
 Sources for the formats: vLLM docs "Generative Scoring" (docs.vllm.ai/en/latest/serving/online_serving/
 generative_scoring) and its completions extras (`include_stop_str_in_output`, `return_token_ids`,
@@ -72,7 +76,7 @@ class VerdictContext:
 
 @dataclass(frozen=True)
 class Verdict:
-    p_yes: float
+    p_yes: float | None  # None: neither " Yes" nor " No" among the server's top logprobs (not read)
     approximate: bool = False
     shown: str = ""  # the verdict token the server would write, when the call returns one
 
@@ -245,9 +249,9 @@ class LlamaServer(Dialect):
         tops = probabilities[0].get("top_logprobs")
         if not isinstance(tops, list):
             raise RemoteError("expected completion_probabilities[0].top_logprobs (is post_sampling_probs on?)")
-        by_id = {entry["id"]: entry["logprob"] for entry in tops
-                 if isinstance(entry, dict) and isinstance(entry.get("id"), int)
-                 and isinstance(entry.get("logprob"), (int, float))}
+        if not all(isinstance(entry, dict) and _is_int(entry.get("id")) for entry in tops):
+            raise RemoteError("expected {id, logprob} objects in completion_probabilities[0].top_logprobs")
+        by_id = {entry["id"]: _logprob(entry.get("logprob"), f"the logprob of token {entry['id']}") for entry in tops}
         shown = answer.get("content") if isinstance(answer.get("content"), str) else ""
         return [_from_top(by_id, yes, no, shown=shown)]
 
@@ -297,21 +301,41 @@ def two_way(lp_yes: float, lp_no: float) -> float:
 
 
 def _from_top(logprobs: dict[int, float], yes: int, no: int, *, shown: str) -> Verdict:
+    """P(Yes) from checked top logprobs by token id; not read (None) when neither token is among them."""
     if not logprobs:
         raise RemoteError("the answer lists no top logprobs for the verdict token")
+    if yes not in logprobs and no not in logprobs:
+        return Verdict(None, shown=shown)
     floor = min(logprobs.values())  # a token missing from the top ones has at most this logprob
-    lp_yes, lp_no = logprobs.get(yes, floor), logprobs.get(no, floor)
-    if not all(math.isfinite(v) for v in (lp_yes, lp_no)):
-        raise RemoteError(f"non-finite logprobs for ' Yes'/' No': {lp_yes}, {lp_no}")
-    return Verdict(two_way(lp_yes, lp_no), approximate=yes not in logprobs or no not in logprobs, shown=shown)
+    return Verdict(two_way(logprobs.get(yes, floor), logprobs.get(no, floor)),
+                   approximate=yes not in logprobs or no not in logprobs, shown=shown)
 
 
 def _text_keyed(tops: dict[str, Any], yes: int, no: int) -> dict[int, float]:
     """Top logprobs keyed by token text (or vLLM's "token_id:N") as {token id: logprob}; other tokens get
     negative ids so that they still count for the floor."""
     ids = {YES_TEXT: yes, NO_TEXT: no, f"token_id:{yes}": yes, f"token_id:{no}": no}
-    return {ids.get(key, -1 - index): float(value) for index, (key, value) in enumerate(tops.items())
-            if isinstance(value, (int, float))}
+    return {ids.get(key, -1 - index): _logprob(value, f"the logprob of {key!r}")
+            for index, (key, value) in enumerate(tops.items())}
+
+
+def _logprob(value: Any, where: str) -> float:
+    """A log-probability from an answer: a finite number <= 0, else the answer is refused."""
+    number = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an integer too large for a float
+            number = None
+    if number is None or not math.isfinite(number) or number > 0.0:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise RemoteError(f"expected {where} to be a log-probability (a finite number <= 0), got {shown}; "
+                          "this server's logprobs cannot be believed")
+    return number
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _list(answer: dict[str, Any], key: str, expected: int) -> list[Any]:

@@ -57,12 +57,13 @@ def vocab_path(vocab: Path | str | None, model: Path | str | None) -> Path:
 
 
 def make_scorer(model: Path | str | None, settings: dict[str, Any], *, remote: Any = None,
-                vocab: Path | str | None = None) -> Any:
-    """The local `Scorer` of `model`, or, with a RemoteConfig, a `RemoteScorer` tokenizing with `vocab`."""
+                vocab: Path | str | None = None, mark_unread: bool = False) -> Any:
+    """The local `Scorer` of `model`, or, with a RemoteConfig, a `RemoteScorer` tokenizing with `vocab`
+    (`mark_unread`: see RemoteScorer)."""
     if remote is None:
         from rprm_lite.scoring import Scorer
 
         return Scorer(model, **settings)
     from rprm_lite.remote.scorer import RemoteScorer
 
-    return RemoteScorer(vocab_path(vocab, model), remote=remote, **settings)
+    return RemoteScorer(vocab_path(vocab, model), remote=remote, mark_unread=mark_unread, **settings)

@@ -9,6 +9,13 @@ uncertain band; adaptive K and calibration files are refused, not yet supported 
 keeps several solutions in flight (`concurrency`), each on one server (round robin over the URLs, so a
 solution's prompts meet that server's prefix cache).
 
+A verdict whose top logprobs hold neither " Yes" nor " No" is not read (its p_yes is None), and a step
+with such a verdict is "unread": it has no score (a mean over fewer than K critiques would be another
+setting, recorded as K) and no verdict. By default that solution is a RemoteError (so the benchmarks,
+rerank and the training data never take a made-up number); with `mark_unread` (the `score` command) the
+step is marked "unread", the solution gets no score, and scoring goes on: `score` prints such a solution
+but keeps it out of --output (a rerun scores it again) and exits 5 at the end.
+
 A critique that ends without the verdict phrase gets the released fallback question, as locally. With
 `verdict="released"` the verdict context is the prompt plus the cleaned critique text, tokenized as one
 string (rprm_lite/verdict.py), exactly as the local engine's released pass does.
@@ -18,9 +25,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import itertools
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,11 +44,14 @@ from rprm_lite.remote import dialects
 from rprm_lite.remote.dialects import CritiqueAsk, Dialect, Sampled, VerdictContext
 from rprm_lite.remote.settings import RemoteConfig, refuse_unsupported
 from rprm_lite.remote.transport import RemoteError, Retry, ServerClient
-from rprm_lite.results import SolutionResult, StepResult
+from rprm_lite.results import UNREAD, SolutionResult, StepResult
 from rprm_lite.scoring import DEFAULT_POSITIONS, StepCallback, critique_budget, score_in_order, solution_result
 from rprm_lite.solution import Solution
 from rprm_lite.uncertain import step_verdict
 from rprm_lite.verdict import clean_critique, released_tokens, verdict_text
+
+UNREAD_WHY = ("the server's top logprobs at the verdict held neither ' Yes' nor ' No' (is the served model the "
+              "R-PRM model that --vocab tokenizes for?)")
 
 
 @dataclass(frozen=True)
@@ -48,7 +59,10 @@ class RemoteStepResult(StepResult):
     """A step scored remotely: the local fields, plus the seeds sent and how many P(Yes) were approximate."""
 
     seeds: tuple[int, ...] = ()  # one per critique request: K, or one for a request with `n`
-    approximate: int = 0  # critiques whose " Yes" or " No" was missing from the server's top logprobs
+    # critiques whose P(Yes) is not exact: " Yes" or " No" missing from the top logprobs, or (a server that takes
+    # text) the verdict context read back as other tokens than the ones scored locally
+    approximate: int = 0
+    unread: int = 0  # critiques whose top logprobs held neither: their p_yes is None, the step is "unread"
 
 
 @dataclass
@@ -66,8 +80,9 @@ class RemoteScorer:
     """
 
     def __init__(self, vocab_path: str | Path, config: ScoreConfig | None = None, *, remote: RemoteConfig,
-                 **overrides: Any) -> None:
+                 mark_unread: bool = False, **overrides: Any) -> None:
         self.vocab_path = Path(vocab_path)
+        self.mark_unread = mark_unread  # False: a step whose verdict cannot be read is a RemoteError
         self.model_info = _model_info(self.vocab_path)  # None for a vocabulary-only file
         base = config or (self.model_info.default_config() if self.model_info else ScoreConfig())
         self.config = base.replace(**overrides) if overrides else base
@@ -189,8 +204,15 @@ class RemoteScorer:
             score_step=lambda index, prompt_ids: self._score_step(server, index, rendered[index], prompt_ids,
                                                                   max_tokens),
             all_steps=self.config.all_steps, on_step=on_step)
-        return solution_result(solution, results, aggregation=self.config.aggregation,
-                               config={**self.run_metadata(), "effective_max_tokens": max_tokens})
+        result = solution_result(solution, results, aggregation=self.config.aggregation,
+                                 config={**self.run_metadata(), "effective_max_tokens": max_tokens})
+        unread = [str(step.index) for step in results if step.verdict == UNREAD]
+        if unread and not self.mark_unread:
+            raise RemoteError(f"{server.client.url}: solution {solution.id}, step(s) {', '.join(unread)}: "
+                              f"{UNREAD_WHY}")
+        if unread:  # an aggregate without one of the steps is no score
+            return dataclasses.replace(result, solution_score=None)
+        return result
 
     def _score_step(self, server: Server, index: int, prompt: prompts.Prompt, prompt_ids: list[int],
                     max_tokens: int) -> RemoteStepResult:
@@ -204,21 +226,23 @@ class RemoteScorer:
                     for text, ids, fallback, _ in finished]
         verdicts = self._verdicts(server, prompt_ids, contexts)
         p_yes = tuple(v.p_yes for v in verdicts)
-        score = sum(p_yes) / len(p_yes)
-        special = 0 if server.dialect.token_ids else sum(bool(prompts.SPECIAL_MARKER.search(t)) for t, *_ in finished)
+        unread = p_yes.count(None)
+        score = None if unread else sum(p_yes) / len(p_yes)
+        moved = [False] * len(contexts) if server.dialect.token_ids else [self._retokenized(c) for c in contexts]
         return RemoteStepResult(
-            index=index + 1, score=score, p_yes=p_yes, verdict=step_verdict(score, cfg.threshold, cfg.uncertain_band),
+            index=index + 1, score=score, p_yes=p_yes, unread=unread,
+            verdict=UNREAD if unread else step_verdict(score, cfg.threshold, cfg.uncertain_band),
             fallbacks=sum(f[2] for f in finished), generated_tokens=sum(f[3] for f in finished),
             critiques=tuple(text + (prompts.FALLBACK_TEXT if fallback else "") + verdict.shown
                             for (text, _, fallback, _), verdict in zip(finished, verdicts, strict=True)),
             prompt_tokens=len(prompt_ids), reused_tokens=0, seeds=server.dialect.sent_seeds(ask),
-            approximate=max(special, sum(v.approximate for v in verdicts)))
+            approximate=sum(v.approximate or shifted for v, shifted in zip(verdicts, moved, strict=True)))
 
     def _critiques(self, server: Server, ask: CritiqueAsk) -> list[Sampled]:
         requests = server.dialect.critique_requests(ask)
         per_request = len(ask.seeds) // len(requests)
         answers = _parallel(server.client, requests)
-        sampled = [s for answer in answers for s in server.dialect.parse_critiques(answer, per_request)]
+        sampled = _parsed(server, requests, answers, lambda answer: server.dialect.parse_critiques(answer, per_request))
         if len(sampled) != len(ask.seeds):
             raise RemoteError(f"{server.client.url}: asked for {len(ask.seeds)} critiques, got {len(sampled)}")
         return sampled
@@ -232,10 +256,13 @@ class RemoteScorer:
         elif critique.stopped_on_phrase:
             text += prompts.VERDICT_PHRASE  # the server trimmed its stop string
         has_phrase = cut >= 0 or critique.stopped_on_phrase
-        ids = list(critique.token_ids or ())
+        ids, ended = list(critique.token_ids or ()), 0
+        while ids and self.engine.is_end(ids[-1]):  # the end token a server stopped on (llama-server lists it);
+            ids.pop()  # the local engine never decodes it, so the fallback question follows the text
+            ended += 1
         if not ids or b"".join(self.engine.piece(t) for t in ids).decode("utf-8", errors="replace") != text:
             ids = self.engine.tokenize(text, special=False)  # the server's own ids are unknown or cover more
-        generated = critique.tokens if critique.tokens is not None and cut < 0 else len(ids)
+        generated = critique.tokens - ended if critique.tokens is not None and cut < 0 else len(ids)
         return text, ids, not has_phrase, generated
 
     def _verdict_context(self, prompt: prompts.Prompt, prompt_ids: list[int], text: str, ids: list[int],
@@ -247,14 +274,22 @@ class RemoteScorer:
         return VerdictContext(tuple(prompt_ids + ids + tail),
                               prompt.text + text + (prompts.FALLBACK_TEXT if fallback else ""))
 
+    def _retokenized(self, context: VerdictContext) -> bool:
+        """Whether a server that takes text (llama-cpp-python's: special tokens parsed, no BOS added) reads
+        `context.text` as other tokens than `context.ids`, the ones the local engine scores: BPE merges across
+        the seams of prompt, critique and fallback question. Its P(Yes) is then of another context, and no
+        bound holds; with the same tokens it is the local P(Yes) (1e-3, tests/test_remote.py)."""
+        exact = list(context.ids[1:] if self.engine.add_bos and context.ids[:1] == (self.engine.bos,) else context.ids)
+        return self.engine.tokenize(context.text, special=True) != exact
+
     def _verdicts(self, server: Server, prompt_ids: list[int],
                   contexts: list[VerdictContext]) -> list[dialects.Verdict]:
         requests = server.dialect.verdict_requests(prompt_ids, contexts, model=server.model,
                                                    yes=self.vocab.yes, no=self.vocab.no)
         per_request = len(contexts) // len(requests)
         answers = _parallel(server.client, requests)
-        verdicts = [v for answer in answers
-                    for v in server.dialect.parse_verdicts(answer, per_request, yes=self.vocab.yes, no=self.vocab.no)]
+        verdicts = _parsed(server, requests, answers, lambda answer: server.dialect.parse_verdicts(
+            answer, per_request, yes=self.vocab.yes, no=self.vocab.no))
         if len(verdicts) != len(contexts):
             raise RemoteError(f"{server.client.url}: asked for {len(contexts)} verdicts, got {len(verdicts)}")
         return verdicts
@@ -321,6 +356,18 @@ def _refuse_special_text(solution: Solution, server: Server) -> None:
                              f"and {server.client.url} ({server.dialect.name}) takes prompts only as text, which "
                              "it parses for special tokens; not sent. Use a server that takes token ids "
                              "(vLLM, SGLang, llama-server)")
+
+
+def _parsed(server: Server, requests: list[dialects.Request], answers: list[dict[str, Any]],
+            parse: Callable[[dict[str, Any]], list[Any]]) -> list[Any]:
+    """Every answer parsed in order; a malformed one is a RemoteError naming the server and the path."""
+    parsed = []
+    for (path, _), answer in zip(requests, answers, strict=True):
+        try:
+            parsed += parse(answer)
+        except RemoteError as exc:
+            raise RemoteError(f"{server.client.url}{path}: {exc}") from None
+    return parsed
 
 
 def _outcome(thread: threading.Thread, box: dict[str, Any]) -> SolutionResult:

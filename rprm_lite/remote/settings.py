@@ -3,6 +3,8 @@
 `--backend local` is today's llama.cpp engine; `--backend URL[,URL...]` scores on OpenAI-compatible
 servers. A URL may name its server kind as a scheme prefix (`vllm+http://gpu1:8000`); otherwise the
 kind is read from the server's `/v1/models` answer, and an unknown server is treated as plain OpenAI.
+A URL is the server's base URL, with or without the `/v1` that OpenAI-style clients write
+(`http://127.0.0.1:8080/v1`): it is kept without it, since the dialects name their paths in full.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from rprm_lite.errors import InputError
 
@@ -19,6 +22,7 @@ LOCAL = "local"
 # the server kinds with a dialect of their own (rprm_lite/remote/dialects.py); "auto" asks the server
 SERVER_KINDS = ("auto", "openai", "vllm", "sglang", "llama-server", "llama-cpp-python")
 URL_PATTERN = re.compile(r"^(?:(?P<kind>[a-z-]+)\+)?(?P<url>https?://[^\s,/]+(?:/[^\s,]*)?)$")
+URL_FORM = "http(s)://HOST:PORT URLs separated by commas (optionally KIND+http://...)"
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class RemoteConfig:
         problems = []
         if not self.urls:
             problems.append("--backend needs at least one URL")
+        try:
+            object.__setattr__(self, "urls", tuple(base_url(url) for url in self.urls))
+        except InputError as exc:
+            problems.append(str(exc))
         if not self.kinds:
             object.__setattr__(self, "kinds", ("auto",) * len(self.urls))
         if len(self.kinds) != len(self.urls):
@@ -80,11 +88,38 @@ def parse_backend(text: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] |
     for part in (p.strip() for p in text.split(",")):
         match = URL_PATTERN.match(part)
         if not match:
-            raise InputError(f"--backend: expected 'local' or http(s)://HOST:PORT URLs separated by commas "
-                             f"(optionally KIND+http://...), got {part!r}")
-        urls.append(match.group("url").rstrip("/"))
+            raise InputError(f"--backend: expected 'local' or {URL_FORM}, got {part!r}")
+        urls.append(base_url(match.group("url")))
         kinds.append(match.group("kind") or "auto")
     return tuple(urls), tuple(kinds)
+
+
+def base_url(url: str) -> str:
+    """`url` as the base the dialects' paths are added to: scheme, host, port and any path prefix, without a
+    trailing `/` or `/v1`; InputError (naming --backend) for what no HTTP client could send a request to."""
+    def refuse(why: str) -> InputError:
+        return InputError(f"--backend: {why} in {url!r}; expected {URL_FORM}")
+
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:  # a port that is no number or out of range, an unclosed IPv6 bracket
+        raise refuse(str(exc).rstrip(".")) from None
+    if parts.scheme not in ("http", "https") or not URL_PATTERN.match(url):
+        raise refuse("not an http(s) URL")
+    if not url.isascii() or any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise refuse("characters other than printable ASCII (write a host in its xn-- form, escape a path)")
+    if not parts.hostname:
+        raise refuse("no host")
+    if port == 0:
+        raise refuse("port 0")
+    if "@" in parts.netloc:
+        raise refuse("credentials in the URL (pass the key with --api-key-env)")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise refuse("a query or fragment (a base URL has neither)")
+    path = parts.path.rstrip("/")
+    path = path[:-len("/v1")] if path.endswith("/v1") else path
+    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def remote_config(backend: str | None, **options: Any) -> RemoteConfig | None:
