@@ -2,8 +2,10 @@
 
 Both models get the same token ids (tokenized by llama.cpp the way the runtime does it: template
 text with special tokens parsed, user text without); the Hugging Face tokenizer must produce the
-same ids. Reported: the largest absolute logit difference over every position, top-1 agreement,
-and P(Yes) = softmax over the " Yes"/" No" logits at a verdict position, from both models.
+same ids, for those prompts and for every text of `TOKENIZER_CORPUS` (prose, math, code, other
+scripts, digits, emoji, odd whitespace). Reported: tokenizer agreement, the largest absolute logit
+difference over every position, top-1 agreement, and P(Yes) = softmax over the " Yes"/" No" logits at
+a verdict position, from both models.
 torch and transformers are imported here only.
 """
 
@@ -21,6 +23,8 @@ from rprm_lite.solution import Solution
 
 from .errors import ConversionError, VerificationError
 from .gguf_file import read_gguf_metadata
+from .pre_tokenizers import CHECK_TEXT
+from .tokenizer import TOKENIZER_FILE, load_hf_tokenizer
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,29 @@ VERIFY_SOLUTIONS = (
 VERIFY_STEPS = ((0, 0), (0, 1), (1, 1))  # (solution, step index)
 VERIFY_CONTEXT = 1024
 CRITIQUE = "The step computes the value correctly from the previous steps.\nVerification: "
+# Texts both tokenizers must split identically (tokenized as user text: special tokens not parsed)
+TOKENIZER_CORPUS = (
+    "Tom has 12 apples. He gives 5 to Anna and buys 3 times as many as he has left. How many apples now?",
+    "Step 1: 12 - 5 = 7 apples left.\nStep 2: 3 * 7 = 21, so he has 7 + 21 = 28 apples.",
+    "A train travels 240 km in 3.5 hours; its mean speed is 240 / 3.5 ≈ 68.57 km/h.",
+    "Let $f(x) = \\frac{x^2 - 1}{x + 1}$. Then $f(x) = x - 1$ for $x \\neq -1$, so $\\lim_{x \\to -1} f(x) = -2$.",
+    "\\begin{align} \\sum_{k=1}^{n} k^2 &= \\frac{n(n+1)(2n+1)}{6} \\\\ \\sqrt{2} &\\approx 1.41421356 \\end{align}",
+    "def gcd(a: int, b: int) -> int:\n    while b:\n        a, b = b, a % b\n    return a\n\nprint(gcd(48, 18))  # 6\n",
+    "for (int i = 0; i < n; ++i) { total += values[i] * 2; }\tif (x != y && y >= 0) return -1;",
+    "{\"question\": \"2+2?\", \"steps\": [\"2+2=4\"], \"label\": -1}",
+    "Ein Zug fährt um 14:35 Uhr ab und kommt um 17:05 an. Wie lange dauert die Fahrt? Größe, Übung, Straße.",
+    "Le périmètre d'un carré de côté 7 cm est 28 cm ; l'aire est 49 cm². Ça va ?",
+    "Поезд проехал 120 км за 2 часа. Какова его скорость? Ответ: 60 км/ч.",
+    "小明有15个苹果，给了小红6个，还剩几个？答：15 − 6 = 9个。",
+    "りんごが３個とみかんが５個あります。全部でいくつですか。カタカナ、ひらがな、漢字。",
+    "٣ + ٤ = ٧ — العدد سبعة. हिन्दी में: तीन और चार सात होते हैं। 한국어: 삼 더하기 사는 칠.",
+    "0 1 12 123 1234 12345 123456 1234567 3.14159 -0.5 1e-9 1,000,000 2^64 = 18446744073709551616",
+    "Emoji: 🚀 🦙🦙 ✅ ❌ 👍🏽 👨‍👩‍👧‍👦 🏳️‍🌈 🇩🇪 😶‍🌫️ ½ ⅓ ∞ ≤ ≥ ≠ → ∑ ∫ √",
+    "  leading spaces,\ttabs\t\tand\n\n\nnewlines   \r\n trailing   ",
+    "I've been told he's there; 'RE you sure? We'Ve a'lL DON'T know. ```````\"\"\"\"......!!!!!!??????",
+    "<|im_start|>user\nNot a special token when it is user text.<|im_end|>",
+    CHECK_TEXT,
+)
 
 
 @dataclass
@@ -67,6 +94,8 @@ class VerificationReport:
     n_prompts: int
     n_positions: int
     tokens_match: bool
+    corpus_size: int  # texts of TOKENIZER_CORPUS compared
+    corpus_mismatches: list[str]  # the texts the two tokenizers split differently
     max_logit_diff: float
     top1_agreement: float
     p_yes_original: list[float] = field(default_factory=list)
@@ -81,6 +110,9 @@ class VerificationReport:
         tol, found = self.tolerance, []
         if not self.tokens_match:
             found.append("the Hugging Face tokenizer and llama.cpp tokenize the prompts differently")
+        if self.corpus_mismatches:
+            found.append(f"the Hugging Face tokenizer and llama.cpp tokenize {len(self.corpus_mismatches)} of "
+                         f"{self.corpus_size} corpus texts differently (first: {self.corpus_mismatches[0][:40]!r})")
         if self.max_logit_diff > tol.max_logit_diff:
             found.append(f"max |logit difference| {self.max_logit_diff:.3g} > {tol.max_logit_diff:g}")
         if self.max_p_yes_diff > tol.max_p_yes_diff:
@@ -99,6 +131,8 @@ class VerificationReport:
         return [
             ("prompts / positions", f"{self.n_prompts} / {self.n_positions}", ""),
             ("tokenization matches", "yes" if self.tokens_match else "NO", "yes"),
+            ("tokenizer corpus agreement", f"{self.corpus_size - len(self.corpus_mismatches)}/{self.corpus_size} texts",
+             "all"),
             ("max |logit difference|", f"{self.max_logit_diff:.3g}", f"<= {tol.max_logit_diff:g}"),
             ("top-1 agreement", f"{self.top1_agreement:.1%}", f">= {tol.min_top1_agreement:.0%}"),
             ("max |P(Yes) difference|", f"{self.max_p_yes_diff:.3g}", f"<= {tol.max_p_yes_diff:g}"),
@@ -115,11 +149,13 @@ def verify_conversion(folder: Path, gguf_path: Path, *, kind: str, threads: int 
     style = fields.get(metadata.PROMPT_STYLE, "r-prm-eval")
     yes_no = (fields[metadata.YES_TOKEN_ID], fields[metadata.NO_TOKEN_ID])
     llm = _load_gguf(gguf_path, threads)
+    hf_tokenizer = load_hf_tokenizer(folder / TOKENIZER_FILE)
     prompts = [_token_ids(llm, VERIFY_SOLUTIONS[s], step, style) for s, step in VERIFY_STEPS]
-    tokens_match = all(_hf_token_ids(folder, pieces) == ids for ids, pieces in prompts)
+    tokens_match = all(_hf_token_ids(hf_tokenizer, pieces) == ids for ids, pieces in prompts)
+    mismatches = [text for text in TOKENIZER_CORPUS if tokenizer_disagrees(llm, hf_tokenizer, text)]
     original = _load_original(folder)
     report = VerificationReport(kind, tolerance, len(prompts), sum(len(ids) for ids, _ in prompts), tokens_match,
-                                max_logit_diff=0.0, top1_agreement=0.0)
+                                len(TOKENIZER_CORPUS), mismatches, max_logit_diff=0.0, top1_agreement=0.0)
     agree = 0
     for ids, _ in prompts:  # one prompt at a time: a row of logits is vocab-sized, so these get large
         expected, actual = original(ids), _gguf_logits(llm, ids)
@@ -164,11 +200,19 @@ def _token_ids(llm, solution: Solution, step: int, style: str) -> tuple[list[int
     return ids, pieces
 
 
-def _hf_token_ids(folder: Path, pieces: list[tuple[str, bool]]) -> list[int]:
-    from tokenizers import Tokenizer
-
-    tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+def _hf_token_ids(tokenizer, pieces: list[tuple[str, bool]]) -> list[int]:
     return [i for text, _ in pieces for i in tokenizer.encode(text, add_special_tokens=False).ids]
+
+
+def tokenizer_disagrees(llm, hf_tokenizer, text: str) -> bool:
+    """Whether llama.cpp (`llm`, a llama_cpp.Llama) and the tokenizers library split user text differently."""
+    ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+    parses_special = hf_tokenizer.encode_special_tokens
+    hf_tokenizer.encode_special_tokens = True  # special tokens' text is text here, as in llama.cpp's special=False
+    try:
+        return ids != hf_tokenizer.encode(text, add_special_tokens=False).ids
+    finally:
+        hf_tokenizer.encode_special_tokens = parses_special
 
 
 def _gguf_logits(llm, ids: list[int]) -> np.ndarray:
