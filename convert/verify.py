@@ -36,19 +36,25 @@ class Tolerance:
 
 # Per output type. f32 differs only by summation order; f16/bf16 round weights and llama.cpp's
 # activations; quantized types lose more the fewer bits they keep. P(Yes) is what the scorer uses.
+# The logit bound is the largest difference over every position and every vocabulary entry (1745 x 49152
+# values for SmolLM2), so it grows with a real model's logit range: measured on SmolLM2-135M-Instruct (the
+# round trip test; a small model, among the hardest to quantize) f16 0.067, bf16 0.55, Q8_0 2.2, Q6_K 4.6,
+# Q5_K_M 8.3, Q4_K_M 7.3, Q4_0 17.7, with P(Yes) within 0.03 and top-1 agreement at least 80% for all.
+# The bounds leave about 1.4x room over those; Q3/Q2 are scaled, not measured. A conversion bug (a wrong
+# layout, a lost tensor) shows in the top-1 agreement and P(Yes), which stay strict.
 TOLERANCES: dict[str, Tolerance] = {
     "f32": Tolerance(1e-2, 1e-3, 0.99),
     "f16": Tolerance(0.5, 0.02, 0.95),
     "bf16": Tolerance(1.0, 0.03, 0.95),
-    "Q8_0": Tolerance(1.5, 0.05, 0.90),
-    "Q6_K": Tolerance(2.0, 0.07, 0.85),
-    "Q5_K_M": Tolerance(3.0, 0.10, 0.80), "Q5_K_S": Tolerance(3.0, 0.10, 0.80),
-    "Q5_0": Tolerance(3.0, 0.10, 0.80), "Q5_1": Tolerance(3.0, 0.10, 0.80),
-    "Q4_K_M": Tolerance(4.0, 0.15, 0.75), "Q4_K_S": Tolerance(4.0, 0.15, 0.75),
-    "Q4_0": Tolerance(4.0, 0.15, 0.75), "Q4_1": Tolerance(4.0, 0.15, 0.75),
-    "IQ4_NL": Tolerance(4.0, 0.15, 0.75), "IQ4_XS": Tolerance(4.0, 0.15, 0.75),
-    "Q3_K_L": Tolerance(6.0, 0.25, 0.60), "Q3_K_M": Tolerance(6.0, 0.25, 0.60),
-    "Q3_K_S": Tolerance(6.0, 0.25, 0.60), "Q2_K": Tolerance(8.0, 0.35, 0.50),
+    "Q8_0": Tolerance(3.0, 0.05, 0.90),
+    "Q6_K": Tolerance(7.0, 0.07, 0.85),
+    "Q5_K_M": Tolerance(12.0, 0.10, 0.80), "Q5_K_S": Tolerance(12.0, 0.10, 0.80),
+    "Q5_0": Tolerance(12.0, 0.10, 0.80), "Q5_1": Tolerance(12.0, 0.10, 0.80),
+    "Q4_K_M": Tolerance(25.0, 0.15, 0.75), "Q4_K_S": Tolerance(25.0, 0.15, 0.75),
+    "Q4_0": Tolerance(25.0, 0.15, 0.75), "Q4_1": Tolerance(25.0, 0.15, 0.75),
+    "IQ4_NL": Tolerance(25.0, 0.15, 0.75), "IQ4_XS": Tolerance(25.0, 0.15, 0.75),
+    "Q3_K_L": Tolerance(35.0, 0.25, 0.60), "Q3_K_M": Tolerance(35.0, 0.25, 0.60),
+    "Q3_K_S": Tolerance(35.0, 0.25, 0.60), "Q2_K": Tolerance(45.0, 0.35, 0.50),
 }
 
 # Fixed solutions; each prompt asks about one step and ends at a verdict position
