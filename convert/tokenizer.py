@@ -73,9 +73,9 @@ def read_vocabulary(folder: Path, vocab_size: int) -> Vocabulary:
     """Everything llama.cpp needs to tokenize exactly like the checkpoint's tokenizer.json."""
     tokenizer = read_tokenizer_json(folder)
     check_byte_level_bpe(tokenizer)
+    tokens, token_types = _token_list(tokenizer, vocab_size)  # our checks first: their messages say more
     hf_tokenizer = load_hf_tokenizer(folder / TOKENIZER_FILE)
     pre = pre_tokenizers.identify(tokenizer, hf_tokenizer.encode(pre_tokenizers.CHECK_TEXT).ids)
-    tokens, token_types = _token_list(tokenizer, vocab_size)
     tokenizer_config = _read_optional_json(folder / TOKENIZER_CONFIG_FILE)
     _read_optional_json(folder / CHAT_TEMPLATE_FILE)  # checked here; gguf's SpecialVocab parses it again
     special = _special_vocab(folder, vocab_size)
