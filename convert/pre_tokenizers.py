@@ -101,11 +101,11 @@ def describe(tokenizer_json: dict[str, Any]) -> tuple[str, bool] | None:
     if len(steps) == 1 and _is_byte_level(steps[0], use_regex=True):
         return "ByteLevel(GPT-2 regex)", ignore_merges
     if len(steps) == 2 and _is_byte_level(steps[1], use_regex=False):
-        split = steps[0]
-        pattern = (split.get("pattern") or {}).get("Regex") if isinstance(split.get("pattern"), dict) else None
-        if (split.get("type") == "Split" and isinstance(pattern, str) and split.get("behavior") == "Isolated"
+        split, pattern = steps[0], steps[0].get("pattern")
+        regex = pattern.get("Regex") if isinstance(pattern, dict) else None
+        if (split.get("type") == "Split" and isinstance(regex, str) and split.get("behavior") == "Isolated"
                 and not split.get("invert", False)):
-            return _SPLIT_THEN_BYTES.format(pattern), ignore_merges
+            return _SPLIT_THEN_BYTES.format(regex), ignore_merges
     return None
 
 
