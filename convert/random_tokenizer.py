@@ -22,7 +22,7 @@ from rprm_lite.prompt import CHATML_WRAPPER_FILE, EVAL_TEMPLATE_FILE, USER_TEMPL
 
 from .errors import ConversionError
 from .gguf_file import read_gguf_metadata
-from .tokenizer import QWEN2_PATTERN
+from .pre_tokenizers import QWEN2_PATTERN
 
 TOKENIZERS = ("qwen2", "small-bpe")
 # the project's shared folder sits beside the repository root (../shared)

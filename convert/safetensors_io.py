@@ -109,11 +109,11 @@ def _natural_numbers(path: Path, name: str, entry: dict, key: str, *,
     """entry[key] as a tuple of non-negative integers (of `length` of them, when given)."""
     value = entry.get(key)
     valid = (isinstance(value, list) and (length is None or len(value) == length)
-             and all(type(n) is int and n >= 0 for n in value))
+             and all(type(n) is int and 0 <= n < 2**64 for n in value))  # the format's numbers are u64
     if not valid:
         count = f"{length} " if length else ""
         raise CheckpointError(f"{path}: tensor {name}: expected '{key}' to be a list of {count}non-negative "
-                              f"integers, got {short_repr(value)}")
+                              f"integers below 2**64, got {short_repr(value)}")
     return tuple(value)
 
 

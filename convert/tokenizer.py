@@ -3,33 +3,31 @@
 Token types follow llama.cpp's reference converter: special added tokens (and added tokens that look
 special, `<|...|>`) are CONTROL, other added tokens USER_DEFINED, ids past the tokenizer's end up to
 the model's vocabulary size are `[PAD<i>]` UNUSED. Merges, bos/eos/pad ids, add-bos and the chat
-template come from gguf-py's own `SpecialVocab`.
+template come from gguf-py's own `SpecialVocab`. The pre-tokenizer's llama.cpp name is found as
+llama.cpp's own converter finds it (`pre_tokenizers.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gguf
 
 from rprm_lite import metadata
 
+from . import pre_tokenizers
 from .errors import CheckpointError, ConversionError
 from .json_files import json_type, object_or_empty, read_json_file, short_repr
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
 
 TOKENIZER_FILE = "tokenizer.json"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 CHAT_TEMPLATE_FILE = "chat_template.json"
 
-# The Split regex of a tokenizer.json pre-tokenizer -> llama.cpp's name for that pre-tokenizer
-QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-                 r"|\s*[\r\n]+|\s+(?!\S)|\s+")
-LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
-                  r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
-PRE_TOKENIZERS: dict[str, str] = {QWEN2_PATTERN: "qwen2", LLAMA3_PATTERN: "llama-bpe"}
-GPT2_PRE = "gpt2"  # a bare ByteLevel pre-tokenizer with its built-in GPT-2 regex
 # normalizers llama.cpp reproduces (NFC: llama.cpp does not normalize; text that is already NFC, which is
 # nearly all text, tokenizes the same)
 ACCEPTED_NORMALIZERS = (None, "NFC")
@@ -39,7 +37,7 @@ ACCEPTED_NORMALIZERS = (None, "NFC")
 class Vocabulary:
     tokens: list[str]
     token_types: list[int]
-    pre: str
+    pre: pre_tokenizers.PreTokenizer
     special: gguf.SpecialVocab
     yes_token_id: int
     no_token_id: int
@@ -47,7 +45,7 @@ class Vocabulary:
 
     def write(self, writer: gguf.GGUFWriter, *, add_space_prefix: bool = False) -> None:
         writer.add_tokenizer_model("gpt2")
-        writer.add_tokenizer_pre(self.pre)
+        writer.add_tokenizer_pre(self.pre.name)
         writer.add_token_list(self.tokens)
         writer.add_token_types(self.token_types)
         self.special.add_to_gguf(writer, quiet=True)
@@ -74,14 +72,16 @@ def read_tokenizer_json(folder: Path) -> dict[str, Any]:
 def read_vocabulary(folder: Path, vocab_size: int) -> Vocabulary:
     """Everything llama.cpp needs to tokenize exactly like the checkpoint's tokenizer.json."""
     tokenizer = read_tokenizer_json(folder)
-    pre = pre_tokenizer_name(tokenizer)
-    tokens, token_types = _token_list(tokenizer, vocab_size)
+    check_byte_level_bpe(tokenizer)
+    tokens, token_types = _token_list(tokenizer, vocab_size)  # our checks first: their messages say more
+    hf_tokenizer = load_hf_tokenizer(folder / TOKENIZER_FILE)
+    pre = pre_tokenizers.identify(tokenizer, hf_tokenizer.encode(pre_tokenizers.CHECK_TEXT).ids)
     tokenizer_config = _read_optional_json(folder / TOKENIZER_CONFIG_FILE)
     _read_optional_json(folder / CHAT_TEMPLATE_FILE)  # checked here; gguf's SpecialVocab parses it again
     special = _special_vocab(folder, vocab_size)
     if not special.merges:
         raise CheckpointError(f"{folder / TOKENIZER_FILE}: the BPE model has no merges")
-    yes_id, no_id = verdict_token_ids(folder / TOKENIZER_FILE)
+    yes_id, no_id = verdict_token_ids(hf_tokenizer)
     flag = tokenizer_config.get("add_prefix_space")
     return Vocabulary(tokens, token_types, pre, special, yes_id, no_id, flag if isinstance(flag, bool) else None)
 
@@ -99,33 +99,24 @@ def _special_vocab(folder: Path, vocab_size: int) -> gguf.SpecialVocab:
                               f"{short_repr(str(exc), 200)})") from None
 
 
-def pre_tokenizer_name(tokenizer: dict[str, Any]) -> str:
-    """llama.cpp's pre-tokenizer name for this byte-level BPE tokenizer.json, or a clear refusal."""
+def check_byte_level_bpe(tokenizer: dict[str, Any]) -> None:
+    """Refuse what llama.cpp's byte-level BPE ("gpt2" tokenizer model) cannot reproduce."""
     model = object_or_empty(tokenizer.get("model"), f"{TOKENIZER_FILE}: model")
     if model.get("type") != "BPE":
         raise ConversionError(f"tokenizer.json holds a {model.get('type', 'unknown')} model; expected "
-                              "byte-level BPE (as in Qwen2 and Llama 3)")
+                              "byte-level BPE (as in Qwen2, Llama 3 and SmolLM)")
     normalizer = object_or_empty(tokenizer.get("normalizer"), f"{TOKENIZER_FILE}: normalizer").get("type")
+    kinds = [step.get("type") for step in _pre_tokenizer_steps(tokenizer.get("pre_tokenizer"))]
+    if model.get("byte_fallback") or "Metaspace" in kinds or normalizer == "Sequence":
+        raise ConversionError("tokenizer.json is a SentencePiece-style BPE (byte fallback, '▁' for spaces, as in "
+                              "Llama 2 and Mistral); llama.cpp runs it as a 'llama' vocabulary with scores, which "
+                              "this converter does not write: convert it with llama.cpp's convert_hf_to_gguf.py")
     if normalizer not in ACCEPTED_NORMALIZERS:
         raise ConversionError(f"tokenizer.json uses a {normalizer} normalizer; expected none or NFC, "
                               "which llama.cpp's byte-level BPE reproduces")
-    steps = _pre_tokenizer_steps(tokenizer.get("pre_tokenizer"))
-    kinds = [step.get("type") for step in steps]
     if "ByteLevel" not in kinds:
         raise ConversionError(f"tokenizer.json is BPE but not byte-level (pre-tokenizers: "
                               f"{kinds or 'none'}); expected a ByteLevel pre-tokenizer as in Qwen2 and Llama 3")
-    splits = [step for step in steps if step.get("type") == "Split"]
-    if not splits:
-        byte_level = steps[kinds.index("ByteLevel")]
-        if byte_level.get("use_regex", True):
-            return GPT2_PRE
-        raise ConversionError("tokenizer.json: ByteLevel without a regex and no Split pre-tokenizer; "
-                              "cannot tell how llama.cpp should split text")
-    pattern = object_or_empty(splits[0].get("pattern"), f"{TOKENIZER_FILE}: Split pattern").get("Regex")
-    if len(splits) != 1 or not isinstance(pattern, str) or pattern not in PRE_TOKENIZERS:
-        raise ConversionError(f"tokenizer.json splits text with an unknown regex ({str(pattern)[:60]}...); "
-                              f"supported pre-tokenizers: {', '.join([*PRE_TOKENIZERS.values(), GPT2_PRE])}")
-    return PRE_TOKENIZERS[pattern]
 
 
 def _pre_tokenizer_steps(pre: object) -> list[dict[str, Any]]:
@@ -189,14 +180,18 @@ def looks_special(text: str) -> bool:
             or text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]"))
 
 
-def verdict_token_ids(tokenizer_path: Path) -> tuple[int, int]:
-    """The single tokens of " Yes" and " No", which R-PRM's score is read from."""
+def load_hf_tokenizer(tokenizer_path: Path) -> Tokenizer:
+    """tokenizer.json in the tokenizers library (its reference implementation)."""
     from tokenizers import Tokenizer
 
     try:
-        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        return Tokenizer.from_file(str(tokenizer_path))
     except Exception as exc:  # tokenizers raises plain Exception for unreadable files
         raise CheckpointError(f"{tokenizer_path}: the tokenizers library cannot load it ({exc})") from None
+
+
+def verdict_token_ids(tokenizer: Tokenizer) -> tuple[int, int]:
+    """The single tokens of " Yes" and " No", which R-PRM's score is read from."""
     ids = []
     for text in (metadata.YES_TEXT, metadata.NO_TEXT):
         encoded = tokenizer.encode(text, add_special_tokens=False).ids

