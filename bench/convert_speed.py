@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .markdown import table
 from .report_files import DEFAULT_OUT
-from .shapes import SHAPES, released_checkpoint
+from .shapes import CONVERT_SHAPES, released_checkpoint
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "rprm-lite"
 REFERENCE_MEMBERS = ("convert_hf_to_gguf.py", "conversion/", "gguf-py/")
@@ -230,7 +230,7 @@ def _differing(keys: dict) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rprm_lite.bench.convert_speed", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-1.5b")
+    parser.add_argument("--shape", choices=CONVERT_SHAPES, default="qwen2.5-1.5b")
     parser.add_argument("--outtype", choices=("f32", "f16", "bf16"), default="f16")
     parser.add_argument("--quant", default="Q4_K_M")
     parser.add_argument("--skip-reference", action="store_true", help="Only time rprm-lite and quantization.")

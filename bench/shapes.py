@@ -23,6 +23,8 @@ RELEASED_CONFIG: dict[str, dict[str, Any]] = {
     "smollm2-135m": dict(tied=True, max_position=8192),
 }
 SCORING_SHAPES = ("qwen2.5-0.5b", "tiny")  # the --shape choices of the scoring benchmarks (speed suite and kin)
+# the converter benchmark builds Qwen2 checkpoints (SmolLM2's shape is a Llama one, for the LoRA benchmark)
+CONVERT_SHAPES = ("qwen2.5-0.5b", "qwen2.5-1.5b", "tiny")
 
 
 def released_checkpoint(shape: str) -> dict[str, Any]:
