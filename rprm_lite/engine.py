@@ -13,6 +13,7 @@ import ctypes
 import math
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ class DecodeEntry:
 LOG_LEVEL_ERROR = 4  # GGML_LOG_LEVEL_ERROR
 recent_errors: collections.deque[str] = collections.deque(maxlen=8)
 buffer_lines: list[str] = []  # llama.cpp's "X model buffer size" lines of the load in progress
+_loading = threading.Lock()  # one model or adapter load at a time reads those lines and `recent_errors`
 
 
 def _silence_llama_logs() -> None:
@@ -92,14 +94,17 @@ class Engine:
         self.stopping = False  # set by `stop()` from another thread: the decode in flight gives up
         self.should_stop: Callable[[], bool] | None = None  # asked before each chunk: True cancels the call
         self.buffer_rule = buffer_rule()
+        self.ctx = None
+        self.batch = None
         params = model_params(n_gpu_layers=n_gpu_layers if n_gpu_layers >= 0 else 10_000, vocab_only=vocab_only)
-        recent_errors.clear()
-        buffer_lines.clear()
-        self.model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), params)
-        if not self.model:
-            why = "; ".join(line for line in recent_errors if line) or "set RPRM_LLAMA_LOGS=1 to see why"
-            raise ModelFileError(f"{self.model_path}: llama.cpp could not load this model ({why})")
-        self.weight_buffers = weight_buffers(buffer_lines)  # MiB per buffer type, e.g. {"CPU_Mapped": 3.5}
+        with _loading:  # the log lines collected below are this load's, not another thread's
+            recent_errors.clear()
+            buffer_lines.clear()
+            self.model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), params)
+            if not self.model:
+                why = "; ".join(line for line in recent_errors if line) or "set RPRM_LLAMA_LOGS=1 to see why"
+                raise ModelFileError(f"{self.model_path}: llama.cpp could not load this model ({why})")
+            self.weight_buffers = weight_buffers(buffer_lines)  # MiB per buffer type, e.g. {"CPU_Mapped": 3.5}
         self.loras: list = []  # the loaded adapters, applied to each new context with their scales
         self.lora_scales = [scale for _, scale in loras]
         self._load_loras([path for path, _ in loras])
@@ -108,8 +113,6 @@ class Engine:
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)
         self.threads = threads or max(1, os.cpu_count() or 1)
         self.n_batch = n_batch
-        self.ctx = None
-        self.batch = None
         self.n_ctx = 0
         self.n_seq = 0
         self.add_bos = bool(llama_cpp.llama_vocab_get_add_bos(self.vocab))
@@ -119,8 +122,9 @@ class Engine:
 
     def _load_loras(self, paths: Sequence[Path]) -> None:
         for path in paths:
-            recent_errors.clear()
-            adapter = llama_cpp.llama_adapter_lora_init(self.model, str(path).encode())
+            with _loading:
+                recent_errors.clear()
+                adapter = llama_cpp.llama_adapter_lora_init(self.model, str(path).encode())
             if not adapter:
                 why = "; ".join(line for line in recent_errors if line) or "set RPRM_LLAMA_LOGS=1 to see why"
                 self.close()
@@ -134,6 +138,8 @@ class Engine:
         adapters = (llama_cpp.llama_adapter_lora_p_ctypes * len(self.loras))(*self.loras)
         scales = (ctypes.c_float * len(self.loras))(*self.lora_scales)
         if llama_cpp.llama_set_adapters_lora(self.ctx, adapters, len(self.loras), scales) != 0:
+            self._free_context()  # never score in a context that lacks the adapters
+            self.n_ctx = self.n_seq = 0
             raise ModelFileError(f"llama.cpp could not apply {len(self.loras)} LoRA adapter(s) to "
                                  f"{self.model_path.name}")
 

@@ -235,3 +235,36 @@ def test_remote_scoring_refuses_an_adapter(files, tmp_path, capsys):
                          files["lora"])
     assert (code, out) == (2, "")
     assert err.startswith("error: --lora applies adapters to the local engine") and err.count("\n") == 1
+
+
+def test_llama_cpp_refusing_an_adapter_is_a_model_file_error_and_frees_the_model(files, monkeypatch):
+    """Our pre-flight can pass an adapter that llama.cpp still refuses (a type it does not take, no memory)."""
+    import llama_cpp
+
+    from rprm_lite import engine
+
+    freed = []
+    monkeypatch.setattr(llama_cpp, "llama_adapter_lora_init", lambda model, path: None)
+    real_free = llama_cpp.llama_model_free
+    monkeypatch.setattr(llama_cpp, "llama_model_free", lambda model: (freed.append(model), real_free(model)))
+    with pytest.raises(ModelFileError, match=r"llama\.cpp could not load this LoRA adapter onto base\.gguf"):
+        engine.Engine(files["base"], threads=1, loras=[(files["lora"], 1.0)])
+    assert len(freed) == 1
+
+
+def test_a_context_the_adapters_could_not_be_applied_to_is_never_used(files, monkeypatch):
+    import llama_cpp
+
+    from rprm_lite import engine
+
+    model = engine.Engine(files["base"], threads=1, loras=[(files["lora"], 1.0)])
+    try:
+        monkeypatch.setattr(llama_cpp, "llama_set_adapters_lora", lambda *args: -1)
+        with pytest.raises(ModelFileError, match="could not apply 1 LoRA adapter"):
+            model.ensure_context(256, 2)
+        assert model.ctx is None and model.n_ctx == 0  # the next call makes a new context and applies them again
+        monkeypatch.undo()
+        model.ensure_context(256, 2)
+        assert model.ctx is not None
+    finally:
+        model.close()

@@ -177,6 +177,21 @@ def test_one_missing_verdict_token_is_still_read_as_a_bound(tiny_gguf):
     assert step.verdict == "correct" and step.approximate == 2 and step.unread == 0
 
 
+def test_a_large_error_page_is_retried_like_any_other_failure(tiny_gguf):
+    """A proxy's 502 page over the error cap (64 KiB, declared in Content-Length) is a failure to retry, not an
+    answer to refuse."""
+    failed = []
+
+    def flaky(path, body):
+        if path != "/v1/models" and not failed:
+            failed.append(path)
+            return 502, b"<html>" + b"x" * 200_000 + b"</html>"
+        return vllm(path, body)
+
+    step = score_on(tiny_gguf, flaky).steps[0]
+    assert failed and step.score == 0.75
+
+
 # -- redirects: never followed, the key never leaves the origin ------------------------------------------
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_redirect_is_not_followed_and_the_key_stays_home(tiny_gguf, monkeypatch, status):

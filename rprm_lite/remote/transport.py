@@ -143,7 +143,9 @@ class _Deadline:
 
 def _read_capped(answer: http.client.HTTPResponse, cap: int, where: str) -> bytes:
     declared = answer.getheader("Content-Length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > cap:
+    # an error answer (a smaller cap) is cut short below instead: its start is enough to show, and a large 502
+    # page from a proxy must stay a retried failure, not a refused answer
+    if cap == MAX_ANSWER_BYTES and declared is not None and declared.strip().isdigit() and int(declared) > cap:
         raise RemoteError(f"{where}: the answer is {_size(int(declared))}, more than {_size(cap)}; "
                           "this is not an answer to a scoring request")
     chunks, size = [], 0

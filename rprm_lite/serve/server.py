@@ -81,10 +81,15 @@ def _ensure_open_files(max_connections: int) -> None:
     if soft == resource.RLIM_INFINITY or soft >= needed:
         return
     if hard == resource.RLIM_INFINITY or hard >= needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-        return
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+            return
+        except (ValueError, OSError):  # macOS: an "unlimited" hard limit still stops at kern.maxfilesperproc
+            pass
+    may_open = soft if hard == resource.RLIM_INFINITY else hard  # what setrlimit could not raise it past
     raise InputError(f"--max-connections {max_connections} needs about {needed} open files, and this process may "
-                     f"open {hard} (ulimit -n); lower --max-connections to at most {(hard - OWN_FILES) // 2}")
+                     f"open {may_open} (ulimit -n); lower --max-connections to at most "
+                     f"{max(1, (may_open - OWN_FILES) // 2)}")
 
 
 def _bind(host: str, port: int) -> socket.socket:
