@@ -10,7 +10,6 @@ tests/convert/test_convert_lora.py.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -169,17 +168,17 @@ def test_lora_arguments():
 def test_serve_applies_the_adapter_and_lists_it(files, tmp_path, capsys):
     pytest.importorskip("fastapi")
     pytest.importorskip("uvicorn")
-    command = [sys.executable, "-m", "rprm_lite.cli", "serve", "--model", str(files["base"]), "--port", "0",
-               "--lora", f"{files['lora']}:0.5", "--k", "1", "--max-tokens", "8", "--threads", "1"]
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    from serve_process import Server
+
+    server = Server(files["base"], "--port", 0, "--lora", f"{files['lora']}:0.5", "--k", 1, "--max-tokens", 8,
+                    "--threads", 1).wait_listening()
     try:
-        url = next(line.split("listening on ")[1].strip() for line in server.stderr if "listening on " in line)
-        info = json.loads(http_call(f"{url}/v1/info"))
+        server.wait_healthy()  # the port is bound before the model has loaded
+        info = json.loads(http_call(f"{server.url}/v1/info"))
         body = {"question": QUESTION, "steps": STEPS}
-        served = json.loads(http_call(f"{url}/v1/score", body))
+        served = json.loads(http_call(f"{server.url}/v1/score", body))
     finally:
-        server.send_signal(signal.SIGTERM)
-        assert server.wait(timeout=60) == 0
+        assert server.stop() == 0
     adapter = inspect_adapter(files["lora"], inspect_model(files["base"]))
     [listed] = info["model"]["lora"]
     assert listed.pop("metadata")["rprm.max_tokens"] == 77
