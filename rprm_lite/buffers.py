@@ -45,8 +45,8 @@ class BufferRule:
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
-    """The CPU's feature flags as Linux lists them; empty where there is no /proc/cpuinfo (macOS, Windows:
-    llama.cpp's AMX code is built for x86 Linux and Windows; on Windows the crash is not reported)."""
+    """The CPU's feature flags as Linux lists them; empty where there is no /proc/cpuinfo (macOS has no AMX; on
+    Windows the rule cannot see the flags and keeps llama.cpp's default: RPRM_EXTRA_BUFFERS=off there)."""
     try:
         text = cpuinfo.read_text(errors="replace")
     except OSError:
@@ -100,14 +100,8 @@ def apply_to_llama_cpp() -> None:
     if hasattr(_default_model_params, "original"):
         return
     _default_model_params.original = low_level.llama_model_default_params
-
-    def with_rule():
-        params = _default_model_params.original()
-        params.use_extra_bufts = buffer_rule().use_extra_bufts
-        return params
-
-    low_level.llama_model_default_params = with_rule
-    llama_cpp.llama_model_default_params = with_rule
+    low_level.llama_model_default_params = model_params
+    llama_cpp.llama_model_default_params = model_params
 
 
 def llama_cpp_server_command() -> list[str]:
