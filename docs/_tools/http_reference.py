@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from typing import Any
+
+from rprm_lite.bench.children import start_child, stop_child
 
 START_TIMEOUT_S = 120
 
@@ -25,17 +26,13 @@ def served_schema() -> dict[str, Any]:
     """The schema `rprm-lite serve` answers at /openapi.json."""
     command = [sys.executable, "-m", "rprm_lite.cli", "serve", "--port", "0", "--threads", "1"]
     env = {k: v for k, v in os.environ.items() if k != "RPRM_MODEL"}
-    server = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    server = start_child(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     try:
         url = _wait_for_url(server)
         with urllib.request.urlopen(f"{url}/openapi.json", timeout=30) as answer:
             return json.load(answer)
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        stop_child(server, timeout=30)
 
 
 def _wait_for_url(server: subprocess.Popen) -> str:
