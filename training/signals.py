@@ -5,12 +5,17 @@ On a fixed slice of dev critiques, fed to the model as they are (teacher forcing
   among the ~30 of a critique is what flips a free-running verdict;
 - `verdict_acc`: share of critiques whose " Yes"/" No" is the argmax at the verdict position, given the
   teacher's own analysis before it.
-Both rise long before a free-running F1 does, so a run that will not learn shows it in minutes.
+- `cmp_acc`: share of comparison words predicted exactly: the " the" or " not" of "the same"/"not the same"
+  right after each compared pair ("52 vs 51, not the same"), and `cmp_not_acc` the share of " not" among
+  them (the differing pairs, the ones a weak model calls the same), also per error kind (`cmp_not_<kind>`).
+A pretrained base copies numbers at once (digit_acc is then saturated), so the comparison words are what
+predicts a free-running F1. All rise long before F1 does, so a run that will not learn shows it in minutes.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +27,7 @@ from transformers import TrainerCallback
 from rprm_lite.training.tokens import Example
 
 SIGNALS_FILE = "signals.jsonl"
+COMPARISON = re.compile(r"[,:]( )(?:not )?the same")  # group 1: the space the comparison word starts with
 
 
 @dataclass(frozen=True)
@@ -29,17 +35,37 @@ class SignalExample:
     example: Example
     digit_positions: list[int]  # positions of the critique's digit tokens
     verdict_position: int  # position of the " Yes"/" No" token
+    comparison_positions: tuple[int, ...] = ()  # positions of the word after each compared pair
+    comparison_differs: tuple[bool, ...] = ()  # per position: the pair differs (the word is " not")
+    kind: str | None = None  # the error kind of the example's problem (None: a right solution)
 
 
-def signal_examples(examples: list[Example], tokenizer: Any) -> list[SignalExample]:
-    """Where the digits and the verdict are in each example (the verdict is the token before the end marker)."""
+def signal_examples(examples: list[Example], tokenizer: Any,
+                    kinds: list[str | None] | None = None) -> list[SignalExample]:
+    """Where the digits, the comparison words and the verdict are in each example (the verdict is the token
+    before the end marker)."""
     digits = {tokenizer.convert_tokens_to_ids(str(d)) for d in range(10)}
     found = []
-    for example in examples:
+    for n, example in enumerate(examples):
         start = example.prompt_length
         positions = [i for i in range(start, len(example.ids)) if example.ids[i] in digits]
-        found.append(SignalExample(example, positions, len(example.ids) - 2))
+        compared, differs = comparison_words(example, tokenizer)
+        found.append(SignalExample(example, positions, len(example.ids) - 2, compared, differs,
+                                   kinds[n] if kinds else None))
     return found
+
+
+def comparison_words(example: Example, tokenizer: Any) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """Token positions where a comparison word starts, and whether each is " not"; a word that does not begin
+    its own token (a tokenizer that merges ", the") is left out."""
+    starts: dict[int, int] = {}
+    text = ""
+    for position in range(example.prompt_length, len(example.ids)):
+        starts[len(text)] = position
+        text += tokenizer.decode([example.ids[position]])
+    matches = [(starts.get(m.start(1)), m.group(0)[2:].startswith("not")) for m in COMPARISON.finditer(text)]
+    kept = [(position, differs) for position, differs in matches if position is not None]
+    return tuple(p for p, _ in kept), tuple(d for _, d in kept)
 
 
 def teacher_forced_signals(model: Any, items: list[SignalExample], *, batch_size: int = 8) -> dict[str, float]:
@@ -48,6 +74,7 @@ def teacher_forced_signals(model: Any, items: list[SignalExample], *, batch_size
     from rprm_lite.training.shared_prefix import IGNORE, shared_prefix_logits
 
     digit_hits = digit_total = verdict_hits = 0
+    compared: list[tuple[bool, bool, str | None]] = []  # (hit, differs, kind) per comparison word
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -72,8 +99,25 @@ def teacher_forced_signals(model: Any, items: list[SignalExample], *, batch_size
                 digit_total += len(hits)
                 v = item.verdict_position
                 verdict_hits += int(guess[v - prefix - 1]) == item.example.ids[v]
+                compared += [(int(guess[p - prefix - 1]) == item.example.ids[p], differs, item.kind)
+                             for p, differs in zip(item.comparison_positions, item.comparison_differs, strict=True)]
     model.train(was_training)
-    return {"digit_acc": round(digit_hits / max(digit_total, 1), 4), "verdict_acc": round(verdict_hits / len(items), 4)}
+    return {"digit_acc": round(digit_hits / max(digit_total, 1), 4), "verdict_acc": round(verdict_hits / len(items), 4),
+            **comparison_signals(compared)}
+
+
+def comparison_signals(compared: list[tuple[bool, bool, str | None]]) -> dict[str, float]:
+    """cmp_acc over every comparison word, cmp_not_acc over the differing pairs, and that per error kind."""
+    if not compared:
+        return {}
+    signals = {"cmp_acc": round(sum(hit for hit, _, _ in compared) / len(compared), 4)}
+    differing = [(hit, kind) for hit, differs, kind in compared if differs]
+    if differing:
+        signals["cmp_not_acc"] = round(sum(hit for hit, _ in differing) / len(differing), 4)
+    for kind in sorted({kind for _, kind in differing if kind}):
+        hits = [hit for hit, k in differing if k == kind]
+        signals[f"cmp_not_{kind}"] = round(sum(hits) / len(hits), 4)
+    return signals
 
 
 class SignalsCallback(TrainerCallback):

@@ -24,6 +24,7 @@ from rprm_lite.training.errors import TrainingError
 from rprm_lite.training.train_config import TrainConfig
 
 LOG_FILE = "train_log.jsonl"
+ADAPTER_FOLDER = "adapter"  # with --lora, the peft adapter itself is kept in OUT/adapter beside the merged model
 
 
 @dataclass
@@ -203,7 +204,10 @@ def run_and_export(trainer: Any, tokenizer: Any, config: TrainConfig, command: s
             tokenizer.save_pretrained(config.out)
         else:
             dtype = torch.bfloat16 if resolve_precision(config) == "bf16" else torch.float32
-            export_model(trainer.accelerator.unwrap_model(trainer.model), tokenizer, config.out, dtype=dtype)
+            model = trainer.accelerator.unwrap_model(trainer.model)
+            if config.lora:  # before the merge below folds it into the weights
+                model.save_pretrained(Path(config.out) / ADAPTER_FOLDER)
+            export_model(model, tokenizer, config.out, dtype=dtype)
         write_metadata(config.out, training_metadata(command, config, result=summary.to_dict(), **metadata))
     return summary
 
