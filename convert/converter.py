@@ -61,6 +61,7 @@ class ConvertConfig:
     description: str | None = option(None, help="Free text recorded as rprm.description.")
     max_tokens: int | None = None  # written as rprm.max_tokens (the default critique length when scoring)
     k: int | None = None  # written as rprm.k (the default K when scoring)
+    temperature: float | None = None  # written as rprm.temperature (0: greedy)
     base: str | None = option(None, help="For a peft LoRA folder: the checkpoint folder (or repo id) it was trained "
                               "on (default: its adapter_config.json's base_model_name_or_path).")
     base_gguf: Path | None = option(None, help="For a peft LoRA folder: the base GGUF the adapter will run on; its "
@@ -244,7 +245,8 @@ def model_name(source: str, folder: Path) -> str:
 def add_rprm_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary, config: ConvertConfig) -> None:
     defaults = ScoreConfig(prompt_style=config.prompt_style,
                            **({"max_tokens": config.max_tokens} if config.max_tokens else {}),
-                           **({"k": config.k} if config.k else {}))
+                           **({"k": config.k} if config.k else {}),
+                           **({"temperature": config.temperature} if config.temperature is not None else {}))
     writer.add_string(metadata.PROMPT_STYLE, config.prompt_style)
     writer.add_string(metadata.TEMPLATE_SHA256, template_hash(config.prompt_style))
     writer.add_uint32(metadata.YES_TOKEN_ID, vocab.yes_token_id)

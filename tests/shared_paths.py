@@ -11,6 +11,9 @@ SHARED = ROOT.parent / "shared"
 QWEN2_VOCAB = SHARED / "vocab" / "ggml-vocab-qwen2.gguf"
 PROCESSBENCH = SHARED / "data" / "processbench"
 GOLDEN = Path(__file__).resolve().parent / "golden"
+# the project's first demo R-PRM (3.4M parameters, random-init Qwen2 trained on synthetic critiques, Q8_0): no
+# longer shipped, but a 3.5 MiB model that writes well-formed critiques fast, so tests that need one use it
+TINY_RPRM = Path(__file__).resolve().parent / "models" / "tiny-rprm.gguf"
 
 
 def needs_shared(path: Path) -> pytest.MarkDecorator:

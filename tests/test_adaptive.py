@@ -17,6 +17,7 @@ from rprm_lite.config import ScoreConfig, changed_settings
 from rprm_lite.errors import InputError
 from rprm_lite.prompt import FALLBACK_TEXT
 from rprm_lite.scoring import Scorer
+from shared_paths import TINY_RPRM
 
 
 def first_stop(values, **rule):
@@ -147,22 +148,22 @@ def test_fixed_k_output_has_no_adaptive_fields(tiny_gguf):
 
 
 # llama.cpp's CPU decode is bit-identical for a sequence whatever else shares its batch only while the
-# batch stays small: measured on the bundled Q8_0 model, single-token batches of up to 10 sequences and
+# batch stays small: measured on the tiny R-PRM (tests/models, Q8_0), single-token batches of up to 10 sequences and
 # multi-token batches of up to 45 tokens gave identical logits, a 60-token batch (the fallback question of
-# 4 critiques at once) logits up to 0.037 apart. So with the bundled model the critique texts are the same
+# 4 critiques at once) logits up to 0.037 apart. So with that model the critique texts are the same
 # in waves and at once, and so is each P(Yes) read at the verdict phrase; a P(Yes) read after the fallback
 # question moved by up to 0.019 (examples/solution.json, K=10, waves of 1, 2 and 3).
 FALLBACK_TOLERANCE = 0.05
 
 
-def test_confidence_one_equals_fixed_k_on_the_bundled_model():
+def test_confidence_one_equals_fixed_k_on_the_tiny_rprm():
     from rprm_lite.solution import read_solutions
 
     solution = read_solutions("examples/solution.json")[0]
     settings = dict(k=4, seed=0, threads=1, all_steps=True, max_tokens=512)
-    with Scorer(None, ScoreConfig(**settings)) as scorer:
+    with Scorer(TINY_RPRM, ScoreConfig(**settings)) as scorer:
         fixed = scorer.score_solution(solution)
-    with Scorer(None, ScoreConfig(**settings, adaptive=True, confidence=1.0, wave=3)) as scorer:
+    with Scorer(TINY_RPRM, ScoreConfig(**settings, adaptive=True, confidence=1.0, wave=3)) as scorer:
         waves = scorer.score_solution(solution)
     for a, b in zip(fixed.steps, waves.steps, strict=True):
         assert a.critiques == b.critiques and b.critiques_used == 4 and b.stop_reason == "reached-k"

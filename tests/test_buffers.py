@@ -17,7 +17,7 @@ from rprm_lite import buffers
 from rprm_lite.buffers import ENV_VAR, buffer_rule, cpu_flags, weight_buffers
 from rprm_lite.engine import Engine
 from rprm_lite.errors import InputError
-from rprm_lite.model_file import bundled_model_path
+from shared_paths import TINY_RPRM
 
 SAPPHIRE_RAPIDS = frozenset({"avx2", "avx512f", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"})
 ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16", "avx512_vnni"})
@@ -60,15 +60,16 @@ def test_buffer_lines_are_summed_per_type():
     assert weight_buffers(lines) == {"CPU_Mapped": 4.0, "CPU_REPACK": 1.25}
 
 
-def test_the_bundled_model_never_lands_in_the_amx_buffer_by_default(monkeypatch):
+@pytest.mark.parametrize("which", ["demo base (Q4_1, a type AMX takes)", "tiny R-PRM (Q8_0)"])
+def test_models_never_land_in_the_amx_buffer_by_default(monkeypatch, request, which):
     monkeypatch.delenv(ENV_VAR, raising=False)
-    engine = Engine(bundled_model_path(), threads=1)
+    model = request.getfixturevalue("demo_base") if which.startswith("demo") else TINY_RPRM
+    engine = Engine(model, threads=1)
     try:
         assert engine.weight_buffers, "llama.cpp's buffer lines were not seen"
         assert "AMX" not in engine.weight_buffers
         assert engine.buffer_rule.use_extra_bufts is not bool(buffers.AMX_FLAGS & cpu_flags())
-        assert sum(engine.weight_buffers.values()) == pytest.approx(bundled_model_path().stat().st_size / 2**20,
-                                                                    rel=0.05)
+        assert sum(engine.weight_buffers.values()) == pytest.approx(model.stat().st_size / 2**20, rel=0.05)
     finally:
         engine.close()
 
@@ -118,11 +119,13 @@ def test_llama_cpp_llama_follows_the_rule(q4_0_gguf, monkeypatch):
     assert llama_cpp.llama_model_default_params().use_extra_bufts is True
 
 
-def test_the_cli_scores_the_example_with_the_default_build_and_settings(monkeypatch):
-    """No signal: the crash this rule prevents killed this very command on AMX CPUs."""
+def test_the_cli_scores_the_example_with_the_default_build_and_model(monkeypatch, demo_base):
+    """No signal: the crash this rule prevents killed this very command on AMX CPUs. (Short critiques: the
+    demo's model and build are what matter here, not its verdicts.)"""
     monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.delenv("RPRM_MODEL", raising=False)
-    done = subprocess.run([sys.executable, "-m", "rprm_lite.cli", "score", str(EXAMPLE), "--json"],
+    done = subprocess.run([sys.executable, "-m", "rprm_lite.cli", "score", str(EXAMPLE), "--json", "--k", "1",
+                           "--max-tokens", "16"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert '"first_error_step"' in done.stdout

@@ -21,10 +21,10 @@ from rprm_lite.bench.children import start_child
 from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import DecodeEntry, Engine, stream_seed
 from rprm_lite.errors import InputError
-from rprm_lite.model_file import bundled_model_path
 from rprm_lite.remote import RemoteConfig, RemoteScorer
 from rprm_lite.scoring import Scorer
 from rprm_lite.solution import Solution, read_solutions
+from shared_paths import TINY_RPRM
 
 pytest.importorskip("llama_cpp.server.app", reason="needs llama-cpp-python's server extra (pip install -e '.[dev]')")
 
@@ -49,7 +49,7 @@ def server(tiny_gguf):
 @pytest.fixture(scope="module")
 def demo_server():
     """The bundled demo R-PRM: trained, so " Yes" and " No" are in its top 20 at a verdict."""
-    with llama_cpp_server(bundled_model_path()) as url:
+    with llama_cpp_server(TINY_RPRM) as url:
         yield url
 
 
@@ -89,7 +89,7 @@ def test_the_text_path_reads_p_yes_of_its_context_within_1e_3_and_marks_a_retoke
     Where that text reads back as the tokens the local engine would score, P(Yes) is the local engine's
     P(Yes) of them within 1e-3; where it reads back as other tokens (BPE merges across the seams of prompt,
     critique and fallback question) the critique is counted in `approximate` and no bound is claimed."""
-    model = bundled_model_path()
+    model = TINY_RPRM
     config = ScoreConfig(k=1, temperature=0, max_tokens=120, all_steps=True)
     solutions = read_solutions(str(Path(__file__).parents[1] / "examples" / "solutions.jsonl"))[:2]
     with RemoteScorer(model, config, remote=remote(demo_server, top_logprobs=20)) as far:
@@ -143,7 +143,7 @@ def test_concurrency_4_gives_the_results_of_concurrency_1(demo_server):
     runs = []
     for concurrency in (1, 4):
         demo = remote(demo_server, concurrency=concurrency, top_logprobs=20)
-        with RemoteScorer(bundled_model_path(), config, remote=demo) as far:
+        with RemoteScorer(TINY_RPRM, config, remote=demo) as far:
             runs.append([r.to_dict() for r in far.score_many(solutions)])
     assert [r["id"] for r in runs[1]] == ["nine", "square", "four"]
     assert runs[0] == runs[1]
@@ -151,7 +151,7 @@ def test_concurrency_4_gives_the_results_of_concurrency_1(demo_server):
 
 def test_early_stop_marks_later_steps_not_scored(demo_server):
     config = GREEDY.replace(all_steps=False, threshold=1.0, max_tokens=2)
-    with RemoteScorer(bundled_model_path(), config, remote=remote(demo_server, top_logprobs=20)) as far:
+    with RemoteScorer(TINY_RPRM, config, remote=remote(demo_server, top_logprobs=20)) as far:
         result = far.score_solution(SOLUTIONS[0])
     assert [s.verdict for s in result.steps] == ["wrong", "not scored"] and result.first_error_step == 1
 
@@ -165,7 +165,7 @@ def test_cli_output_resumes_after_a_kill(demo_server, tmp_path):
     source, out = tmp_path / "solutions.jsonl", tmp_path / "out.jsonl"
     source.write_text("".join(json.dumps({"id": f"s{i}", "question": f"What is {i} + 1?",
                                           "steps": [f"{i} + 1 = {i + 1}."]}) + "\n" for i in range(3)))
-    args = ["score", source, "--backend", demo_server, "--vocab", bundled_model_path(), "--k", "1", "--max-tokens", "3",
+    args = ["score", source, "--backend", demo_server, "--vocab", TINY_RPRM, "--k", "1", "--max-tokens", "3",
             "--output", out, "--json"]
     process = start_child([sys.executable, "-m", "rprm_lite.cli", *map(str, args)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -17,10 +17,10 @@ import pytest
 from remote_servers import llama_server, llama_server_binary
 
 from rprm_lite.config import ScoreConfig
-from rprm_lite.model_file import bundled_model_path
 from rprm_lite.remote import RemoteConfig, RemoteError, RemoteScorer
 from rprm_lite.scoring import Scorer
 from rprm_lite.solution import Solution, read_solutions
+from shared_paths import TINY_RPRM
 
 pytestmark = pytest.mark.skipif(not llama_server_binary().is_file(),
                                 reason=f"needs llama.cpp's llama-server at {llama_server_binary()}: run "
@@ -83,7 +83,7 @@ def test_the_demo_model_through_llama_server_equals_the_local_engine(demo_server
     """The bundled demo R-PRM writes real critiques: they stop on the verdict phrase (llama-server's stop
     string) or at its end token (which llama-server lists and the local engine never decodes), and P(Yes)
     comes from the top 20 as the local engine reads it from the logits."""
-    model = bundled_model_path()
+    model = TINY_RPRM
     config = ScoreConfig(k=1, temperature=0, max_tokens=160, all_steps=True)
     with RemoteScorer(model, config, remote=RemoteConfig(urls=(demo_server,))) as far, Scorer(model, config) as near:
         assert_same(far, near, read_solutions(str(EXAMPLES / "solutions.jsonl"))[:2])
@@ -91,14 +91,14 @@ def test_the_demo_model_through_llama_server_equals_the_local_engine(demo_server
 
 @pytest.fixture(scope="module")
 def demo_server():
-    with llama_server(bundled_model_path()) as url:
+    with llama_server(TINY_RPRM) as url:
         yield url
 
 
 def test_sampled_critiques_through_the_cli_resume_with_the_base_url_written_either_way(demo_server, tmp_path):
     out = tmp_path / "out.jsonl"
     args = [sys.executable, "-m", "rprm_lite.cli", "score", str(EXAMPLES / "solution.json"), "--vocab",
-            str(bundled_model_path()), "--k", "2", "--max-tokens", "16", "--temperature", "0.9", "--all-steps",
+            str(TINY_RPRM), "--k", "2", "--max-tokens", "16", "--temperature", "0.9", "--all-steps",
             "--json", "--output", str(out), "--backend"]
     done = subprocess.run([*args, f"llama-server+{demo_server}/v1"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

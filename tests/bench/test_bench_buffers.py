@@ -11,13 +11,13 @@ import json
 import pytest
 
 from rprm_lite.bench import score_speed
-from rprm_lite.model_file import bundled_model_path
+from shared_paths import TINY_RPRM
 
 
 def test_buffers_benchmark_compares_the_three_settings(tmp_path):
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        score_speed.main(["--buffers", "--model", str(bundled_model_path()), "--k", "2", "--tokens", "4",
+        score_speed.main(["--buffers", "--model", str(TINY_RPRM), "--k", "2", "--tokens", "4",
                           "--threads", "1", "--repeats", "1", "--out", str(tmp_path)])
     summary = json.loads((tmp_path / "speed_buffers.json").read_text())
     runs = summary["runs"]
