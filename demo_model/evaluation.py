@@ -31,7 +31,8 @@ def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: i
                           lora: Sequence[str] = (), adaptive: bool = False, threads: int | None = None
                           ) -> dict[str, Any]:
     """ProcessBench metrics of one model (with its LoRA adapters) on a synthetic split (K=1 is greedy), via the
-    benchmark harness, and the wall seconds per scored step (every step is scored)."""
+    benchmark harness, and the wall seconds per scored step. As ProcessBench needs only the first error, steps
+    after the first one scored wrong are not scored."""
     from rprm_lite.bench import processbench
     from rprm_lite.bench.harness import run_items
     from rprm_lite.scoring import Scorer
@@ -39,7 +40,7 @@ def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: i
     items = processbench.load_processbench(data, (processbench.SUBSETS[0],))
     temperature = {"temperature": 0.0} if k == 1 else {}
     started = time.perf_counter()
-    with Scorer(model, k=k, seed=seed, max_tokens=max_tokens, all_steps=True, lora=list(lora), adaptive=adaptive,
+    with Scorer(model, k=k, seed=seed, max_tokens=max_tokens, lora=list(lora), adaptive=adaptive,
                 **temperature, **({"threads": threads} if threads else {})) as scorer:
         summary = run_items([i.bench_item() for i in items], scorer, out, benchmark="processbench",
                             critiques=False)
@@ -49,7 +50,7 @@ def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: i
     metrics = processbench.evaluate(processbench.select(items, predictions), threshold)
     scores = metrics["subsets"][processbench.SUBSETS[0]]
     outcomes = item_outcomes(data, Path(summary.predictions_path), threshold)
-    steps = sum(len(item.steps) for item in items)
+    steps = sum(sum(score is not None for score in p.scores or ()) for p in predictions.values())
     return {"f1": scores["f1"], "error_acc": scores["error_acc"], "correct_acc": scores["correct_acc"],
             "per_kind": per_kind(outcomes), "items": len(items), "predictions": str(summary.predictions_path),
             "seconds_per_step": round(seconds / max(steps, 1), 2)}

@@ -1,4 +1,5 @@
-"""Shared-prefix training equals the plain forward: same loss, same gradients, on a tiny Qwen2."""
+"""Shared-prefix training equals the plain forward: same loss, same gradients, on a tiny Qwen2 and on a tiny
+Llama with peft LoRA adapters (what the demo recipe trains: SmolLM2 is a Llama)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,19 @@ from rprm_lite.training.shared_prefix import (  # noqa: E402
 )
 
 
-def tiny_model():
+def tiny_model(kind: str = "qwen2"):
     torch.manual_seed(0)
-    config = transformers.Qwen2Config(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                                      tie_word_embeddings=True)
-    return transformers.Qwen2ForCausalLM(config)
+    shape = dict(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True)
+    if kind == "qwen2":
+        return transformers.Qwen2ForCausalLM(transformers.Qwen2Config(**shape))
+    peft = pytest.importorskip("peft")
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**shape))
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
+    for name, param in lora.named_parameters():  # B starts at zero; move it so the adapters take part
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    return lora
 
 
 def batch(prefix: int = 30, width: int = 80):
@@ -39,19 +47,20 @@ def batch(prefix: int = 30, width: int = 80):
 
 
 def gradients(model):
-    grads = [p.grad.detach().clone() for p in model.parameters()]
+    grads = [p.grad.detach().clone() for p in model.parameters() if p.requires_grad]
     model.zero_grad(set_to_none=True)
     return grads
 
 
-@pytest.mark.parametrize("num_items", [None, "count"])
-def test_loss_and_gradients_equal_the_plain_forward(num_items):
-    model = tiny_model()
+@pytest.mark.parametrize(("kind", "num_items"), [("qwen2", None), ("qwen2", "count"), ("llama-lora", "count")])
+def test_loss_and_gradients_equal_the_plain_forward(kind, num_items):
+    model = tiny_model(kind)
     ids, attention, labels = batch()
     items = (labels[:, 1:] != IGNORE).sum() if num_items else None
     loss, prefix = shared_prefix_loss(model, ids, attention, labels, items)
     loss.backward()
     shared = gradients(model)
+    assert shared, "no trainable parameters"
     plain = causal_lm_loss(model(input_ids=ids, attention_mask=attention).logits, labels, items)
     plain.backward()
     assert prefix == 30

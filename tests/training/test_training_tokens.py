@@ -83,35 +83,3 @@ def test_prompt_ids_equal_the_runtime_engine(encoder, tiny_gguf):
 def test_empty_critique_is_refused(encoder):
     with pytest.raises(TrainingError, match="critique is empty"):
         encoder.example(render(SOLUTION, 0, "chatml"), "  \n")
-
-
-def test_drill_rows_supervise_only_each_answer_and_its_line_end(encoder):
-    import random
-
-    from rprm_lite.training.curriculum import drill_rows, fact
-
-    assert fact(random.Random(0))[0].endswith(" =")
-    ids, mask = next(drill_rows(encoder, rows=1, row_tokens=64, rng=random.Random(0)))
-    text = encoder.tokenizer.decode(ids)
-    lines = text.split("\n")[:-1]
-    assert len(ids) <= 64 and len(lines) >= 3
-    supervised = encoder.tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
-    # " 5\n" per fact: the answer after "=", and the newline; never an operand
-    assert supervised == "".join(" " + line.split(" = ")[1] + "\n" for line in lines)
-    for line in lines:
-        left, symbol, right, _, result = line.split(" ")
-        assert {"+": int(left) + int(right), "-": int(left) - int(right), "×": int(left) * int(right),
-                "÷": int(left) / int(right)}[symbol] == int(result)
-
-
-def test_short_prompts_are_the_examples_from_question_on_byte_for_byte(encoder):
-    from rprm_lite.training.curriculum import short_prompt_rows
-
-    other = Solution.create("How much is 4 + 4?", ["4 + 4 = 8.", "The answer is 8."])
-    examples = [encoder.example(render(s, i, "r-prm-eval"), CRITIQUE) for s in (SOLUTION, other) for i in (0, 1)]
-    rows = short_prompt_rows(examples)
-    for (ids, mask), example in zip(rows, examples, strict=True):
-        cut = len(example.ids) - len(ids)
-        assert ids == example.ids[cut:] and mask == example.loss_mask[cut:]
-        assert encoder.tokenizer.decode(example.ids[:cut]).endswith("\n\nQuestion:")
-        assert not any(example.loss_mask[:cut])

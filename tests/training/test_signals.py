@@ -1,0 +1,53 @@
+"""The early signals find the words that decide each comparison ("52 vs 51, not the same") in the tokens."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+pytest.importorskip("transformers")
+
+from rprm_lite.prompt import render  # noqa: E402
+from rprm_lite.training.signals import comparison_signals, signal_examples  # noqa: E402
+from rprm_lite.training.synthetic import generate_split  # noqa: E402
+from rprm_lite.training.synthetic_teacher import NOT_SAME, SAME, critique  # noqa: E402
+from rprm_lite.training.tokens import PromptTokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    from rprm_lite.convert.random_tokenizer import train_byte_level_bpe
+    from rprm_lite.prompt import template
+    from rprm_lite.training.checkpoint import load_tokenizer
+
+    problems = generate_split("train", 40, seed=2)
+    corpus = ["".join(template("r-prm-eval"))] * 20 + [critique(p, i, rng=random.Random(i)) for p in problems
+                                                       for i, label in enumerate(p.step_labels()) if label is not None]
+    folder = tmp_path_factory.mktemp("bpe")
+    train_byte_level_bpe(corpus, vocab_size=500).write(folder)
+    return load_tokenizer(str(folder))
+
+
+def test_every_comparison_word_is_found_with_whether_the_pair_differs(tokenizer):
+    encoder = PromptTokenizer(tokenizer)
+    problems = [p for p in generate_split("test", 30, seed=5) if p.label > 0][:6]
+    texts = [critique(p, p.label, rng=random.Random(0)) for p in problems]
+    examples = [encoder.example(render(p.solution(), p.label, "r-prm-eval"), text)
+                for p, text in zip(problems, texts, strict=True)]
+    found = signal_examples(examples, tokenizer, [p.error["kind"] for p in problems])
+    for item, text in zip(found, texts, strict=True):
+        # three pairs (two operands, the result) and the operation: one word each
+        assert len(item.comparison_positions) == text.count(SAME) == 4
+        assert sum(item.comparison_differs) == text.count(NOT_SAME) >= 1
+        for position, differs in zip(item.comparison_positions, item.comparison_differs, strict=True):
+            word = tokenizer.decode([item.example.ids[position]]).strip()
+            assert word == ("not" if differs else "the")
+            assert tokenizer.decode(item.example.ids[position - 1:position]).strip() in (",", ":")
+
+
+def test_comparison_signals_count_hits_overall_on_differing_pairs_and_per_kind():
+    compared = [(True, False, None), (True, True, "copy"), (False, True, "copy"), (True, True, "arithmetic")]
+    assert comparison_signals(compared) == {"cmp_acc": 0.75, "cmp_not_acc": 0.6667, "cmp_not_arithmetic": 1.0,
+                                            "cmp_not_copy": 0.5}
+    assert comparison_signals([]) == {}
