@@ -423,12 +423,9 @@ class Recipe:
 
 
 def base_name(source: Path) -> str:
-    """A readable name of the base: the GGUF's general.name, else the file or folder name."""
-    if source.suffix == ".gguf":
-        from rprm_lite.convert.gguf_file import read_gguf_metadata
-
-        return str(read_gguf_metadata(source).get("general.name") or source.stem)
-    return source.resolve().name
+    """A readable name of the base: a GGUF's file name up to its quantization ("SmolLM2-135M-Instruct"), or the
+    checkpoint folder's name."""
+    return source.name.split(".")[0] if source.suffix == ".gguf" else source.resolve().name
 
 
 def summary_line(result: dict[str, Any]) -> str:
