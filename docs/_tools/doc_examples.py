@@ -2,7 +2,7 @@
 
 An example is a fenced block right after a `<!-- runnable -->` comment (invisible on GitHub and in the site):
 - `console`: lines starting with `$ ` are commands, run with bash (the venv's `rprm-lite` first on PATH,
-  the bundled model, COLUMNS=80), stdout and stderr together; the lines after a command are its shown output.
+  the demo model, COLUMNS=80), stdout and stderr together; the lines after a command are its shown output.
 - `pycon`: `>>> ` and `... ` lines are Python, run in one fresh interpreter per block; the lines after them
   are the output, as in a doctest.
 Each block runs in a fresh folder that holds `examples/` (the project's), so that it starts from what a
@@ -17,7 +17,7 @@ command (default 0).
     python docs/_tools/doc_examples.py            # check every example; exit 1 on a mismatch
     python docs/_tools/doc_examples.py --update   # rewrite the shown outputs that no longer match
 
-The demo model's outputs live in docs/_snippets/ (included by the pages) and in README.md, so a new bundled
+The demo model's outputs live in docs/_snippets/ (included by the pages) and in README.md, so a new demo
 model means one `--update` and a review of the diff.
 """
 

@@ -1,6 +1,6 @@
 """The HTTP API reference, generated at build time from the OpenAPI schema of a real `rprm-lite serve`.
 
-The server is started on a free loopback port with the bundled model, asked for /openapi.json, and stopped;
+The server is started on a free loopback port with the demo model, asked for /openapi.json, and stopped;
 each endpoint's page section comes from that schema (summary, description, request body, answers), so a
 route or a body field the server gains appears in the next build without anyone copying it.
 """
