@@ -94,7 +94,7 @@ def report_table(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=None, help="GGUF model (default: the bundled model)")
+    parser.add_argument("--model", type=Path, default=None, help="GGUF model (default: the demo model)")
     parser.add_argument("--solution", type=Path, default=DEFAULT_SOLUTION, help="a solution file (its first)")
     parser.add_argument("--k", type=int, default=None, help="critiques per step (default: the model's)")
     parser.add_argument("--max-tokens", type=int, default=None)

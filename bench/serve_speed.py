@@ -3,7 +3,7 @@
     python -m rprm_lite.bench.serve_speed [--model PATH] [--solutions 8] [--rounds 3] [--k 4]
                                           [--max-tokens 32] [--threads 1] [--disconnects 5] [--out bench/results]
 
-One run, one machine, the same model and settings on both sides (default: the bundled model):
+One run, one machine, the same model and settings on both sides (default: the demo model):
 1. overhead: the same solutions scored in rounds, each solution once in process (`Scorer.score_solution`)
    and once through the server (`POST /v1/score`, a fresh loopback connection each), alternating so that
    both see the same machine load. Reports solutions/s and per-step latency of each, the ratio

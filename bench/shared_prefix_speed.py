@@ -2,11 +2,12 @@
 
     python -m rprm_lite.bench.shared_prefix_speed --recipe build/recipe [--steps 8] [--out bench/results]
 
-Trains the recipe's starting checkpoint (`drill/`, else `base/`) on its balanced SFT data (`sft-data.jsonl`,
-released R-PRM prompt) for a few optimizer steps of 32 examples in four variants, one after the other in
-one run: the plain forward (micro-batches of 8, as the landed recipe ran) and the shared-prefix forward
-(micro-batches of 32), each in fp32 and in bf16 autocast. Reports examples/s and optimizer steps per
-minute after the first two steps, and each variant's ratio to the plain fp32 one. Never a test.
+Trains the recipe's starting checkpoint (`base/`; `drill/` in a folder of the old from-scratch recipe) on its
+balanced SFT data (`sft-data.jsonl`, released R-PRM prompt) for a few optimizer steps of 32 examples in four
+variants, one after the other in one run: the plain forward (micro-batches of 8, as the landed recipe ran) and
+the shared-prefix forward (micro-batches of 32), each in fp32 and in bf16 autocast. Reports examples/s and
+optimizer steps per minute after the first two steps, and each variant's ratio to the plain fp32 one.
+Never a test.
 """
 
 from __future__ import annotations

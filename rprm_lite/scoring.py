@@ -404,6 +404,7 @@ def resolve_settings(info: ModelInfo, config: ScoreConfig | None = None, overrid
     settings = base.replace(**overrides) if overrides else base
     if settings.calibration is not None and info.adapters:
         # a calibration file names one model file; one fit with these adapters could not be told apart
-        raise InputError("--calibration cannot be combined with --lora yet: a calibration file is fit for a model "
-                         "file alone, and the adapters change its scores; leave out one of the two")
+        raise InputError("--calibration cannot be combined with LoRA adapters yet (--lora, or the demo model, which is "
+                         "a base plus its bundled adapter): a calibration file is fit for a model file alone, and the "
+                         "adapters change its scores; leave out one of the two")
     return calibrated_config(settings, info.sha256)

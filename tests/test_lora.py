@@ -225,8 +225,9 @@ def test_a_calibration_file_is_not_applied_to_an_adapted_model(files, tmp_path, 
     code, out, err = cli(capsys, "score", solution_file(tmp_path), "-m", files["base"], "--lora", files["lora"],
                          "--calibration", calibration)
     assert (code, out) == (2, "")
-    assert err == ("error: --calibration cannot be combined with --lora yet: a calibration file is fit for a model "
-                   "file alone, and the adapters change its scores; leave out one of the two\n")
+    assert err == ("error: --calibration cannot be combined with LoRA adapters yet (--lora, or the demo model, which "
+                   "is a base plus its bundled adapter): a calibration file is fit for a model file alone, and the "
+                   "adapters change its scores; leave out one of the two\n")
 
 
 def test_remote_scoring_refuses_an_adapter(files, tmp_path, capsys):
