@@ -61,13 +61,7 @@ class PrefixCache:
         self._memory: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._bytes = 0
         self.hits = self.disk_hits = self.misses = self.corrupt = self.write_errors = self.saved_tokens = 0
-        self.last_write_error = ""
-        if self.directory is not None:
-            try:
-                self.directory.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise InputError(f"--cache {self.directory}: cannot use it as a cache folder "
-                                 f"({exc.strerror or exc})") from None
+        self.last_write_error = ""  # the folder is made at the first write: one that cannot be is counted there
 
     def __contains__(self, key: str) -> bool:
         return key in self._memory
@@ -125,6 +119,7 @@ class PrefixCache:
         header = {"version": VERSION, "key": key, "tokens": n_tokens, "bytes": len(state),
                   "sha256": hashlib.sha256(state).hexdigest()}
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
             replace_file_in(self._folder(key), f"{key}.kv",
                             MAGIC + json.dumps(header).encode("ascii") + b"\n" + state)
         except OSError as exc:  # full disk, read-only folder, a linked subfolder
