@@ -41,7 +41,7 @@ VERSION = 1
 MAX_HEADER_BYTES = 4096
 MAX_STATE_BYTES = 2**30  # a 7B model's f16 KV of 4k tokens is ~0.5 GiB; a prefix is far smaller
 DEFAULT_MEMORY_BYTES = 256 * 2**20  # R-PRM-7B's template state is ~26 MiB; a question's a little more
-FOLDER = "kv"  # the subfolder of a --cache folder that holds the states (the step cache's folders have 2 letters)
+FOLDER = "kv"  # the subfolder of a --cache folder that holds the states (the step cache's are 2 hex digits)
 
 
 def state_key(base: Mapping[str, Any], tokens: list[int]) -> str:
