@@ -200,9 +200,10 @@ def report_table(report: dict[str, Any]) -> str:
     lines = [table(("model, K", "prefix reuse", "1st solution: step 1 s", "later solutions: step 1 s", "vs off",
                     "batch s", "vs off", "prompt tokens decoded", "identical"), rows, align="llrrrrrrl"), "",
              f"{setup['questions']} questions x {setup['per_question']} solutions of 3 steps, every step scored; "
-             f"critiques of {setup['tokens']} tokens; {setup['threads']} thread(s); one run each way, in this order.",
-             "Through serve (which has no way to turn reuse off), 'vs off' is the first request's step 1 (the "
-             "template decoded) over the later ones'; 'identical' compares the two servers' result lines."]
+             f"critiques of {setup['tokens']} tokens; {setup['threads']} thread(s); one run each way, in this order."]
+    if setup["serve"]:
+        lines += ["Through serve (which has no way to turn reuse off), 'vs off' is the first request's step 1 (the "
+                  "template decoded) over the later ones'; 'identical' compares the two servers' result lines."]
     if "projection_7b" in report:
         p = report["projection_7b"]
         lines += ["", f"Projection (not measured) for the 7B shape: prefill {p['measured_prefill_tok_s']:.0f} tok/s "
