@@ -309,6 +309,26 @@ class Engine:
     def clear(self) -> None:
         llama_cpp.llama_memory_clear(self.memory, True)
 
+    def save_sequence(self, seq: int) -> bytes:
+        """The KV state of a sequence (llama.cpp's sequence state: its cells' positions and K/V rows)."""
+        size = llama_cpp.llama_state_seq_get_size(self.ctx, seq)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self.ctx, buffer, size, seq)
+        return bytes(memoryview(buffer)[:written])
+
+    def load_sequence(self, seq: int, state: bytes, n_tokens: int) -> bool:
+        """Put a state from `save_sequence` into sequence `seq` of an empty cache; True when llama.cpp took all
+        of it and the sequence then holds exactly positions 0..n_tokens-1. Otherwise the cache is cleared and
+        False returned: the state is data, llama.cpp checks its layout and this its extent."""
+        source = ctypes.cast(ctypes.c_char_p(state), ctypes.POINTER(ctypes.c_uint8))  # no copy of the bytes
+        read = llama_cpp.llama_state_seq_set_data(self.ctx, source, len(state), seq) if state else 0
+        held = (llama_cpp.llama_memory_seq_pos_min(self.memory, seq),
+                llama_cpp.llama_memory_seq_pos_max(self.memory, seq))
+        if read == len(state) and held == (0, n_tokens - 1):
+            return True
+        self.clear()
+        return False
+
 
 class Sampler:
     """One critique's sampler chain: temp -> top_p -> dist(seed), or greedy at temperature 0.

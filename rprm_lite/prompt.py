@@ -121,5 +121,16 @@ def render(solution: Solution, step_index: int, style: str = "r-prm-eval") -> Pr
     ))
 
 
+def head_part(style: str) -> Prompt:
+    """The template's text before the first user text (the question): the same in every prompt of a style."""
+    return Prompt((Piece(template(style)[0], True),))
+
+
+def question_part(solution: Solution, style: str) -> Prompt:
+    """The prompt up to the question's end and the template text after it: the same in the first prompt of
+    every solution of one question."""
+    return Prompt(render(solution, 0, style).pieces[:3])
+
+
 def render_text(solution: Solution, step_index: int, style: str = "r-prm-eval") -> str:
     return render(solution, step_index, style).text

@@ -8,6 +8,8 @@ frees the model, after which every call raises `RprmError`. A call from inside t
 callback of a call in flight would deadlock on that lock, so it raises `RprmError` instead.
 With `verdict="released"`, each critique's P(Yes) is read again as the released evaluation reads it
 (a second pass over the cleaned critique text, `rprm_lite/verdict.py`).
+The template's text before the question, and the question, are decoded once per model and question, not
+once per solution: their KV state is kept and put back (`rprm_lite/prefix_cache.py`), with the same results.
 Results of recent steps are reused when nothing that decides them changed (`rprm_lite/step_cache.py`);
 the verdict of each step is decided from its score by `rprm_lite/uncertain.py`, after the calibration
 file's map when one is set (`rprm_lite/calibration.py`).
@@ -30,6 +32,7 @@ from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.model_file import ModelInfo
+from rprm_lite.prefix_cache import FOLDER, PrefixCache, state_key
 from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
 from rprm_lite.step_cache import StepCache, step_key
@@ -54,13 +57,17 @@ class Scorer:
     def __init__(self, model_path: str | Path | ModelInfo | None = None, config: ScoreConfig | None = None,
                  *, cache: str | Path | StepCache | None = None,
                  settings: tuple[ScoreConfig, Calibration | None] | None = None,
-                 lora: LoraArg | Sequence[LoraArg] | None = None, **overrides: Any) -> None:
+                 lora: LoraArg | Sequence[LoraArg] | None = None, prefix_cache: PrefixCache | bool = True,
+                 **overrides: Any) -> None:
         """`model_path` may also be a `ModelInfo` already checked by `inspect_model` (and `with_adapters`).
         `lora`: LoRA adapter GGUFs applied on top, each a path, "PATH:SCALE" or (path, scale); they are
         checked against the model before it loads, and their rprm.* metadata overrides the model's.
         `config` defaults to the model file's (and adapters') rprm.* settings, else `ScoreConfig()`;
         `overrides` (field names) go on top.
-        `cache`: a folder that keeps step results across runs, or a `StepCache` (default: in memory).
+        `cache`: a folder that keeps step results across runs, or a `StepCache` (default: in memory); the
+        prompt prefixes' KV states are kept in its `kv` subfolder too.
+        `prefix_cache`: False decodes every prompt from its first token (the same results, slower); a
+        `PrefixCache` is used as it is (default: one in memory, and in the cache folder when there is one).
         `settings`: what `resolve_settings` returned for this model, taken as it is (instead of `config`
         and `overrides`: the calibration file is not read again)."""
         self.model_info: ModelInfo = (with_adapters(model_path, lora) if isinstance(model_path, ModelInfo)
@@ -69,6 +76,7 @@ class Scorer:
             raise TypeError("settings= (from resolve_settings) replaces config= and the overrides")
         self.config, self.calibration = settings or resolve_settings(self.model_info, config, overrides)
         self.step_cache = cache if isinstance(cache, StepCache) else StepCache(cache)
+        self.prefix_cache = self._make_prefix_cache(prefix_cache)
         self.engine = Engine(self.model_info.path, n_gpu_layers=self.config.n_gpu_layers,
                              threads=self.config.threads,
                              loras=[(adapter.path, adapter.scale) for adapter in self.model_info.adapters])
@@ -85,6 +93,9 @@ class Scorer:
         self._cached: list[int] = []  # tokens of the prompt now held in sequence 0
         self._not_loaded: list[list[int]] = []  # prompts of cache hits not yet decoded (see _cached_or_scored_step)
         self._key_base: dict[str, Any] | None = None
+        self._question_tokens: list[int] = []  # the solution's tokens up to its question's end (see _marks)
+        self._head_tokens: dict[str, list[int]] = {}  # per prompt style, its tokens before the question
+        self._prefix_base: dict[str, Any] | None = None
 
     def score(self, question: str, steps: Sequence[str], *, id: str | None = None,
               on_step: StepCallback | None = None) -> SolutionResult:
@@ -127,7 +138,7 @@ class Scorer:
             except ModelFileError:
                 self.config = previous
                 raise
-            self._key_base = None  # the step cache's key holds the settings
+            self._key_base = self._prefix_base = None  # the keys hold the settings and the prompt style
 
     def close(self) -> None:
         """Free the model. A call in flight on another thread stops at its next decode (raising
@@ -160,6 +171,7 @@ class Scorer:
         # KV reuse spans the steps of one solution only: each solution starts from an empty cache,
         # so its results never depend on what was scored before (same seed, same critiques).
         self._cached, self._not_loaded = [], []
+        self._question_tokens = self.engine.tokenize_prompt(prompts.question_part(solution, self.config.prompt_style))
         self.engine.clear()
         results = score_in_order(
             solution, prompt_tokens=lambda index: self._prompt_tokens(solution, index),
@@ -196,18 +208,22 @@ class Scorer:
         if not self.step_cache.enabled or self.make_sampler is not Sampler:
             return None  # a scripted sampler (tests, benchmarks) writes critiques the key cannot see
         if self._key_base is None:
-            import llama_cpp
-
             # with adaptive K the threshold decides how many critiques a step draws, so it is in the key
             ignored = set(NOT_IN_STEP_KEY) - ({"threshold"} if self.config.adaptive else set())
             settings = {k: v for k, v in self.config.to_dict().items() if k not in ignored}
-            adapters = self.model_info.adapters  # a different adapter or scale never reuses a step
-            self._key_base = {"model_sha256": self.model_info.sha256, "settings": settings,
-                              **({"lora": [(a.sha256, a.scale) for a in adapters]} if adapters else {}),
-                              "threads": self.engine.threads, "n_batch": self.engine.n_batch,
-                              **versions(),
-                              "system": llama_cpp.llama_print_system_info().decode(errors="replace")}
+            self._key_base = {**self._engine_key(), "settings": settings}
         return step_key({**self._key_base, "step_index": index, "max_tokens": max_tokens, "tokens": tokens})
+
+    def _engine_key(self) -> dict[str, Any]:
+        """What decides the values the engine computes for given tokens: the model file, its adapters (a
+        different adapter or scale never reuses a result), the llama.cpp build and how it runs."""
+        import llama_cpp
+
+        adapters = self.model_info.adapters
+        return {"model_sha256": self.model_info.sha256,
+                **({"lora": [(a.sha256, a.scale) for a in adapters]} if adapters else {}),
+                "threads": self.engine.threads, "n_batch": self.engine.n_batch, **versions(),
+                "system": llama_cpp.llama_print_system_info().decode(errors="replace")}
 
     def _decide(self, step: StepResult) -> StepResult:
         """Score (calibrated when a map is set) and verdict from the step's mean P(Yes)."""
@@ -264,19 +280,82 @@ class Scorer:
             raise
 
     def _decode_prompt(self, tokens: list[int]) -> int:
+        """Decode what sequence 0 lacks of `tokens`, in pieces cut at the prompt's marks; returns the tokens
+        kept from the solution's previous prompt. A prompt decoded from its first token starts from an empty
+        cache, and the longest piece before a mark whose KV state is cached is put back instead of decoded."""
         engine = self.engine
         for seq in range(1, self.config.k + 1):
             engine.trim(seq)
         keep = common_prefix(self._cached, tokens) if self.config.kv_reuse else 0
         keep = min(keep, len(tokens) - 1)  # the last token is always decoded: its logits start the critiques
-        engine.trim(PROMPT_SEQ, keep)
         self._cached = self._cached[:keep]
-        entries = [DecodeEntry(tok, pos, PROMPT_SEQ, logits=pos == len(tokens) - 1)
-                   for pos, tok in enumerate(tokens) if pos >= keep]
-        for _, row in engine.decode(entries):
-            self._last_row = row
+        marks = [mark for mark in self._marks(tokens) if keep < mark < len(tokens)]
+        start = keep
+        if keep == 0:
+            engine.clear()  # the same cells, whether the prefix is decoded or put back
+            start = self._restore_prefix(tokens, marks)
+        else:
+            engine.trim(PROMPT_SEQ, keep)
+        for begin, end in zip([start, *marks], [*marks, len(tokens)], strict=True):
+            if end <= start:
+                continue
+            entries = [DecodeEntry(tokens[pos], pos, PROMPT_SEQ, logits=pos == len(tokens) - 1)
+                       for pos in range(begin, end)]
+            for _, row in engine.decode(entries):
+                self._last_row = row
+            if end in marks and keep == 0:  # pieces decoded from empty: the values a fresh run computes
+                self._save_prefix(tokens[:end], persist=end == marks[0])
         self._cached = list(tokens)
         return keep
+
+    def _marks(self, tokens: list[int]) -> list[int]:
+        """Where a prompt's pieces end: its tokens shared with the template's text before the question alone,
+        then with the text up to the question's end (the solution's first prompt up to the question). Each
+        is a function of the prompt alone (its last token may join the user text that follows, so it is
+        measured on the prompt), so a prompt is cut the same way whatever was scored before."""
+        style = self.config.prompt_style
+        if style not in self._head_tokens:
+            self._head_tokens[style] = self.engine.tokenize_prompt(prompts.head_part(style))
+        head = self._head_tokens[style]
+        return sorted({common_prefix(head, tokens), common_prefix(self._question_tokens, tokens)} - {0})
+
+    def _restore_prefix(self, tokens: list[int], marks: list[int]) -> int:
+        """Put the longest cached prefix that ends at a mark into the empty cache; returns its length (or 0)."""
+        if self.prefix_cache is None:
+            return 0
+        for mark in reversed(marks):
+            key = self._prefix_key(tokens[:mark])
+            state = self.prefix_cache.get(key, mark)
+            if state is None:
+                continue
+            if self.engine.load_sequence(PROMPT_SEQ, state, mark):
+                self.prefix_cache.saved_tokens += mark
+                return mark
+            self.prefix_cache.refused(key)
+        return 0
+
+    def _save_prefix(self, prefix: list[int], *, persist: bool) -> None:
+        """Keep the KV state of sequence 0, which holds just `prefix`, unless it is kept already."""
+        if self.prefix_cache is None:
+            return
+        key = self._prefix_key(prefix)
+        if key not in self.prefix_cache:
+            self.prefix_cache.put(key, self.engine.save_sequence(PROMPT_SEQ), len(prefix), persist=persist)
+
+    def _prefix_key(self, prefix: list[int]) -> str:
+        if self._prefix_base is None:
+            style = self.config.prompt_style
+            self._prefix_base = {**self._engine_key(), "prompt_style": style,
+                                 "prompt_sha256": prompts.template_hash(style),
+                                 "n_gpu_layers": self.config.n_gpu_layers,
+                                 "buffers": self.engine.buffer_rule.describe()}
+        return state_key(self._prefix_base, prefix)
+
+    def _make_prefix_cache(self, prefix_cache: PrefixCache | bool) -> PrefixCache | None:
+        if isinstance(prefix_cache, PrefixCache):
+            return prefix_cache
+        folder = self.step_cache.directory
+        return PrefixCache(None if folder is None else folder / FOLDER) if prefix_cache else None
 
     def _fit_context(self, prompt_tokens: Iterable[Sequence[int]]) -> int:
         """Size the KV cache for this solution; returns the max new tokens a critique may use.

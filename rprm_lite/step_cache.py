@@ -142,20 +142,7 @@ class StepCache:
             return None
 
     def _read_entry(self, key: str) -> bytes:
-        folder = os.open(self._folder(key), _FOLDER_FLAGS)  # a subfolder that is a link: ELOOP or ENOTDIR
-        try:
-            handle = os.open(f"{key}.json", _READ_FLAGS, dir_fd=folder)
-        finally:
-            os.close(folder)
-        try:
-            info = os.fstat(handle)
-            if not stat.S_ISREG(info.st_mode):
-                raise BadEntry("not a regular file")
-            if info.st_size > MAX_ENTRY_BYTES:
-                raise BadEntry(f"{info.st_size} bytes")
-            return read_at_most(handle, MAX_ENTRY_BYTES)
-        finally:
-            os.close(handle)
+        return read_file_in(self._folder(key), f"{key}.json", MAX_ENTRY_BYTES)
 
     def _write(self, key: str, step: StepResult) -> None:
         record = {"format": FORMAT, "version": VERSION, "key": key, "step": dataclasses.asdict(step)}
@@ -169,33 +156,56 @@ class StepCache:
             self.last_write_error = getattr(exc, "strerror", None) or str(exc)
 
     def _write_entry(self, key: str, data: bytes) -> None:
-        """`data` under a temporary name in the entry's subfolder, then renamed over the entry; every
-        name is opened relative to the subfolder, which is opened without following a link."""
-        path = self._folder(key)
+        replace_file_in(self._folder(key), f"{key}.json", data)
+
+
+def read_file_in(folder: Path, name: str, limit: int) -> bytes:
+    """The bytes of the regular file `name` in `folder`, neither followed through a link: FileNotFoundError
+    when it is absent, BadEntry when it is not a regular file or holds more than `limit` bytes, OSError when
+    it cannot be read. The step cache's and the prefix cache's (rprm_lite/prefix_cache.py) one reader."""
+    handle_of_folder = os.open(folder, _FOLDER_FLAGS)  # a subfolder that is a link: ELOOP or ENOTDIR
+    try:
+        handle = os.open(name, _READ_FLAGS, dir_fd=handle_of_folder)
+    finally:
+        os.close(handle_of_folder)
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            raise BadEntry("not a regular file")
+        if info.st_size > limit:
+            raise BadEntry(f"{info.st_size} bytes")
+        return read_at_most(handle, limit)
+    finally:
+        os.close(handle)
+
+
+def replace_file_in(folder: Path, name: str, data: bytes) -> None:
+    """`data` under a temporary name in `folder` (made when missing), then renamed over `name` (atomic); every
+    name is opened relative to the folder, which is opened without following a link."""
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        pass
+    try:
+        handle_of_folder = os.open(folder, _FOLDER_FLAGS)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{folder} is not a plain folder (a link or a file? remove it)") from None
+    temp = f".tmp-{name}-{secrets.token_hex(4)}"
+    try:
+        handle = os.open(temp, _CREATE_FLAGS, 0o644, dir_fd=handle_of_folder)
         try:
-            path.mkdir()
-        except FileExistsError:
-            pass
-        try:
-            folder = os.open(path, _FOLDER_FLAGS)
-        except OSError as exc:
-            raise OSError(exc.errno, f"{path} is not a plain folder (a link or a file? remove it)") from None
-        temp = f".tmp-{key}-{secrets.token_hex(4)}.json"
-        try:
-            handle = os.open(temp, _CREATE_FLAGS, 0o644, dir_fd=folder)
-            try:
-                write_all(handle, data)
-            finally:
-                os.close(handle)
-            os.replace(temp, f"{key}.json", src_dir_fd=folder, dst_dir_fd=folder)
-        except BaseException:
-            try:
-                os.unlink(temp, dir_fd=folder)
-            except OSError:
-                pass
-            raise
+            write_all(handle, data)
         finally:
-            os.close(folder)
+            os.close(handle)
+        os.replace(temp, name, src_dir_fd=handle_of_folder, dst_dir_fd=handle_of_folder)
+    except BaseException:
+        try:
+            os.unlink(temp, dir_fd=handle_of_folder)
+        except OSError:
+            pass
+        raise
+    finally:
+        os.close(handle_of_folder)
 
 
 def read_at_most(handle: int, limit: int) -> bytes:
