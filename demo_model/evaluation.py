@@ -125,8 +125,9 @@ def report(runs: Mapping[str, Sequence[tuple[str | None, bool]]], comparisons: S
 
 def recipe_report(recipe: Path, names: Sequence[str], data: Path, eval_k: int) -> str:
     runs = {name: item_outcomes(data, recipe / "eval" / folder_name(name) / "predictions.jsonl") for name in names}
-    comparisons = [("SFT K=1", "base K=1"), ("DPO K=1", "SFT K=1"), (f"DPO K={eval_k}", "DPO K=1"),
-                   ("DPO adaptive", "DPO K=1")]
+    comparisons = [("SFT K=1", "base K=1"), ("DPO K=1", "SFT K=1")]
+    comparisons += [(f"{final} K={eval_k}", f"{final} K=1") for final in ("SFT", "DPO")]
+    comparisons += [(f"{final} adaptive", f"{final} K=1") for final in ("SFT", "DPO")]
     return report(runs, comparisons)
 
 
@@ -140,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, help="The split evaluated (default: RECIPE/data/test).")
     parser.add_argument("--eval-k", type=int, default=10)
     args = parser.parse_args(argv)
-    names = ["base K=1", "SFT K=1", "DPO K=1", f"DPO K={args.eval_k}", "DPO adaptive"]
+    names = ["base K=1", "SFT K=1", "DPO K=1"] + [f"{final} {run}" for final in ("SFT", "DPO")
+                                                  for run in (f"K={args.eval_k}", "adaptive")]
     present = [n for n in names if (args.recipe / "eval" / folder_name(n) / "predictions.jsonl").is_file()]
     print(recipe_report(args.recipe, present, args.data or args.recipe / "data" / "test", args.eval_k), end="")
     return 0

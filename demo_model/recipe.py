@@ -18,9 +18,11 @@ Stages, each writing into --out:
 4. `sft/`        supervised fine-tuning with LoRA on every linear layer (loss on the critique only, the shared
                  prompt prefix of a micro-batch run once); `sft/adapter/` the peft adapter, `sft/` merged;
                  early signals (teacher-forced digit, comparison-word and verdict accuracy) in `sft/signals.jsonl`
-5. `pairs.jsonl` K critiques per step sampled from the SFT model by the runtime, paired agree/disagree
+5. `pairs.jsonl` with --pair-problems N: K critiques per step sampled from the SFT model by the runtime, paired
+                 agree/disagree (off by default: on 2 CPU cores 24 problems gave 15 pairs, and DPO on them
+                 lowered F1; see rprm_lite/models/MODEL_CARD.md)
 6. `dpo/`        DPO on those pairs with a second, smaller LoRA on the SFT model, the SFT model as reference
-7. `rprm-demo-adapter.gguf` both adapters as one llama.cpp LoRA (ranks concatenated: exact) against the base
+7. `rprm-demo-adapter.gguf` the adapter(s) as one llama.cpp LoRA (ranks concatenated: exact) against the base
                  GGUF, verified against the merged model in transformers; it carries the demo's rprm.* defaults
                  (`sft-adapter.gguf` kept for evaluation)
 
@@ -90,7 +92,8 @@ class RecipeConfig(JobConfig):
     cuda_scale: float = option(4.0, help="On cuda: SFT steps and pair problems are multiplied by this.")
     batch_size: int = option(4, help="Examples per optimizer step (SFT; DPO uses half as many pairs).")
     micro_batch_size: int = option(4, help="Examples per forward pass (SFT; the shared prefix runs once per pass).")
-    pair_problems: int = option(24, help="Training problems whose steps are sampled for DPO pairs (0: no DPO).")
+    pair_problems: int = option(0, help="Training problems whose steps are sampled for DPO pairs (0: no pairs, no DPO; "
+                                        "on 2 CPU cores 24 problems gave 15 pairs, and DPO on them lowered F1).")
     pair_k: int = option(4, help="Critiques sampled per step for pairs.")
     pair_temperature: float = option(0.95, help="Sampling temperature for pairs.")
     dpo_learning_rate: float = option(2e-4, help="DPO peak learning rate.")
@@ -347,8 +350,9 @@ class Recipe:
         shipped = self.shipped()
         base = (self.path(BASE_GGUF), [])
         sft = (self.path("sft.gguf"), []) if c.full else (self.path(BASE_GGUF), [str(self.path("sft-adapter.gguf"))])
-        runs = {"base K=1": (base, 1, False), "SFT K=1": (sft, 1, False), "DPO K=1": (shipped, 1, False),
-                f"DPO K={c.eval_k}": (shipped, c.eval_k, False), "DPO adaptive": (shipped, c.eval_k, True)}
+        final = self.state["stages"]["export"]["trained"].upper()  # the shipped model: DPO's, or SFT's without DPO
+        runs = {"base K=1": (base, 1, False), "SFT K=1": (sft, 1, False), f"{final} K=1": (shipped, 1, False),
+                f"{final} K={c.eval_k}": (shipped, c.eval_k, False), f"{final} adaptive": (shipped, c.eval_k, True)}
         data = self.test_data()
         results = {}
         for name, ((model, lora), k, adaptive) in runs.items():

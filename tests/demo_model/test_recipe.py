@@ -1,9 +1,11 @@
-"""The demo-model recipe end to end at toy size: data -> base -> seed -> LoRA SFT -> pairs -> LoRA DPO -> adapter.
+"""The demo-model recipe end to end at toy size: data -> base -> seed -> LoRA SFT -> adapter -> evaluation.
 
 A tiny random-weight Llama stands in for the pretrained base (SmolLM2 is a Llama too): it is saved as a Hugging
 Face folder with a small byte-level BPE trained on the synthetic text, so every stage is real (transformers and
 peft train it, the runtime samples the pairs through llama.cpp, the adapter is written, checked against the base
-GGUF and verified against the merged model) but small enough for a test.
+GGUF and verified against the merged model) but small enough for a test. The pairs and DPO stages (off by
+default) are the training package's, tested in tests/training; joining SFT's and DPO's LoRA into one adapter is
+tested in tests/training/test_adapters.py.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ from rprm_lite.errors import InputError
 pytest.importorskip("llama_cpp", reason="the recipe samples pairs and converts with llama-cpp-python")
 pytest.importorskip("peft", reason="the recipe trains LoRA adapters with peft (the train extra)")
 
-TOY = {"train": 60, "dev": 6, "test": 8, "sft_max_steps": -1, "sft_epochs": 4, "signals_every": 6,
-       "greedy_every": 12, "greedy_problems": 3, "signal_examples": 8, "dpo_max_steps": -1, "precision": "fp32",
-       "sft_learning_rate": 3e-2, "batch_size": 8, "micro_batch_size": 8, "pair_problems": 30, "pair_k": 6,
-       "pair_temperature": 1.0, "max_tokens": 200, "dpo_epochs": 1, "eval_k": 2, "lora_r": 8, "dpo_lora_r": 2,
+TOY = {"train": 60, "dev": 6, "test": 4, "sft_max_steps": -1, "sft_epochs": 2, "signals_every": 6,
+       "greedy_every": 12, "greedy_problems": 2, "signal_examples": 8, "precision": "fp32",
+       "sft_learning_rate": 3e-2, "batch_size": 8, "micro_batch_size": 8, "max_tokens": 48, "eval_k": 2, "lora_r": 8,
        "threads": 1, "k": 3}
 
 
@@ -81,7 +82,7 @@ def test_every_stage_runs_and_the_result_is_an_adapter_for_the_base(toy_run):
     from rprm_lite.model_file import inspect_model
 
     out, state, _ = toy_run
-    assert list(state["stages"]) == ["data", "base", "seed", "sft", "pairs", "dpo", "export", "evaluate"]
+    assert list(state["stages"]) == ["data", "base", "seed", "sft", "export", "evaluate"]
     stages = state["stages"]
     # the filter dropped the teacher's wrong critiques and kept the rest
     assert stages["seed"]["kept"] > 0 and stages["seed"]["dropped"]["wrong_verdict"] > 0
@@ -92,11 +93,11 @@ def test_every_stage_runs_and_the_result_is_an_adapter_for_the_base(toy_run):
     assert [s["step"] for s in signals][:2] == [0, 6]
     assert all(0 <= s[key] <= 1 for s in signals for key in ("digit_acc", "verdict_acc", "cmp_acc", "cmp_not_acc"))
     assert any("greedy_dev_f1" in s for s in signals)
-    assert stages["pairs"]["pairs"] > 0 and stages["dpo"]["steps"] > 0 and stages["export"]["trained"] == "dpo"
-    # the shipped file: one adapter with both stages' ranks, for the base GGUF, carrying the demo's defaults
+    assert stages["export"]["trained"] == "sft"
+    # the shipped file: one adapter for the base GGUF, carrying the demo's defaults
     info = load_model_info(out / BASE_GGUF, out / DEMO_ADAPTER)
     (adapter,) = info.adapters
-    assert adapter.ranks == (TOY["lora_r"] + TOY["dpo_lora_r"],)
+    assert adapter.ranks == (TOY["lora_r"],)
     assert adapter.rprm["rprm.base_sha256"] == inspect_model(out / BASE_GGUF).sha256 == stages["base"]["gguf_sha256"]
     assert adapter.rprm["rprm.k"] == TOY["k"] and adapter.rprm["rprm.max_tokens"] == TOY["max_tokens"]
     assert "synthetic arithmetic" in adapter.rprm["rprm.description"]
@@ -104,29 +105,10 @@ def test_every_stage_runs_and_the_result_is_an_adapter_for_the_base(toy_run):
     assert info.default_config().k == TOY["k"]
 
 
-def test_the_concatenated_adapter_is_sft_plus_dpo(toy_run):
-    """The base with the one shipped adapter merged equals the DPO model (SFT's LoRA merged, then DPO's): the
-    concatenation is exact. (The export's --verify showed the adapter file equals that merge in llama.cpp.)"""
-    import torch
-    from peft import PeftModel
-
-    from rprm_lite.training.checkpoint import load_causal_lm
-
-    out, _, _ = toy_run
-    combined = PeftModel.from_pretrained(load_causal_lm(str(out / "base")), str(out / "adapter")).merge_and_unload()
-    dpo = load_causal_lm(str(out / "dpo")).state_dict()
-    base = load_causal_lm(str(out / "base")).state_dict()
-    moved = 0
-    for name, weight in combined.state_dict().items():
-        assert torch.allclose(weight, dpo[name], atol=1e-5), name
-        moved += not torch.equal(weight, base[name])
-    assert moved >= 2 * 7  # every linear layer of both blocks was adapted
-
-
 def test_evaluation_reports_f1_and_speed_for_each_model_on_the_test_split(toy_run):
     out, state, lines = toy_run
     results = state["stages"]["evaluate"]["processbench_test"]
-    assert list(results) == ["base K=1", "SFT K=1", "DPO K=1", "DPO K=2", "DPO adaptive"]
+    assert list(results) == ["base K=1", "SFT K=1", "SFT K=2", "SFT adaptive"]
     for result in results.values():
         assert result["items"] == TOY["test"] and result["seconds_per_step"] > 0
         assert 0 <= result["error_acc"] <= 100 and 0 <= result["correct_acc"] <= 100
@@ -134,7 +116,7 @@ def test_evaluation_reports_f1_and_speed_for_each_model_on_the_test_split(toy_ru
         assert len(predictions) == TOY["test"]
     table = (out / "eval" / "report.md").read_text(encoding="utf-8")
     assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + len(results)  # header and rows
-    assert any(line.startswith("  DPO K=2: F1") for line in lines)
+    assert any(line.startswith("  SFT K=2: F1") for line in lines)
 
 
 def test_a_rerun_skips_finished_stages(toy_run, toy_base):
