@@ -49,14 +49,16 @@ def test_the_package_bundles_an_adapter_for_the_installed_base(no_model_env, dem
     assert (adapter.parent / "MODEL_CARD.md").is_file()
 
 
-def test_without_the_base_the_default_model_is_one_error_naming_the_pip_command(no_model_env, monkeypatch):
+def test_without_the_base_the_default_model_is_one_error_naming_the_pip_command(no_model_env, monkeypatch, capsys):
     from rprm_lite import model_file
-    from rprm_lite.cli import app
+    from rprm_lite.cli import main
 
     monkeypatch.setattr(model_file, "DEMO_BASE_PACKAGE", "rprm-no-such-base-package")
-    result = CliRunner().invoke(app, ["score", str(EXAMPLES / "solution.json")])
-    assert result.exit_code == 3 and result.exception is None or isinstance(result.exception, SystemExit)
-    lines = result.stderr.strip().splitlines()
+    with pytest.raises(SystemExit) as exited:
+        main(["score", str(EXAMPLES / "solution.json")])
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert exited.value.code == 3 and captured.out == ""
     assert len(lines) == 1 and lines[0].startswith("error: no model given, and the demo model's base is missing")
     assert "pip install 'rprm-lite[demo]'" in lines[0] and "--model" in lines[0]
 
