@@ -1,6 +1,6 @@
 """Time to the first verdict with the prompt prefix decoded once: prefix reuse off, in memory, from disk.
 
-    python -m rprm_lite.bench.prefix_speed [--model PATH | --bundled | --shape qwen2.5-0.5b --quant Q8_0] [--k 10]
+    python -m rprm_lite.bench.prefix_speed [--model PATH | --shape qwen2.5-0.5b --quant Q8_0] [--k 10]
         [--tokens 16] [--adaptive] [--questions 10] [--per-question 2] [--threads 2] [--serve] [--out bench/results]
 
 A batch of `questions` x `per_question` solutions (3 steps each, the solutions of a question one after the
@@ -31,7 +31,6 @@ from typing import Any
 
 from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
-from rprm_lite.model_file import resolve_model_path
 from rprm_lite.solution import Solution
 
 WAYS = ("off", "memory", "disk")
@@ -223,7 +222,6 @@ def projection(model_label: str, rate: float, shape: dict[str, int], template_to
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", type=Path, help="a GGUF (default: a random model of --shape)")
-    parser.add_argument("--bundled", action="store_true", help="the bundled demo model instead")
     parser.add_argument("--shape", default="qwen2.5-0.5b", help="the random model's shape (bench/shapes.py)")
     parser.add_argument("--quant", default="Q8_0", help="the random model's format")
     parser.add_argument("--logit-scale", type=float, default=4.0, help="the random model's logits times this")
@@ -236,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serve", action="store_true", help="also through rprm-lite serve")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
-    model = args.model or (resolve_model_path(None) if args.bundled else _random_model(args))
+    model = args.model or _random_model(args)
     label = f"{model.name}, {'adaptive ' if args.adaptive else ''}K={args.k}"
     settings = {"k": args.k, "max_tokens": args.tokens, "threads": args.threads, "all_steps": True, "seed": 0,
                 "adaptive": args.adaptive}
@@ -246,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
                               "runs": {label: measure(model, settings, solutions)}}
     if args.serve:
         report["runs"][f"{label}, serve"] = measure_serve(model, settings, solutions)
-    if args.model is None and not args.bundled:
+    if args.model is None:
         from rprm_lite.bench.shapes import SHAPES
 
         report["projection_7b"] = projection(model.name, prefill_rate(model, args.threads, solutions[0]),
