@@ -247,9 +247,7 @@ class Recipe:
         from rprm_lite.demo_model.evaluation import evaluate_processbench
 
         folder = fresh_folder(self.path("signals") / "checkpoint")
-        data = fresh_folder(self.path("signals") / "dev")
-        items = json.loads((self.path("data") / "dev" / "gsm8k.json").read_text(encoding="utf-8"))
-        (data / "gsm8k.json").write_text(json.dumps(items[:self.config.greedy_problems]), encoding="utf-8")
+        data = first_problems(self.path("data") / "dev", self.path("signals") / "dev", self.config.greedy_problems)
         model_file, lora = self.runnable(model, folder, self.path("signals") / "model.gguf")
         result = evaluate_processbench(model_file, data, fresh_folder(self.path("signals") / f"step-{step}"), k=1,
                                        seed=self.config.seed, max_tokens=self.config.max_tokens, lora=lora,
@@ -373,21 +371,14 @@ class Recipe:
 
     def test_data(self) -> Path:
         """The test split, or its first --eval-problems problems."""
-        test = self.path("data") / "test"
-        if not self.config.eval_problems:
-            return test
-        items = json.loads((test / "gsm8k.json").read_text(encoding="utf-8"))
-        folder = fresh_folder(self.path("data") / f"test-{self.config.eval_problems}")
-        (folder / "gsm8k.json").write_text(json.dumps(items[:self.config.eval_problems]), encoding="utf-8")
-        return folder
+        test, n = self.path("data") / "test", self.config.eval_problems
+        return first_problems(test, self.path("data") / f"test-{n}", n) if n else test
 
     def to_gguf(self, stage: str, output: Path, *, quant: str | None = None, description: str | None = None) -> Any:
         from rprm_lite.convert.converter import ConvertConfig, convert
 
         return convert(ConvertConfig(source=str(self.path(stage)), output=output, outtype="f32", quant=quant,
-                                     force=True, prompt_style=self.config.prompt_style, description=description,
-                                     max_tokens=self.config.max_tokens, k=self.config.k,
-                                     temperature=0.0 if self.config.k == 1 else None))
+                                     force=True, description=description, **self.score_defaults()))
 
     def adapter_to_gguf(self, folder: Path, output: Path, *, description: str | None = None,
                         verify: bool = False) -> Any:
@@ -397,10 +388,14 @@ class Recipe:
 
         return convert(ConvertConfig(source=str(folder), output=output, outtype="f16", force=True, verify=verify,
                                      base=str(self.path("base")), base_gguf=self.path(BASE_GGUF),
-                                     prompt_style=self.config.prompt_style, description=description,
-                                     max_tokens=self.config.max_tokens, k=self.config.k,
-                                     temperature=0.0 if self.config.k == 1 else None,
-                                     threads=self.config.threads or None))
+                                     description=description, threads=self.config.threads or None,
+                                     **self.score_defaults()))
+
+    def score_defaults(self) -> dict[str, Any]:
+        """The rprm.* scoring defaults every file the recipe writes carries (K=1 is one greedy critique)."""
+        c = self.config
+        return {"prompt_style": c.prompt_style, "max_tokens": c.max_tokens, "k": c.k,
+                "temperature": 0.0 if c.k == 1 else None}
 
     def _read_state(self) -> dict[str, Any]:
         if not self.state_path.is_file():
@@ -430,6 +425,13 @@ def base_name(source: Path) -> str:
     """A readable name of the base: a GGUF's file name up to its quantization ("SmolLM2-135M-Instruct"), or the
     checkpoint folder's name."""
     return source.name.split(".")[0] if source.suffix == ".gguf" else source.resolve().name
+
+
+def first_problems(split: Path, folder: Path, n: int) -> Path:
+    """`folder`, made afresh, holding the first `n` problems of the ProcessBench-format split folder `split`."""
+    items = json.loads((split / "gsm8k.json").read_text(encoding="utf-8"))
+    (fresh_folder(folder) / "gsm8k.json").write_text(json.dumps(items[:n]), encoding="utf-8")
+    return folder
 
 
 def summary_line(result: dict[str, Any]) -> str:
