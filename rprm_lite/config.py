@@ -141,10 +141,22 @@ class ScoreConfig(Settings):
         return data
 
 
+def sampled_when_several(config: ScoreConfig, given: dict[str, Any]) -> ScoreConfig:
+    """A greedy default (a model file's rprm.temperature 0, as the demo's) is meant for one critique: K greedy
+    critiques are the same critique K times. When the options ask for several (k > 1 or adaptive K) and do not
+    give a temperature, they are sampled at the released recipe's temperature instead."""
+    several = given.get("k", 1) > 1 or given.get("adaptive", False)
+    if config.temperature == 0 and several and "temperature" not in given:
+        return config.replace(temperature=SAMPLED_TEMPERATURE)
+    return config
+
+
 def adaptive_defaults() -> dict[str, Any]:
     """The defaults of the settings that mean something only with adaptive K."""
     return {spec.name: spec.default for spec in dataclasses.fields(ScoreConfig) if spec.name in ADAPTIVE_ONLY}
 
+
+SAMPLED_TEMPERATURE = next(spec.default for spec in dataclasses.fields(ScoreConfig) if spec.name == "temperature")
 
 # The score options of the commands (`score`, `serve`, the benchmarks, `rerank`): given or not given
 SCORE_OPTIONS = Options(ScoreConfig, given=True)

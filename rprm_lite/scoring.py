@@ -27,7 +27,7 @@ from rprm_lite import metadata
 from rprm_lite import prompt as prompts
 from rprm_lite.adapter_file import LoraArg, load_model_info, with_adapters
 from rprm_lite.calibration import Calibration, calibrated_config, load_calibration
-from rprm_lite.config import ScoreConfig
+from rprm_lite.config import ScoreConfig, sampled_when_several
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_in_waves
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
@@ -481,6 +481,8 @@ def resolve_settings(info: ModelInfo, config: ScoreConfig | None = None, overrid
     the calibration it read (None without one), so callers need not read the file again."""
     base = config or info.default_config()
     settings = base.replace(**overrides) if overrides else base
+    if config is None:
+        settings = sampled_when_several(settings, overrides or {})
     if settings.calibration is not None and info.adapters:
         # a calibration file names one model file; one fit with these adapters could not be told apart
         raise InputError("--calibration cannot be combined with LoRA adapters yet (--lora, or the demo model, which is "

@@ -21,6 +21,7 @@ from rprm_lite.config import (
     VERDICT_MODES,
     ScoreConfig,
     adaptive_defaults,
+    sampled_when_several,
 )
 from rprm_lite.errors import ContextOverflowError, InputError, RprmError, ScoringCancelled
 from rprm_lite.jsonl import loads
@@ -90,7 +91,7 @@ def score_request(body: dict[str, Any], defaults: ScoreConfig, *, server: ServeC
         raise ApiError(422, "invalid_input", f"{WHERE}: options: threshold cannot be set on this server: its "
                                              "calibration file (--calibration) sets the threshold")
     try:
-        config = defaults.replace(**settings)
+        config = sampled_when_several(defaults.replace(**settings), settings)
         if calibration is not None:
             check_config(calibration, config)
     except InputError as exc:

@@ -1,4 +1,4 @@
-"""`bench/serve_speed.py` at its smallest on the bundled model: both paths measured, the same results, a report.
+"""`bench/serve_speed.py` at its smallest on the tiny test model: both paths measured, the same results, a report.
 
 Benchmarks are not tests, so nothing here asserts a timing: only that each measurement ran on the work it
 was asked for and was reported.
@@ -10,6 +10,8 @@ import json
 
 import pytest
 
+from shared_paths import TINY_RPRM
+
 pytestmark = pytest.mark.slow
 pytest.importorskip("fastapi")
 
@@ -17,8 +19,8 @@ pytest.importorskip("fastapi")
 def test_a_small_run_measures_both_paths_and_disconnects(tmp_path):
     from rprm_lite.bench.serve_speed import main
 
-    main(["--solutions", "1", "--rounds", "1", "--k", "2", "--max-tokens", "4", "--disconnects", "1",
-          "--out", str(tmp_path)])
+    main(["--model", str(TINY_RPRM), "--solutions", "1", "--rounds", "1", "--k", "2", "--max-tokens", "4",
+          "--disconnects", "1", "--out", str(tmp_path)])
     report = json.loads((tmp_path / "serve_speed.json").read_text())
     overhead, disconnect = report["overhead"], report["disconnect"]
     assert overhead["solutions"] == 1 and overhead["results_differing"] == 0
