@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from rprm_lite.errors import InputError
 from rprm_lite.prompt import VERDICT_PHRASE
 from rprm_lite.solution import Solution
+from rprm_lite.training.column_arithmetic import worked
 from rprm_lite.training.critiques import find_verdict
 from rprm_lite.training.synthetic import slip
 from rprm_lite.training.synthetic_problems import GENERATOR, SYMBOLS, Problem, Step, apply
@@ -137,12 +138,37 @@ def same(needed: object, written: object) -> str:
 
 
 def calculation_check(step: Step, belief: Belief) -> tuple[str, bool]:
-    """The teacher's own result of the written expression first, then the step's; True when they agree."""
+    """The teacher's own result of the written expression first, then the step's; True when they agree.
+
+    An honest teacher works it out column by column (`column_arithmetic`) and checks a quotient by multiplying
+    it back; a mistaken one (`wrong_share`) states its wrong result in one go."""
     expression = f"{step.left} {SYMBOLS[step.op]} {step.right}"
+    honest = belief.computed == apply(step.op, step.left, step.right)
+    if honest and step.op == "/":
+        return division_check(step)
     if belief.computed is None:
-        return f"{expression} does not divide evenly; the Now Step writes {step.result}: {NOT_SAME}.", False
-    return (f"{expression} = {belief.computed}; the Now Step writes {step.result}: {belief.computed} vs "
-            f"{step.result}, {same(belief.computed, step.result)}.", belief.computed == step.result)
+        why = "does not divide evenly" if step.op == "/" else "is below zero"
+        return f"{expression} {why}; the Now Step writes {step.result}: {NOT_SAME}.", False
+    work = worked(step.left, step.op, step.right) if honest else None
+    derived = f"{expression} = {belief.computed}" if work is None else work[0]
+    return (f"{derived}; the Now Step writes {step.result}: {belief.computed} vs {step.result}, "
+            f"{same(belief.computed, step.result)}.", belief.computed == step.result)
+
+
+def division_check(step: Step) -> tuple[str, bool]:
+    """A quotient is checked by multiplying it back: "48 ÷ 6: the Now Step writes 9; 9 × 6 = 54: 54 vs 48, not
+    the same." (forward one-digit facts, where dividing would need a search)."""
+    expression = f"{step.left} {SYMBOLS[step.op]} {step.right}"
+    work = worked(step.result, "*", step.right) if step.result >= 0 else None
+    if work is None:  # two factors of two digits or more: the quotient in one go, as before
+        computed = apply(step.op, step.left, step.right)
+        if computed is None:
+            return f"{expression} does not divide evenly; the Now Step writes {step.result}: {NOT_SAME}.", False
+        return (f"{expression} = {computed}; the Now Step writes {step.result}: {computed} vs {step.result}, "
+                f"{same(computed, step.result)}.", computed == step.result)
+    text, product = work
+    return (f"{expression}: the Now Step writes {step.result}, and {text}: {product} vs {step.left}, "
+            f"{same(product, step.left)}.", product == step.left)
 
 
 def previous_steps(problem: Problem, step_index: int) -> str:
