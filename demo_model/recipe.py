@@ -76,6 +76,8 @@ class RecipeConfig(JobConfig):
     no_share: float = option(0.45, help="Share of No verdicts in the SFT data (Yes critiques are sampled down).")
     context: int = option(1024, help="Longest training example in tokens (prompt plus critique).")
     teacher_wrong_share: float = option(0.1, help="Share of teacher critiques that are wrong (the filter drops them).")
+    teacher_arithmetic: str = option("whole", help="How the teacher's calculation check derives its result: whole "
+                                     "(\"89 - 72 = 17\") or columns (digit by digit, a quotient multiplied back).")
     full: bool = option(False, help="Fine-tune every weight instead of LoRA; the result is a whole model.")
     lora_r: int = option(16, help="LoRA rank of SFT (on every linear layer).")
     dpo_lora_r: int = option(4, help="LoRA rank of DPO (added to SFT's in the shipped adapter).")
@@ -115,6 +117,10 @@ class RecipeConfig(JobConfig):
         yield from self.at_least(train=1, test=1, context=256, batch_size=1, micro_batch_size=1, lora_r=1,
                                  dpo_lora_r=1, pair_problems=0, pair_k=2, max_tokens=16, eval_k=1, k=1,
                                  signal_examples=1, threads=0, eval_problems=0)
+        from rprm_lite.training.synthetic_teacher import ARITHMETIC
+
+        if self.teacher_arithmetic not in ARITHMETIC:
+            yield f"teacher-arithmetic must be one of {', '.join(ARITHMETIC)}, got {self.teacher_arithmetic!r}"
         if not 0 <= self.teacher_wrong_share < 1:
             yield f"teacher-wrong-share must be in [0, 1), got {self.teacher_wrong_share}"
         for name in ("train_error_share", "no_share"):
@@ -196,7 +202,7 @@ class Recipe:
 
         c = self.config
         out = self.path("seed.jsonl")  # a stopped stage resumes: build_seed_data skips what is in the file
-        teacher = SyntheticTeacher(seed=c.seed, wrong_share=c.teacher_wrong_share)
+        teacher = SyntheticTeacher(seed=c.seed, wrong_share=c.teacher_wrong_share, arithmetic=c.teacher_arithmetic)
         report = build_seed_data(SeedConfig(solutions=str(self.path("data") / "train.jsonl"), teacher=teacher.name,
                                             out=str(out), seed=c.seed), teacher=teacher)
         balanced = balance_verdicts(out, self.path(SFT_DATA), no_share=c.no_share, seed=c.seed)

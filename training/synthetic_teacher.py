@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from rprm_lite.errors import InputError
 from rprm_lite.prompt import VERDICT_PHRASE
 from rprm_lite.solution import Solution
+from rprm_lite.training.column_arithmetic import worked
 from rprm_lite.training.critiques import find_verdict
 from rprm_lite.training.synthetic import slip
 from rprm_lite.training.synthetic_problems import GENERATOR, SYMBOLS, Problem, Step, apply
@@ -35,6 +36,9 @@ OP_VERBS = {"+": "adds", "-": "subtracts", "*": "multiplies", "/": "divides"}
 MISTAKES = ("source", "calculation", "operation")  # how a mistaken teacher faults a right step
 SAME, NOT_SAME = "the same", "not the same"  # the word after every compared pair
 ORDINALS = ("first", "second")
+# how a calculation check derives its result: "89 - 72 = 17" in one go (the default), or by columns with a
+# quotient multiplied back (measured on a fresh seed: more false alarms than slips caught; MODEL_CARD.md)
+ARITHMETIC = ("whole", "columns")
 
 
 @dataclass(frozen=True)
@@ -46,15 +50,17 @@ class Belief:
     computed: int | None  # the teacher's own result of the written expression (None: does not divide)
 
 
-def critique(problem: Problem, step_index: int, *, rng: random.Random, wrong_share: float = 0.0) -> str:
-    """A critique of step `step_index` (0-based); with probability `wrong_share` its verdict is wrong."""
+def critique(problem: Problem, step_index: int, *, rng: random.Random, wrong_share: float = 0.0,
+             arithmetic: str = "whole") -> str:
+    """A critique of step `step_index` (0-based); with probability `wrong_share` its verdict is wrong.
+    `arithmetic`: how the calculation check derives its result (`ARITHMETIC`)."""
     check_step(problem, step_index)
     if not 0 <= wrong_share <= 1:
         raise InputError(f"wrong_share must be between 0 and 1, got {wrong_share}")
     belief = true_belief(problem, step_index)
     if rng.random() < wrong_share:
         belief = mistaken_belief(problem, step_index, belief, rng)
-    return write(problem, step_index, belief)
+    return write(problem, step_index, belief, columns=arithmetic == "columns")
 
 
 def verdict_of(critique: str) -> bool | None:
@@ -104,7 +110,7 @@ def is_right(step: Step, belief: Belief) -> bool:
     return (step.left, step.right) == belief.operands and step.op == belief.op and step.result == belief.computed
 
 
-def write(problem: Problem, step_index: int, belief: Belief) -> str:
+def write(problem: Problem, step_index: int, belief: Belief, *, columns: bool = False) -> str:
     """The critique: each check derives what the step should be, then quotes what the step wrote right after
     it and says whether the two are the same ("52 vs 51, not the same"). A pretrained small model copies numbers
     at once but learns to compare them only when the pair and the decision sit side by side (pilot 3 of
@@ -117,7 +123,7 @@ def write(problem: Problem, step_index: int, belief: Belief) -> str:
     if contradicted is not None:
         earlier = problem.steps[contradicted]
         consistency += f" Step {contradicted + 1} found {earlier.result}, so the Now Step contradicts it."
-    calculation, calculation_ok = calculation_check(step, belief)
+    calculation, calculation_ok = calculation_check(step, belief, columns=columns)
     if not calculation_ok:
         faults.append("has a calculation error")
     conclusion = "The Now Step is correct." if not faults else f"The Now Step {join(faults)}, so it is wrong."
@@ -136,13 +142,38 @@ def same(needed: object, written: object) -> str:
     return SAME if needed == written else NOT_SAME
 
 
-def calculation_check(step: Step, belief: Belief) -> tuple[str, bool]:
-    """The teacher's own result of the written expression first, then the step's; True when they agree."""
+def calculation_check(step: Step, belief: Belief, *, columns: bool = False) -> tuple[str, bool]:
+    """The teacher's own result of the written expression first, then the step's; True when they agree.
+
+    With `columns` an honest teacher works it out column by column (`column_arithmetic`) and checks a quotient
+    by multiplying it back; a mistaken one (`wrong_share`) states its wrong result in one go."""
     expression = f"{step.left} {SYMBOLS[step.op]} {step.right}"
+    honest = columns and belief.computed == apply(step.op, step.left, step.right)
+    if honest and step.op == "/":
+        return division_check(step)
     if belief.computed is None:
-        return f"{expression} does not divide evenly; the Now Step writes {step.result}: {NOT_SAME}.", False
-    return (f"{expression} = {belief.computed}; the Now Step writes {step.result}: {belief.computed} vs "
-            f"{step.result}, {same(belief.computed, step.result)}.", belief.computed == step.result)
+        why = "does not divide evenly" if step.op == "/" else "is below zero"
+        return f"{expression} {why}; the Now Step writes {step.result}: {NOT_SAME}.", False
+    work = worked(step.left, step.op, step.right) if honest else None
+    derived = f"{expression} = {belief.computed}" if work is None else work[0]
+    return (f"{derived}; the Now Step writes {step.result}: {belief.computed} vs {step.result}, "
+            f"{same(belief.computed, step.result)}.", belief.computed == step.result)
+
+
+def division_check(step: Step) -> tuple[str, bool]:
+    """A quotient is checked by multiplying it back: "48 ÷ 6: the Now Step writes 9; 9 × 6 = 54: 54 vs 48, not
+    the same." (forward one-digit facts, where dividing would need a search)."""
+    expression = f"{step.left} {SYMBOLS[step.op]} {step.right}"
+    work = worked(step.result, "*", step.right) if step.result >= 0 else None
+    if work is None:  # two factors of two digits or more: the quotient in one go, as before
+        computed = apply(step.op, step.left, step.right)
+        if computed is None:
+            return f"{expression} does not divide evenly; the Now Step writes {step.result}: {NOT_SAME}.", False
+        return (f"{expression} = {computed}; the Now Step writes {step.result}: {computed} vs {step.result}, "
+                f"{same(computed, step.result)}.", computed == step.result)
+    text, product = work
+    return (f"{expression}: the Now Step writes {step.result}, and {text}: {product} vs {step.left}, "
+            f"{same(product, step.left)}.", product == step.left)
 
 
 def previous_steps(problem: Problem, step_index: int) -> str:
@@ -212,9 +243,12 @@ class SyntheticTeacher:
     name = f"{GENERATOR}-teacher"
 
     def __init__(self, *, seed: int = 0, wrong_share: float = 0.1,
-                 problems: Mapping[str, Problem] | None = None) -> None:
+                 problems: Mapping[str, Problem] | None = None, arithmetic: str = "whole") -> None:
         if not 0 <= wrong_share <= 1:
             raise InputError(f"wrong_share must be between 0 and 1, got {wrong_share}")
+        if arithmetic not in ARITHMETIC:
+            raise InputError(f"arithmetic must be one of {', '.join(ARITHMETIC)}, got {arithmetic!r}")
+        self.arithmetic = arithmetic
         self.seed = seed
         self.wrong_share = wrong_share
         self.problems = dict(problems or {})
@@ -223,7 +257,8 @@ class SyntheticTeacher:
         for task in tasks:
             problem = self.problem(task.step.solution)
             rng = random.Random(task_seed(self.seed, task))
-            yield task, critique(problem, task.step.index, rng=rng, wrong_share=self.wrong_share)
+            yield task, critique(problem, task.step.index, rng=rng, wrong_share=self.wrong_share,
+                                 arithmetic=self.arithmetic)
 
     def problem(self, solution: Solution) -> Problem:
         problem = self.problems.get(solution.id)

@@ -22,6 +22,7 @@ from rprm_lite.training.seed import SeedConfig, build_seed_data, dropped_path
 from rprm_lite.training.synthetic import SPLITS, SyntheticConfig, generate_split, main, split_of
 from rprm_lite.training.synthetic_problems import ERROR_KINDS, Problem, read_problems
 from rprm_lite.training.synthetic_teacher import (
+    ARITHMETIC,
     OP_NOUNS,
     OP_VERBS,
     SECTION_HEADERS,
@@ -38,7 +39,7 @@ NUMBER = re.compile(r"\d+")
 CALCULATE = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "×": lambda a, b: a * b,
              "÷": lambda a, b: a / b}
 RECORD_OPS = {"+": "+", "-": "-", "*": "×", "/": "÷"}
-FAULT_MARKERS = ("not the same", "contradicts", "does not divide")
+FAULT_MARKERS = ("not the same", "contradicts", "does not divide", "below zero")
 VERDICT_LINE = re.compile(r"\nVerification: Is the step correct \(Yes/No\)\? (Yes|No)\Z")
 
 
@@ -202,9 +203,10 @@ def labelled(problems: list[Problem]) -> list[tuple[Problem, int, bool]]:
     return [(p, i, label) for p in problems for i, label in enumerate(p.step_labels()) if label is not None]
 
 
-def test_honest_critiques_have_every_section_and_the_right_verdict(train):
+@pytest.mark.parametrize("arithmetic", ARITHMETIC)
+def test_honest_critiques_have_every_section_and_the_right_verdict(train, arithmetic):
     for problem, index, label in labelled(train):
-        text = critique(problem, index, rng=random.Random(0))
+        text = critique(problem, index, rng=random.Random(0), arithmetic=arithmetic)
         positions = [text.find(header) for header in SECTION_HEADERS]
         assert -1 not in positions and positions == sorted(positions), text
         assert VERDICT_LINE.search(text), text
@@ -241,16 +243,18 @@ def section(text: str, header: str) -> str:
     return next(line for line in text.split("\n") if line.startswith(header))
 
 
+@pytest.mark.parametrize("arithmetic", ARITHMETIC)
 @pytest.mark.parametrize("kind", [None, *ERROR_KINDS])
-def test_every_check_derives_before_it_quotes_the_step(kind):
+def test_every_check_derives_before_it_quotes_the_step(kind, arithmetic):
     """Data source: the needed values and where they come from, then the step's; calculation: the teacher's
-    own result, then the step's. Over every labelled step of 150 problems of each kind."""
+    own result (worked out by columns with arithmetic="columns", where a quotient is multiplied back), then the
+    step's. Over every labelled step of 150 problems of each kind."""
     problems = generate_split("train", 150, seed=11, error_share=0 if kind is None else 1,
                               error_kinds=ERROR_KINDS if kind is None else (kind,))
     checked = 0
     for problem, index, _ in labelled(problems):
         step = problem.steps[index]
-        text = critique(problem, index, rng=random.Random(index))
+        text = critique(problem, index, rng=random.Random(index), arithmetic=arithmetic)
         data = section(text, "**Data Source Analysis**")
         pairs = re.findall(r"it needs is [^;]*?, (\d+) from (?:the question|Step \d+); the Now Step uses (\d+): "
                            r"(\d+) vs (\d+), (the same|not the same)", data)
@@ -264,10 +268,16 @@ def test_every_check_derives_before_it_quotes_the_step(kind):
                    else problem.steps[int(s.split(":")[1])].result for s in step.sources]
         assert needed == sources, (data, sources)
         calculation = section(text, "**Calculation Analysis**")
-        own = re.match(rf"\*\*Calculation Analysis\*\*: {step.left} [-+×÷] {step.right} (= (\d+)|does not divide)",
-                       calculation)
-        assert own is not None, calculation
-        assert calculation.index(f"the Now Step writes {step.result}") > own.end(), calculation
+        head = rf"\*\*Calculation Analysis\*\*: {step.left}"
+        own = re.match(rf"{head} [-+×] {step.right}: .*; so \d+|{head} [-+×÷] {step.right} = \d+|"
+                       rf"{head} [-÷] {step.right} (does not divide|is below zero)", calculation)
+        if step.op == "/" and own is None:  # the step's quotient multiplied back: derived, then the step's dividend
+            back = re.search(rf"the Now Step writes {step.result}, and .*(= |so )(\d+): (\d+) vs {step.left}, ",
+                             calculation)
+            assert back is not None and back[2] == back[3] == str(step.result * step.right), calculation
+        else:
+            assert own is not None, calculation
+            assert calculation.index(f"the Now Step writes {step.result}") > own.end(), calculation
         before = text[:text.index("**Data Source Analysis**")]
         assert not re.search(r"\d", re.sub(r"Steps? \d+( to \d+)?", "", before)), text  # no numbers yet
         checked += 1
