@@ -19,8 +19,9 @@ import pytest
 
 from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import DecodeEntry, Engine
+from rprm_lite.errors import InputError
 from rprm_lite.output import to_json_line
-from rprm_lite.prefix_cache import MAGIC, PrefixCache, state_from_file
+from rprm_lite.prefix_cache import MAGIC, PrefixCache, make_prefix_cache, state_from_file, user_cache_folder
 from rprm_lite.prompt import head_part, render
 from rprm_lite.scoring import Scorer
 from rprm_lite.solution import Solution
@@ -159,3 +160,88 @@ def test_a_prompt_decoded_in_one_piece_differs_so_the_pieces_matter(small_bpe_gg
         assert rows[0] != rows[1]
     finally:
         engine.close()
+
+
+# -- where the states are kept: --prefix-cache auto (the default), memory, off -----------------------------------
+@pytest.mark.parametrize(("environ", "platform", "expected"), [
+    ({"RPRM_CACHE_DIR": "/data/rc", "XDG_CACHE_HOME": "/xdg"}, "linux", "/data/rc"),
+    ({"XDG_CACHE_HOME": "/xdg"}, "linux", "/xdg/rprm-lite"),
+    ({"XDG_CACHE_HOME": "relative"}, "linux", "HOME/.cache/rprm-lite"),  # the XDG spec ignores a relative path
+    ({}, "linux", "HOME/.cache/rprm-lite"),
+    ({"XDG_CACHE_HOME": "/xdg"}, "darwin", "HOME/Library/Caches/rprm-lite"),
+    ({"LOCALAPPDATA": "/appdata"}, "win32", "/appdata/rprm-lite/Cache"),
+])
+def test_the_per_user_cache_folder_is_the_platforms_unless_rprm_cache_dir_names_one(monkeypatch, environ, platform,
+                                                                                    expected):
+    monkeypatch.setenv("HOME", "/home/u")
+    assert user_cache_folder(environ, platform) == Path(expected.replace("HOME", "/home/u"))
+
+
+def test_by_default_the_template_state_goes_to_the_per_user_cache_folder_and_is_read_back(small_bpe_gguf, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setenv("RPRM_CACHE_DIR", str(tmp_path / "user"))
+    expected = alone(small_bpe_gguf, CONFIG)[:1]
+    for disk_hits in (0, 1):
+        with Scorer(small_bpe_gguf, CONFIG, cache=StepCache(**NO_STEP_CACHE)) as scorer:
+            assert lines([scorer.score_solution(BATCH[0])]) == expected
+            assert (scorer.prefix_cache.directory, scorer.prefix_cache.disk_hits) == (tmp_path / "user" / "kv",
+                                                                                      disk_hits)
+    assert len(list((tmp_path / "user" / "kv").glob("*/*.kv"))) == 1
+    assert not [path for path in (tmp_path / "user").rglob("*") if path.suffix == ".json"]  # no step results
+
+
+def test_memory_keeps_states_in_memory_only_and_off_keeps_none(small_bpe_gguf, tmp_path, monkeypatch):
+    monkeypatch.setenv("RPRM_CACHE_DIR", str(tmp_path / "user"))
+    assert make_prefix_cache("memory", tmp_path / "steps").directory is None
+    assert make_prefix_cache("off", tmp_path / "steps") is None and make_prefix_cache(False, None) is None
+    assert make_prefix_cache(True, tmp_path / "steps").directory == tmp_path / "steps" / "kv"
+    with pytest.raises(InputError, match="--prefix-cache must be one of auto, memory, off, got 'disk'"):
+        Scorer(small_bpe_gguf, CONFIG, prefix_cache="disk")
+    with Scorer(small_bpe_gguf, CONFIG, prefix_cache="memory") as scorer:
+        scorer.score_solution(BATCH[0])
+    assert not (tmp_path / "user").exists()
+
+
+def test_an_unwritable_cache_folder_scores_from_memory_and_counts_the_failed_write(small_bpe_gguf, tmp_path,
+                                                                                   monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("RPRM_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # no folder can be made there
+    with Scorer(small_bpe_gguf, CONFIG, cache=StepCache(**NO_STEP_CACHE)) as scorer:
+        assert lines(scorer.score_solution(s) for s in BATCH) == alone(small_bpe_gguf, CONFIG)
+        assert (scorer.prefix_cache.write_errors, scorer.prefix_cache.hits) == (1, 2)  # still reused in memory
+        assert scorer.prefix_cache.last_write_error
+
+
+def test_the_folder_is_bounded_and_drops_the_states_least_recently_used_first(tmp_path):
+    keys = [f"{i:x}" * 64 for i in range(5)]
+    cache = PrefixCache(tmp_path)
+    for age, key in enumerate(keys[:3]):
+        cache.put(key, bytes(100), 1, persist=True)
+        os.utime(path_of(tmp_path, key), (1000 + age, 1000 + age))  # written in this order
+    size = path_of(tmp_path, keys[0]).stat().st_size
+    cache.max_disk_bytes = 3 * size
+    PrefixCache(tmp_path).get(keys[0], 1)  # read from disk: now the most recently used
+    cache.put(keys[3], bytes(100), 1, persist=True)  # four files do not fit: the oldest, keys[1], goes
+    assert [path_of(tmp_path, key).exists() for key in keys[:4]] == [True, False, True, True]
+    cache.put(keys[4], bytes(3 * size), 1, persist=True)  # larger than the whole bound: not written
+    assert not path_of(tmp_path, keys[4]).exists() and cache.write_errors == 0
+
+
+def test_the_bound_removes_only_state_files_and_follows_no_link(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ("a" * 64 + ".kv")).write_bytes(bytes(500))
+    folder = tmp_path / "cache"
+    (folder / "bb").mkdir(parents=True)
+    (folder / "aa").symlink_to(outside)  # a subfolder that is a link: never listed, never emptied
+    (folder / "bb" / "notes.txt").write_bytes(bytes(500))
+    cache = PrefixCache(folder)
+    cache.put("c" * 64, bytes(10), 1, persist=True)
+    cache.max_disk_bytes = path_of(folder, "c" * 64).stat().st_size  # room for one state file
+    cache.put("d" * 64, bytes(10), 1, persist=True)  # the two do not fit: the older one goes, nothing else
+    assert (outside / ("a" * 64 + ".kv")).exists() and (folder / "bb" / "notes.txt").exists()
+    assert [path_of(folder, key).exists() for key in ("c" * 64, "d" * 64)] == [False, True]
+
+
+def path_of(folder: Path, key: str) -> Path:
+    return folder / key[:2] / f"{key}.kv"
