@@ -18,7 +18,8 @@ from rprm_lite.solution import Solution, read_solutions
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """One `rprm-lite score` run; `show_critiques`, `cache` and `lora` are options of `serve` too (JOB_OPTIONS)."""
+    """One `rprm-lite score` run; `show_critiques`, `cache`, `lora` and `prefix_cache` are options of `serve` too
+    (JOB_OPTIONS), and `prefix_cache` of `rerank`."""
 
     source: str
     model: Path | None = None
@@ -33,6 +34,11 @@ class ScoreJob:
     lora: tuple[str, ...] = option((), help="LoRA adapter GGUF applied to the model, with an optional scale "
                                    "(default 1); repeat for more.", flag="--lora", metavar="ADAPTER.gguf[:SCALE]",
                                    cli_type=list[str] | None, cli_default=None, parse=tuple)
+    prefix_cache: str = option("auto", help="Where the KV state of the prompt's instructions (and of each question) "
+                               "is kept for the next solutions: auto (in memory, and on disk in the --cache folder, "
+                               "else in the per-user cache folder: $RPRM_CACHE_DIR or ~/.cache/rprm-lite), memory, "
+                               "or off (every prompt decoded in full). The results are the same.",
+                               metavar="[auto|memory|off]")
 
 
 JOB_OPTIONS = Options(ScoreJob)
@@ -47,14 +53,16 @@ def run_score_job(job: ScoreJob) -> None:
     """
     from rprm_lite.adapter_file import load_model_info
     from rprm_lite.config import ScoreConfig
+    from rprm_lite.prefix_cache import checked_mode
     from rprm_lite.scoring import Scorer, resolve_settings, run_settings
     from rprm_lite.step_cache import StepCache
 
     ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
+    checked_mode(job.prefix_cache)
     if job.remote is not None:
         from rprm_lite.remote.settings import refuse_unsupported
 
-        refuse_unsupported(job.overrides, cache=job.cache)
+        refuse_unsupported(job.overrides, cache=job.cache, prefix_cache=job.prefix_cache)
         if job.lora:
             raise InputError("--lora applies adapters to the local engine; a --server serves its own model "
                              "(load the adapter on the server)")
@@ -81,7 +89,8 @@ def run_score_job(job: ScoreJob) -> None:
             _note("nothing left to score")
             return
         if scorer is None:
-            scorer = stack.enter_context(Scorer(info, cache=cache, settings=(config, calibration)))
+            scorer = stack.enter_context(Scorer(info, cache=cache, settings=(config, calibration),
+                                                prefix_cache=job.prefix_cache))
         if job.remote is None and scorer.model_info.description:
             _say_model_note(job, scorer.model_info)
         try:

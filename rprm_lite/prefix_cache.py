@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import loads
+from rprm_lite.options import shown
 from rprm_lite.step_cache import FOLDER_FLAGS, BadEntry, read_file_in, replace_file_in, step_key
 
 MAGIC = b"rprm-lite-kv\n"
@@ -210,16 +211,20 @@ def user_cache_folder(environ: Mapping[str, str] = os.environ, platform: str = s
                    else ".cache") / APP
 
 
+def checked_mode(mode: str) -> Mode:
+    """`mode` when it is one of MODES, else InputError (the option's one message)."""
+    if mode not in MODES:
+        raise InputError(f"--prefix-cache must be one of {', '.join(MODES)}, got {shown(mode)}")
+    return mode
+
+
 def make_prefix_cache(mode: Mode | bool | PrefixCache, folder: Path | None) -> PrefixCache | None:
     """The prefix cache of `--prefix-cache MODE` (True is auto, False off; a `PrefixCache` is used as it is):
     auto keeps states in memory and in `folder`'s `kv/` (the --cache folder), else in the per-user cache
     folder's; memory in memory only; off nowhere (None)."""
     if isinstance(mode, PrefixCache):
         return mode
-    if isinstance(mode, bool):
-        mode = "auto" if mode else "off"
-    if mode not in MODES:
-        raise InputError(f"--prefix-cache must be one of {', '.join(MODES)}, got {mode!r}")
+    mode = checked_mode("auto" if mode is True else "off" if mode is False else mode)
     if mode == "off":
         return None
     root = (folder if folder is not None else user_cache_folder()) if mode == "auto" else None

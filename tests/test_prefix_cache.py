@@ -245,3 +245,56 @@ def test_the_bound_removes_only_state_files_and_follows_no_link(tmp_path):
 
 def path_of(folder: Path, key: str) -> Path:
     return folder / key[:2] / f"{key}.kv"
+
+
+# -- the command line ----------------------------------------------------------------------------------------------
+def score_cli(model: Path, source: Path, *extra: str, cache_folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rprm_lite.cli", "score", str(source), "--model", str(model), "--k",
+                           "2", "--max-tokens", "8", "--seed", "5", "--all-steps", "--threads", "1", "--json",
+                           "--show-critiques", *extra], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RPRM_CACHE_DIR": str(cache_folder)})
+
+
+def test_score_gives_the_same_json_bytes_with_prefix_reuse_off_in_memory_and_from_the_user_cache(small_bpe_gguf,
+                                                                                                  tmp_path):
+    source = tmp_path / "batch.jsonl"
+    source.write_text("".join(json.dumps({"id": s.id, "question": s.question, "steps": list(s.steps)}) + "\n"
+                              for s in BATCH))
+    user = tmp_path / "user"
+    off = score_cli(small_bpe_gguf, source, "--prefix-cache", "off", cache_folder=user)
+    assert not user.exists()
+    # the default (auto) writes the template's state into the user cache folder, the second run reads it
+    runs = [score_cli(small_bpe_gguf, source, *extra, cache_folder=user)
+            for extra in ((), (), ("--prefix-cache", "memory"))]
+    assert [run.returncode for run in (off, *runs)] == [0] * 4, runs[-1].stderr
+    assert len(off.stdout.splitlines()) == len(BATCH)
+    assert [(run.stdout, run.stderr) for run in runs] == [(off.stdout, off.stderr)] * 3  # no note of the cache
+    assert len(list((user / "kv").glob("*/*.kv"))) == 1
+
+
+def test_a_bad_prefix_cache_mode_is_one_error_line(small_bpe_gguf, tmp_path):
+    source = tmp_path / "s.json"
+    source.write_text(json.dumps({"question": APPLES, "steps": ["3 + 4 = 7."]}))
+    result = score_cli(small_bpe_gguf, source, "--prefix-cache", "disk", cache_folder=tmp_path / "user")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "error: --prefix-cache must be one of auto, memory, off, got 'disk'\n"
+
+
+def test_serve_answers_the_same_with_prefix_reuse_off_and_from_the_user_cache(small_bpe_gguf, tmp_path):
+    pytest.importorskip("uvicorn", reason="the serve extra (pip install 'rprm-lite[serve]') is not installed")
+    from serve_process import Server, call
+
+    bodies = [{"id": s.id, "question": s.question, "steps": list(s.steps)} for s in BATCH]
+    answers = {}
+    for mode in ("off", "auto"):
+        env = {**os.environ, "RPRM_CACHE_DIR": str(tmp_path / mode)}
+        server = Server(small_bpe_gguf, "--port", 0, "--k", "2", "--max-tokens", "8", "--seed", "5", "--all-steps",
+                        "--threads", "1", "--prefix-cache", mode, env=env).wait_listening()
+        try:
+            server.wait_healthy()
+            answers[mode] = [call(server, "POST", "/v1/score", body)[2] for body in bodies]
+            assert json.loads(call(server, "GET", "/v1/info")[2])["server"]["prefix_cache"] == mode
+        finally:
+            assert server.stop() == 0
+    assert answers["auto"] == answers["off"] and len(answers["off"]) == len(BATCH)
+    assert (len(list((tmp_path / "auto" / "kv").glob("*/*.kv"))), (tmp_path / "off").exists()) == (1, False)
