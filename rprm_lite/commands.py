@@ -96,8 +96,12 @@ def run_score_job(job: ScoreJob) -> None:
         try:
             _score_all(job, scorer, todo, results)
         finally:
+            prefixes = getattr(scorer, "prefix_cache", None)  # a remote scorer has none
             if job.cache is not None:
-                _note_cache(job.cache, cache)
+                _note_cache(job.cache, cache, prefixes)
+            elif prefixes is not None and prefixes.write_errors:
+                _note(f"note: {_prefix_write_error(prefixes)}; it is kept in memory for this run and the results are "
+                      "not affected (set $RPRM_CACHE_DIR to a folder you can write, or pass --prefix-cache memory)")
 
 
 def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.ResultsFile | None) -> None:
@@ -141,14 +145,24 @@ def _refuse_unread(unread: list[int], kept: Path | None) -> None:
     raise RemoteError(f"{sum(unread)} step(s) of {len(unread)} solution(s) could not be read: {UNREAD_WHY}{where}")
 
 
-def _note_cache(folder: Path, cache) -> None:
+def _note_cache(folder: Path, cache, prefixes=None) -> None:
+    """The --cache note: steps reused, and the prompt prefixes put back when there were any."""
     text = f"cache {folder}: {cache.hits} of {cache.hits + cache.misses} scored step(s) reused"
     if cache.corrupt:
         text += f"; {cache.corrupt} unreadable entr{'y' if cache.corrupt == 1 else 'ies'} ignored and rewritten"
     if cache.write_errors:
         text += (f"; {cache.write_errors} could not be written ({cache.last_write_error}; is the folder full or "
                  "read-only?): the results are not affected")
+    if prefixes is not None and prefixes.restored:
+        text += (f"; instructions put back for {prefixes.restored} of {prefixes.lookups} prompt(s) decoded from the "
+                 f"start ({prefixes.saved_tokens} tokens not decoded)")
+    if prefixes is not None and prefixes.write_errors:
+        text += f"; {_prefix_write_error(prefixes)}: the results are not affected"
     _note(text)
+
+
+def _prefix_write_error(prefixes) -> str:
+    return f"the prompt's prefix state could not be saved in {prefixes.directory} ({prefixes.last_write_error})"
 
 
 def _note_short_critiques(result, scorer) -> bool:

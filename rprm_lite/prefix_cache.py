@@ -65,8 +65,10 @@ def state_key(base: Mapping[str, Any], tokens: list[int]) -> str:
 
 
 class PrefixCache:
-    """KV states in memory (`max_bytes`; 0 keeps none) and, with `directory`, on disk. `hits`, `disk_hits`,
-    `misses`, `corrupt` and `write_errors` count what happened; `saved_tokens` the tokens not decoded."""
+    """KV states in memory (`max_bytes`; 0 keeps none) and, with `directory`, on disk (`max_disk_bytes`). `hits`,
+    `disk_hits`, `misses`, `corrupt` and `write_errors` count what happened; the scorer counts in `lookups` the
+    prompts it decoded from their first token, in `restored` those that started from a kept state, and in
+    `saved_tokens` the tokens that were not decoded."""
 
     def __init__(self, directory: str | Path | None = None, *, max_bytes: int = DEFAULT_MEMORY_BYTES,
                  max_disk_bytes: int = DEFAULT_DISK_BYTES) -> None:
@@ -76,7 +78,8 @@ class PrefixCache:
         self.directory = None if directory is None else Path(directory)
         self._memory: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._bytes = 0
-        self.hits = self.disk_hits = self.misses = self.corrupt = self.write_errors = self.saved_tokens = 0
+        self.hits = self.disk_hits = self.misses = self.corrupt = self.write_errors = 0
+        self.lookups = self.restored = self.saved_tokens = 0
         self.last_write_error = ""  # the folder is made at the first write: one that cannot be is counted there
 
     def __contains__(self, key: str) -> bool:

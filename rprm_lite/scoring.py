@@ -322,14 +322,16 @@ class Scorer:
 
     def _restore_prefix(self, tokens: list[int], marks: list[int]) -> int:
         """Put the longest cached prefix that ends at a mark into the empty cache; returns its length (or 0)."""
-        if self.prefix_cache is None:
+        if self.prefix_cache is None or not marks:
             return 0
+        self.prefix_cache.lookups += 1
         for mark in reversed(marks):
             key = self._prefix_key(tokens[:mark])
             state = self.prefix_cache.get(key, mark)
             if state is None:
                 continue
             if self.engine.load_sequence(PROMPT_SEQ, state, mark):
+                self.prefix_cache.restored += 1
                 self.prefix_cache.saved_tokens += mark
                 return mark
             self.prefix_cache.refused(key)

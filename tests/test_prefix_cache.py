@@ -298,3 +298,35 @@ def test_serve_answers_the_same_with_prefix_reuse_off_and_from_the_user_cache(sm
             assert server.stop() == 0
     assert answers["auto"] == answers["off"] and len(answers["off"]) == len(BATCH)
     assert (len(list((tmp_path / "auto" / "kv").glob("*/*.kv"))), (tmp_path / "off").exists()) == (1, False)
+
+
+def test_the_cache_note_of_score_says_how_many_prompts_started_from_a_kept_prefix(small_bpe_gguf, tmp_path):
+    source = tmp_path / "batch.jsonl"
+    source.write_text("".join(json.dumps({"id": s.id, "question": s.question, "steps": list(s.steps)}) + "\n"
+                              for s in BATCH))
+    with Scorer(small_bpe_gguf, CONFIG, cache=StepCache(**NO_STEP_CACHE), prefix_cache="memory") as scorer:
+        for solution in BATCH:
+            scorer.score_solution(solution)
+        saved = scorer.prefix_cache.saved_tokens  # p1 takes the template's state, a2 a1's question's
+    first = score_cli(small_bpe_gguf, source, "--cache", str(tmp_path / "c"), cache_folder=tmp_path / "user")
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.splitlines()[-1] == (f"cache {tmp_path / 'c'}: 0 of 6 scored step(s) reused; instructions put "
+                                             f"back for 2 of 3 prompt(s) decoded from the start ({saved} tokens not "
+                                             "decoded)")
+    again = score_cli(small_bpe_gguf, source, "--cache", str(tmp_path / "c"), cache_folder=tmp_path / "user")
+    assert again.stderr.splitlines()[-1] == f"cache {tmp_path / 'c'}: 6 of 6 scored step(s) reused"  # nothing decoded
+
+
+def test_an_unwritable_user_cache_folder_is_one_note_and_the_same_results(small_bpe_gguf, tmp_path):
+    source = tmp_path / "batch.jsonl"
+    source.write_text("".join(json.dumps({"id": s.id, "question": s.question, "steps": list(s.steps)}) + "\n"
+                              for s in BATCH))
+    (tmp_path / "a-file").write_text("")
+    plain = score_cli(small_bpe_gguf, source, "--prefix-cache", "memory", cache_folder=tmp_path / "user")
+    blocked = score_cli(small_bpe_gguf, source, cache_folder=tmp_path / "a-file" / "cache")
+    assert (blocked.returncode, blocked.stdout) == (0, plain.stdout)
+    notes = blocked.stderr.removeprefix(plain.stderr).splitlines()
+    assert len(notes) == 1 and notes[0].startswith(
+        f"note: the prompt's prefix state could not be saved in {tmp_path / 'a-file' / 'cache' / 'kv'} (")
+    assert notes[0].endswith("it is kept in memory for this run and the results are not affected (set "
+                             "$RPRM_CACHE_DIR to a folder you can write, or pass --prefix-cache memory)")
