@@ -14,12 +14,15 @@ from typing import Annotated, Any
 import typer
 
 from rprm_lite.cli import JsonOpt, ModelOpt, exit_on_error
+from rprm_lite.commands import JOB_OPTIONS
 from rprm_lite.config import SCORE_OPTIONS, ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import JsonlWriter
 from rprm_lite.options import command_options
+from rprm_lite.prefix_cache import checked_mode
 from rprm_lite.progress import ProgressBar
 from rprm_lite.remote.options import REMOTE_OPTIONS, remote_from_options
+from rprm_lite.remote.settings import refuse_unsupported
 
 from . import bestofn, prmbench, processbench, report, sweeps, uncertain_report
 from .harness import BenchItem, run_items
@@ -331,16 +334,21 @@ def speed_command(ctx: typer.Context) -> None:
 
 @rerank_app.command("rerank")
 @cli_errors
-@command_options(settings=RERANK_OPTIONS, remote=REMOTE_OPTIONS)
+@command_options(settings=RERANK_OPTIONS, remote=REMOTE_OPTIONS, job=JOB_OPTIONS.only("prefix_cache"))
 def rerank_command(
     candidates: Candidates, model: ModelOpt = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Append one JSON line per problem here; a rerun skips those.")] = None,
-    as_json: JsonOpt = False, *, settings: dict[str, Any], remote: dict[str, Any],
+    as_json: JsonOpt = False, *, settings: dict[str, Any], remote: dict[str, Any], job: dict[str, Any],
 ) -> None:
     """Pick the best of N candidate solutions per problem by aggregated PRM score."""
     vocab, remote = remote.get("vocab"), remote_from_options(**remote)
     settings = checked({**settings, "all_steps": True})
+    mode = checked_mode(job["prefix_cache"])
+    if remote is not None:
+        refuse_unsupported({}, prefix_cache=mode)  # the local engine's option
+    elif mode != "auto":
+        settings["prefix_cache"] = mode
     how = settings.get("aggregation", ScoreConfig().aggregation)
     done = {str(r.get("id")) for r in read_records(output)} if output and output.exists() else set()
     problems = [p for p in bestofn.read_problems(candidates) if p.id not in done]

@@ -1,7 +1,8 @@
 """Time to the first verdict with the prompt prefix decoded once: prefix reuse off, in memory, from disk.
 
     python -m rprm_lite.bench.prefix_speed [--model PATH | --shape qwen2.5-0.5b --quant Q8_0] [--k 10]
-        [--tokens 16] [--adaptive] [--questions 10] [--per-question 2] [--threads 2] [--serve] [--out bench/results]
+        [--tokens 16] [--adaptive] [--questions 10] [--per-question 2] [--threads 2] [--serve | --serve-only]
+        [--out bench/results]
 
 A batch of `questions` x `per_question` solutions (3 steps each, the solutions of a question one after the
 other, every step scored) is scored three ways, by a fresh Scorer each, one after the other in one process:
@@ -10,12 +11,16 @@ other, every step scored) is scored three ways, by a fresh Scorer each, one afte
           folder): the first solution decodes the template, the others put it back;
   disk    a fresh Scorer whose memory is empty reads the template's state from that folder.
 Critiques have exactly `tokens` tokens (end-of-text banned). For each way: the first step's latency (from the
-call to the step-1 verdict) of the first solution and the mean over the others, the whole batch's time, and
-the prompt tokens decoded; the results must be identical, line for line, or the run fails. Without --model it
-runs on a random-weight model of `--shape` in `--quant` (logits scaled by --logit-scale, so sampling costs
-what it does with a trained model), built as score_speed builds it. `--serve` also scores the batch through
-`rprm-lite serve` (NDJSON streaming, the step-1 event timed by the client), on a server without and with
-`--cache`. Prints a markdown table and writes prefix_speed.json and prefix_speed.md (never a test).
+call to the step-1 verdict) of the first solution and the mean over the others, the same for the step-1
+prompt alone (from the call to the first critique's sampler, made once the prompt is decoded: the time to
+the first critique token), the whole batch's time, and the prompt tokens decoded; the results must be
+identical, line for line, or the run fails. Without --model it runs on a random-weight model of `--shape` in
+`--quant` (logits scaled by --logit-scale, so sampling costs what it does with a trained model), built as
+score_speed builds it. `--serve` also scores the batch through `rprm-lite serve` (NDJSON streaming, the step-1
+event timed by the client) the same three ways, by a fresh server each: `--prefix-cache off`; `--cache` on a
+new folder (its first request decodes the template and writes its state there); `--cache` on a folder holding
+only those states. `--serve-only` measures through the server alone (a run in two pieces, each with its own
+`off`). Prints a markdown table and writes prefix_speed.json and prefix_speed.md (never a test).
 """
 
 from __future__ import annotations
@@ -55,24 +60,36 @@ def batch(questions: int, per_question: int) -> list[Solution]:
 
 
 def score_batch(scorer, solutions: list[Solution]) -> dict[str, Any]:
-    """Score `solutions` in order; each one's step-1 latency, the batch's seconds and the JSON result lines."""
+    """Score `solutions` in order; each one's step-1 latency and step-1 prompt time, the batch's seconds and the
+    JSON result lines."""
     from rprm_lite.output import to_json_line
 
-    first_steps, lines = [], []
+    first_steps, prompts, lines, samplers = [], [], [], []
+    make_sampler = scorer.make_sampler  # made once a step's prompt is decoded, just before its first token
+    scorer.make_sampler = lambda *args, **kwargs: samplers.append(time.perf_counter()) or make_sampler(*args, **kwargs)
     start = time.perf_counter()
     for solution in solutions:
         began, seen = time.perf_counter(), []
+        del samplers[:]
         result = scorer.score_solution(solution, on_step=lambda *_, seen=seen: seen.append(time.perf_counter()))
         first_steps.append(seen[0] - began)
+        prompts.append(samplers[0] - began)
         lines.append(to_json_line(result, critiques=True))
     seconds = time.perf_counter() - start
     decoded = sum(step.prompt_tokens - step.reused_tokens for line in lines for step in _steps(line))
     restored = scorer.prefix_cache.saved_tokens if scorer.prefix_cache is not None else 0
-    return {"first_step_s": first_steps, "first_solution_first_step_s": first_steps[0],
-            "later_first_step_s": sum(first_steps[1:]) / max(1, len(first_steps) - 1), "batch_s": seconds,
+    return {**latencies(first_steps, seconds, lines), **latencies(prompts, prefix="prompt"),
             "prompt_tokens_decoded": decoded - restored, "prompt_tokens_restored": restored,
-            "generated_tokens": sum(step.generated_tokens for line in lines for step in _steps(line)),
-            "lines": lines}
+            "generated_tokens": sum(step.generated_tokens for line in lines for step in _steps(line))}
+
+
+def latencies(seconds: list[float], batch_s: float | None = None, lines: list[str] | None = None, *,
+              prefix: str = "first_step") -> dict[str, Any]:
+    """Each solution's step-1 `seconds`, the first solution's and the mean of the later ones (and the batch's
+    seconds and result lines when given)."""
+    report = {f"{prefix}_s": seconds, f"first_solution_{prefix}_s": seconds[0],
+              f"later_{prefix}_s": sum(seconds[1:]) / max(1, len(seconds) - 1)}
+    return report if lines is None else {**report, "batch_s": batch_s, "lines": lines}
 
 
 def _steps(line: str) -> list[SimpleNamespace]:
@@ -147,26 +164,30 @@ def matmul_params(shape: dict[str, int]) -> int:
 
 
 def measure_serve(model: Path, settings: dict[str, Any], solutions: list[Solution]) -> dict[str, Any]:
-    """The batch through `rprm-lite serve`, streamed: a fresh server with --cache (its first request decodes the
-    template), then a server on a new --cache folder holding only the first one's prefix states (from disk)."""
+    """The batch through `rprm-lite serve`, streamed, by a fresh server each way: --prefix-cache off; --cache on a
+    new folder (its first request decodes the template); --cache on a folder holding only the second one's
+    prefix states (from disk)."""
     import shutil
 
     runs = {}
     with tempfile.TemporaryDirectory(prefix="prefix-speed-serve-") as folder:
         first, second = Path(folder) / "first", Path(folder) / "second"
-        runs["serve"] = serve_batch(model, settings, solutions, first)
-        shutil.copytree(first / "kv", second / "kv")  # no step results: the second server scores every step
-        runs["serve, from disk"] = serve_batch(model, settings, solutions, second)
-    runs["serve, from disk"]["identical"] = runs["serve, from disk"].pop("lines") == runs["serve"].pop("lines")
+        runs["off"] = serve_batch(model, settings, solutions, ["--prefix-cache", "off"])
+        runs["memory"] = serve_batch(model, settings, solutions, ["--cache", str(first)])
+        shutil.copytree(first / "kv", second / "kv")  # no step results: the third server scores every step
+        runs["disk"] = serve_batch(model, settings, solutions, ["--cache", str(second)])
+    expected = runs["off"]["lines"]
+    for run in runs.values():
+        run["identical"] = run.pop("lines") == expected
     return runs
 
 
-def serve_batch(model: Path, settings: dict[str, Any], solutions: list[Solution], cache: Path) -> dict[str, Any]:
+def serve_batch(model: Path, settings: dict[str, Any], solutions: list[Solution], extra: list[str]) -> dict[str, Any]:
     from rprm_lite.bench.serve_speed import ServerProcess
 
     options = [f"--{name.replace('_', '-')}" + ("" if value is True else f"={value}")
                for name, value in settings.items() if value is not False]
-    server = ServerProcess(model, [*options, "--cache", str(cache)])
+    server = ServerProcess(model, [*options, *extra])
     try:
         first_steps, lines = [], []
         start = time.perf_counter()
@@ -179,30 +200,31 @@ def serve_batch(model: Path, settings: dict[str, Any], solutions: list[Solution]
         seconds = time.perf_counter() - start
     finally:
         server.stop()
-    return {"first_step_s": first_steps, "first_solution_first_step_s": first_steps[0],
-            "later_first_step_s": sum(first_steps[1:]) / max(1, len(first_steps) - 1), "batch_s": seconds,
-            "lines": lines}
+    return latencies(first_steps, seconds, lines)
 
 
 def report_table(report: dict[str, Any]) -> str:
     rows = []
     for label, runs in report["runs"].items():
-        off = runs.get("off")
+        off = runs["off"]
         for way, run in runs.items():
-            step_1 = (off or runs["serve"])["later_first_step_s" if off else "first_solution_first_step_s"]
+            prompt = (f"{run['later_prompt_s']:.2f}", f"{off['later_prompt_s'] / run['later_prompt_s']:.2f}x"
+                      ) if "later_prompt_s" in run else ("-", "-")
             rows.append((label, way, f"{run['first_solution_first_step_s']:.2f}", f"{run['later_first_step_s']:.2f}",
-                         f"{step_1 / run['later_first_step_s']:.2f}x", f"{run['batch_s']:.1f}",
-                         f"{off['batch_s'] / run['batch_s']:.2f}x" if off else "-",
-                         run.get("prompt_tokens_decoded", "-"),
-                         {True: "yes", False: "NO"}.get(run.get("identical"), "-")))
+                         f"{off['later_first_step_s'] / run['later_first_step_s']:.2f}x", *prompt,
+                         f"{run['batch_s']:.1f}", f"{off['batch_s'] / run['batch_s']:.2f}x",
+                         run.get("prompt_tokens_decoded", "-"), "yes" if run["identical"] else "NO"))
     setup = report["setup"]
     lines = [table(("model, K", "prefix reuse", "1st solution: step 1 s", "later solutions: step 1 s", "vs off",
-                    "batch s", "vs off", "prompt tokens decoded", "identical"), rows, align="llrrrrrrl"), "",
+                    "later: step 1 prompt s", "vs off", "batch s", "vs off", "prompt tokens decoded", "identical"),
+                   rows, align="llrrrrrrrrl"), "",
              f"{setup['questions']} questions x {setup['per_question']} solutions of 3 steps, every step scored; "
-             f"critiques of {setup['tokens']} tokens; {setup['threads']} thread(s); one run each way, in this order."]
-    if setup["serve"]:
-        lines += ["Through serve (which has no way to turn reuse off), 'vs off' is the first request's step 1 (the "
-                  "template decoded) over the later ones'; 'identical' compares the two servers' result lines."]
+             f"critiques of {setup['tokens']} tokens; {setup['threads']} thread(s); one run each way, in this order. "
+             "'step 1 prompt' is the time from the call to the first critique's sampler (the step-1 prompt decoded)."]
+    if setup["serve"] or setup["serve_only"]:
+        lines += ["Through serve, a fresh server each way (off: --prefix-cache off; memory: --cache on a new folder; "
+                  "disk: --cache on a folder holding only the memory server's prefix states), its step 1 timed by "
+                  "the client at the streamed step-1 event."]
     if "projection_7b" in report:
         p = report["projection_7b"]
         lines += ["", f"Projection (not measured) for the 7B shape: prefill {p['measured_prefill_tok_s']:.0f} tok/s "
@@ -232,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-question", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--serve", action="store_true", help="also through rprm-lite serve")
+    parser.add_argument("--serve-only", action="store_true", help="through rprm-lite serve only")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     model = args.model or _random_model(args)
@@ -240,9 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                 "adaptive": args.adaptive}
     solutions = batch(args.questions, args.per_question)
     report: dict[str, Any] = {"benchmark": "prefix_speed", "setup": {**settings, **vars(args), "model": str(model),
-                                                                      "out": str(args.out)},
-                              "runs": {label: measure(model, settings, solutions)}}
-    if args.serve:
+                                                                      "out": str(args.out)}, "runs": {}}
+    if not args.serve_only:
+        report["runs"][label] = measure(model, settings, solutions)
+    if args.serve or args.serve_only:
         report["runs"][f"{label}, serve"] = measure_serve(model, settings, solutions)
     if args.model is None:
         from rprm_lite.bench.shapes import SHAPES

@@ -18,7 +18,8 @@ from rprm_lite.solution import Solution, read_solutions
 
 @dataclass(frozen=True)
 class ScoreJob:
-    """One `rprm-lite score` run; `show_critiques`, `cache` and `lora` are options of `serve` too (JOB_OPTIONS)."""
+    """One `rprm-lite score` run; `show_critiques`, `cache`, `lora` and `prefix_cache` are options of `serve` too
+    (JOB_OPTIONS), and `prefix_cache` of `rerank`."""
 
     source: str
     model: Path | None = None
@@ -33,6 +34,11 @@ class ScoreJob:
     lora: tuple[str, ...] = option((), help="LoRA adapter GGUF applied to the model, with an optional scale "
                                    "(default 1); repeat for more.", flag="--lora", metavar="ADAPTER.gguf[:SCALE]",
                                    cli_type=list[str] | None, cli_default=None, parse=tuple)
+    prefix_cache: str = option("auto", help="Where the KV state of the prompt's instructions (and of each question) "
+                               "is kept for the next solutions: auto (in memory, and on disk in the --cache folder, "
+                               "else in the per-user cache folder: $RPRM_CACHE_DIR or ~/.cache/rprm-lite), memory, "
+                               "or off (every prompt decoded in full). The results are the same.",
+                               metavar="[auto|memory|off]")
 
 
 JOB_OPTIONS = Options(ScoreJob)
@@ -47,14 +53,16 @@ def run_score_job(job: ScoreJob) -> None:
     """
     from rprm_lite.adapter_file import load_model_info
     from rprm_lite.config import ScoreConfig
+    from rprm_lite.prefix_cache import checked_mode
     from rprm_lite.scoring import Scorer, resolve_settings, run_settings
     from rprm_lite.step_cache import StepCache
 
     ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
+    checked_mode(job.prefix_cache)
     if job.remote is not None:
         from rprm_lite.remote.settings import refuse_unsupported
 
-        refuse_unsupported(job.overrides, cache=job.cache)
+        refuse_unsupported(job.overrides, cache=job.cache, prefix_cache=job.prefix_cache)
         if job.lora:
             raise InputError("--lora applies adapters to the local engine; a --server serves its own model "
                              "(load the adapter on the server)")
@@ -81,14 +89,19 @@ def run_score_job(job: ScoreJob) -> None:
             _note("nothing left to score")
             return
         if scorer is None:
-            scorer = stack.enter_context(Scorer(info, cache=cache, settings=(config, calibration)))
+            scorer = stack.enter_context(Scorer(info, cache=cache, settings=(config, calibration),
+                                                prefix_cache=job.prefix_cache))
         if job.remote is None and scorer.model_info.description:
             _say_model_note(job, scorer.model_info)
         try:
             _score_all(job, scorer, todo, results)
         finally:
+            prefixes = getattr(scorer, "prefix_cache", None)  # a remote scorer has none
             if job.cache is not None:
-                _note_cache(job.cache, cache)
+                _note_cache(job.cache, cache, prefixes)
+            elif prefixes is not None and prefixes.write_errors:
+                _note(f"note: {_prefix_write_error(prefixes)}; it is kept in memory for this run and the results are "
+                      "not affected (set $RPRM_CACHE_DIR to a folder you can write, or pass --prefix-cache memory)")
 
 
 def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.ResultsFile | None) -> None:
@@ -132,14 +145,24 @@ def _refuse_unread(unread: list[int], kept: Path | None) -> None:
     raise RemoteError(f"{sum(unread)} step(s) of {len(unread)} solution(s) could not be read: {UNREAD_WHY}{where}")
 
 
-def _note_cache(folder: Path, cache) -> None:
+def _note_cache(folder: Path, cache, prefixes=None) -> None:
+    """The --cache note: steps reused, and the prompt prefixes put back when there were any."""
     text = f"cache {folder}: {cache.hits} of {cache.hits + cache.misses} scored step(s) reused"
     if cache.corrupt:
         text += f"; {cache.corrupt} unreadable entr{'y' if cache.corrupt == 1 else 'ies'} ignored and rewritten"
     if cache.write_errors:
         text += (f"; {cache.write_errors} could not be written ({cache.last_write_error}; is the folder full or "
                  "read-only?): the results are not affected")
+    if prefixes is not None and prefixes.restored:
+        text += (f"; instructions put back for {prefixes.restored} of {prefixes.lookups} prompt(s) decoded from the "
+                 f"start ({prefixes.saved_tokens} tokens not decoded)")
+    if prefixes is not None and prefixes.write_errors:
+        text += f"; {_prefix_write_error(prefixes)}: the results are not affected"
     _note(text)
+
+
+def _prefix_write_error(prefixes) -> str:
+    return f"the prompt's prefix state could not be saved in {prefixes.directory} ({prefixes.last_write_error})"
 
 
 def _note_short_critiques(result, scorer) -> bool:

@@ -11,9 +11,13 @@ cache, from memory or from disk (tests/test_prefix_cache.py compares every field
 
 `PrefixCache` keeps states in memory (least recently used dropped first, bounded in bytes) and, with a
 folder, the template's states on disk across runs: one file per state, written under a temporary name and
-renamed (atomic). A state is keyed (`state_key`) by everything that decides its values: the model file's
-and adapters' sha256 and scales, the prompt style and template sha256, the tokens before the mark, the
-llama.cpp build, thread count, batch size, offloaded layers and weight buffers.
+renamed (atomic). The folder is bounded too (`max_disk_bytes`): after each write the files least recently
+written or read from disk are removed until the rest fit. `make_prefix_cache` picks the folder of a mode:
+`auto` keeps states in the `--cache` folder's `kv/`, else in the per-user cache folder's (`user_cache_folder`:
+$RPRM_CACHE_DIR, else the platform's); `memory` keeps them in memory only; `off` keeps none.
+A state is keyed (`state_key`) by everything that decides its values: the model file's and adapters' sha256
+and scales, the prompt style and template sha256, the tokens before the mark, the llama.cpp build, thread
+count, batch size, offloaded layers and weight buffers.
 
 A file is data, not trusted: it is read as the step cache reads its entries (a regular file only, bounded,
 through `read_file_in`), then its header must name the key asked for and the token count, and the state's
@@ -28,20 +32,31 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
+import os
+import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import loads
-from rprm_lite.step_cache import BadEntry, read_file_in, replace_file_in, step_key
+from rprm_lite.options import shown
+from rprm_lite.step_cache import FOLDER_FLAGS, BadEntry, read_file_in, replace_file_in, step_key
 
 MAGIC = b"rprm-lite-kv\n"
 VERSION = 1
 MAX_HEADER_BYTES = 4096
 MAX_STATE_BYTES = 2**30  # a 7B model's f16 KV of 4k tokens is ~0.5 GiB; a prefix is far smaller
 DEFAULT_MEMORY_BYTES = 256 * 2**20  # R-PRM-7B's template state is ~26 MiB; a question's a little more
+DEFAULT_DISK_BYTES = 256 * 2**20  # on disk: about nine of R-PRM-7B's template states (one per model, style, threads)
 FOLDER = "kv"  # the subfolder of a --cache folder that holds the states (the step cache's are 2 hex digits)
+ENV_VAR = "RPRM_CACHE_DIR"  # the per-user cache folder, instead of the platform's
+APP = "rprm-lite"
+MODES = ("auto", "memory", "off")
+Mode = Literal["auto", "memory", "off"]
+_STATE_FILE = re.compile(r"[0-9a-f]{64}\.kv")
+_SUBFOLDER = re.compile(r"[0-9a-f]{2}")
 
 
 def state_key(base: Mapping[str, Any], tokens: list[int]) -> str:
@@ -50,17 +65,21 @@ def state_key(base: Mapping[str, Any], tokens: list[int]) -> str:
 
 
 class PrefixCache:
-    """KV states in memory (`max_bytes`; 0 keeps none) and, with `directory`, on disk. `hits`, `disk_hits`,
-    `misses`, `corrupt` and `write_errors` count what happened; `saved_tokens` the tokens not decoded."""
+    """KV states in memory (`max_bytes`; 0 keeps none) and, with `directory`, on disk (`max_disk_bytes`). `hits`,
+    `disk_hits`, `misses`, `corrupt` and `write_errors` count what happened; the scorer counts in `lookups` the
+    prompts it decoded from their first token, in `restored` those that started from a kept state, and in
+    `saved_tokens` the tokens that were not decoded."""
 
-    def __init__(self, directory: str | Path | None = None, *, max_bytes: int = DEFAULT_MEMORY_BYTES) -> None:
-        if max_bytes < 0:
-            raise InputError(f"the prefix cache size must be >= 0 bytes, got {max_bytes}")
-        self.max_bytes = max_bytes
+    def __init__(self, directory: str | Path | None = None, *, max_bytes: int = DEFAULT_MEMORY_BYTES,
+                 max_disk_bytes: int = DEFAULT_DISK_BYTES) -> None:
+        if min(max_bytes, max_disk_bytes) < 0:
+            raise InputError(f"the prefix cache sizes must be >= 0 bytes, got {max_bytes} and {max_disk_bytes}")
+        self.max_bytes, self.max_disk_bytes = max_bytes, max_disk_bytes
         self.directory = None if directory is None else Path(directory)
         self._memory: collections.OrderedDict[str, bytes] = collections.OrderedDict()
         self._bytes = 0
-        self.hits = self.disk_hits = self.misses = self.corrupt = self.write_errors = self.saved_tokens = 0
+        self.hits = self.disk_hits = self.misses = self.corrupt = self.write_errors = 0
+        self.lookups = self.restored = self.saved_tokens = 0
         self.last_write_error = ""  # the folder is made at the first write: one that cannot be is counted there
 
     def __contains__(self, key: str) -> bool:
@@ -79,6 +98,7 @@ class PrefixCache:
             return None
         self.disk_hits += 1
         self._remember(key, state)
+        self._touch(key)
         return state
 
     def put(self, key: str, state: bytes, n_tokens: int, *, persist: bool) -> None:
@@ -118,13 +138,100 @@ class PrefixCache:
     def _write(self, key: str, state: bytes, n_tokens: int) -> None:
         header = {"version": VERSION, "key": key, "tokens": n_tokens, "bytes": len(state),
                   "sha256": hashlib.sha256(state).hexdigest()}
+        data = MAGIC + json.dumps(header).encode("ascii") + b"\n" + state
+        if len(data) > self.max_disk_bytes:
+            return  # it would be removed at once
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            replace_file_in(self._folder(key), f"{key}.kv",
-                            MAGIC + json.dumps(header).encode("ascii") + b"\n" + state)
-        except OSError as exc:  # full disk, read-only folder, a linked subfolder
+            replace_file_in(self._folder(key), f"{key}.kv", data)
+            self._evict(keep=f"{key}.kv")
+        except OSError as exc:  # full disk, read-only folder, a linked subfolder, a file in the folder's place
             self.write_errors += 1
             self.last_write_error = exc.strerror or str(exc)
+
+    def _touch(self, key: str) -> None:
+        """Mark a state file as just used, so that the bound removes others first (best effort)."""
+        if os.utime in os.supports_follow_symlinks:
+            try:
+                os.utime(self._folder(key) / f"{key}.kv", follow_symlinks=False)
+            except OSError:  # a read-only folder: the file is still read, only its rank is older
+                pass
+
+    def _evict(self, keep: str) -> None:
+        """Remove the state files least recently written or read from disk until the folder's states fit
+        `max_disk_bytes`; `keep` (the one just written) stays. Only state files are removed, by name within
+        their subfolder opened without following a link, so nothing outside the folder is ever touched."""
+        files = sorted(state_files(self.directory))
+        total = sum(size for _, size, _, _ in files)
+        for _, size, subfolder, name in files:
+            if total <= self.max_disk_bytes:
+                return
+            if name == keep:
+                continue
+            try:
+                handle = os.open(self.directory / subfolder, FOLDER_FLAGS)
+                try:
+                    os.unlink(name, dir_fd=handle)
+                finally:
+                    os.close(handle)
+            except FileNotFoundError:  # another process removed it first
+                pass
+            total -= size
+
+
+def state_files(folder: Path) -> list[tuple[float, int, str, str]]:
+    """(mtime, size, subfolder, name) of each state file in `folder`: regular files named as states, in
+    subfolders that are folders (a link is not followed)."""
+    found = []
+    with os.scandir(folder) as subfolders:
+        for sub in subfolders:
+            if not (_SUBFOLDER.fullmatch(sub.name) and sub.is_dir(follow_symlinks=False)):
+                continue
+            with os.scandir(sub.path) as entries:
+                for entry in entries:
+                    if _STATE_FILE.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                        info = entry.stat(follow_symlinks=False)
+                        found.append((info.st_mtime, info.st_size, sub.name, entry.name))
+    return found
+
+
+def user_cache_folder(environ: Mapping[str, str] = os.environ, platform: str = sys.platform) -> Path | None:
+    """rprm-lite's per-user cache folder: $RPRM_CACHE_DIR, else %LOCALAPPDATA%\\rprm-lite\\Cache on Windows,
+    ~/Library/Caches/rprm-lite on macOS, $XDG_CACHE_HOME/rprm-lite (default ~/.cache/rprm-lite) elsewhere;
+    None when there is no home folder to put it in."""
+    if environ.get(ENV_VAR):
+        return Path(environ[ENV_VAR]).expanduser()
+    if platform == "win32" and environ.get("LOCALAPPDATA"):
+        return Path(environ["LOCALAPPDATA"]) / APP / "Cache"
+    xdg = environ.get("XDG_CACHE_HOME", "")
+    if platform not in ("win32", "darwin") and os.path.isabs(xdg):  # the spec ignores a relative path
+        return Path(xdg) / APP
+    try:
+        home = Path.home()
+    except RuntimeError:  # no $HOME and no password entry
+        return None
+    return home / ("Library/Caches" if platform == "darwin" else "AppData/Local" if platform == "win32"
+                   else ".cache") / APP
+
+
+def checked_mode(mode: str) -> Mode:
+    """`mode` when it is one of MODES, else InputError (the option's one message)."""
+    if mode not in MODES:
+        raise InputError(f"--prefix-cache must be one of {', '.join(MODES)}, got {shown(mode)}")
+    return mode
+
+
+def make_prefix_cache(mode: Mode | bool | PrefixCache, folder: Path | None) -> PrefixCache | None:
+    """The prefix cache of `--prefix-cache MODE` (True is auto, False off; a `PrefixCache` is used as it is):
+    auto keeps states in memory and in `folder`'s `kv/` (the --cache folder), else in the per-user cache
+    folder's; memory in memory only; off nowhere (None)."""
+    if isinstance(mode, PrefixCache):
+        return mode
+    mode = checked_mode("auto" if mode is True else "off" if mode is False else mode)
+    if mode == "off":
+        return None
+    root = (folder if folder is not None else user_cache_folder()) if mode == "auto" else None
+    return PrefixCache(None if root is None else root / FOLDER)
 
 
 def state_from_file(data: bytes, key: str, n_tokens: int) -> bytes:

@@ -32,7 +32,7 @@ from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.model_file import ModelInfo
-from rprm_lite.prefix_cache import FOLDER, PrefixCache, state_key
+from rprm_lite.prefix_cache import Mode, PrefixCache, make_prefix_cache, state_key
 from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
 from rprm_lite.step_cache import StepCache, step_key
@@ -57,7 +57,7 @@ class Scorer:
     def __init__(self, model_path: str | Path | ModelInfo | None = None, config: ScoreConfig | None = None,
                  *, cache: str | Path | StepCache | None = None,
                  settings: tuple[ScoreConfig, Calibration | None] | None = None,
-                 lora: LoraArg | Sequence[LoraArg] | None = None, prefix_cache: PrefixCache | bool = True,
+                 lora: LoraArg | Sequence[LoraArg] | None = None, prefix_cache: Mode | bool | PrefixCache = "auto",
                  **overrides: Any) -> None:
         """`model_path` may also be a `ModelInfo` already checked by `inspect_model` (and `with_adapters`).
         `lora`: LoRA adapter GGUFs applied on top, each a path, "PATH:SCALE" or (path, scale); they are
@@ -66,8 +66,9 @@ class Scorer:
         `overrides` (field names) go on top.
         `cache`: a folder that keeps step results across runs, or a `StepCache` (default: in memory); the
         prompt prefixes' KV states are kept in its `kv` subfolder too.
-        `prefix_cache`: False decodes every prompt from its first token (the same results, slower); a
-        `PrefixCache` is used as it is (default: one in memory, and in the cache folder when there is one).
+        `prefix_cache`: "auto" (True) keeps the prompt prefixes' KV states in memory and on disk, in the `cache`
+        folder, else in the per-user cache folder ($RPRM_CACHE_DIR); "memory" in memory only; "off" (False)
+        decodes every prompt from its first token (the same results, slower); a `PrefixCache` is used as it is.
         `settings`: what `resolve_settings` returned for this model, taken as it is (instead of `config`
         and `overrides`: the calibration file is not read again)."""
         self.model_info: ModelInfo = (with_adapters(model_path, lora) if isinstance(model_path, ModelInfo)
@@ -76,7 +77,7 @@ class Scorer:
             raise TypeError("settings= (from resolve_settings) replaces config= and the overrides")
         self.config, self.calibration = settings or resolve_settings(self.model_info, config, overrides)
         self.step_cache = cache if isinstance(cache, StepCache) else StepCache(cache)
-        self.prefix_cache = self._make_prefix_cache(prefix_cache)
+        self.prefix_cache = make_prefix_cache(prefix_cache, self.step_cache.directory)
         self.engine = Engine(self.model_info.path, n_gpu_layers=self.config.n_gpu_layers,
                              threads=self.config.threads,
                              loras=[(adapter.path, adapter.scale) for adapter in self.model_info.adapters])
@@ -321,14 +322,16 @@ class Scorer:
 
     def _restore_prefix(self, tokens: list[int], marks: list[int]) -> int:
         """Put the longest cached prefix that ends at a mark into the empty cache; returns its length (or 0)."""
-        if self.prefix_cache is None:
+        if self.prefix_cache is None or not marks:
             return 0
+        self.prefix_cache.lookups += 1
         for mark in reversed(marks):
             key = self._prefix_key(tokens[:mark])
             state = self.prefix_cache.get(key, mark)
             if state is None:
                 continue
             if self.engine.load_sequence(PROMPT_SEQ, state, mark):
+                self.prefix_cache.restored += 1
                 self.prefix_cache.saved_tokens += mark
                 return mark
             self.prefix_cache.refused(key)
@@ -350,12 +353,6 @@ class Scorer:
                                  "n_gpu_layers": self.config.n_gpu_layers,
                                  "buffers": self.engine.buffer_rule.describe()}
         return state_key(self._prefix_base, prefix)
-
-    def _make_prefix_cache(self, prefix_cache: PrefixCache | bool) -> PrefixCache | None:
-        if isinstance(prefix_cache, PrefixCache):
-            return prefix_cache
-        folder = self.step_cache.directory
-        return PrefixCache(None if folder is None else folder / FOLDER) if prefix_cache else None
 
     def _fit_context(self, prompt_tokens: Iterable[Sequence[int]]) -> int:
         """Size the KV cache for this solution; returns the max new tokens a critique may use.

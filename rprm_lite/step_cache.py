@@ -49,7 +49,7 @@ DEFAULT_MAX_ENTRIES = 256  # at K=10 and 4096-token critiques an entry is at mos
 MAX_ENTRY_BYTES = 64 * 2**20  # K=255 critiques of a 32k context, with room; a larger one is not cached
 ENTRY_DEPTH = 3  # the record, its step, the step's lists
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
-_FOLDER_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+FOLDER_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 # the type of each StepResult field as stored in JSON (tuples are stored as lists)
@@ -163,7 +163,7 @@ def read_file_in(folder: Path, name: str, limit: int) -> bytes:
     """The bytes of the regular file `name` in `folder`, neither followed through a link: FileNotFoundError
     when it is absent, BadEntry when it is not a regular file or holds more than `limit` bytes, OSError when
     it cannot be read. The step cache's and the prefix cache's (rprm_lite/prefix_cache.py) one reader."""
-    handle_of_folder = os.open(folder, _FOLDER_FLAGS)  # a subfolder that is a link: ELOOP or ENOTDIR
+    handle_of_folder = os.open(folder, FOLDER_FLAGS)  # a subfolder that is a link: ELOOP or ENOTDIR
     try:
         handle = os.open(name, _READ_FLAGS, dir_fd=handle_of_folder)
     finally:
@@ -187,7 +187,7 @@ def replace_file_in(folder: Path, name: str, data: bytes) -> None:
     except FileExistsError:
         pass
     try:
-        handle_of_folder = os.open(folder, _FOLDER_FLAGS)
+        handle_of_folder = os.open(folder, FOLDER_FLAGS)
     except OSError as exc:
         raise OSError(exc.errno, f"{folder} is not a plain folder (a link or a file? remove it)") from None
     temp = f".tmp-{name}-{secrets.token_hex(4)}"

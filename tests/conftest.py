@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,17 @@ from rprm_lite.buffers import apply_to_llama_cpp
 from shared_paths import QWEN2_VOCAB
 
 apply_to_llama_cpp()  # models the tests load through llama_cpp.Llama follow the runtime's buffer rule (no AMX)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_cache_folder(tmp_path_factory) -> Iterator[Path]:
+    """rprm-lite's per-user cache folder ($RPRM_CACHE_DIR, where every Scorer, command and server the tests start
+    keeps prefix states by default): a temporary one for the whole session, so the suite never writes into the
+    real home."""
+    folder = tmp_path_factory.mktemp("user-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("RPRM_CACHE_DIR", str(folder))
+        yield folder
 
 
 @pytest.fixture(scope="session")

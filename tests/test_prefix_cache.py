@@ -19,8 +19,9 @@ import pytest
 
 from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import DecodeEntry, Engine
+from rprm_lite.errors import InputError
 from rprm_lite.output import to_json_line
-from rprm_lite.prefix_cache import MAGIC, PrefixCache, state_from_file
+from rprm_lite.prefix_cache import MAGIC, PrefixCache, make_prefix_cache, state_from_file, user_cache_folder
 from rprm_lite.prompt import head_part, render
 from rprm_lite.scoring import Scorer
 from rprm_lite.solution import Solution
@@ -159,3 +160,173 @@ def test_a_prompt_decoded_in_one_piece_differs_so_the_pieces_matter(small_bpe_gg
         assert rows[0] != rows[1]
     finally:
         engine.close()
+
+
+# -- where the states are kept: --prefix-cache auto (the default), memory, off -----------------------------------
+@pytest.mark.parametrize(("environ", "platform", "expected"), [
+    ({"RPRM_CACHE_DIR": "/data/rc", "XDG_CACHE_HOME": "/xdg"}, "linux", "/data/rc"),
+    ({"XDG_CACHE_HOME": "/xdg"}, "linux", "/xdg/rprm-lite"),
+    ({"XDG_CACHE_HOME": "relative"}, "linux", "HOME/.cache/rprm-lite"),  # the XDG spec ignores a relative path
+    ({}, "linux", "HOME/.cache/rprm-lite"),
+    ({"XDG_CACHE_HOME": "/xdg"}, "darwin", "HOME/Library/Caches/rprm-lite"),
+    ({"LOCALAPPDATA": "/appdata"}, "win32", "/appdata/rprm-lite/Cache"),
+])
+def test_the_per_user_cache_folder_is_the_platforms_unless_rprm_cache_dir_names_one(monkeypatch, environ, platform,
+                                                                                    expected):
+    monkeypatch.setenv("HOME", "/home/u")
+    assert user_cache_folder(environ, platform) == Path(expected.replace("HOME", "/home/u"))
+
+
+def test_by_default_the_template_state_goes_to_the_per_user_cache_folder_and_is_read_back(small_bpe_gguf, tmp_path,
+                                                                                          monkeypatch):
+    monkeypatch.setenv("RPRM_CACHE_DIR", str(tmp_path / "user"))
+    expected = alone(small_bpe_gguf, CONFIG)[:1]
+    for disk_hits in (0, 1):
+        with Scorer(small_bpe_gguf, CONFIG, cache=StepCache(**NO_STEP_CACHE)) as scorer:
+            assert lines([scorer.score_solution(BATCH[0])]) == expected
+            assert (scorer.prefix_cache.directory, scorer.prefix_cache.disk_hits) == (tmp_path / "user" / "kv",
+                                                                                      disk_hits)
+    assert len(list((tmp_path / "user" / "kv").glob("*/*.kv"))) == 1
+    assert not [path for path in (tmp_path / "user").rglob("*") if path.suffix == ".json"]  # no step results
+
+
+def test_memory_keeps_states_in_memory_only_and_off_keeps_none(small_bpe_gguf, tmp_path, monkeypatch):
+    monkeypatch.setenv("RPRM_CACHE_DIR", str(tmp_path / "user"))
+    assert make_prefix_cache("memory", tmp_path / "steps").directory is None
+    assert make_prefix_cache("off", tmp_path / "steps") is None and make_prefix_cache(False, None) is None
+    assert make_prefix_cache(True, tmp_path / "steps").directory == tmp_path / "steps" / "kv"
+    with pytest.raises(InputError, match="--prefix-cache must be one of auto, memory, off, got 'disk'"):
+        Scorer(small_bpe_gguf, CONFIG, prefix_cache="disk")
+    with Scorer(small_bpe_gguf, CONFIG, prefix_cache="memory") as scorer:
+        scorer.score_solution(BATCH[0])
+    assert not (tmp_path / "user").exists()
+
+
+def test_an_unwritable_cache_folder_scores_from_memory_and_counts_the_failed_write(small_bpe_gguf, tmp_path,
+                                                                                   monkeypatch):
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("RPRM_CACHE_DIR", str(tmp_path / "a-file" / "cache"))  # no folder can be made there
+    with Scorer(small_bpe_gguf, CONFIG, cache=StepCache(**NO_STEP_CACHE)) as scorer:
+        assert lines(scorer.score_solution(s) for s in BATCH) == alone(small_bpe_gguf, CONFIG)
+        assert (scorer.prefix_cache.write_errors, scorer.prefix_cache.hits) == (1, 2)  # still reused in memory
+        assert scorer.prefix_cache.last_write_error
+
+
+def test_the_folder_is_bounded_and_drops_the_states_least_recently_used_first(tmp_path):
+    keys = [f"{i:x}" * 64 for i in range(5)]
+    cache = PrefixCache(tmp_path)
+    for age, key in enumerate(keys[:3]):
+        cache.put(key, bytes(100), 1, persist=True)
+        os.utime(path_of(tmp_path, key), (1000 + age, 1000 + age))  # written in this order
+    size = path_of(tmp_path, keys[0]).stat().st_size
+    cache.max_disk_bytes = 3 * size
+    PrefixCache(tmp_path).get(keys[0], 1)  # read from disk: now the most recently used
+    cache.put(keys[3], bytes(100), 1, persist=True)  # four files do not fit: the oldest, keys[1], goes
+    assert [path_of(tmp_path, key).exists() for key in keys[:4]] == [True, False, True, True]
+    cache.put(keys[4], bytes(3 * size), 1, persist=True)  # larger than the whole bound: not written
+    assert not path_of(tmp_path, keys[4]).exists() and cache.write_errors == 0
+
+
+def test_the_bound_removes_only_state_files_and_follows_no_link(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ("a" * 64 + ".kv")).write_bytes(bytes(500))
+    folder = tmp_path / "cache"
+    (folder / "bb").mkdir(parents=True)
+    (folder / "aa").symlink_to(outside)  # a subfolder that is a link: never listed, never emptied
+    (folder / "bb" / "notes.txt").write_bytes(bytes(500))
+    cache = PrefixCache(folder)
+    cache.put("c" * 64, bytes(10), 1, persist=True)
+    cache.max_disk_bytes = path_of(folder, "c" * 64).stat().st_size  # room for one state file
+    cache.put("d" * 64, bytes(10), 1, persist=True)  # the two do not fit: the older one goes, nothing else
+    assert (outside / ("a" * 64 + ".kv")).exists() and (folder / "bb" / "notes.txt").exists()
+    assert [path_of(folder, key).exists() for key in ("c" * 64, "d" * 64)] == [False, True]
+
+
+def path_of(folder: Path, key: str) -> Path:
+    return folder / key[:2] / f"{key}.kv"
+
+
+# -- the command line ----------------------------------------------------------------------------------------------
+def score_cli(model: Path, source: Path, *extra: str, cache_folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rprm_lite.cli", "score", str(source), "--model", str(model), "--k",
+                           "2", "--max-tokens", "8", "--seed", "5", "--all-steps", "--threads", "1", "--json",
+                           "--show-critiques", *extra], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "RPRM_CACHE_DIR": str(cache_folder)})
+
+
+def test_score_gives_the_same_json_bytes_with_prefix_reuse_off_in_memory_and_from_the_user_cache(small_bpe_gguf,
+                                                                                                  tmp_path):
+    source = tmp_path / "batch.jsonl"
+    source.write_text("".join(json.dumps({"id": s.id, "question": s.question, "steps": list(s.steps)}) + "\n"
+                              for s in BATCH))
+    user = tmp_path / "user"
+    off = score_cli(small_bpe_gguf, source, "--prefix-cache", "off", cache_folder=user)
+    assert not user.exists()
+    # the default (auto) writes the template's state into the user cache folder, the second run reads it
+    runs = [score_cli(small_bpe_gguf, source, *extra, cache_folder=user)
+            for extra in ((), (), ("--prefix-cache", "memory"))]
+    assert [run.returncode for run in (off, *runs)] == [0] * 4, runs[-1].stderr
+    assert len(off.stdout.splitlines()) == len(BATCH)
+    assert [(run.stdout, run.stderr) for run in runs] == [(off.stdout, off.stderr)] * 3  # no note of the cache
+    assert len(list((user / "kv").glob("*/*.kv"))) == 1
+
+
+def test_a_bad_prefix_cache_mode_is_one_error_line(small_bpe_gguf, tmp_path):
+    source = tmp_path / "s.json"
+    source.write_text(json.dumps({"question": APPLES, "steps": ["3 + 4 = 7."]}))
+    result = score_cli(small_bpe_gguf, source, "--prefix-cache", "disk", cache_folder=tmp_path / "user")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "error: --prefix-cache must be one of auto, memory, off, got 'disk'\n"
+
+
+def test_serve_answers_the_same_with_prefix_reuse_off_and_from_the_user_cache(small_bpe_gguf, tmp_path):
+    pytest.importorskip("uvicorn", reason="the serve extra (pip install 'rprm-lite[serve]') is not installed")
+    from serve_process import Server, call
+
+    bodies = [{"id": s.id, "question": s.question, "steps": list(s.steps)} for s in BATCH]
+    answers = {}
+    for mode in ("off", "auto"):
+        env = {**os.environ, "RPRM_CACHE_DIR": str(tmp_path / mode)}
+        server = Server(small_bpe_gguf, "--port", 0, "--k", "2", "--max-tokens", "8", "--seed", "5", "--all-steps",
+                        "--threads", "1", "--prefix-cache", mode, env=env).wait_listening()
+        try:
+            server.wait_healthy()
+            answers[mode] = [call(server, "POST", "/v1/score", body)[2] for body in bodies]
+            assert json.loads(call(server, "GET", "/v1/info")[2])["server"]["prefix_cache"] == mode
+        finally:
+            assert server.stop() == 0
+    assert answers["auto"] == answers["off"] and len(answers["off"]) == len(BATCH)
+    assert (len(list((tmp_path / "auto" / "kv").glob("*/*.kv"))), (tmp_path / "off").exists()) == (1, False)
+
+
+def test_the_cache_note_of_score_says_how_many_prompts_started_from_a_kept_prefix(small_bpe_gguf, tmp_path):
+    source = tmp_path / "batch.jsonl"
+    source.write_text("".join(json.dumps({"id": s.id, "question": s.question, "steps": list(s.steps)}) + "\n"
+                              for s in BATCH))
+    with Scorer(small_bpe_gguf, CONFIG, cache=StepCache(**NO_STEP_CACHE), prefix_cache="memory") as scorer:
+        for solution in BATCH:
+            scorer.score_solution(solution)
+        saved = scorer.prefix_cache.saved_tokens  # p1 takes the template's state, a2 a1's question's
+    first = score_cli(small_bpe_gguf, source, "--cache", str(tmp_path / "c"), cache_folder=tmp_path / "user")
+    assert first.returncode == 0, first.stderr
+    assert first.stderr.splitlines()[-1] == (f"cache {tmp_path / 'c'}: 0 of 6 scored step(s) reused; instructions put "
+                                             f"back for 2 of 3 prompt(s) decoded from the start ({saved} tokens not "
+                                             "decoded)")
+    again = score_cli(small_bpe_gguf, source, "--cache", str(tmp_path / "c"), cache_folder=tmp_path / "user")
+    assert again.stderr.splitlines()[-1] == f"cache {tmp_path / 'c'}: 6 of 6 scored step(s) reused"  # nothing decoded
+
+
+def test_an_unwritable_user_cache_folder_is_one_note_and_the_same_results(small_bpe_gguf, tmp_path):
+    source = tmp_path / "batch.jsonl"
+    source.write_text("".join(json.dumps({"id": s.id, "question": s.question, "steps": list(s.steps)}) + "\n"
+                              for s in BATCH))
+    (tmp_path / "a-file").write_text("")
+    plain = score_cli(small_bpe_gguf, source, "--prefix-cache", "memory", cache_folder=tmp_path / "user")
+    blocked = score_cli(small_bpe_gguf, source, cache_folder=tmp_path / "a-file" / "cache")
+    assert (blocked.returncode, blocked.stdout) == (0, plain.stdout)
+    notes = blocked.stderr.removeprefix(plain.stderr).splitlines()
+    assert len(notes) == 1 and notes[0].startswith(
+        f"note: the prompt's prefix state could not be saved in {tmp_path / 'a-file' / 'cache' / 'kv'} (")
+    assert notes[0].endswith("it is kept in memory for this run and the results are not affected (set "
+                             "$RPRM_CACHE_DIR to a folder you can write, or pass --prefix-cache memory)")

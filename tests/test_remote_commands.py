@@ -103,7 +103,7 @@ def test_options_the_remote_backend_lacks_are_one_error_line_and_nothing_is_sent
     calibration.write_text("{}")
     with ScriptedServer(vllm) as server:
         for args, flag in [(["--adaptive"], "--adaptive"), (["--calibration", calibration], "--calibration"),
-                           (["--cache", tmp_path / "cache"], "--cache")]:
+                           (["--cache", tmp_path / "cache"], "--cache"), (["--prefix-cache", "off"], "--prefix-cache")]:
             result = run("score", solution, "--backend", server.url, "--vocab", tiny_gguf, *args)
             assert (result.returncode, result.stdout) == (2, ""), result.stderr
             assert result.stderr == (f"error: {flag} is not supported with --backend URL yet; score with the local "

@@ -70,11 +70,13 @@ class RemoteConfig:
 UNSUPPORTED = (("adaptive", "--adaptive"), ("calibration", "--calibration"))
 
 
-def refuse_unsupported(settings: Mapping[str, Any], *, cache: Any = None) -> None:
-    """Raise InputError naming the first setting (or --cache) the remote backend cannot honour yet, so
-    that a run never quietly scores with other settings than asked; checked before any request is sent."""
+def refuse_unsupported(settings: Mapping[str, Any], *, cache: Any = None, prefix_cache: str = "auto") -> None:
+    """Raise InputError naming the first setting (or --cache, --prefix-cache other than auto) the remote backend
+    cannot honour yet, so that a run never quietly scores with other settings than asked; checked before any
+    request is sent."""
     given = [flag for name, flag in UNSUPPORTED if settings.get(name) not in (None, False)]
     given += ["--cache"] if cache is not None else []
+    given += ["--prefix-cache"] if prefix_cache != "auto" else []
     if given:
         raise InputError(f"{given[0]} is not supported with --backend URL yet; score with the local engine "
                          f"(--backend local) or leave out {given[0]}")

@@ -1,5 +1,5 @@
 """`rprm-lite serve`: its options are ServeConfig's fields plus every score option, as request defaults
-(--calibration and --cache are server-wide: a request cannot change them)."""
+(--calibration, --cache and --prefix-cache are server-wide: a request cannot change them)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,6 @@ def serve(model: score_cli.ModelOpt = None, *, server: dict[str, Any], settings:
     from rprm_lite.serve.server import serve as run
 
     cache = None if job.get("cache") is None else str(job["cache"])
-    config = ServeConfig(**server, show_critiques=job["show_critiques"], cache=cache)
+    config = ServeConfig(**server, show_critiques=job["show_critiques"], cache=cache, prefix_cache=job["prefix_cache"])
     run(model, score_cli.score_overrides(settings), config, lora=job.get("lora", ()),
         on_ready=lambda url: print(f"rprm-lite serve: listening on {url}", file=sys.stderr, flush=True))

@@ -50,7 +50,8 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
         load_failure.append(exc)
         server.should_exit = True
 
-    worker = EngineWorker(lambda: Scorer(info, cache=cache, **overrides), max_queue=serve_config.max_queue,
+    worker = EngineWorker(lambda: Scorer(info, cache=cache, prefix_cache=serve_config.prefix_cache, **overrides),
+                          max_queue=serve_config.max_queue,
                           on_load_failed=load_failed)
     app = create_app(worker, serve_config=serve_config, defaults=defaults, model=info, api_key=key,
                      calibration=calibration)

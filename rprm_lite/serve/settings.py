@@ -14,7 +14,7 @@ import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from rprm_lite.config import INT32_MAX, MAX_K, ScoreConfig
 from rprm_lite.errors import InputError
@@ -60,10 +60,11 @@ class ServeConfig(Settings):
     cors_origins: tuple[str, ...] = option((), help="Origin allowed to call from a browser (repeat for more); "
                                            "none by default.", flag="--cors-origin", metavar="ORIGIN",
                                            cli_type=list[str] | None, cli_default=None, parse=tuple)
-    # these two are options of `score` too (rprm_lite/commands.JOB_OPTIONS): the default of the request option
-    # of that name, and a folder keeping step results across requests and restarts
+    # these are options of `score` too (rprm_lite/commands.JOB_OPTIONS): the default of the request option
+    # of that name, a folder keeping step results across requests and restarts, and where prefix states are kept
     show_critiques: bool = False
     cache: str | None = None
+    prefix_cache: Literal["auto", "memory", "off"] = "auto"
 
     def problems(self) -> Iterator[str]:
         if not 0 <= self.port <= 65535:

@@ -151,6 +151,29 @@ def test_rerank_scores_candidates_without_scores(tmp_path, monkeypatch, fake_sco
     assert (made[0].config.all_steps, made[0].scored, made[0].closed) == (True, ["q/0", "q/1"], True)
 
 
+def test_rerank_passes_prefix_cache_to_the_local_scorer_and_refuses_it_with_a_server(tmp_path, monkeypatch,
+                                                                                      fake_scorer):
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"id": "q", "question": "1+1?", "candidates": [{"steps": ["1+1=2."], "answer": "2"}]}))
+    given = []
+
+    def make(model, settings):
+        given.append(settings)
+        fields = {name: value for name, value in settings.items() if name != "prefix_cache"}
+        return fake_scorer({"q/0": [(1.0, 1.0)]}, ScoreConfig(k=2).replace(**fields))
+
+    monkeypatch.setattr(cli, "make_scorer", make)
+    for mode in ("off", "memory", "auto"):
+        result = CliRunner().invoke(cli.rerank_app, [str(path), "--k", "2", "--prefix-cache", mode])
+        assert result.exit_code == 0, result.output
+    assert [settings.get("prefix_cache") for settings in given] == ["off", "memory", None]  # None: the default
+    bad = CliRunner().invoke(cli.rerank_app, [str(path), "--prefix-cache", "disk"])
+    assert (bad.exit_code, bad.stderr) == (2, "error: --prefix-cache must be one of auto, memory, off, got 'disk'\n")
+    remote = CliRunner().invoke(cli.rerank_app, [str(path), "--backend", "http://127.0.0.1:9", "--prefix-cache", "off"])
+    assert remote.exit_code == 2 and "--prefix-cache is not supported with --backend URL yet" in remote.stderr
+    assert len(given) == 3
+
+
 def test_rerank_bad_input_is_one_line_on_stderr(tmp_path, no_model):
     result = CliRunner().invoke(cli.rerank_app, [str(tmp_path / "missing.jsonl")])
     assert result.exit_code == 2

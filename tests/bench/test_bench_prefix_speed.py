@@ -32,6 +32,9 @@ def test_each_way_scores_the_same_batch_and_skips_only_the_prefixes_it_puts_back
     assert (memory["cache"]["hits"], memory["cache"]["disk_hits"]) == (3, 0)
     assert (disk["cache"]["hits"], disk["cache"]["disk_hits"]) == (3, 1)
     assert all(len(run["first_step_s"]) == 4 and run["batch_s"] > 0 for run in runs.values())
+    # the step-1 prompt is decoded before its critiques start: part of the step's latency
+    assert all(0 < prompt < step for run in runs.values() for prompt, step in zip(run["prompt_s"],
+                                                                                  run["first_step_s"], strict=True))
 
 
 def test_the_report_names_every_way_and_the_projection_scales_by_the_weights(small_bpe_gguf, tmp_path):
@@ -43,3 +46,13 @@ def test_the_report_names_every_way_and_the_projection_scales_by_the_weights(sma
     table = (tmp_path / "prefix_speed.md").read_text()
     assert all(f"| {way} |" in table for way in WAYS) and "| yes |" in table and "| NO |" not in table
     assert matmul_params(SHAPE_7B) == 28 * (2 * 3584**2 + 2 * 3584 * 512 + 3 * 3584 * 18944)
+
+
+def test_through_serve_each_way_is_a_fresh_server_and_the_result_lines_are_identical(small_bpe_gguf, tmp_path):
+    pytest.importorskip("uvicorn", reason="the serve extra (pip install 'rprm-lite[serve]') is not installed")
+    assert main(["--model", str(small_bpe_gguf), "--k", "2", "--tokens", "2", "--questions", "1", "--threads", "1",
+                 "--serve-only", "--out", str(tmp_path)]) == 0
+    [(label, runs)] = json.loads((tmp_path / "prefix_speed.json").read_text())["runs"].items()
+    assert label.endswith(", serve") and list(runs) == list(WAYS) and all(run["identical"] for run in runs.values())
+    table = (tmp_path / "prefix_speed.md").read_text()
+    assert table.count(", serve | ") == 3 and "--prefix-cache off" in table
