@@ -101,9 +101,10 @@ def _scale(value: float) -> float:
 def load_model_info(model: str | Path | None, lora: LoraArg | Sequence[LoraArg] | None = None) -> ModelInfo:
     """The model `--model`/$RPRM_MODEL names, or the bundled demo (its base with the bundled adapter first),
     checked, with the adapters of `lora` on top."""
-    from rprm_lite.model_file import demo_adapters, inspect_model, resolve_model_path
+    from rprm_lite.model_file import inspect_model, resolve_model
 
-    return with_adapters(inspect_model(resolve_model_path(model)), [*demo_adapters(model), *lora_specs(lora)])
+    path, bundled = resolve_model(model)
+    return with_adapters(inspect_model(path), [*bundled, *lora_specs(lora)])
 
 
 def with_adapters(base: ModelInfo, lora: LoraArg | Sequence[LoraArg] | None) -> ModelInfo:

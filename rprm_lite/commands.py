@@ -224,7 +224,7 @@ def info_text(model: Path | None, lora: tuple[str, ...] = ()) -> str:
     import llama_cpp
 
     from rprm_lite.adapter_file import with_adapters
-    from rprm_lite.model_file import demo_adapters, inspect_model, plain_value, resolve_model_path
+    from rprm_lite.model_file import inspect_model, plain_value, resolve_model
 
     lines = [
         f"llama-cpp-python {llama_cpp.__version__}",
@@ -232,8 +232,9 @@ def info_text(model: Path | None, lora: tuple[str, ...] = ()) -> str:
         f"system: {llama_cpp.llama_print_system_info().decode().strip()}",
     ]
     try:
-        info = inspect_model(resolve_model_path(model))
-        lora = (*map(str, demo_adapters(model)), *lora)
+        path, bundled = resolve_model(model)
+        info = inspect_model(path)
+        lora = (*map(str, bundled), *lora)
     except ModelFileError as exc:
         if model is not None or lora:  # the model asked for is missing or broken: an error, not a note
             raise

@@ -74,20 +74,20 @@ def demo_model() -> tuple[Path, Path]:
                              f"or pass --model PATH.gguf or set {MODEL_ENV}") from None
 
 
-def resolve_model_path(model: str | Path | None) -> Path:
-    """--model, else $RPRM_MODEL, else the bundled demo's base (`demo_adapters` names its adapter)."""
+def resolve_model(model: str | Path | None) -> tuple[Path, list[Path]]:
+    """(model file, the adapters that come with it): --model, else $RPRM_MODEL, else the bundled demo's base
+    with its adapter."""
     if model:
-        return Path(model)
+        return Path(model), []
     if os.environ.get(MODEL_ENV):
-        return Path(os.environ[MODEL_ENV])
-    return demo_model()[0]
+        return Path(os.environ[MODEL_ENV]), []
+    base, adapter = demo_model()
+    return base, [adapter]
 
 
-def demo_adapters(model: str | Path | None) -> list[Path]:
-    """The adapters that come with the model `resolve_model_path(model)` picks: the bundled one for the demo."""
-    if model or os.environ.get(MODEL_ENV):
-        return []
-    return [demo_model()[1]]
+def resolve_model_path(model: str | Path | None) -> Path:
+    """--model, else $RPRM_MODEL, else the bundled demo's base (`resolve_model` also names its adapter)."""
+    return resolve_model(model)[0]
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,12 @@ import ipaddress
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from rprm_lite.config import INT32_MAX, MAX_K, ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.options import Options, Settings, option
+from rprm_lite.prefix_cache import Mode
 
 DEFAULT_MAX_BODY_BYTES = 2**20
 DEFAULT_MAX_STEPS = 256
@@ -64,7 +65,7 @@ class ServeConfig(Settings):
     # of that name, a folder keeping step results across requests and restarts, and where prefix states are kept
     show_critiques: bool = False
     cache: str | None = None
-    prefix_cache: Literal["auto", "memory", "off"] = "auto"
+    prefix_cache: Mode = "auto"
 
     def problems(self) -> Iterator[str]:
         if not 0 <= self.port <= 65535:
