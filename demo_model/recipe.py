@@ -48,6 +48,7 @@ from typing import Any
 
 from rprm_lite.config import PROMPT_STYLES
 from rprm_lite.errors import InputError
+from rprm_lite.model_file import GGUF_SUFFIX
 from rprm_lite.training.jobconfig import JobConfig, option
 
 STATE_FILE = "stages.json"
@@ -188,7 +189,7 @@ class Recipe:
         model, tokenizer = load_base(source)
         save_base(model, tokenizer, fresh_folder(self.path("base")))
         gguf = self.path(BASE_GGUF)
-        if source.suffix == ".gguf":
+        if source.suffix == GGUF_SUFFIX:
             shutil.copyfile(source, gguf)  # the runtime's base: the very file the weights were read from
         else:
             self.to_gguf("base", gguf)
@@ -430,7 +431,7 @@ class Recipe:
 def base_name(source: Path) -> str:
     """A readable name of the base: a GGUF's file name up to its quantization ("SmolLM2-135M-Instruct"), or the
     checkpoint folder's name."""
-    return source.name.split(".")[0] if source.suffix == ".gguf" else source.resolve().name
+    return source.name.split(".")[0] if source.suffix == GGUF_SUFFIX else source.resolve().name
 
 
 def first_problems(split: Path, folder: Path, n: int) -> Path:
