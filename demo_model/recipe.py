@@ -15,14 +15,17 @@ Stages, each writing into --out:
 3. `seed.jsonl`  critiques by the programmatic teacher (each compared pair side by side: "52 vs 51, not the
                  same"), kept when their verdict agrees with the label; `sft-data.jsonl` the kept ones with Yes
                  critiques sampled down to `--no-share` No verdicts
-4. `sft/`        supervised fine-tuning with LoRA on every linear layer (loss on the critique only, the shared
+4. `drill/`     an arithmetic drill ("54 + 39 = 93" lines, the training problems' own expressions) that trains
+                 the LoRA first, so the calculation check computes instead of copying the step's result
+                 (`--drill-steps 0`: none); `drill/adapter/` the peft adapter SFT continues
+5. `sft/`        supervised fine-tuning with LoRA on every linear layer (loss on the critique only, the shared
                  prompt prefix of a micro-batch run once); `sft/adapter/` the peft adapter, `sft/` merged;
                  early signals (teacher-forced digit, comparison-word and verdict accuracy) in `sft/signals.jsonl`
-5. `pairs.jsonl` with --pair-problems N: K critiques per step sampled from the SFT model by the runtime, paired
+6. `pairs.jsonl` with --pair-problems N: K critiques per step sampled from the SFT model by the runtime, paired
                  agree/disagree (off by default: on 2 CPU cores 24 problems gave 15 pairs, and DPO on them
                  lowered F1; see rprm_lite/models/MODEL_CARD.md)
-6. `dpo/`        DPO on those pairs with a second, smaller LoRA on the SFT model, the SFT model as reference
-7. `rprm-demo-adapter.gguf` the adapter(s) as one llama.cpp LoRA (ranks concatenated: exact) against the base
+7. `dpo/`        DPO on those pairs with a second, smaller LoRA on the SFT model, the SFT model as reference
+8. `rprm-demo-adapter.gguf` the adapter(s) as one llama.cpp LoRA (ranks concatenated: exact) against the base
                  GGUF, verified against the merged model in transformers; it carries the demo's rprm.* defaults
                  (`sft-adapter.gguf` kept for evaluation)
 
@@ -36,6 +39,7 @@ with the same thread count (floating-point sums depend on it).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -80,6 +84,11 @@ class RecipeConfig(JobConfig):
     teacher_arithmetic: str = option("whole", help="How the teacher's calculation check derives its result: whole "
                                      "(\"89 - 72 = 17\") or columns (digit by digit, a quotient multiplied back).")
     full: bool = option(False, help="Fine-tune every weight instead of LoRA; the result is a whole model.")
+    drill_steps: int = option(150, help="Optimizer steps of the arithmetic drill before SFT (96 facts each; 0: no "
+                                        "drill; LoRA only).")
+    drill_learning_rate: float = option(1e-3, help="Peak learning rate of the arithmetic drill.")
+    drill_problems: int = option(20000, help="Problems (of the train split's kind, their own seed) whose "
+                                             "expressions the drill learns.")
     lora_r: int = option(16, help="LoRA rank of SFT (on every linear layer).")
     dpo_lora_r: int = option(4, help="LoRA rank of DPO (added to SFT's in the shipped adapter).")
     sft_learning_rate: float = option(1e-3, help="SFT peak learning rate (LoRA; use ~1e-4 with --full).")
@@ -115,7 +124,7 @@ class RecipeConfig(JobConfig):
     eval_problems: int = option(0, help="Evaluate on the first N test problems only (0: all).")
 
     def problems(self) -> Iterator[str]:
-        yield from self.at_least(train=1, test=1, context=256, batch_size=1, micro_batch_size=1, lora_r=1,
+        yield from self.at_least(drill_steps=0, drill_problems=1, train=1, test=1, context=256, batch_size=1, micro_batch_size=1, lora_r=1,
                                  dpo_lora_r=1, pair_problems=0, pair_k=2, max_tokens=16, eval_k=1, k=1,
                                  signal_examples=1, threads=0, eval_problems=0)
         from rprm_lite.training.synthetic_teacher import ARITHMETIC
@@ -152,7 +161,10 @@ class Recipe:
             resolve_base(self.config.base)  # a base that is not there fails before any work
         self.out.mkdir(parents=True, exist_ok=True)
         stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
-            ("data", self.data), ("base", self.base), ("seed", self.seed), ("sft", self.sft)]
+            ("data", self.data), ("base", self.base), ("seed", self.seed)]
+        if self.drills():
+            stages.append(("drill", self.drill))
+        stages.append(("sft", self.sft))
         if self.config.pair_problems:
             stages += [("pairs", self.pairs), ("dpo", self.dpo)]
         stages.append(("export", self.export))
@@ -209,6 +221,29 @@ class Recipe:
         balanced = balance_verdicts(out, self.path(SFT_DATA), no_share=c.no_share, seed=c.seed)
         return {"kept": report.kept, "dropped": dict(report.dropped), "balanced": balanced}
 
+    def drills(self) -> bool:
+        return self.config.drill_steps > 0 and not self.config.full
+
+    def drill(self) -> dict[str, Any]:
+        """The arithmetic drill: a LoRA trained on the expressions of fresh training-kind problems with their true
+        results, measured on the dev problems' expressions; SFT continues this LoRA."""
+        from rprm_lite.training.arithmetic_drill import DrillConfig, facts, train_drill
+        from rprm_lite.training.checkpoint import load_causal_lm, load_tokenizer
+        from rprm_lite.training.synthetic import generate_split
+        from rprm_lite.training.synthetic_problems import read_problems
+
+        c = self.config
+        drill_seed = int.from_bytes(hashlib.sha256(f"drill:{c.seed}".encode()).digest()[:4], "big")
+        train = facts(generate_split("train", c.drill_problems, seed=drill_seed, error_share=0.0))
+        held = facts(read_problems(self.path("data") / "dev" / "gsm8k.json"))
+        folder = fresh_folder(self.path("drill"))
+        config = DrillConfig(steps=c.drill_steps, learning_rate=c.drill_learning_rate, lora_r=c.lora_r,
+                             lora_alpha=2 * c.lora_r, seed=c.seed, precision=self.precision_of_loop(),
+                             device=self.device())
+        base = str(self.path("base"))
+        return train_drill(load_causal_lm(base), load_tokenizer(base), train, held, folder / "adapter", config,
+                           log=self.log) | {"adapter": str(folder / "adapter")}
+
     def sft(self) -> dict[str, Any]:
         from rprm_lite.training.sft import train_sft
         from rprm_lite.training.train_config import SFTRunConfig
@@ -221,7 +256,8 @@ class Recipe:
             micro_batch_size=c.micro_batch_size, epochs=c.sft_epochs * self.scale(), warmup_ratio=0.05,
             max_length=c.context, max_steps=round(c.sft_max_steps * self.scale()) if c.sft_max_steps > 0 else -1,
             seed=c.seed, logging_steps=10, precision=self.precision(), shared_prefix=True, lora=not c.full,
-            lora_r=c.lora_r, lora_alpha=2 * c.lora_r, lora_dropout=0.0)
+            lora_r=c.lora_r, lora_alpha=2 * c.lora_r, lora_dropout=0.0,
+            init_adapter=self.state["stages"]["drill"]["adapter"] if self.drills() else "")
         signals = self.signals_callback(str(out))
         summary = train_sft(run, callbacks=[signals])
         return summary.to_dict() | {"signals": signals.history[-1], "signals_file": str(signals.path)}
@@ -242,6 +278,9 @@ class Recipe:
         steps = [(p, i) for p in dev for i, label in enumerate(p.step_labels()) if label is not None]
         random.Random(c.seed).shuffle(steps)
         chosen = steps[:c.signal_examples]
+        # and up to 16 more arithmetic slips: the one kind where copying the step's result fails (calc_acc_arithmetic)
+        chosen += [(p, i) for p, i in steps[c.signal_examples:]
+                   if p.error and p.error["kind"] == "arithmetic" and i == p.label][:16]
         examples = [encoder.example(render(p.solution(), i, c.prompt_style), critique(p, i, rng=random.Random(0)))
                     for p, i in chosen]
         kinds = [p.error["kind"] if p.error and i == p.label else None for p, i in chosen]
@@ -298,6 +337,14 @@ class Recipe:
         from rprm_lite.buffers import cpu_flags
 
         return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
+
+    def precision_of_loop(self) -> str:
+        """The precision of a plain training loop (the drill's): bf16 autocast or fp32."""
+        if self.precision() != "auto":
+            return self.precision()
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
 
     def pairs(self) -> dict[str, Any]:
         from rprm_lite.training.pairs import PairsConfig, build_pairs

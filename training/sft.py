@@ -13,6 +13,7 @@ from typing import Any
 from rprm_lite.prompt import render
 from rprm_lite.training.checkpoint import load_causal_lm
 from rprm_lite.training.data_files import CritiqueRecord, read_critiques
+from rprm_lite.training.errors import TrainingError
 from rprm_lite.training.tokens import Example, PromptTokenizer
 from rprm_lite.training.train_config import SFTRunConfig
 from rprm_lite.training.trainer_setup import TrainSummary, prepare_examples, run_and_export, trainer_arguments
@@ -35,14 +36,30 @@ def build_sft_trainer(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) ->
     tokenizer, examples, summary = prepare_examples(
         config, lambda: sorted(read_critiques(config.data), key=lambda record: record.key), sft_examples,
         noun="examples")
+    arguments = trainer_arguments(SFTConfig, config, "sft", summary, callbacks, completion_only_loss=True,
+                                  dataset_num_proc=None)
+    model = load_causal_lm(config.model)
+    if config.init_adapter:
+        model = continued_lora(model, config.init_adapter)
+        arguments["peft_config"] = None  # the model is a trainable PeftModel already
     trainer = (shared_prefix_sft_trainer() if config.shared_prefix else SFTTrainer)(
-        model=load_causal_lm(config.model),
+        model=model,
         train_dataset=Dataset.from_list([{"input_ids": e.ids, "completion_mask": e.loss_mask} for e in examples]),
         processing_class=tokenizer,
-        **trainer_arguments(SFTConfig, config, "sft", summary, callbacks, completion_only_loss=True,
-                            dataset_num_proc=None),
+        **arguments,
     )
     return trainer, tokenizer, summary
+
+
+def continued_lora(model: Any, folder: str) -> Any:
+    """`model` with the peft adapter in `folder`, trainable."""
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(model, folder, is_trainable=True)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"{folder}: cannot load it as a peft LoRA adapter of {type(model).__name__} "
+                            f"({exc})") from None
 
 
 def shared_prefix_sft_trainer() -> type:

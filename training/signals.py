@@ -8,8 +8,11 @@ On a fixed slice of dev critiques, fed to the model as they are (teacher forcing
 - `cmp_acc`: share of comparison words predicted exactly: the " the" or " not" of "the same"/"not the same"
   right after each compared pair ("52 vs 51, not the same"), and `cmp_not_acc` the share of " not" among
   them (the differing pairs, the ones a weak model calls the same), also per error kind (`cmp_not_<kind>`).
-A pretrained base copies numbers at once (digit_acc is then saturated), so the comparison words are what
-predicts a free-running F1. All rise long before F1 does, so a run that will not learn shows it in minutes.
+- `calc_acc`: share of critiques whose calculation check's own result ("36 + 7 = 43; the Now Step writes 44")
+  the model predicts whole, also per error kind (`calc_acc_<kind>`). On an arithmetic slip the step's result is
+  wrong, so only there copying it fails: `calc_acc_arithmetic` says whether the model computes.
+A pretrained base copies numbers at once (digit_acc is then saturated), so the comparison words and the
+calculation results are what predict a free-running F1. All rise long before F1 does, so a run that will not learn shows it in minutes.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from rprm_lite.training.tokens import Example
 
 SIGNALS_FILE = "signals.jsonl"
 COMPARISON = re.compile(r"[,:]( )(?:not )?the same")  # group 1: the space the comparison word starts with
+CALCULATION = re.compile(r"\*\*Calculation Analysis\*\*: \d+ \S+ \d+ =( \d+);")  # group 1: the teacher's result
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class SignalExample:
     comparison_positions: tuple[int, ...] = ()  # positions of the word after each compared pair
     comparison_differs: tuple[bool, ...] = ()  # per position: the pair differs (the word is " not")
     kind: str | None = None  # the error kind of the example's problem (None: a right solution)
+    calculation_positions: tuple[int, ...] = ()  # the tokens of the calculation check's own result
 
 
 def signal_examples(examples: list[Example], tokenizer: Any,
@@ -49,20 +54,37 @@ def signal_examples(examples: list[Example], tokenizer: Any,
     for n, example in enumerate(examples):
         start = example.prompt_length
         positions = [i for i in range(start, len(example.ids)) if example.ids[i] in digits]
-        compared, differs = comparison_words(example, tokenizer)
+        text, starts = critique_text(example, tokenizer)
+        compared, differs = comparison_words(text, starts)
         found.append(SignalExample(example, positions, len(example.ids) - 2, compared, differs,
-                                   kinds[n] if kinds else None))
+                                   kinds[n] if kinds else None, calculation_tokens(text, starts)))
     return found
 
 
-def comparison_words(example: Example, tokenizer: Any) -> tuple[tuple[int, ...], tuple[bool, ...]]:
-    """Token positions where a comparison word starts, and whether each is " not"; a word that does not begin
-    its own token (a tokenizer that merges ", the") is left out."""
+def critique_text(example: Example, tokenizer: Any) -> tuple[str, dict[int, int]]:
+    """The critique's text as its tokens decode, and the token position that starts at each character offset."""
     starts: dict[int, int] = {}
     text = ""
     for position in range(example.prompt_length, len(example.ids)):
         starts[len(text)] = position
         text += tokenizer.decode([example.ids[position]])
+    return text, starts
+
+
+def calculation_tokens(text: str, starts: dict[int, int]) -> tuple[int, ...]:
+    """The positions of the tokens that hold the calculation check's own result (every token that overlaps its
+    digits); none when the critique has no such check."""
+    match = CALCULATION.search(text)
+    if match is None:
+        return ()
+    begin, end = match.start(1) + 1, match.end(1)  # the digits, after the space
+    offsets = sorted(starts) + [len(text)]
+    return tuple(starts[a] for a, b in zip(offsets, offsets[1:]) if a < end and b > begin)
+
+
+def comparison_words(text: str, starts: dict[int, int]) -> tuple[tuple[int, ...], tuple[bool, ...]]:
+    """Token positions where a comparison word starts, and whether each is " not"; a word that does not begin
+    its own token (a tokenizer that merges ", the") is left out."""
     matches = [(starts.get(m.start(1)), m.group(0)[2:].startswith("not")) for m in COMPARISON.finditer(text)]
     kept = [(position, differs) for position, differs in matches if position is not None]
     return tuple(p for p, _ in kept), tuple(d for _, d in kept)
@@ -75,6 +97,7 @@ def teacher_forced_signals(model: Any, items: list[SignalExample], *, batch_size
 
     digit_hits = digit_total = verdict_hits = 0
     compared: list[tuple[bool, bool, str | None]] = []  # (hit, differs, kind) per comparison word
+    calculated: list[tuple[bool, str | None]] = []  # (hit, kind) per calculation check
     was_training = model.training
     model.eval()
     with torch.no_grad():
@@ -101,9 +124,23 @@ def teacher_forced_signals(model: Any, items: list[SignalExample], *, batch_size
                 verdict_hits += int(guess[v - prefix - 1]) == item.example.ids[v]
                 compared += [(int(guess[p - prefix - 1]) == item.example.ids[p], differs, item.kind)
                              for p, differs in zip(item.comparison_positions, item.comparison_differs, strict=True)]
+                if item.calculation_positions:
+                    calculated.append((all(int(guess[p - prefix - 1]) == item.example.ids[p]
+                                           for p in item.calculation_positions), item.kind))
     model.train(was_training)
     return {"digit_acc": round(digit_hits / max(digit_total, 1), 4), "verdict_acc": round(verdict_hits / len(items), 4),
-            **comparison_signals(compared)}
+            **comparison_signals(compared), **calculation_signals(calculated)}
+
+
+def calculation_signals(calculated: list[tuple[bool, str | None]]) -> dict[str, float]:
+    """calc_acc over every calculation check, and per error kind."""
+    if not calculated:
+        return {}
+    signals = {"calc_acc": round(sum(hit for hit, _ in calculated) / len(calculated), 4)}
+    for kind in sorted({kind for _, kind in calculated if kind}):
+        hits = [hit for hit, k in calculated if k == kind]
+        signals[f"calc_acc_{kind}"] = round(sum(hits) / len(hits), 4)
+    return signals
 
 
 def comparison_signals(compared: list[tuple[bool, bool, str | None]]) -> dict[str, float]:

@@ -66,6 +66,13 @@ class SFTRunConfig(TrainConfig):
 
     data: str = option(help="Seed critiques JSONL written by `rprm-lite data seed`.")
     shared_prefix: bool = option(True, help="Run the prompt prefix common to a micro-batch once (same loss, faster).")
+    init_adapter: str = option("", help="With --lora: start from this peft adapter folder (for example the demo "
+                                        "recipe's arithmetic drill) instead of a fresh LoRA.")
+
+    def problems(self) -> Iterator[str]:
+        yield from super().problems()
+        if self.init_adapter and not self.lora:
+            yield "init-adapter needs --lora: it is a LoRA to continue"
 
 
 @dataclass(frozen=True, kw_only=True)

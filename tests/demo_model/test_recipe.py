@@ -25,7 +25,7 @@ pytest.importorskip("peft", reason="the recipe trains LoRA adapters with peft (t
 TOY = {"train": 60, "dev": 6, "test": 4, "sft_max_steps": -1, "sft_epochs": 2, "signals_every": 6,
        "greedy_every": 12, "greedy_problems": 2, "signal_examples": 8, "precision": "fp32",
        "sft_learning_rate": 3e-2, "batch_size": 8, "micro_batch_size": 8, "max_tokens": 48, "eval_k": 2, "lora_r": 8,
-       "threads": 1, "k": 3}
+       "threads": 1, "k": 3, "drill_steps": 4, "drill_problems": 40}
 
 
 def tiny_llama(folder: Path, seed: int = 0) -> Path:
@@ -82,7 +82,7 @@ def test_every_stage_runs_and_the_result_is_an_adapter_for_the_base(toy_run):
     from rprm_lite.model_file import inspect_model
 
     out, state, _ = toy_run
-    assert list(state["stages"]) == ["data", "base", "seed", "sft", "export", "evaluate"]
+    assert list(state["stages"]) == ["data", "base", "seed", "drill", "sft", "export", "evaluate"]
     stages = state["stages"]
     # the filter dropped the teacher's wrong critiques and kept the rest
     assert stages["seed"]["kept"] > 0 and stages["seed"]["dropped"]["wrong_verdict"] > 0

@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("transformers")
 
 from rprm_lite.prompt import render  # noqa: E402
-from rprm_lite.training.signals import comparison_signals, signal_examples  # noqa: E402
+from rprm_lite.training.signals import calculation_signals, comparison_signals, signal_examples  # noqa: E402
 from rprm_lite.training.synthetic import generate_split  # noqa: E402
 from rprm_lite.training.synthetic_teacher import NOT_SAME, SAME, critique  # noqa: E402
 from rprm_lite.training.tokens import PromptTokenizer  # noqa: E402
@@ -52,3 +52,28 @@ def test_comparison_signals_count_hits_overall_on_differing_pairs_and_per_kind()
     assert comparison_signals(compared) == {"cmp_acc": 0.75, "cmp_not_acc": 0.6667, "cmp_not_arithmetic": 1.0,
                                             "cmp_not_copy": 0.5}
     assert comparison_signals([]) == {}
+
+
+def test_the_calculation_check_s_own_result_is_found_not_the_step_s(tokenizer):
+    from rprm_lite.training.synthetic_problems import apply
+
+    encoder = PromptTokenizer(tokenizer)
+    problems = [p for p in generate_split("test", 60, seed=7) if p.error and p.error["kind"] == "arithmetic"][:4]
+    assert problems
+    for problem in problems:
+        step = problem.steps[problem.label]
+        text = critique(problem, problem.label, rng=random.Random(0))
+        example = encoder.example(render(problem.solution(), problem.label, "r-prm-eval"), text)
+        (item,) = signal_examples([example], tokenizer, ["arithmetic"])
+        result = apply(step.op, step.left, step.right)
+        assert result is not None and result != step.result  # a slip: only computing gives the teacher's number
+        positions = list(item.calculation_positions)
+        assert positions == list(range(positions[0], positions[-1] + 1))
+        decoded = tokenizer.decode([item.example.ids[p] for p in positions])
+        assert str(result) in decoded and len(decoded) <= len(str(result)) + 4, decoded  # the tokens of the result
+
+
+def test_calculation_signals_are_whole_results_overall_and_per_kind():
+    assert calculation_signals([(True, None), (False, "arithmetic"), (True, "arithmetic"), (True, "copy")]) == {
+        "calc_acc": 0.75, "calc_acc_arithmetic": 0.5, "calc_acc_copy": 1.0}
+    assert calculation_signals([]) == {}
