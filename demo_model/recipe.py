@@ -106,6 +106,9 @@ class RecipeConfig(JobConfig):
     micro_batch_size: int = option(4, help="Examples per forward pass (SFT; the shared prefix runs once per pass).")
     pair_problems: int = option(0, help="Training problems whose steps are sampled for DPO pairs (0: no pairs, no DPO; "
                                         "on 2 CPU cores 24 problems gave 15 pairs, and DPO on them lowered F1).")
+    teacher_pairs: int = option(0, help="Training problems whose steps give DPO pairs made by the teacher instead of "
+                                        "sampled (chosen: its honest critique; rejected: its mistaken one, which on "
+                                        "a wrong step copies the step's numbers); 0: none. Not with --pair-problems.")
     pair_k: int = option(4, help="Critiques sampled per step for pairs.")
     pair_temperature: float = option(0.95, help="Sampling temperature for pairs.")
     dpo_learning_rate: float = option(2e-4, help="DPO peak learning rate.")
@@ -124,11 +127,14 @@ class RecipeConfig(JobConfig):
     eval_problems: int = option(0, help="Evaluate on the first N test problems only (0: all).")
 
     def problems(self) -> Iterator[str]:
-        yield from self.at_least(drill_steps=0, drill_problems=1, train=1, test=1, context=256, batch_size=1, micro_batch_size=1, lora_r=1,
-                                 dpo_lora_r=1, pair_problems=0, pair_k=2, max_tokens=16, eval_k=1, k=1,
+        yield from self.at_least(drill_steps=0, drill_problems=1, train=1, test=1, context=256, batch_size=1,
+                                 micro_batch_size=1, lora_r=1,
+                                 dpo_lora_r=1, pair_problems=0, teacher_pairs=0, pair_k=2, max_tokens=16, eval_k=1, k=1,
                                  signal_examples=1, threads=0, eval_problems=0)
         from rprm_lite.training.synthetic_teacher import ARITHMETIC
 
+        if self.pair_problems and self.teacher_pairs:
+            yield "give --pair-problems (pairs sampled from the SFT model) or --teacher-pairs, not both"
         if self.teacher_arithmetic not in ARITHMETIC:
             yield f"teacher-arithmetic must be one of {', '.join(ARITHMETIC)}, got {self.teacher_arithmetic!r}"
         if not 0 <= self.teacher_wrong_share < 1:
@@ -165,7 +171,7 @@ class Recipe:
         if self.drills():
             stages.append(("drill", self.drill))
         stages.append(("sft", self.sft))
-        if self.config.pair_problems:
+        if self.config.pair_problems or self.config.teacher_pairs:
             stages += [("pairs", self.pairs), ("dpo", self.dpo)]
         stages.append(("export", self.export))
         if self.config.evaluate:
@@ -350,6 +356,8 @@ class Recipe:
         from rprm_lite.training.pairs import PairsConfig, build_pairs
 
         c = self.config
+        if c.teacher_pairs:
+            return self.teacher_contrasts()
         self.to_gguf("sft", self.path("sft.gguf"), quant=c.quant)
         solutions = self.path("pair-solutions.jsonl")
         lines = (self.path("data") / "train.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
@@ -359,6 +367,23 @@ class Recipe:
                                          k=c.pair_k, temperature=c.pair_temperature, max_tokens=c.max_tokens,
                                          seed=c.seed, prompt_style=c.prompt_style))
         return {"pairs": report.pairs, "steps": dict(report.steps)}
+
+    def teacher_contrasts(self) -> dict[str, Any]:
+        """Pairs from the teacher for the last `teacher_pairs` training problems (`contrast_records`)."""
+        from rprm_lite.jsonl import JsonlWriter
+        from rprm_lite.training.synthetic_problems import read_problems
+        from rprm_lite.training.synthetic_teacher import contrast_records
+
+        c = self.config
+        problems = read_problems(self.path("data") / "train.jsonl")[-round(c.teacher_pairs * self.scale()):]
+        out = self.path("pairs.jsonl")
+        out.unlink(missing_ok=True)
+        count = 0
+        with JsonlWriter(out) as writer:
+            for record in contrast_records(problems, seed=c.seed, prompt_style=c.prompt_style):
+                writer.write(record)
+                count += 1
+        return {"pairs": count, "source": "teacher"}
 
     def dpo(self) -> dict[str, Any]:
         from rprm_lite.training.dpo import train_dpo

@@ -142,7 +142,8 @@ def train_drill(model: Any, tokenizer: Any, train: Sequence[Fact], held: Sequenc
     return {"steps": config.steps, "facts_seen": config.steps * per_step, "distinct_facts": len(order),
             "held_out_facts": len(held), "accuracy_before": before, "accuracy_after": after,
             "first_loss": round(losses[0], 4) if losses else None,
-            "last_loss": round(losses[-1], 4) if losses else None, "train_seconds": round(time.perf_counter() - started, 1)}
+            "last_loss": round(losses[-1], 4) if losses else None,
+            "train_seconds": round(time.perf_counter() - started, 1)}
 
 
 def _cycle(items: Sequence[Fact], start: int, n: int) -> list[Fact]:

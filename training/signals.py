@@ -12,7 +12,8 @@ On a fixed slice of dev critiques, fed to the model as they are (teacher forcing
   the model predicts whole, also per error kind (`calc_acc_<kind>`). On an arithmetic slip the step's result is
   wrong, so only there copying it fails: `calc_acc_arithmetic` says whether the model computes.
 A pretrained base copies numbers at once (digit_acc is then saturated), so the comparison words and the
-calculation results are what predict a free-running F1. All rise long before F1 does, so a run that will not learn shows it in minutes.
+calculation results are what predict a free-running F1. All rise long before F1 does, so a run that will not
+learn shows it in minutes.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def calculation_tokens(text: str, starts: dict[int, int]) -> tuple[int, ...]:
         return ()
     begin, end = match.start(1) + 1, match.end(1)  # the digits, after the space
     offsets = sorted(starts) + [len(text)]
-    return tuple(starts[a] for a, b in zip(offsets, offsets[1:]) if a < end and b > begin)
+    return tuple(starts[a] for a, b in zip(offsets, offsets[1:], strict=False) if a < end and b > begin)
 
 
 def comparison_words(text: str, starts: dict[int, int]) -> tuple[tuple[int, ...], tuple[bool, ...]]:

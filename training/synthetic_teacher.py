@@ -63,6 +63,36 @@ def critique(problem: Problem, step_index: int, *, rng: random.Random, wrong_sha
     return write(problem, step_index, belief, columns=arithmetic == "columns")
 
 
+def contrast(problem: Problem, step_index: int, *, rng: random.Random,
+             arithmetic: str = "whole") -> tuple[str, str]:
+    """(chosen, rejected): the honest critique of a step, and the mistaken teacher's critique of it, whose verdict
+    is the opposite. On a wrong step the mistaken one takes the written numbers at face value: it copies the
+    step's own result into the calculation check ("36 + 7 = 44; ... 44 vs 44, the same"), the failure a model
+    that copies instead of computing shows; on a right step it misreads a number, miscalculates or misjudges
+    the operation."""
+    check_step(problem, step_index)
+    honest = true_belief(problem, step_index)
+    mistaken = mistaken_belief(problem, step_index, honest, rng)
+    columns = arithmetic == "columns"
+    return write(problem, step_index, honest, columns=columns), write(problem, step_index, mistaken, columns=columns)
+
+
+def contrast_records(problems: list[Problem], *, seed: int, prompt_style: str) -> Iterator[dict]:
+    """Preference pairs from the teacher, in the format `rprm-lite data pairs` writes: for each problem its first
+    error step (if it has one) and one right step before it or, without an error, one of its steps."""
+    for problem in problems:
+        rng = random.Random(f"contrast:{seed}:{problem.id}")
+        right = [i for i, label in enumerate(problem.step_labels()) if label]
+        chosen_steps = ([problem.label] if problem.label != -1 else []) + ([rng.choice(right)] if right else [])
+        for index in sorted(chosen_steps):
+            chosen, rejected = contrast(problem, index, rng=rng)
+            solution = problem.solution()
+            yield {"id": problem.id, "step": index + 1, "label": "correct" if index != problem.label else "wrong",
+                   "question": solution.question, "steps": list(solution.steps), "prompt_style": prompt_style,
+                   "model": "teacher", "outcome": "teacher_contrast",
+                   "samples": [{"critique": chosen}, {"critique": rejected}], "pairs": [[0, 1]]}
+
+
 def verdict_of(critique: str) -> bool | None:
     """True for "... (Yes/No)? Yes", False for No, None when the critique gives no verdict."""
     verdict = find_verdict(critique)

@@ -158,3 +158,14 @@ def test_a_base_that_is_not_there_is_one_clean_error(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "r"), "--base", "no-such-package-rprm"]) != 0
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no-such-package-rprm" in err and "Traceback" not in err
+
+
+def test_teacher_pairs_train_dpo_without_sampling_and_the_adapter_holds_both(tmp_path, toy_base):
+    config = toy_config(tmp_path / "r", toy_base, teacher_pairs=8, dpo_max_steps=3, drill_steps=2)
+    state = Recipe(config, log=lambda line: None).run()
+    assert list(state["stages"]) == ["data", "base", "seed", "drill", "sft", "pairs", "dpo", "export"]
+    assert state["stages"]["pairs"]["source"] == "teacher" and state["stages"]["pairs"]["pairs"] >= 8
+    assert not (tmp_path / "r" / "sft.gguf").exists()  # nothing was sampled
+    assert state["stages"]["dpo"]["steps"] == 3 and state["stages"]["export"]["trained"] == "dpo"
+    with pytest.raises(InputError, match="--pair-problems .* or --teacher-pairs, not both"):
+        toy_config(tmp_path / "x", toy_base, teacher_pairs=8, pair_problems=4)

@@ -27,6 +27,7 @@ from rprm_lite.training.synthetic_teacher import (
     OP_VERBS,
     SECTION_HEADERS,
     SyntheticTeacher,
+    contrast_records,
     critique,
     verdict_of,
 )
@@ -309,6 +310,37 @@ def test_mistaken_critiques_argue_for_their_wrong_verdict(train):
         text = critique(problem, index, rng=random.Random(index), wrong_share=1.0)
         assert verdict_of(text) is (not label), text
         assert any(marker in text for marker in FAULT_MARKERS) is label, text
+
+
+def test_teacher_pairs_prefer_the_honest_critique_and_reject_the_copied_result(train, tmp_path):
+    from rprm_lite.training.data_files import read_pairs
+    from rprm_lite.training.synthetic_problems import SYMBOLS, apply
+
+    problems = train[:80]
+    records = list(contrast_records(problems, seed=0, prompt_style="r-prm-eval"))
+    by_problem = Counter(r["id"] for r in records)
+    for problem in problems:  # the error step and one right step (a solution without error: one step)
+        right = sum(1 for label in problem.step_labels() if label)
+        assert by_problem[problem.id] == (problem.label != -1) + (right > 0)
+    slips = 0
+    for record in records:
+        problem = next(p for p in problems if p.id == record["id"])
+        chosen, rejected = (sample["critique"] for sample in record["samples"])
+        right = record["step"] - 1 != problem.label
+        assert verdict_of(chosen) is right and verdict_of(rejected) is (not right)
+        assert record["label"] == ("correct" if right else "wrong") and record["pairs"] == [[0, 1]]
+        if not right and problem.error["kind"] == "arithmetic":  # the rejected one copies the step's result
+            step = problem.steps[problem.label]
+            expression = f"{step.left} {SYMBOLS[step.op]} {step.right}"
+            assert f"{expression} = {apply(step.op, step.left, step.right)};" in chosen
+            assert f"{expression} = {step.result};" in rejected
+            slips += 1
+    assert slips >= 5
+    # the file reads as DPO data
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
+    assert len(read_pairs(path)) == len(records)
+    assert list(contrast_records(problems, seed=0, prompt_style="r-prm-eval")) == records  # seeded
 
 
 def test_wrong_verdicts_come_at_the_asked_share(train):
