@@ -15,15 +15,17 @@ Stages, each writing into --out:
 3. `seed.jsonl`  critiques by the programmatic teacher (each compared pair side by side: "52 vs 51, not the
                  same"), kept when their verdict agrees with the label; `sft-data.jsonl` the kept ones with Yes
                  critiques sampled down to `--no-share` No verdicts
-4. `drill/`     an arithmetic drill ("54 + 39 = 93" lines, the training problems' own expressions) that trains
-                 the LoRA first, so the calculation check computes instead of copying the step's result
-                 (`--drill-steps 0`: none); `drill/adapter/` the peft adapter SFT continues
+4. `drill/`     with --drill-steps N: an arithmetic drill ("54 + 39 = 93" lines, the expressions of fresh
+                 training-kind problems) that trains the LoRA first, so the calculation check might compute
+                 instead of copying the step's result; `drill/adapter/` the peft adapter SFT continues (off by
+                 default: it did not catch more slips; see rprm_lite/models/MODEL_CARD.md)
 5. `sft/`        supervised fine-tuning with LoRA on every linear layer (loss on the critique only, the shared
                  prompt prefix of a micro-batch run once); `sft/adapter/` the peft adapter, `sft/` merged;
                  early signals (teacher-forced digit, comparison-word and verdict accuracy) in `sft/signals.jsonl`
 6. `pairs.jsonl` with --pair-problems N: K critiques per step sampled from the SFT model by the runtime, paired
                  agree/disagree (off by default: on 2 CPU cores 24 problems gave 15 pairs, and DPO on them
-                 lowered F1; see rprm_lite/models/MODEL_CARD.md)
+                 lowered F1; see rprm_lite/models/MODEL_CARD.md); or with --teacher-pairs N, pairs the teacher
+                 writes: its honest critique over its mistaken one (which copies a wrong step's numbers)
 7. `dpo/`        DPO on those pairs with a second, smaller LoRA on the SFT model, the SFT model as reference
 8. `rprm-demo-adapter.gguf` the adapter(s) as one llama.cpp LoRA (ranks concatenated: exact) against the base
                  GGUF, verified against the merged model in transformers; it carries the demo's rprm.* defaults
@@ -84,8 +86,8 @@ class RecipeConfig(JobConfig):
     teacher_arithmetic: str = option("whole", help="How the teacher's calculation check derives its result: whole "
                                      "(\"89 - 72 = 17\") or columns (digit by digit, a quotient multiplied back).")
     full: bool = option(False, help="Fine-tune every weight instead of LoRA; the result is a whole model.")
-    drill_steps: int = option(150, help="Optimizer steps of the arithmetic drill before SFT (96 facts each; 0: no "
-                                        "drill; LoRA only).")
+    drill_steps: int = option(0, help="Optimizer steps of an arithmetic drill before SFT (96 facts each; LoRA only; "
+                                      "0: none). 150 lifted bare arithmetic but not the slips caught (MODEL_CARD.md).")
     drill_learning_rate: float = option(1e-3, help="Peak learning rate of the arithmetic drill.")
     drill_problems: int = option(20000, help="Problems (of the train split's kind, their own seed) whose "
                                              "expressions the drill learns.")

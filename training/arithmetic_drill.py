@@ -1,13 +1,16 @@
 """Arithmetic drill: short lines ("54 + 39 = 93") that teach a pretrained base the synthetic problems' arithmetic
-before it learns to write critiques.
+before it learns to write critiques (the demo recipe's `--drill-steps`).
 
 Why: a critique's calculation check ("36 + 7 = 43; the Now Step writes 44: 43 vs 44, not the same") is written a
 few lines below the step's own "36 + 7 = 44". A model that cannot add copies the step's result instead, and the
-copy is right on every step except an arithmetic slip, so SFT on critiques rewards it: the shipped adapter wrote
-"36 + 7 = 44 ... 44 vs 44, the same" and missed about half the slips. SmolLM2-135M-Instruct gets 10-60% of these
-facts right on its own (subtraction worst); 150 LoRA steps of drill (about 10 minutes on 2 CPU cores) lift them
-to 74-94%, measured teacher-forced on held-out facts. The drill trains the same LoRA that SFT then continues
-(`SFTRunConfig.init_adapter`), so the shipped adapter stays one rank-16 LoRA.
+copy is right on every step except an arithmetic slip: the shipped adapter wrote "36 + 7 = 44 ... 44 vs 44, the
+same" and missed about half the slips. SmolLM2-135M-Instruct gets 17-64% of these facts right on its own
+(subtraction worst); 150 LoRA steps of drill (about 9 minutes on 2 CPU cores) lift them to 77-92%, teacher-forced
+on held-out facts. The drill trains the LoRA that SFT then continues (`SFTRunConfig.init_adapter`).
+
+Measured (rprm_lite/models/MODEL_CARD.md): the gain does not survive SFT. On arithmetic slips the drilled
+model's teacher-forced calculation result fell from 62% right after the drill to 46% after SFT, as SFT relearned
+the copy, and free-running it caught 7 of 20 slips against the undrilled adapter's 11. So the recipe leaves it off.
 
 The facts are the problems' own expressions with their true results, written as the teacher writes them, so
 what the drill teaches is exactly what a calculation check needs. Several facts are packed into one sequence,
