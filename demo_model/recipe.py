@@ -129,10 +129,9 @@ class RecipeConfig(JobConfig):
     eval_problems: int = option(0, help="Evaluate on the first N test problems only (0: all).")
 
     def problems(self) -> Iterator[str]:
-        yield from self.at_least(drill_steps=0, drill_problems=1, train=1, test=1, context=256, batch_size=1,
-                                 micro_batch_size=1, lora_r=1,
-                                 dpo_lora_r=1, pair_problems=0, teacher_pairs=0, pair_k=2, max_tokens=16, eval_k=1, k=1,
-                                 signal_examples=1, threads=0, eval_problems=0)
+        yield from self.at_least(train=1, test=1, context=256, batch_size=1, micro_batch_size=1, lora_r=1,
+                                 dpo_lora_r=1, pair_problems=0, teacher_pairs=0, pair_k=2, max_tokens=16, eval_k=1,
+                                 k=1, signal_examples=1, threads=0, eval_problems=0, drill_steps=0, drill_problems=1)
         from rprm_lite.training.synthetic_teacher import ARITHMETIC
 
         if self.pair_problems and self.teacher_pairs:
