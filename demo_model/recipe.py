@@ -238,6 +238,7 @@ class Recipe:
         from rprm_lite.training.checkpoint import load_causal_lm, load_tokenizer
         from rprm_lite.training.synthetic import generate_split
         from rprm_lite.training.synthetic_problems import read_problems
+        from rprm_lite.training.trainer_setup import concrete_precision
 
         c = self.config
         drill_seed = int.from_bytes(hashlib.sha256(f"drill:{c.seed}".encode()).digest()[:4], "big")
@@ -245,7 +246,7 @@ class Recipe:
         held = facts(read_problems(self.path("data") / "dev" / "gsm8k.json"))
         folder = fresh_folder(self.path("drill"))
         config = DrillConfig(steps=c.drill_steps, learning_rate=c.drill_learning_rate, lora_r=c.lora_r,
-                             lora_alpha=2 * c.lora_r, seed=c.seed, precision=self.precision_of_loop(),
+                             lora_alpha=2 * c.lora_r, seed=c.seed, precision=concrete_precision(self.precision()),
                              device=self.device())
         base = str(self.path("base"))
         return train_drill(load_causal_lm(base), load_tokenizer(base), train, held, folder / "adapter", config,
@@ -344,14 +345,6 @@ class Recipe:
         from rprm_lite.buffers import cpu_flags
 
         return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
-
-    def precision_of_loop(self) -> str:
-        """The precision of a plain training loop (the drill's): bf16 autocast or fp32."""
-        if self.precision() != "auto":
-            return self.precision()
-        import torch
-
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
 
     def pairs(self) -> dict[str, Any]:
         from rprm_lite.training.pairs import PairsConfig, build_pairs

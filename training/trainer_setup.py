@@ -67,10 +67,15 @@ def trainer_arguments(trl_config_class: type, config: TrainConfig, command: str,
 
 
 def resolve_precision(config: TrainConfig) -> str:
+    return concrete_precision(config.precision)
+
+
+def concrete_precision(precision: str) -> str:
+    """bf16 or fp32: `auto` is bf16 on a GPU that has it, else fp32."""
     import torch
 
-    if config.precision != "auto":
-        return config.precision
+    if precision != "auto":
+        return precision
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
 
 
