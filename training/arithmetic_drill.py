@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rprm_lite.training.shared_prefix import IGNORE
 from rprm_lite.training.synthetic_problems import SYMBOLS, Problem, apply
-
-IGNORE = -100
 
 
 @dataclass(frozen=True)
