@@ -9,7 +9,9 @@ Training runs on exactly the weights the runtime runs: transformers dequantizes 
 
 Stages, each writing into --out:
 
-1. `data/`       synthetic step-labelled problems (train.jsonl; dev/ and test/ in ProcessBench format)
+1. `data/`       synthetic step-labelled problems (train.jsonl; dev/ and test/ in ProcessBench format);
+                 --train-error-kinds weights the kinds of the training problems' errors (default: equal shares;
+                 three times as many slips caught more slips but fewer copied numbers: MODEL_CARD.md)
 2. `base/`       the base as a Hugging Face folder (float32); `base.gguf` is the file the runtime runs it from
                  (the package's own GGUF, or the folder converted)
 3. `seed.jsonl`  critiques by the programmatic teacher (each compared pair side by side: "52 vs 51, not the
@@ -48,7 +50,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +80,8 @@ class RecipeConfig(JobConfig):
     seed: int = option(0, help="Seed of every stage (data, adapters' initial weights, sampling).")
     train: int = option(2500, help="Synthetic training problems.")
     train_error_share: float = option(0.8, help="Share of training problems with an injected error.")
+    train_error_kinds: str = option("", help="Kinds of the training problems' errors, comma-separated; a kind named n "
+                                             "times is drawn n times as often (empty: the four kinds, equal shares).")
     dev: int = option(200, help="Synthetic dev problems.")
     test: int = option(300, help="Synthetic test problems (the reported F1).")
     no_share: float = option(0.45, help="Share of No verdicts in the SFT data (Yes critiques are sampled down).")
@@ -143,6 +147,10 @@ class RecipeConfig(JobConfig):
         for name in ("train_error_share", "no_share"):
             if not 0 <= getattr(self, name) <= 1:
                 yield f"{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}"
+        if self.train_error_kinds:
+            from rprm_lite.training.synthetic import kind_list, settings_problems
+
+            yield from settings_problems({}, self.train_error_share, kind_list(self.train_error_kinds))
         yield from self.one_of("device", ("auto", "cpu", "cuda"))
         yield from self.one_of("precision", ("auto", "bf16", "fp32"))
         yield from self.one_of("prompt_style", PROMPT_STYLES)
@@ -196,7 +204,8 @@ class Recipe:
 
         c = self.config
         written = write_dataset(SyntheticConfig(out=str(self.path("data")), train=c.train, dev=c.dev,
-                                                test=c.test, seed=c.seed, train_error_share=c.train_error_share))
+                                                test=c.test, seed=c.seed, train_error_share=c.train_error_share,
+                                                train_error_kinds=c.train_error_kinds))
         return {"files": {k: str(v) for k, v in written.items()}}
 
     def base(self) -> dict[str, Any]:
@@ -477,7 +486,8 @@ class Recipe:
             state = json.loads(self.state_path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"{self.state_path}: unreadable ({exc}); delete it to start the recipe over") from None
-        before = state.get("config", {})
+        # a setting added to the recipe after the folder's run had its default then
+        before = {f.name: f.default for f in fields(RecipeConfig)} | state.get("config", {})
         changed = sorted(k for k, v in self.config.to_dict().items() if before.get(k) != v and k not in ADDABLE)
         if changed:
             raise InputError(f"{self.out} holds a recipe run with other settings ({', '.join(changed)}); "

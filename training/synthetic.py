@@ -210,21 +210,30 @@ class SyntheticConfig(JobConfig):
     seed: int = option(0, help="Seed; the same seed and sizes give the same files.")
     error_share: float = option(0.5, help="Share of solutions with an injected error, 0 to 1.")
     train_error_share: float = option(-1.0, help="The same for the train split only (-1: --error-share).")
-    error_kinds: str = option(",".join(ERROR_KINDS), help="Comma-separated kinds of injected errors.")
+    error_kinds: str = option(",".join(ERROR_KINDS), help="Comma-separated kinds of injected errors; a kind named n "
+                                                          "times is drawn n times as often.")
+    train_error_kinds: str = option("", help="The same for the train split only (empty: --error-kinds).")
 
     @property
     def kinds(self) -> tuple[str, ...]:
-        return tuple(kind.strip() for kind in self.error_kinds.split(",") if kind.strip())
+        return kind_list(self.error_kinds)
+
+    def split_kinds(self, split: str) -> tuple[str, ...]:
+        return kind_list(self.train_error_kinds) if split == "train" and self.train_error_kinds else self.kinds
 
     def split_error_share(self, split: str) -> float:
         return self.train_error_share if split == "train" and self.train_error_share != -1 else self.error_share
 
     def problems(self):
         yield from settings_problems({split: getattr(self, split) for split in SPLITS}, self.error_share, self.kinds)
-        if self.train_error_share != -1:
-            yield from settings_problems({}, self.train_error_share, self.kinds)
+        if self.train_error_share != -1 or self.train_error_kinds:
+            yield from settings_problems({}, self.split_error_share("train"), self.split_kinds("train"))
         if not any(getattr(self, split) for split in SPLITS):
             yield "every split size is 0; ask for at least one problem with --train, --dev or --test"
+
+
+def kind_list(text: str) -> tuple[str, ...]:
+    return tuple(kind.strip() for kind in text.split(",") if kind.strip())
 
 
 def settings_problems(sizes: Mapping[str, Any], error_share: Any, error_kinds: Sequence[str]) -> Iterator[str]:
@@ -241,7 +250,8 @@ def settings_problems(sizes: Mapping[str, Any], error_share: Any, error_kinds: S
 
 def generate_split(split: str, size: int, *, seed: int, error_share: float = 0.5,
                    error_kinds: Sequence[str] = ERROR_KINDS) -> list[Problem]:
-    """`size` problems of one split; round(size * error_share) of them carry an error, kinds in equal shares."""
+    """`size` problems of one split; round(size * error_share) of them carry an error, each kind in `error_kinds`
+    as often as it is named there."""
     if split not in SPLITS:
         raise InputError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     problems = list(settings_problems({split: size}, error_share, error_kinds))
@@ -259,7 +269,7 @@ def generate_split(split: str, size: int, *, seed: int, error_share: float = 0.5
 
 def generate(config: SyntheticConfig) -> dict[str, list[Problem]]:
     return {split: generate_split(split, getattr(config, split), seed=config.seed,
-                                  error_share=config.split_error_share(split), error_kinds=config.kinds)
+                                  error_share=config.split_error_share(split), error_kinds=config.split_kinds(split))
             for split in SPLITS}
 
 

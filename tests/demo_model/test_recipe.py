@@ -135,6 +135,15 @@ def test_a_rerun_with_other_settings_is_refused_before_any_work(toy_run, toy_bas
         Recipe(toy_config(out, toy_base, lora_r=4))
 
 
+def test_a_folder_from_before_a_new_setting_resumes_with_its_default(tmp_path, toy_base):
+    config = toy_config(tmp_path, toy_base)
+    older = {k: v for k, v in config.to_dict().items() if k != "train_error_kinds"}
+    (tmp_path / "stages.json").write_text(json.dumps({"config": older, "stages": {}}), encoding="utf-8")
+    Recipe(config)
+    with pytest.raises(InputError, match="other settings .train_error_kinds"):
+        Recipe(toy_config(tmp_path, toy_base, train_error_kinds="copy"))
+
+
 def test_same_seed_gives_the_same_data_and_base(tmp_path, toy_base):
     files = []
     for name in ("a", "b"):
@@ -169,3 +178,13 @@ def test_teacher_pairs_train_dpo_without_sampling_and_the_adapter_holds_both(tmp
     assert state["stages"]["dpo"]["steps"] == 3 and state["stages"]["export"]["trained"] == "dpo"
     with pytest.raises(InputError, match="--pair-problems .* or --teacher-pairs, not both"):
         toy_config(tmp_path / "x", toy_base, teacher_pairs=8, pair_problems=4)
+
+
+def test_training_error_kinds_reach_the_data_and_a_typo_is_refused(tmp_path, toy_base):
+    config = toy_config(tmp_path / "r", toy_base, train=40, train_error_share=1.0,
+                        train_error_kinds="arithmetic,arithmetic,arithmetic,copy")
+    Recipe(config, log=lambda line: None).data()
+    manifest = json.loads((tmp_path / "r" / "data" / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["splits"]["train"]["error_kinds"] == {"arithmetic": 30, "copy": 10}
+    with pytest.raises(InputError, match="unknown error kind 'slips'"):
+        toy_config(tmp_path / "x", toy_base, train_error_kinds="slips")

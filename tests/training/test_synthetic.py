@@ -182,6 +182,20 @@ def test_command_writes_splits_every_reader_accepts(tmp_path, capsys):
     assert {path: path.read_bytes() for path in out.rglob("*.json*")} == before
 
 
+def test_training_kinds_can_be_weighted_without_touching_dev_and_test(tmp_path):
+    out = tmp_path / "weighted"
+    main(["--out", str(out), "--train", "60", "--dev", "8", "--test", "8", "--seed", "5", "--train-error-share", "1",
+          "--train-error-kinds", "arithmetic,arithmetic,arithmetic,copy"])
+    train = read_problems(out / "train.jsonl")
+    assert Counter(p.error["kind"] for p in train) == {"arithmetic": 45, "copy": 15}
+    plain = tmp_path / "plain"
+    main(["--out", str(plain), "--train", "60", "--dev", "8", "--test", "8", "--seed", "5"])
+    for split in ("dev", "test"):
+        assert (out / split / "gsm8k.json").read_bytes() == (plain / split / "gsm8k.json").read_bytes()
+    with pytest.raises(InputError, match="unknown error kind 'slip'"):
+        SyntheticConfig(out=str(tmp_path), train_error_kinds="arithmetic,slip")
+
+
 def test_bad_settings_say_what_was_expected(tmp_path, capsys):
     with pytest.raises(InputError, match=r"train must be a whole number >= 0, got -1; error-share must be a "
                                          r"number between 0 and 1, got 1.5"):
