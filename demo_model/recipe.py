@@ -148,9 +148,9 @@ class RecipeConfig(JobConfig):
             if not 0 <= getattr(self, name) <= 1:
                 yield f"{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}"
         if self.train_error_kinds:
-            from rprm_lite.training.synthetic import kind_list, settings_problems
+            from rprm_lite.training.synthetic import kind_list, kind_problems
 
-            yield from settings_problems({}, self.train_error_share, kind_list(self.train_error_kinds))
+            yield from kind_problems(kind_list(self.train_error_kinds))
         yield from self.one_of("device", ("auto", "cpu", "cuda"))
         yield from self.one_of("precision", ("auto", "bf16", "fp32"))
         yield from self.one_of("prompt_style", PROMPT_STYLES)

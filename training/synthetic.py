@@ -242,6 +242,10 @@ def settings_problems(sizes: Mapping[str, Any], error_share: Any, error_kinds: S
             yield f"{split} must be a whole number >= 0, got {size!r}"
     if isinstance(error_share, bool) or not isinstance(error_share, (int, float)) or not 0 <= error_share <= 1:
         yield f"error-share must be a number between 0 and 1, got {error_share!r}"
+    yield from kind_problems(error_kinds)
+
+
+def kind_problems(error_kinds: Sequence[str]) -> Iterator[str]:
     unknown = [kind for kind in error_kinds if kind not in ERROR_KINDS]
     if unknown or not error_kinds:
         yield (f"unknown error kind {', '.join(map(repr, unknown)) or '(none given)'}; "
