@@ -62,6 +62,7 @@ class ConvertConfig:
     max_tokens: int | None = None  # written as rprm.max_tokens (the default critique length when scoring)
     k: int | None = None  # written as rprm.k (the default K when scoring)
     temperature: float | None = None  # written as rprm.temperature (0: greedy)
+    calculator: str | None = None  # written as rprm.calculator ("on": critiques written with the calculator)
     base: str | None = option(None, help="For a peft LoRA folder: the checkpoint folder (or repo id) it was trained "
                               "on (default: its adapter_config.json's base_model_name_or_path).")
     base_gguf: Path | None = option(None, help="For a peft LoRA folder: the base GGUF the adapter will run on; its "
@@ -258,3 +259,5 @@ def add_rprm_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary, config: Conver
     writer.add_float32(metadata.THRESHOLD, defaults.threshold)
     if config.description:
         writer.add_string(metadata.DESCRIPTION, config.description)
+    if config.calculator is not None:
+        writer.add_string(metadata.CALCULATOR, ScoreConfig(calculator=config.calculator).calculator)

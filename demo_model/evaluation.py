@@ -27,12 +27,13 @@ RESAMPLES = 2000
 KIND_SHORT = {"arithmetic": "arith", "copy": "copy", "operation": "op", "contradiction": "contra"}
 
 
-def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: int, max_tokens: int,
-                          lora: Sequence[str] = (), adaptive: bool = False, threads: int | None = None
-                          ) -> dict[str, Any]:
+def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: int, max_tokens: int | None,
+                          lora: Sequence[str] = (), adaptive: bool = False, threads: int | None = None,
+                          calculator: str | None = None, critiques: bool = False) -> dict[str, Any]:
     """ProcessBench metrics of one model (with its LoRA adapters) on a synthetic split (K=1 is greedy), via the
     benchmark harness, and the wall seconds per scored step. As ProcessBench needs only the first error, steps
-    after the first one scored wrong are not scored."""
+    after the first one scored wrong are not scored. `calculator` ("on"/"off") and `max_tokens` override the model
+    file's when given; `critiques` keeps the critiques' text in the predictions."""
     from rprm_lite.bench import processbench
     from rprm_lite.bench.harness import run_items
     from rprm_lite.scoring import Scorer
@@ -40,10 +41,11 @@ def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: i
     items = processbench.load_processbench(data, (processbench.SUBSETS[0],))
     temperature = {"temperature": 0.0} if k == 1 else {}
     started = time.perf_counter()
-    with Scorer(model, k=k, seed=seed, max_tokens=max_tokens, lora=list(lora), adaptive=adaptive,
-                **temperature, **({"threads": threads} if threads else {})) as scorer:
+    given = {"threads": threads, "calculator": calculator, "max_tokens": max_tokens}
+    with Scorer(model, k=k, seed=seed, lora=list(lora), adaptive=adaptive, **temperature,
+                **{name: value for name, value in given.items() if value}) as scorer:
         summary = run_items([i.bench_item() for i in items], scorer, out, benchmark="processbench",
-                            critiques=False)
+                            critiques=critiques)
         threshold = scorer.config.threshold
     seconds = time.perf_counter() - started
     predictions, _ = processbench.parse_predictions(summary.records, where=str(out))

@@ -474,10 +474,11 @@ class Recipe:
                                      **self.score_defaults()))
 
     def score_defaults(self) -> dict[str, Any]:
-        """The rprm.* scoring defaults every file the recipe writes carries (K=1 is one greedy critique)."""
+        """The rprm.* scoring defaults every file the recipe writes carries (K=1 is one greedy critique; the
+        critiques' arithmetic and comparisons written by the calculator)."""
         c = self.config
         return {"prompt_style": c.prompt_style, "max_tokens": c.max_tokens, "k": c.k,
-                "temperature": 0.0 if c.k == 1 else None}
+                "temperature": 0.0 if c.k == 1 else None, "calculator": "on"}
 
     def _read_state(self) -> dict[str, Any]:
         if not self.state_path.is_file():

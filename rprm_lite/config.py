@@ -20,6 +20,7 @@ Aggregation = Literal["min", "product", "mean", "last"]
 # second pass on the cleaned critique text (rprm_lite/verdict.py)
 VerdictMode = Literal["single-pass", "released"]
 AdaptiveRule = Literal["beta", "betting", "window"]  # rprm_lite/adaptive.py
+Switch = Literal["on", "off"]
 
 PROMPT_STYLES: tuple[str, ...] = typing.get_args(PromptStyle)
 AGGREGATIONS: tuple[str, ...] = typing.get_args(Aggregation)
@@ -48,6 +49,9 @@ class ScoreConfig(Settings):
     verdict: VerdictMode = option("single-pass", help="How P(Yes) is read: single-pass (in the decode that writes "
                                   "the verdict phrase) or released (the released evaluation's second pass over "
                                   "the cleaned critique).")
+    calculator: Switch = option("off", help="on: the runtime writes the exact result after a critique's 'A op B =' "
+                                "and whether 'A vs B,' are the same (rprm_lite/calculator.py); the model file's "
+                                "rprm.calculator, else off.")
     # decision
     threshold: float = option(0.5, help="A step scoring below this is wrong.")
     aggregation: Aggregation = option("min", help="Solution score: min, product, mean or last.")
@@ -133,8 +137,8 @@ class ScoreConfig(Settings):
         if not self.adaptive:
             for name in ADAPTIVE_FIELDS:
                 del data[name]
-        for name in OMITTED_WHEN_OFF:  # outputs made with these off stay as they were before they existed
-            if data[name] is None:
+        for name, off in OMITTED_WHEN_OFF.items():  # outputs made with these off stay as they were before
+            if data[name] == off:
                 del data[name]
         if "uncertain_band" in data:
             data["uncertain_band"] = list(data["uncertain_band"])  # as JSON reads it back, so resume compares
@@ -162,7 +166,7 @@ SAMPLED_TEMPERATURE = next(spec.default for spec in dataclasses.fields(ScoreConf
 SCORE_OPTIONS = Options(ScoreConfig, given=True)
 
 
-OMITTED_WHEN_OFF = ("uncertain_band", "calibration")
+OMITTED_WHEN_OFF = {"uncertain_band": None, "calibration": None, "calculator": "off"}
 
 
 # Settings that change what a result holds (with the model file's and the prompt template's hashes):
@@ -170,12 +174,13 @@ OMITTED_WHEN_OFF = ("uncertain_band", "calibration")
 # results file of `rprm-lite score` (which also records aggregation and n_ctx) are checked with these.
 RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "verdict", "all_steps",
                "model_sha256", "backend", "server", "server_kind", "server_model", "vocab_sha256",  # remote only
-               *ADAPTIVE_FIELDS, "uncertain_band", "lora")
+               *ADAPTIVE_FIELDS, "uncertain_band", "lora", "calculator")
 RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256", "calibration_sha256")
 # Settings added after outputs were first written: an output without the key was made with this value.
 ADDED_SETTINGS = {"verdict": "single-pass", "backend": "local", "server": None, "server_kind": None,
                   "server_model": None, "vocab_sha256": None,
-                  "adaptive": False, "uncertain_band": None, "calibration_sha256": None, "lora": None}
+                  "adaptive": False, "uncertain_band": None, "calibration_sha256": None, "lora": None,
+                  "calculator": "off"}
 
 
 def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],

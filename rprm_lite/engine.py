@@ -356,7 +356,11 @@ class Sampler:
         llama_cpp.llama_sampler_chain_add(self.chain, sampler)
 
     def sample(self, engine: Engine, row: int) -> int:
-        return llama_cpp.llama_sampler_sample(self.chain, engine.ctx, row)
+        return llama_cpp.llama_sampler_sample(self.chain, engine.ctx, row)  # samples and accepts the token
+
+    def accept(self, token: int) -> None:
+        """Take a token the runtime wrote (the calculator's) into the chain's state, as a sampled one is."""
+        llama_cpp.llama_sampler_accept(self.chain, token)
 
     def close(self) -> None:
         if self.chain:

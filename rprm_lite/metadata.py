@@ -15,6 +15,7 @@ TEMPERATURE = "rprm.temperature"  # float32
 TOP_P = "rprm.top_p"  # float32
 MAX_TOKENS = "rprm.max_tokens"  # uint32
 THRESHOLD = "rprm.threshold"  # float32
+CALCULATOR = "rprm.calculator"  # str: "on" when the model's critiques are written with the calculator (else off)
 DESCRIPTION = "rprm.description"  # str: free text shown by `rprm-lite info` (e.g. "random weights: demo only")
 # str, in a LoRA adapter: sha256 of the base GGUF it was converted against; another base is refused
 BASE_SHA256 = "rprm.base_sha256"
@@ -27,11 +28,12 @@ CONFIG_FIELDS = {
     TOP_P: "top_p",
     MAX_TOKENS: "max_tokens",
     THRESHOLD: "threshold",
+    CALCULATOR: "calculator",
 }
 
 # the type each rprm.* value must have; a file with another type is a bad model file
 KEY_TYPES: dict[str, type] = {
-    PROMPT_STYLE: str, TEMPLATE_SHA256: str, DESCRIPTION: str, BASE_SHA256: str,
+    PROMPT_STYLE: str, TEMPLATE_SHA256: str, DESCRIPTION: str, BASE_SHA256: str, CALCULATOR: str,
     YES_TOKEN_ID: int, NO_TOKEN_ID: int, K: int, MAX_TOKENS: int,
     TEMPERATURE: float, TOP_P: float, THRESHOLD: float,
 }

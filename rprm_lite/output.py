@@ -30,11 +30,25 @@ def format_table(result: SolutionResult, steps_text: tuple[str, ...], *, show_cr
         used = (f"{'-' if step.critiques_used is None else step.critiques_used:>9}  " if adaptive else "")
         lines.append(f"{step.index:>4}  {score:>5}  {step.verdict:<11} {used}{excerpt(text)}")
         if show_critiques:
-            for number, (critique, p_yes) in enumerate(zip(step.critiques, step.p_yes, strict=False), start=1):
+            spans = step.calculated or ((),) * len(step.critiques)
+            for number, (critique, p_yes, calculated) in enumerate(
+                    zip(step.critiques, step.p_yes, spans, strict=False), start=1):
                 shown = "not read" if p_yes is None else f"{p_yes:.3f}"
                 lines.append(f"      critique {number} (P(Yes) = {shown}):")
-                lines.extend("        " + line for line in critique.splitlines())
+                lines.extend("        " + line for line in marked(critique, calculated).splitlines())
+    if show_critiques and any(any(spans) for step in result.steps for spans in step.calculated or ()):
+        lines.append(f"      ({CALCULATED[0]}...{CALCULATED[1]}: written by the calculator)")
     return "\n".join(lines) + "\n"
+
+
+CALCULATED = ("⟦", "⟧")  # around the text the calculator wrote into a critique
+
+
+def marked(critique: str, spans: tuple[tuple[int, int], ...]) -> str:
+    """The critique with each span the calculator wrote between the `CALCULATED` marks."""
+    for start, end in reversed(spans):
+        critique = f"{critique[:start]}{CALCULATED[0]}{critique[start:end]}{CALCULATED[1]}{critique[end:]}"
+    return critique
 
 
 def verdict_line(result: SolutionResult) -> str:

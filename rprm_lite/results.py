@@ -31,6 +31,9 @@ class StepResult:
     critiques_used: int | None = None
     stop_reason: str | None = None
     raw_score: float | None = None  # with a calibration: the mean P(Yes) that `score` maps (else not in JSON)
+    # with the calculator on: per critique, the [start, end) character spans of its text that the calculator
+    # wrote (rprm_lite/calculator.py); None (and not in the JSON) with it off
+    calculated: tuple[tuple[tuple[int, int], ...], ...] | None = None
 
     def to_dict(self, *, critiques: bool = True) -> dict[str, Any]:
         data = asdict(self)
@@ -38,9 +41,11 @@ class StepResult:
         if critiques:
             data["critiques"] = list(data["critiques"])
         else:
-            del data["critiques"]
-        for name in ("critiques_used", "stop_reason", "raw_score"):  # adaptive K, calibration only
-            if data[name] is None:
+            del data["critiques"], data["calculated"]
+        if data.get("calculated") is not None:
+            data["calculated"] = [[list(span) for span in spans] for spans in data["calculated"]]
+        for name in ("critiques_used", "stop_reason", "raw_score", "calculated"):  # adaptive K, calibration,
+            if name in data and data[name] is None:  # the calculator only
                 del data[name]
         return data
 

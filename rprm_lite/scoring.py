@@ -269,7 +269,8 @@ class Scorer:
             fallbacks=sum(c.fallback for c in critiques),
             generated_tokens=sum(c.tokens for c in critiques),
             critiques=tuple(c.text for c in critiques),
-            prompt_tokens=len(tokens), reused_tokens=reused))
+            prompt_tokens=len(tokens), reused_tokens=reused,
+            calculated=tuple(c.calculated for c in critiques) if self.config.calculator == "on" else None))
 
     def _load_prompt(self, tokens: list[int]) -> int:
         """Put `tokens` in sequence 0, decoding only what is not cached; returns the reused count."""

@@ -58,9 +58,10 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "generated_tokens": (int,), "critiques": (list,), "prompt_tokens": (int,), "reused_tokens": (int,),
     "raw_score": (float, type(None)),
     "critiques_used": (int, type(None)), "stop_reason": (str, type(None)),  # adaptive K
+    "calculated": (list, type(None)),  # the calculator's spans
 }
 # fields added after entries were first written: an entry without them was written with None there
-ADDED_FIELDS = ("critiques_used", "stop_reason")
+ADDED_FIELDS = ("critiques_used", "stop_reason", "calculated")
 
 
 def step_key(material: Mapping[str, Any]) -> str:
@@ -242,7 +243,10 @@ def step_from_record(record: Any, key: str, expect: Mapping[str, Any]) -> StepRe
         None)
     if problem:
         raise BadEntry(problem)
-    return StepResult(**{**data, "p_yes": tuple(data["p_yes"]), "critiques": tuple(data["critiques"])})
+    calculated = data["calculated"]
+    return StepResult(**{**data, "p_yes": tuple(data["p_yes"]), "critiques": tuple(data["critiques"]),
+                         "calculated": None if calculated is None else
+                         tuple(tuple(tuple(span) for span in spans) for spans in calculated)})
 
 
 def entry_problems(data: Mapping[str, Any]) -> Iterator[str]:
@@ -263,6 +267,24 @@ def entry_problems(data: Mapping[str, Any]) -> Iterator[str]:
         yield "a negative count or more fallbacks than critiques"
     if data["reused_tokens"] > data["prompt_tokens"]:
         yield "more reused tokens than prompt tokens"
+    if data["calculated"] is not None and not _spans_fit(data["calculated"], critiques):
+        yield "calculator spans that do not fit their critiques"
     adaptive = (data["critiques_used"], data["stop_reason"])
     if adaptive != (None, None) and (adaptive[0] != len(p_yes) or adaptive[1] not in (SETTLED, REACHED_K)):
         yield f"adaptive fields {adaptive!r:.60}"
+
+
+def _spans_fit(calculated: list, critiques: list) -> bool:
+    """One list of [start, end] character spans per critique, in order, inside its text."""
+    if len(calculated) != len(critiques):
+        return False
+    for spans, text in zip(calculated, critiques, strict=True):
+        if not isinstance(spans, list):
+            return False
+        end = 0
+        for span in spans:
+            if (not isinstance(span, list) or len(span) != 2
+                    or not all(type(n) is int for n in span) or not end <= span[0] < span[1] <= len(text)):
+                return False
+            end = span[1]
+    return True

@@ -32,7 +32,7 @@ from rprm_lite.solution import Solution, solution_from_dict
 
 REQUEST_OPTIONS = ("k", "temperature", "top_p", "threshold", "max_tokens", "seed", "all_steps", "prompt_style",
                    "verdict", "aggregation", "adaptive", "confidence", "wave", "adaptive_rule", "uncertain_band",
-                   "show_critiques")
+                   "calculator", "show_critiques")
 REQUEST_KEYS = ("options", "stream")  # besides the solution's own fields
 WHERE = "request body"
 
@@ -187,6 +187,9 @@ OPTIONS_SCHEMA = {
                            "minItems": 2, "maxItems": 2,
                            "description": "[low, high], holding the threshold: verdict 'uncertain' for a score "
                                           "in [low, high); null for none."},
+        "calculator": {"type": "string", "enum": ["on", "off"],
+                       "description": "on: the runtime writes the exact result after a critique's 'A op B =' and "
+                                      "whether 'A vs B,' are the same; default: the model file's."},
         "show_critiques": {"type": "boolean"},
     },
 }

@@ -1,0 +1,252 @@
+"""The critique calculator: the exact text that follows a critique's `A op B =` or `A vs B,`.
+
+A small verifier copies numbers well and computes them badly: asked to check "20 ÷ 5 = 3" it writes
+"20 ÷ 5 = 3" again. With the calculator on (`--calculator on`, or a model file's `rprm.calculator`), the
+critique loop (`rprm_lite/critique.py`) asks `continuation` after every token, and when the critique's text ends
+with an arithmetic expression and `=`, the runtime writes the exact result into the critique as if the model
+had written it ("20 ÷ 5 = 4"); when it ends with a compared pair of numbers ("4 vs 3,"), it writes whether they
+are "the same" or "not the same". The GSM8K paper's calculator annotations did the first at sampling time.
+
+Expressions: integers, decimals and thousands separators (1,234.5); `+ - − × ÷ * / ·`, the LaTeX forms
+`\\times \\cdot \\div \\frac{a}{b}` (also `\\dfrac`, `\\tfrac`), `$`, `\\left( \\right)`, parentheses and braces,
+unary minus. The arithmetic is exact (`fractions.Fraction`, no `eval`); the result is printed as a critique
+prints it: an integer, a finite decimal, with thousands separators when an operand had them; anything else (1/3,
+a division by zero, an expression it cannot read) gets nothing. Everything is bounded: the text read, the
+digits of an operand and of every intermediate result, the nesting, so a hostile solution cannot make it slow;
+it never raises.
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+MAX_TAIL = 240  # characters of the critique read back from its end; a longer expression gets nothing
+MAX_OPERAND_DIGITS = 30
+MAX_RESULT_BITS = 400  # numerator and denominator of every intermediate result (about 120 digits)
+MAX_DEPTH = 16  # nested parentheses, braces and fractions
+MAX_DECIMALS = 12  # a finite decimal with more places is not written
+
+SAME, NOT_SAME = " the same", " not the same"
+
+_NUMBER = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\d])|\d+(?:\.\d+)?|\.\d+"
+_TOKEN = re.compile(
+    rf"(?P<num>{_NUMBER})"
+    r"|(?P<add>[+\-−])"
+    r"|(?P<mul>[×*·⋅]|\\times(?![a-zA-Z])|\\cdot(?![a-zA-Z]))"
+    r"|(?P<div>[÷/]|\\div(?![a-zA-Z]))"
+    r"|(?P<frac>\\[dt]?frac\s*\{)"
+    r"|(?P<open>\\left\s*\(|[({])"
+    r"|(?P<close>\\right\s*\)|[)}])"
+    r"|(?P<skip>[\s$]|\\[,;! ])"
+    r"|(?P<other>[a-zA-Z]+|.)",
+    re.DOTALL)
+# what may not stand right before an expression: a word or number it continues ("2x + 3", "x2 + 3"), a power,
+# a percent, a decimal point or a comma ("1,2345"); the expression is then not what the critique computes
+_JOINED = re.compile(r"[\w^%.,!'\\]$")
+_COMPARED = re.compile(rf"(?<![\w.,\-])(-?(?:{_NUMBER})) vs (-?(?:{_NUMBER})),$")
+
+
+def continuation(text: str) -> str | None:
+    """The exact text the calculator writes after a critique's `text`, or None when it writes nothing."""
+    try:
+        if text.endswith("="):
+            value = result_of(text[:-1])
+            return None if value is None else " " + value
+        if text.endswith("= "):
+            return result_of(text[:-2])
+        if text.endswith(","):
+            return comparison(text)
+    except (ArithmeticError, ValueError, RecursionError):  # bounded above; a safety net, never an error
+        return None
+    return None
+
+
+def comparison(text: str) -> str | None:
+    """" the same" or " not the same" after "A vs B," (two numbers), else None."""
+    tail = text[-MAX_TAIL:]
+    match = _COMPARED.search(tail)
+    if match is None or (match.start() == 0 and len(text) > len(tail)):  # a number may go on before the tail
+        return None
+    left, right = (_number(part) for part in match.groups())
+    if left is None or right is None:
+        return None
+    return SAME if left == right else NOT_SAME
+
+
+def result_of(text: str) -> str | None:
+    """The exact value of the arithmetic expression `text` ends with, printed, or None."""
+    if not text or text[-1] in "=<>!:≤≥≠≈~":  # "==", "<=", ":=": not a result being asked for
+        return None
+    tail = text[-MAX_TAIL:]
+    tokens = [(kind, value) for kind, value in _tokens(tail)]
+    start = _expression_start(tokens)
+    if start is None or (start == 0 and len(text) > MAX_TAIL):
+        return None  # the expression may go on before the text read
+    before = "".join(value for _, value in tokens[:start])
+    if _JOINED.search(before):
+        return None
+    parser = _Parser([(kind, value) for kind, value in tokens[start:] if kind != "skip"])
+    value = parser.parse()
+    if value is None or not parser.operated:
+        return None
+    return _printed(value, separators=parser.separators)
+
+
+def _tokens(text: str):
+    for match in _TOKEN.finditer(text):
+        yield match.lastgroup, match.group()
+
+
+def _expression_start(tokens: list[tuple[str, str]]) -> int | None:
+    """Index of the expression's first token: after the last token that cannot be part of one (leading
+    spaces skipped)."""
+    start = len(tokens)
+    while start > 0 and tokens[start - 1][0] != "other":
+        start -= 1
+    while start < len(tokens) and tokens[start][0] == "skip":
+        start += 1
+    return start if start < len(tokens) else None
+
+
+def _number(text: str) -> Fraction | None:
+    negative = text.startswith("-")
+    digits = text.lstrip("-").replace(",", "")
+    if sum(c.isdigit() for c in digits) > MAX_OPERAND_DIGITS:
+        return None
+    value = Fraction(digits)
+    return -value if negative else value
+
+
+class _Parser:
+    """Recursive descent over the tokens, exact and bounded; `parse()` is None for anything it cannot read."""
+
+    def __init__(self, tokens: list[tuple[str, str]]) -> None:
+        self.tokens = tokens
+        self.at = 0
+        self.depth = 0
+        self.operated = False  # a binary operation or a fraction: a bare number is not a calculation
+        self.separators = False  # an operand was written with thousands separators
+
+    def parse(self) -> Fraction | None:
+        try:
+            value = self.expression()
+        except _Unreadable:
+            return None
+        return value if self.at == len(self.tokens) else None
+
+    def peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.at] if self.at < len(self.tokens) else None
+
+    def take(self, kind: str) -> str:
+        token = self.peek()
+        if token is None or token[0] != kind:
+            raise _Unreadable
+        self.at += 1
+        return token[1]
+
+    def expression(self) -> Fraction:
+        value = self.term()
+        while (token := self.peek()) is not None and token[0] == "add":
+            self.at += 1
+            right = self.term()
+            value = _bounded(value + right if token[1] == "+" else value - right)
+            self.operated = True
+        return value
+
+    def term(self) -> Fraction:
+        value = self.unary()
+        while (token := self.peek()) is not None and token[0] in ("mul", "div"):
+            self.at += 1
+            right = self.unary()
+            if token[0] == "div":
+                if right == 0:
+                    raise _Unreadable
+                value = _bounded(value / right)
+            else:
+                value = _bounded(value * right)
+            self.operated = True
+        return value
+
+    def unary(self) -> Fraction:
+        token = self.peek()
+        if token is not None and token[0] == "add" and token[1] != "+":
+            self.at += 1
+            return -self.nested(self.unary)
+        return self.atom()
+
+    def nested(self, parse):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise _Unreadable
+        try:
+            return parse()
+        finally:
+            self.depth -= 1
+
+    def atom(self) -> Fraction:
+        token = self.peek()
+        if token is None:
+            raise _Unreadable
+        kind, text = token
+        if kind == "num":
+            self.at += 1
+            value = _number(text)
+            if value is None:
+                raise _Unreadable
+            self.separators |= "," in text
+            return value
+        if kind == "open":
+            self.at += 1
+            value = self.nested(self.expression)
+            self._close(text)
+            return value
+        if kind == "frac":
+            self.at += 1
+            numerator = self.nested(self.expression)
+            self._close("{")
+            if self.take("open") != "{":
+                raise _Unreadable
+            denominator = self.nested(self.expression)
+            self._close("{")
+            if denominator == 0:
+                raise _Unreadable
+            self.operated = True
+            return _bounded(numerator / denominator)
+        raise _Unreadable
+
+    def _close(self, opened: str) -> None:
+        closing = self.take("close")
+        if (opened == "{") != (closing == "}"):  # a brace closes a brace, a parenthesis a parenthesis
+            raise _Unreadable
+
+
+class _Unreadable(Exception):
+    pass
+
+
+def _bounded(value: Fraction) -> Fraction:
+    if value.numerator.bit_length() > MAX_RESULT_BITS or value.denominator.bit_length() > MAX_RESULT_BITS:
+        raise _Unreadable
+    return value
+
+
+def _printed(value: Fraction, *, separators: bool) -> str | None:
+    """An integer, or a finite decimal with at most `MAX_DECIMALS` places; None otherwise."""
+    denominator = value.denominator
+    twos = fives = 0
+    while denominator % 2 == 0:
+        denominator //= 2
+        twos += 1
+    while denominator % 5 == 0:
+        denominator //= 5
+        fives += 1
+    places = max(twos, fives)
+    if denominator != 1 or places > MAX_DECIMALS:
+        return None
+    scaled = abs(value) * 10**places
+    whole, fraction = divmod(int(scaled), 10**places)
+    text = f"{whole:,}" if separators else str(whole)
+    if places:
+        text += "." + str(fraction).rjust(places, "0")
+    return "-" + text if value < 0 else text
