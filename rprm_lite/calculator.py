@@ -14,11 +14,18 @@ prints it: an integer, a finite decimal, with thousands separators when an opera
 a division by zero, an expression it cannot read) gets nothing. Everything is bounded: the text read, the
 digits of an operand and of every intermediate result, the nesting, so a hostile solution cannot make it slow;
 it never raises.
+
+A third check keeps a critique's data source honest: when it says a number comes "from the question" or "from
+Step k" and that number is in neither the question nor any step before the Now Step (a small judge copies the
+Now Step's own number there), `misquote` tells the critique loop to take the number back and let the model
+choose again, among the numbers the source it named holds (`Sources`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 
 MAX_TAIL = 240  # characters of the critique read back from its end; a longer expression gets nothing
@@ -45,6 +52,10 @@ _TOKEN = re.compile(
 # a percent, a decimal point or a comma ("1,2345"); the expression is then not what the critique computes
 _JOINED = re.compile(r"[\w^%.,!'\\]$")
 _COMPARED = re.compile(rf"(?<![\w.,\-])(-?(?:{_NUMBER})) vs (-?(?:{_NUMBER})),$")
+_QUOTED = re.compile(rf"(?<![\w.,\-])({_NUMBER})(?![\d])")
+# "N from the question" or "N from Step k", then one character that ends it (so "Step 1" is not "Step 12")
+_CLAIMED = re.compile(rf"(?<![\w.,\-])({_NUMBER})( from (?:the question|Step ([1-9]\d{{0,3}})))[^\w]$")
+MAX_SOURCE_NUMBERS = 64  # numbers a source offers for a choice
 
 
 def continuation(text: str) -> str | None:
@@ -60,6 +71,65 @@ def continuation(text: str) -> str | None:
     except (ArithmeticError, ValueError, RecursionError):  # bounded above; a safety net, never an error
         return None
     return None
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The numbers a critique of one step may quote: the question's, and each earlier step's (as written)."""
+
+    question: tuple[str, ...] = ()
+    steps: tuple[tuple[str, ...], ...] = ()  # Step 1 .. the step before the Now Step
+
+    @classmethod
+    def of(cls, question: str, earlier_steps: Sequence[str]) -> Sources:
+        return cls(numbers_in(question), tuple(numbers_in(step) for step in earlier_steps))
+
+    def values(self) -> set[Fraction]:
+        return {_number(n) for numbers in (self.question, *self.steps) for n in numbers} - {None}
+
+
+@dataclass(frozen=True)
+class Misquote:
+    """A number a critique says comes from a source that holds no such number (nor does any other source the
+    Now Step may use): take back the last `length` characters and write one of `choices` instead."""
+
+    length: int  # characters from the number's start to the end of the text
+    choices: tuple[str, ...]  # each a whole replacement: "8 from the question"
+
+
+def numbers_in(text: str) -> tuple[str, ...]:
+    """The numbers of a text as written, each once, in order (at most `MAX_SOURCE_NUMBERS`)."""
+    seen: dict[str, None] = {}
+    for match in _QUOTED.finditer(text):
+        if _number(match.group(1)) is not None:
+            seen.setdefault(match.group(1))
+            if len(seen) == MAX_SOURCE_NUMBERS:
+                break
+    return tuple(seen)
+
+
+def misquote(text: str, sources: Sources) -> Misquote | None:
+    """When `text` ends with "N from the question" or "N from Step k" (and one more character) and N is a number
+    of no source the Now Step may use, the choices the named source offers; else None."""
+    if not text or text[-1].isalnum():
+        return None
+    tail = text[-MAX_TAIL:]
+    match = _CLAIMED.search(tail)
+    if match is None or (match.start() == 0 and len(text) > len(tail)):
+        return None
+    value = _number(match.group(1))
+    if value is None or value in sources.values():
+        return None
+    step = match.group(3)
+    if step is None:
+        offered = sources.question
+    elif int(step) <= len(sources.steps):
+        offered = sources.steps[int(step) - 1]
+    else:
+        return None  # the Now Step, or a later one: not a source
+    if not offered:
+        return None
+    return Misquote(length=len(tail) - match.start(), choices=tuple(n + match.group(2) for n in offered))
 
 
 def comparison(text: str) -> str | None:

@@ -7,7 +7,9 @@ With adaptive K (`sample_in_waves`) the K streams are decoded a wave at a time u
 With the calculator on (`config.calculator`), a critique whose text ends with `A op B =` or `A vs B,` gets the
 exact continuation written into it by the runtime (`rprm_lite/calculator.py`): those tokens are decoded in the
 same call as the token before them, beside the other streams' tokens, and accepted by the stream's sampler as
-its own; `Critique.calculated` holds where they are in the text.
+its own; `Critique.calculated` holds where they are in the text. A number the critique says comes "from the
+question" (or "from Step k") that no source holds is taken back (its tokens leave the text and the KV cache)
+and chosen again by the model, greedily, among the numbers that source holds (`calculator.misquote`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,14 @@ class Critique:
     p_yes: float | None = None
     fallback: bool = False
     calculated: list[tuple[int, int]] = field(default_factory=list)  # byte spans the calculator wrote
+    ends: list[int] = field(default_factory=list)  # the text's length in bytes after each token
+    # a number being chosen again: the token sequences of the choices still open, how many of their tokens are
+    # written, and the byte where the choice starts
+    choices: list[list[int]] | None = None
+    chosen: int = 0
+    choice_start: int = 0
+    rewinds: int = 0
+    start: int = 0  # the position of the critique's first token
 
     @property
     def critique_text(self) -> str:
@@ -73,13 +83,15 @@ class Vocabulary:
 
 def sample_critiques(engine: Engine, *, prompt_len: int, last_row: int, step_index: int,
                      config: ScoreConfig, vocab: Vocabulary, max_tokens: int,
-                     make_sampler: Callable[..., Sampler] = Sampler) -> list[CritiqueResult]:
-    """Sample K critiques for the prompt held in sequence 0 (its last logits at `last_row`)."""
+                     make_sampler: Callable[..., Sampler] = Sampler,
+                     sources: calculator.Sources | None = None) -> list[CritiqueResult]:
+    """Sample K critiques for the prompt held in sequence 0 (its last logits at `last_row`). `sources`: the
+    numbers of the step's question and earlier steps, for the calculator's source check."""
     streams: list[Critique] = []
     try:
         _start(engine, streams, prompt_len=prompt_len, last_row=last_row, step_index=step_index,
                config=config, make_sampler=make_sampler)
-        return _finish(engine, streams, vocab, max_tokens, config.calculator == "on")
+        return _finish(engine, streams, vocab, max_tokens, _checks(config, sources))
     finally:
         for stream in streams:
             stream.sampler.close()
@@ -87,7 +99,7 @@ def sample_critiques(engine: Engine, *, prompt_len: int, last_row: int, step_ind
 
 def sample_in_waves(engine: Engine, *, prompt_len: int, last_row: int, step_index: int, config: ScoreConfig,
                     vocab: Vocabulary, max_tokens: int, read_p_yes: Callable[[list[CritiqueResult]], list[float]],
-                    make_sampler: Callable[..., Sampler] = Sampler
+                    make_sampler: Callable[..., Sampler] = Sampler, sources: calculator.Sources | None = None
                     ) -> tuple[list[CritiqueResult], list[float], str]:
     """Adaptive K: critiques in waves of `config.wave`, decoded together, until `config.adaptive_rule`
     settles the step (rprm_lite/adaptive.py) or K are drawn. Critique j has the seed and the first
@@ -100,7 +112,7 @@ def sample_in_waves(engine: Engine, *, prompt_len: int, last_row: int, step_inde
         results: list[CritiqueResult] = []
         p_yes: list[float] = []
         for begin in range(0, config.k, config.wave):
-            wave = _finish(engine, streams[begin:begin + config.wave], vocab, max_tokens, config.calculator == "on")
+            wave = _finish(engine, streams[begin:begin + config.wave], vocab, max_tokens, _checks(config, sources))
             results += wave
             p_yes += read_p_yes(wave)
             if adaptive.decide(p_yes, rule=config.adaptive_rule, threshold=config.threshold,
@@ -112,12 +124,19 @@ def sample_in_waves(engine: Engine, *, prompt_len: int, last_row: int, step_inde
             stream.sampler.close()
 
 
+def _checks(config: ScoreConfig, sources: calculator.Sources | None) -> calculator.Sources | None:
+    """What the calculator checks against (None: the calculator is off)."""
+    if config.calculator != "on":
+        return None
+    return sources or calculator.Sources()
+
+
 def _start(engine: Engine, streams: list[Critique], *, prompt_len: int, last_row: int, step_index: int,
            config: ScoreConfig, make_sampler: Callable[..., Sampler]) -> None:
     """K streams over a copy of the prompt, each with its first token sampled (appended to `streams` as
     they are made, so the caller closes every sampler made even when one fails)."""
     for i in range(config.k):
-        streams.append(Critique(seq=i + 1, pos=prompt_len,
+        streams.append(Critique(seq=i + 1, pos=prompt_len, start=prompt_len,
                                 sampler=make_sampler(temperature=config.temperature, top_p=config.top_p,
                                                      seed=stream_seed(config.seed, step_index, i))))
     for stream in streams:
@@ -127,16 +146,18 @@ def _start(engine: Engine, streams: list[Critique], *, prompt_len: int, last_row
 
 
 def _finish(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_tokens: int,
-            calculate: bool) -> list[CritiqueResult]:
-    _generate(engine, streams, vocab, max_tokens, calculate)
+            sources: calculator.Sources | None) -> list[CritiqueResult]:
+    _generate(engine, streams, vocab, max_tokens, sources)
     _ask_fallback(engine, [s for s in streams if s.p_yes is None], vocab)
     return [CritiqueResult(s.critique_text, s.p_yes, s.fallback, s.tokens, tuple(s.token_ids),
                            s.calculated_spans()) for s in streams]
 
 
-def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_tokens: int, calculate: bool) -> None:
+def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_tokens: int,
+              sources: calculator.Sources | None) -> None:
     """Each call decodes every active stream's pending token, and after it the calculator's tokens for the
-    streams it writes into: several tokens of one sequence, logits only at the last."""
+    streams it writes into: several tokens of one sequence, logits only at the last (`sources` None: the
+    calculator is off)."""
     active = list(streams)
     while active:
         batch: dict[int, Critique] = {}  # entry index with logits -> its stream
@@ -145,10 +166,10 @@ def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_to
             if engine.is_end(stream.pending):
                 active.remove(stream)
                 continue
-            tokens = [stream.pending]
             _take(engine, stream, stream.pending)
-            if calculate:
-                tokens += _calculate(engine, stream, max_tokens)
+            tokens = [stream.pending]
+            if sources is not None:
+                tokens = _checked(engine, stream, max_tokens, sources) or tokens
             entries += [DecodeEntry(token, stream.pos + offset, stream.seq, logits=offset == len(tokens) - 1)
                         for offset, token in enumerate(tokens)]
             stream.pos += len(tokens) - 1
@@ -164,6 +185,8 @@ def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_to
                 active.remove(stream)
             elif stream.tokens >= max_tokens:
                 active.remove(stream)
+            elif stream.choices is not None:
+                stream.pending = _choose(engine, stream, row)
             else:
                 stream.pending = stream.sampler.sample(engine, row)
 
@@ -172,6 +195,77 @@ def _take(engine: Engine, stream: Critique, token: int) -> None:
     stream.text += engine.piece(token)
     stream.token_ids.append(token)
     stream.tokens += 1
+    stream.ends.append(len(stream.text))
+
+
+MAX_REWINDS = 4  # numbers taken back per critique
+CLAIM_END = b"question"  # how the text before a claim's last character ends, for a cheap first test
+
+
+def _checked(engine: Engine, stream: Critique, max_tokens: int, sources: calculator.Sources) -> list[int]:
+    """The entries' tokens of a stream whose pending token was just taken, when the calculator changes them:
+    the pending token and the calculator's; or, for a number taken back, the token before it decoded again (its
+    logits start the choice). Empty: the pending token alone."""
+    if stream.choices is not None:
+        return [stream.pending, *_chosen(engine, stream, max_tokens)]
+    if stream.rewinds < MAX_REWINDS:
+        entry = _rewind(engine, stream, sources)
+        if entry:
+            return entry
+    return [stream.pending, *_calculate(engine, stream, max_tokens)]
+
+
+def _rewind(engine: Engine, stream: Critique, sources: calculator.Sources) -> list[int]:
+    """When the text ends with a number quoted from a source that holds no such number: take the number back
+    (text, tokens and KV cells) and open a choice among the source's numbers; returns the token before the
+    number, to decode again at its position, or nothing."""
+    text = stream.text
+    if len(text) < 2 or not (text[:-1].endswith(CLAIM_END) or text[-2:-1].isdigit()):
+        return []
+    tail = bytes(text[-CALCULATOR_TAIL:]).decode("utf-8", errors="ignore")
+    found = calculator.misquote(tail, sources)
+    if found is None:
+        return []
+    begin = len(text) - len(tail[-found.length:].encode("utf-8"))
+    if begin not in stream.ends[:-1]:
+        return []  # the number does not start at a token: it is left as written
+    keep = stream.ends.index(begin) + 1  # tokens before the number
+    position = stream.start + keep - 1  # the last of them, decoded again for its logits
+    del stream.text[begin:], stream.token_ids[keep:], stream.ends[keep:]
+    stream.tokens = len(stream.token_ids)
+    stream.calculated = [span for span in stream.calculated if span[1] <= begin]
+    stream.choices = [engine.tokenize(choice, special=False) for choice in found.choices]
+    stream.chosen, stream.choice_start = 0, begin
+    stream.rewinds += 1
+    engine.trim(stream.seq, position)
+    stream.pos = position
+    return [stream.token_ids[-1]]
+
+
+def _choose(engine: Engine, stream: Critique, row: int) -> int:
+    """The open choice's next token: the most likely one that some choice goes on with."""
+    logits = engine.logits(row)
+    allowed = sorted({choice[stream.chosen] for choice in stream.choices if len(choice) > stream.chosen})
+    token = max(allowed, key=lambda t: logits[t])
+    stream.sampler.accept(token)
+    return token
+
+
+def _chosen(engine: Engine, stream: Critique, max_tokens: int) -> list[int]:
+    """After a chosen token was taken: once one choice is left, the rest of it is written (within the budget)."""
+    token = stream.token_ids[-1]
+    stream.choices = [c for c in stream.choices if len(c) > stream.chosen and c[stream.chosen] == token]
+    stream.chosen += 1
+    if len(stream.choices) > 1:
+        return []
+    rest = stream.choices[0][stream.chosen:] if stream.choices else []
+    stream.choices = None
+    rest = rest if stream.tokens + len(rest) <= max_tokens else []
+    for token in rest:
+        _take(engine, stream, token)
+        stream.sampler.accept(token)
+    stream.calculated.append((stream.choice_start, len(stream.text)))
+    return rest
 
 
 CALCULATOR_ENDS = (b"=", b"= ", b",")  # the only endings `calculator.continuation` answers

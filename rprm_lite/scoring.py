@@ -26,6 +26,7 @@ from typing import Any
 from rprm_lite import metadata
 from rprm_lite import prompt as prompts
 from rprm_lite.adapter_file import LoraArg, load_model_info, with_adapters
+from rprm_lite.calculator import Sources
 from rprm_lite.calibration import Calibration, calibrated_config, load_calibration
 from rprm_lite.config import ScoreConfig, sampled_when_several
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_in_waves
@@ -240,7 +241,8 @@ class Scorer:
             return self._score_step_adaptive(solution, index, tokens, max_tokens, reused)
         critiques = sample_critiques(self.engine, prompt_len=len(tokens), last_row=self._last_row,
                                      step_index=index, config=self.config, vocab=self.vocab,
-                                     max_tokens=max_tokens, make_sampler=self.make_sampler)
+                                     max_tokens=max_tokens, make_sampler=self.make_sampler,
+                                     sources=self._sources(solution, index))
         p_yes = tuple(c.p_yes for c in critiques)
         if self.config.verdict == "released":
             prompt = prompts.render(solution, index, self.config.prompt_style)
@@ -257,9 +259,16 @@ class Scorer:
 
         critiques, p_yes, reason = sample_in_waves(
             self.engine, prompt_len=len(tokens), last_row=self._last_row, step_index=index, config=self.config,
-            vocab=self.vocab, max_tokens=max_tokens, read_p_yes=read_p_yes, make_sampler=self.make_sampler)
+            vocab=self.vocab, max_tokens=max_tokens, read_p_yes=read_p_yes, make_sampler=self.make_sampler,
+            sources=self._sources(solution, index))
         result = self._step_result(index, tokens, reused, critiques, tuple(p_yes))
         return replace(result, critiques_used=len(critiques), stop_reason=reason)
+
+    def _sources(self, solution: Solution, index: int) -> Sources | None:
+        """The numbers step `index`'s critiques may quote, for the calculator's source check."""
+        if self.config.calculator != "on":
+            return None
+        return Sources.of(solution.question, solution.steps[:index])
 
     def _step_result(self, index: int, tokens: list[int], reused: int, critiques: list,
                      p_yes: tuple[float, ...]) -> StepResult:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rprm_lite.calculator import MAX_DECIMALS, MAX_TAIL, NOT_SAME, SAME, comparison, continuation
+from rprm_lite.calculator import MAX_DECIMALS, MAX_TAIL, NOT_SAME, SAME, Sources, comparison, continuation, misquote
 
 SPELLINGS = {"+": ["+"], "-": ["-", "−"], "*": ["×", "*", "·", "\\times", "\\cdot"], "/": ["÷", "/", "\\div"]}
 
@@ -155,3 +155,43 @@ def test_nesting_within_the_bound_is_read():
 def test_a_cut_number_is_not_read_as_a_shorter_one():
     # the comparison's first number runs past the text read: nothing, not a comparison of its last digits
     assert comparison("7" * 300 + " vs 777,") is None
+
+
+SOURCES = Sources.of("Tom bakes 8 trays with 10 rolls each. He sells 25 rolls and packs 1,200 more.",
+                     ["Tom bakes 8 × 10 = 80 rolls."])
+
+
+@pytest.mark.parametrize(("text", "choices"), [
+    ("the rolls sold, 4 from the question;", ("8", "10", "25", "1,200")),  # 4 is in no source
+    ("the rolls baked, 81 from Step 1,", ("8", "10", "80")),
+    ("the rolls, 7 from the question.", ("8", "10", "25", "1,200")),
+])
+def test_a_number_no_source_holds_offers_the_named_sources_numbers(text, choices):
+    found = misquote(text, SOURCES)
+    origin = text[text.index(" from"):-1]
+    assert found.choices == tuple(n + origin for n in choices)
+    assert text[-found.length:] == text[text.rindex(", ") + 2:]  # from the number to the end
+
+
+@pytest.mark.parametrize("text", [
+    "the rolls sold, 25 from the question;",  # in the question
+    "the rolls, 80 from the question;",  # in Step 1: the origin may be misnamed, the number is not made up
+    "the rolls, 1200 from the question;",  # the same number, written without the separator
+    "the rolls, 4 from Step 2;",  # Step 2 is the Now Step: not a source
+    "the rolls, 4 from Step 1",  # not ended yet ("Step 12"?)
+    "the rolls, 4 from the question",
+    "x4 from the question;", "the rolls, 4 from the questions;",
+])
+def test_a_number_a_source_holds_or_an_unfinished_claim_is_left_alone(text):
+    assert misquote(text, SOURCES) is None
+
+
+def test_a_source_without_numbers_offers_no_choice():
+    assert misquote("the rolls, 4 from the question;", Sources.of("How many rolls?", [])) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=300), st.lists(st.text(max_size=80), max_size=3), st.text(max_size=200))
+def test_the_source_check_never_raises(question, steps, text):
+    found = misquote(text + " 12 from the question;", Sources.of(question, steps))
+    assert found is None or (found.choices and found.length > 0)

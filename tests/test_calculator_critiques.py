@@ -139,3 +139,31 @@ def test_results_record_the_calculator_and_resume_keys_tell_it_apart(tiny_gguf):
 def test_a_bad_calculator_value_is_refused():
     with pytest.raises(InputError, match="calculator"):
         ScoreConfig(calculator="maybe")
+
+
+def test_a_number_no_source_holds_is_taken_back_and_chosen_again_among_the_sources(tiny_gguf):
+    # the question holds 20 and 5; the critique says 4 comes from it: 4 leaves the text and the KV cache, and the
+    # model chooses again between "20 from the question" and "5 from the question", greedily
+    head, claim, rest = "The first number it needs is the apples,", [" 4", " from the question", ";"], " It is right."
+    result, calls, prompt, _ = scored(tiny_gguf, [[head, *claim, rest, PHRASE]], calculator="on")
+    step = result.steps[0]
+    critique = step.critiques[0]
+    chosen = next(n for n in ("20", "5") if critique.startswith(f"{head} {n} from the question"))
+    (span,) = step.calculated[0]
+    assert critique[span[0]:span[1]] == f"{chosen} from the question"
+    # what the model reads is the critique as it stands: the taken-back cells are gone from its sequence
+    engine = Engine(tiny_gguf, vocab_only=True)
+    tokens = [t for piece in (head, " ") for t in engine.tokenize(piece, special=False)]
+    tokens += engine.tokenize(f"{chosen} from the question", special=False)
+    tokens += [t for piece in (rest, PHRASE) for t in engine.tokenize(piece, special=False)]
+    engine.close()
+    assert critique.startswith(f"{head} {chosen} from the question{rest}{PHRASE}")
+    assert step.p_yes[0] == pytest.approx(fresh_p_yes(tiny_gguf, prompt + tokens), abs=2e-3)
+    assert step.generated_tokens == len(tokens)
+
+
+def test_a_number_a_source_holds_is_left_as_written(tiny_gguf):
+    pieces = ["The second number it needs is the friends,", " 5", " from the question", ";", " right.", PHRASE]
+    result, _, _, _ = scored(tiny_gguf, [pieces], calculator="on")
+    assert result.steps[0].critiques[0].startswith("".join(pieces))
+    assert result.steps[0].calculated == ((),)
