@@ -251,3 +251,13 @@ def test_settings_the_remote_backend_lacks_are_refused_before_any_request(tiny_g
         RemoteScorer(tiny_gguf, CONFIG.replace(**setting), remote=nobody)
     assert str(refused.value) == (f"{flag} is not supported with --backend URL yet; score with the local engine "
                                   f"(--backend local) or leave out {flag}")
+
+
+def test_the_calculator_is_refused_remotely_so_a_model_never_scores_two_ways(tiny_gguf):
+    # the calculator writes into a critique as it is generated; a server writes it alone
+    nobody = fast(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(InputError) as refused:
+        RemoteScorer(tiny_gguf, CONFIG.replace(calculator="on"), remote=nobody)
+    assert str(refused.value) == ("--calculator on is not supported with --backend URL yet; score with the local "
+                                  "engine (--backend local) or give --calculator off")
+    assert CONFIG.replace(calculator="off").to_dict() == CONFIG.to_dict()  # off: what remote runs always scored

@@ -78,6 +78,20 @@ def test_score_answer_is_the_line_score_json_prints(server, tiny_gguf, tmp_path)
     assert json.loads(body)["extra"] == {"label": -1} and len(json.loads(body)["steps"][0]["critiques"]) == 2
 
 
+def test_the_calculator_answers_what_score_json_prints(server, tiny_gguf, tmp_path):
+    path = tmp_path / "solution.json"
+    path.write_text(json.dumps(SOLUTION))
+    cli = run_cli("score", path, "--model", tiny_gguf, *FAST, "--json", "--seed", "3", "--show-critiques",
+                  "--calculator", "on")
+    assert cli.returncode == 0, cli.stderr
+    status, _, body = call(server, "POST", "/v1/score", {
+        **SOLUTION, "options": {"seed": 3, "show_critiques": True, "calculator": "on"}})
+    assert status == 200 and body.decode() == cli.stdout
+    answer = json.loads(body)
+    assert answer["config"]["calculator"] == "on"
+    assert [len(step["calculated"]) for step in answer["steps"]] == [len(step["critiques"]) for step in answer["steps"]]
+
+
 def test_stream_sends_each_step_in_order_then_the_whole_result(server):
     body = {**SOLUTION, "options": {"all_steps": True, "show_critiques": True}}
     plain = json.loads(call(server, "POST", "/v1/score", body)[2])
