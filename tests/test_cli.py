@@ -82,6 +82,18 @@ def test_verdict_mode_is_recorded_and_a_rerun_in_the_other_mode_is_refused(tiny_
     assert again.returncode == 2 and "verdict: 'released' before, 'single-pass' now" in again.stderr
 
 
+def test_a_results_file_made_without_the_calculator_is_not_resumed_with_it(tiny_gguf, tmp_path):
+    source, out = solutions_file(tmp_path, 1), tmp_path / "out.jsonl"
+    first = run("score", source, "--model", tiny_gguf, *FAST, "--output", out)
+    assert first.returncode == 0, first.stderr
+    before = out.read_bytes()
+    again = run("score", source, "--model", tiny_gguf, *FAST, "--calculator", "on", "--output", out)
+    assert again.returncode == 2 and "calculator: 'off' before, 'on' now" in again.stderr
+    assert out.read_bytes() == before  # left as it was
+    bad = run("score", source, "--model", tiny_gguf, "--calculator", "maybe")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "calculator" in bad.stderr
+
+
 def test_prompt_command_prints_exact_bytes(tmp_path):
     from rprm_lite.prompt import render_text
     from rprm_lite.solution import read_solutions
