@@ -79,8 +79,8 @@ def measure(argv: Sequence[str] | None) -> int:
         results[name] = evaluate_processbench(model, data, folder, seed=args.seed, max_tokens=args.max_tokens,
                                               lora=lora, threads=args.threads, critiques=True, **run)
         results[name]["run"] = run
-        print(f"{name}: F1 {results[name]['f1']:.1f}, {results[name]['seconds_per_step']:.2f} s per scored step",
-              flush=True)
+        print(f"{name}: F1 {percent(results[name]['f1'])}, error acc {percent(results[name]['error_acc'])}, "
+              f"{results[name]['seconds_per_step']:.2f} s per scored step", flush=True)
     outcomes = {name: item_outcomes(data, folder_predictions(args.out / name)) for name in runs}
     first = next(iter(runs))
     text = report(outcomes, [(name, first) for name in runs if name != first])
@@ -89,6 +89,11 @@ def measure(argv: Sequence[str] | None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(text)
     return 0
+
+
+def percent(value: float | None) -> str:
+    """A metric, or "-" where the split has no item of its class (F1 of a split of slips alone)."""
+    return "-" if value is None else f"{value:.1f}"
 
 
 def folder_predictions(folder: Path) -> Path:
