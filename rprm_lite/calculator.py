@@ -15,7 +15,10 @@ a division by zero, an expression it cannot read) gets nothing. Everything is bo
 digits of an operand and of every intermediate result, the nesting, so a hostile solution cannot make it slow;
 it never raises.
 
-A third check keeps a critique's data source honest: when it says a number comes "from the question" or "from
+The critiques of the demo judge quote two numbers before they compare them ("8 from the question; the Now Step
+uses 4:"): after such a quote the calculator writes the comparison of exactly those two numbers (" 8 vs 4, not
+the same"), so a critique cannot compare other numbers than it quoted. A third check keeps a critique's data
+source honest: when it says a number comes "from the question" or "from
 Step k" and that number is in neither the question nor any step before the Now Step (a small judge copies the
 Now Step's own number there), `misquote` tells the critique loop to take the number back and let the model
 choose again, among the numbers the source it named holds (`Sources`).
@@ -52,6 +55,9 @@ _TOKEN = re.compile(
 # a percent, a decimal point or a comma ("1,2345"); the expression is then not what the critique computes
 _JOINED = re.compile(r"[\w^%.,!'\\]$")
 _COMPARED = re.compile(rf"(?<![\w.,\-])(-?(?:{_NUMBER})) vs (-?(?:{_NUMBER})),$")
+# "N from the question; the Now Step uses W:" or "= N; the Now Step writes W:": the pair to compare is (N, W)
+_PAIRED = re.compile(rf"(?<![\w.,\-])(-?(?:{_NUMBER}))(?: from (?:the question|Step [1-9]\d{{0,3}}))?"
+                     rf"; the Now Step (?:uses|writes) (-?(?:{_NUMBER})):$")
 _QUOTED = re.compile(rf"(?<![\w.,\-])({_NUMBER})(?![\d])")
 # "N from the question" or "N from Step k", then one character that ends it (so "Step 1" is not "Step 12")
 _CLAIMED = re.compile(rf"(?<![\w.,\-])({_NUMBER})( from (?:the question|Step ([1-9]\d{{0,3}})))[^\w]$")
@@ -68,6 +74,8 @@ def continuation(text: str) -> str | None:
             return result_of(text[:-2])
         if text.endswith(","):
             return comparison(text)
+        if text.endswith(":"):
+            return pair(text)
     except (ArithmeticError, ValueError, RecursionError):  # bounded above; a safety net, never an error
         return None
     return None
@@ -142,6 +150,20 @@ def comparison(text: str) -> str | None:
     if left is None or right is None:
         return None
     return SAME if left == right else NOT_SAME
+
+
+def pair(text: str) -> str | None:
+    """After "N ...; the Now Step uses W:" (or "writes W:"), the comparison of the two numbers just quoted,
+    " N vs W, the same" or " N vs W, not the same"; else None."""
+    tail = text[-MAX_TAIL:]
+    match = _PAIRED.search(tail)
+    if match is None or (match.start() == 0 and len(text) > len(tail)):
+        return None
+    needed, written = match.groups()
+    left, right = _number(needed), _number(written)
+    if left is None or right is None:
+        return None
+    return f" {needed} vs {written},{SAME if left == right else NOT_SAME}"
 
 
 def result_of(text: str) -> str | None:

@@ -268,7 +268,7 @@ def _chosen(engine: Engine, stream: Critique, max_tokens: int) -> list[int]:
     return rest
 
 
-CALCULATOR_ENDS = (b"=", b"= ", b",")  # the only endings `calculator.continuation` answers
+CALCULATOR_ENDS = (b"=", b"= ", b",", b":")  # the only endings `calculator.continuation` answers
 CALCULATOR_TAIL = 4 * (calculator.MAX_TAIL + 2)  # bytes: more than MAX_TAIL characters of UTF-8, when it has them
 
 

@@ -112,6 +112,22 @@ def test_compared_numbers_are_the_same_or_not(text, written):
     assert continuation(text) == written
 
 
+@pytest.mark.parametrize(("text", "written"), [
+    ("the stamps at first, 28 from the question; the Now Step uses 2:", " 28 vs 2, not the same"),
+    ("the stamps bought, 6 from Step 1; the Now Step uses 6:", " 6 vs 6, the same"),
+    ("2 + 6 = 8; the Now Step writes 9:", " 8 vs 9, not the same"),
+    ("= 1,200; the Now Step writes 1200:", " 1,200 vs 1200, the same"),
+])
+def test_a_quoted_pair_is_compared_as_quoted(text, written):
+    assert continuation(text) == written
+
+
+@pytest.mark.parametrize("text", ["so; the Now Step uses 2:", "x4; the Now Step uses 2:", "4; the Now Step says 2:",
+                                  "48 ÷ 6: the Now Step writes 9, and 9 × 6 = 54:", "**Data Source Analysis**:"])
+def test_other_colons_get_nothing(text):
+    assert continuation(text) is None
+
+
 @pytest.mark.parametrize("text", ["apples vs oranges,", "x-4 vs 4,", "4 vs 3", "4 vs 3 ,", "a4 vs 4,"])
 def test_comparisons_it_cannot_read_get_nothing(text):
     assert comparison(text) is None and continuation(text) is None
@@ -127,7 +143,7 @@ def test_comparison_matches_the_numbers(a, b):
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=st.sampled_from(list("0123456789+-×÷*/·()[]{}$\\fractimesdv ,.=^%x")), max_size=300))
 def test_any_text_gives_a_string_or_nothing_and_never_raises(text):
-    for ending in ("=", "= ", ","):
+    for ending in ("=", "= ", ",", ":"):
         written = continuation(text + ending)
         assert written is None or isinstance(written, str)
 
