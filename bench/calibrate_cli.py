@@ -1,8 +1,9 @@
 """`rprm-lite calibrate PREDICTIONS --data DIR`: fit a calibration file on labelled predictions.
 
 The file records the model the predictions came from and the LoRA adapters it ran with (sha256 and scale):
-from run.json, which `rprm-lite bench` writes beside them, else from --model and --lora. run.json is read through the runtime's bounded JSON reader and its settings checked as scoring options
-(a NaN there once went straight into the file as `"k": NaN`); the record written is first checked by the
+from run.json, which `rprm-lite bench` writes beside them, else from --model and --lora. run.json is read
+through the runtime's bounded JSON reader and its settings and adapters checked as scoring options are (a NaN
+there once went straight into the file as `"k": NaN`); the record written is first checked by the
 runtime's own calibration rules (`parse_record`: a decreasing map is refused) and holds only finite
 numbers, so `calibrate` never writes a file that scoring would refuse.
 """
@@ -18,8 +19,16 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from rprm_lite.calibration import (FORMAT, SCORE_SETTINGS, VERSION, adapter_identities, describe_adapters, parse_lora,
-                                   parse_record, parse_settings)
+from rprm_lite.calibration import (
+    FORMAT,
+    SCORE_SETTINGS,
+    VERSION,
+    adapter_identities,
+    describe_adapters,
+    parse_lora,
+    parse_record,
+    parse_settings,
+)
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import read_json_file
 
@@ -64,7 +73,8 @@ def calibrate_command(
     result = calibrate(benchmark, pairs, score_map=None if score_map == "none" else score_map,
                        draws=bootstrap, seed=seed)
     record = {"format": FORMAT, "version": VERSION, "model_sha256": sha256, "model": model_name,
-              **({"lora": adapters} if adapters else {}), "threshold": result.pop("threshold"), "map": result.pop("map"),
+              **({"lora": adapters} if adapters else {}),  # fit on the model alone: the file of before
+              "threshold": result.pop("threshold"), "map": result.pop("map"),
               "settings": {key: run[key] for key in SCORE_SETTINGS if key in run},
               "fit": {"predictions": str(predictions), "predictions_sha256": _sha256(predictions),
                       "data": str(data), "benchmark": benchmark, **result}}

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import gguf
 import pytest
-
 from gguf_craft import write_adapter
+
 from rprm_lite.adapter_file import COMPUTABLE_TYPE_NAMES, inspect_adapter
 from rprm_lite.errors import ModelFileError
 from rprm_lite.model_file import ModelInfo, inspect_model
@@ -41,10 +41,12 @@ def adapter(folder: Path, base: ModelInfo, kind: T, *, half: str = "b", rank: in
                          dims=base.tensor_dims[TARGET], rank=rank, types=types)
 
 
-def run(*args, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    environ = {k: v for k, v in os.environ.items() if k != "RPRM_MODEL"} | (env or {})
+def run(*args, timeout: float = 180) -> subprocess.CompletedProcess:
+    """The CLI in a child process, without $RPRM_MODEL (so no --model is the demo). A server that does not refuse
+    the adapter would serve until `timeout`: a failure, as a crash is."""
+    environ = {k: v for k, v in os.environ.items() if k != "RPRM_MODEL"}
     return subprocess.run([sys.executable, "-m", "rprm_lite.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=180, env=environ)
+                          timeout=timeout, env=environ)
 
 
 def assert_refused(result: subprocess.CompletedProcess, path: Path, kind: T, half: str = "b") -> None:
@@ -92,13 +94,13 @@ def test_every_such_type_is_refused_on_the_demo_model(demo_base, tmp_path, solut
 def test_serve_refuses_to_start_with_such_an_adapter(small_bpe_gguf, tmp_path, kind):
     pytest.importorskip("uvicorn", reason="the serve extra (pip install 'rprm-lite[serve]') is not installed")
     bad = adapter(tmp_path, inspect_model(small_bpe_gguf), kind)
-    assert_refused(run("serve", "--model", small_bpe_gguf, "--port", 0, "--lora", bad), bad, kind)
+    assert_refused(run("serve", "--model", small_bpe_gguf, "--port", 0, "--lora", bad, timeout=60), bad, kind)
 
 
 def test_serve_on_the_demo_refuses_such_an_adapter(demo_base, tmp_path):
     pytest.importorskip("uvicorn", reason="the serve extra (pip install 'rprm-lite[serve]') is not installed")
     bad = adapter(tmp_path, inspect_model(demo_base), T.F64)
-    assert_refused(run("serve", "--port", 0, "--lora", bad), bad, T.F64)
+    assert_refused(run("serve", "--port", 0, "--lora", bad, timeout=60), bad, T.F64)
 
 
 @pytest.mark.parametrize("kind", [T.F16, T.BF16, T.Q8_0, T.Q4_0], ids=["F16", "BF16", "Q8_0", "Q4_0"])

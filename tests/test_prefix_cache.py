@@ -23,8 +23,15 @@ from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import DecodeEntry, Engine
 from rprm_lite.errors import InputError
 from rprm_lite.output import to_json_line
-from rprm_lite.prefix_cache import (MAGIC, MAX_HEADER_BYTES, MAX_STATE_BYTES, PrefixCache, make_prefix_cache,
-                                    read_state_file, user_cache_folder)
+from rprm_lite.prefix_cache import (
+    MAGIC,
+    MAX_HEADER_BYTES,
+    MAX_STATE_BYTES,
+    PrefixCache,
+    make_prefix_cache,
+    read_state_file,
+    user_cache_folder,
+)
 from rprm_lite.prompt import head_part, render
 from rprm_lite.scoring import Scorer
 from rprm_lite.solution import Solution
@@ -161,7 +168,8 @@ def test_a_state_file_must_name_the_key_and_the_token_count(tmp_path):
 
 
 CAPPED = """import json, resource, sys
-from rprm_lite.config import ScoreConfig; from rprm_lite.output import to_json_line; from rprm_lite.scoring import Scorer
+from rprm_lite.config import ScoreConfig; from rprm_lite.output import to_json_line
+from rprm_lite.scoring import Scorer
 from rprm_lite.prefix_cache import PrefixCache; from rprm_lite.step_cache import StepCache
 model, folder, config, question, steps, headroom = json.loads(sys.argv[1])
 cache = PrefixCache(folder)

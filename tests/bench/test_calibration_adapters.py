@@ -17,8 +17,8 @@ from pathlib import Path
 
 import gguf
 import pytest
-
 from gguf_craft import write_adapter
+
 from rprm_lite.adapter_file import load_model_info
 from rprm_lite.calibration import load_calibration
 from rprm_lite.errors import InputError

@@ -66,14 +66,14 @@ ADAPTED = calibration_text(lora=[{"file": "a.gguf", "sha256": SHA, "scale": 0.5}
 # every number a calibration file holds, as a huge integer: (text, what the one error line says)
 HUGE_NUMBERS = {
     "threshold": (with_text('"threshold": 0.4', f'"threshold": {HUGE}'),
-                  "'threshold' must be a number in [0, 1], got an integer of about 400 digits"),
+                  "'threshold' must be a number in [0, 1], got an integer of about 40"),
     "version": (with_text('"version": 1', f'"version": {HUGE}'), "calibration format version 9999"),
     "isotonic x": (with_text('"x": [0.1, 0.9]', f'"x": [0.1, {HUGE}]'), "an isotonic map needs lists 'x'"),
     "isotonic y": (with_text('"y": [0.2, 0.8]', f'"y": [-{HUGE}, 0.8]'), "an isotonic map needs lists 'x'"),
     "platt a": (PLATT.replace("1.5", HUGE), "a platt map needs finite numbers 'a' and 'b', got an integer of "
-                                            "about 400 digits and 0.5"),
+                                            "about 40"),
     "platt b": (PLATT.replace("0.5", "-" + HUGE), "a platt map needs finite numbers 'a' and 'b', got 1.5 and an "
-                                                  "integer of about 400 digits"),
+                                                  "integer of about 40"),
     "settings k": (with_text('"k": 10', f'"k": {HUGE}'), "'settings': invalid settings: k must be"),
     "settings temperature": (with_text('"temperature": 0.95', f'"temperature": {HUGE}'),
                              "'settings': invalid settings: temperature must be a finite number, got an integer"),
