@@ -3,7 +3,7 @@
 An adapter is checked before llama.cpp sees it, as a model file is (`model_file.py`): GGUF header and
 extents, `adapter.type = lora`, the base's architecture, every `<name>.lora_a` / `<name>.lora_b` pair
 against the base tensor `<name>` (llama.cpp's own shape rule: `lora_a` is in x rank, `lora_b` rank x
-out, in ggml order), every half's tensor type (`COMPUTABLE_TYPES`), and, when the adapter records one, the
+out, in ggml order), every half's tensor type (`COMPUTABLE_TYPE_NAMES`), and, when the adapter records one, the
 sha256 of the base it was converted against. Its `rprm.*` metadata goes on top of the base's
 (`ModelInfo.settings_metadata`).
 
