@@ -117,7 +117,8 @@ class StepCache:
         return step
 
     def put(self, key: str, step: StepResult) -> None:
-        step = dataclasses.replace(step, **dict.fromkeys(NOT_KEPT))
+        if any(getattr(step, name) is not None for name in NOT_KEPT):
+            step = dataclasses.replace(step, **dict.fromkeys(NOT_KEPT))
         self._remember(key, step)
         if self.directory is not None:
             self._write(key, step)
