@@ -1,7 +1,9 @@
 """`rprm-lite calibrate PREDICTIONS --data DIR`: fit a calibration file on labelled predictions.
 
-run.json is read through the runtime's bounded JSON reader and its settings checked as scoring options
-(a NaN there once went straight into the file as `"k": NaN`); the record written is first checked by the
+The file records the model the predictions came from and the LoRA adapters it ran with (sha256 and scale):
+from run.json, which `rprm-lite bench` writes beside them, else from --model and --lora. run.json is read
+through the runtime's bounded JSON reader and its settings and adapters checked as scoring options are (a NaN
+there once went straight into the file as `"k": NaN`); the record written is first checked by the
 runtime's own calibration rules (`parse_record`: a decreasing map is refused) and holds only finite
 numbers, so `calibrate` never writes a file that scoring would refuse.
 """
@@ -17,7 +19,16 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from rprm_lite.calibration import FORMAT, SCORE_SETTINGS, VERSION, parse_record, parse_settings
+from rprm_lite.calibration import (
+    FORMAT,
+    SCORE_SETTINGS,
+    VERSION,
+    adapter_identities,
+    describe_adapters,
+    parse_lora,
+    parse_record,
+    parse_settings,
+)
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import read_json_file
 
@@ -44,6 +55,8 @@ def calibrate_command(
                                                f"when {RUN_FILE} is not beside the predictions.")] = None,
     model_sha256: Annotated[str | None, typer.Option("--model-sha256", help="The model's sha256, instead "
                                                      "of --model.")] = None,
+    lora: Annotated[list[str] | None, typer.Option("--lora", metavar="ADAPTER.gguf[:SCALE]", help="A LoRA adapter "
+                                                   "the model ran with (repeatable, in order; with --model).")] = None,
     subsets: Annotated[str | None, typer.Option(help="ProcessBench subsets (default: all).")] = None,
     bootstrap: Annotated[int, typer.Option(min=1, help="Resamples for the threshold's interval.")] = 200,
     seed: Annotated[int, typer.Option(help="Seed of the resamples.")] = 0,
@@ -55,11 +68,12 @@ def calibrate_command(
     if not predictions.is_file():
         raise InputError(f"{predictions}: no such file; expected the predictions.jsonl of a benchmark run")
     run = _run_config(predictions)
-    sha256, model_name = _model_identity(run, model, model_sha256)
+    sha256, model_name, adapters = _model_identity(run, model, model_sha256, lora or [])
     benchmark, pairs = _pairs(predictions, data, subsets, partial)
     result = calibrate(benchmark, pairs, score_map=None if score_map == "none" else score_map,
                        draws=bootstrap, seed=seed)
     record = {"format": FORMAT, "version": VERSION, "model_sha256": sha256, "model": model_name,
+              **({"lora": adapters} if adapters else {}),  # fit on the model alone: the file of before
               "threshold": result.pop("threshold"), "map": result.pop("map"),
               "settings": {key: run[key] for key in SCORE_SETTINGS if key in run},
               "fit": {"predictions": str(predictions), "predictions_sha256": _sha256(predictions),
@@ -148,19 +162,27 @@ def _run_config(predictions: Path) -> dict[str, Any]:
         if not isinstance(config.get(key, ""), str):
             raise InputError(f"{path}: config.{key} must be text, got {config[key]!r:.40}")
     parse_settings(config, f"{path}: config")  # the settings the calibration records
+    parse_lora(config.get("lora", []), f"{path}: config")  # the adapters it records
     return config
 
 
-def _model_identity(run: dict[str, Any], model: Path | None, sha256: str | None) -> tuple[str, str]:
+def _model_identity(run: dict[str, Any], model: Path | None, sha256: str | None,
+                    lora: list[str]) -> tuple[str, str, list[dict[str, Any]]]:
+    """The model's sha256 and name and its adapters' records (file, sha256, scale): from --model and --lora
+    (checked against run.json when it names them), else --model-sha256, else run.json."""
+    recorded = list(parse_lora(run.get("lora", []), RUN_FILE))
+    if lora and model is None:
+        raise InputError("--lora needs --model: an adapter is checked against the base model it was applied to")
     if model is not None:
+        from rprm_lite.adapter_file import with_adapters
         from rprm_lite.model_file import inspect_model, resolve_model_path
 
-        info = inspect_model(resolve_model_path(model))
-        found = (info.sha256, info.path.name)
+        info = with_adapters(inspect_model(resolve_model_path(model)), lora)
+        found = (info.sha256, info.path.name, [adapter.record() for adapter in info.adapters])
     elif sha256 is not None:
-        found = (sha256.lower(), "")
+        found = (sha256.lower(), "", recorded)
     elif run.get("model_sha256"):
-        found = (run["model_sha256"], run.get("model", ""))
+        found = (run["model_sha256"], run.get("model", ""), recorded)
     else:
         raise InputError(f"no {RUN_FILE} beside the predictions names their model; pass --model FILE (or "
                          "--model-sha256) so that the calibration is applied to that model only")
@@ -169,6 +191,9 @@ def _model_identity(run: dict[str, Any], model: Path | None, sha256: str | None)
     if run.get("model_sha256") and run["model_sha256"] != found[0]:
         raise InputError(f"the predictions were made with model sha256 {run['model_sha256'][:12]}..., "
                          f"not {found[0][:12]}...")
+    if run.get("model_sha256") and adapter_identities(recorded) != adapter_identities(found[2]):
+        raise InputError(f"the predictions were made with {describe_adapters(recorded)}, not "
+                         f"{describe_adapters(found[2])} (--lora)")
     return found
 
 

@@ -3,8 +3,15 @@
 An adapter is checked before llama.cpp sees it, as a model file is (`model_file.py`): GGUF header and
 extents, `adapter.type = lora`, the base's architecture, every `<name>.lora_a` / `<name>.lora_b` pair
 against the base tensor `<name>` (llama.cpp's own shape rule: `lora_a` is in x rank, `lora_b` rank x
-out, in ggml order), and, when the adapter records one, the sha256 of the base it was converted
-against. Its `rprm.*` metadata goes on top of the base's (`ModelInfo.settings_metadata`).
+out, in ggml order), every half's tensor type (`COMPUTABLE_TYPE_NAMES`), and, when the adapter records one, the
+sha256 of the base it was converted against. Its `rprm.*` metadata goes on top of the base's
+(`ModelInfo.settings_metadata`).
+
+llama.cpp's loader (src/llama-adapter.cpp) takes a LoRA tensor of any type it can read, and its graph
+(`build_lora_mm` in src/llama-graph.cpp) multiplies each half with `ggml_mul_mat(half, activations)`. The
+CPU backend computes that through the half's type's `vec_dot` (ggml-cpu.c `type_traits_cpu`), and a type
+without one (the integer types, F64, and Q8_1/Q8_K, which exist only as the other operand) is a call through
+a null pointer: the process dies at the first decode. So a half must be of a type that has one.
 
 On the command line an adapter is `PATH` or `PATH:SCALE` (scale 1 when left out): one option per
 adapter keeps each scale beside its file, so two repeated lists can never pair up wrongly.
@@ -15,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +35,11 @@ ADAPTER_TYPE = "adapter.type"
 LORA_ALPHA = "adapter.lora.alpha"
 LORA_A, LORA_B = ".lora_a", ".lora_b"
 IGNORED_SUFFIX = "_norm.weight"  # llama.cpp skips norm vectors in an adapter (mergekit-extract-lora writes them)
+# the ggml types whose CPU type traits have a vec_dot (llama.cpp's ggml/src/ggml-cpu/ggml-cpu.c), by gguf-py's
+# names: the only ones ggml_mul_mat computes with. A name this gguf-py lacks is a type its reader refuses anyway.
+COMPUTABLE_TYPE_NAMES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
+                         "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S", "IQ2_S",
+                         "IQ4_XS", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0")
 
 LoraArg = str | Path | tuple[str | Path, float]
 
@@ -178,6 +190,11 @@ def _check_pair(path: Path, name: str, a: Any, b: Any, base: ModelInfo) -> int:
     if len(dims) != 2 or len(a.dims) != 2 or len(b.dims) != 2:
         raise ModelFileError(f"{path}: tensor {name}: expected 2-D LoRA halves of a matrix, got base "
                              f"{list(dims)}, lora_a {list(a.dims)}, lora_b {list(b.dims)}")
+    for half, tensor in ((LORA_A, a), (LORA_B, b)):
+        if tensor.type not in computable_types():
+            raise ModelFileError(f"{path}: tensor {name}{half} is of type {type_name(tensor.type)}, which llama.cpp "
+                                 "cannot multiply with (it would crash at the first decode); expected one of "
+                                 "F32, F16, BF16 or a quantized type such as Q8_0: convert the adapter again")
     columns, rows = dims
     rank = a.dims[1]
     if a.dims != (columns, rank) or b.dims != (rank, rows):
@@ -185,6 +202,24 @@ def _check_pair(path: Path, name: str, a: Any, b: Any, base: ModelInfo) -> int:
                              f"order), so lora_a must be [{columns}, r] and lora_b [r, {rows}]; got "
                              f"{list(a.dims)} and {list(b.dims)}: this adapter is for another base model")
     return rank
+
+
+@cache
+def computable_types() -> frozenset[int]:
+    """The ggml type ids of COMPUTABLE_TYPE_NAMES that this gguf-py knows."""
+    from gguf import GGMLQuantizationType
+
+    return frozenset(GGMLQuantizationType[name].value for name in COMPUTABLE_TYPE_NAMES
+                     if name in GGMLQuantizationType.__members__)
+
+
+def type_name(kind: int) -> str:
+    from gguf import GGMLQuantizationType
+
+    try:
+        return GGMLQuantizationType(kind).name
+    except ValueError:
+        return f"{kind} (unknown)"
 
 
 def _check_base_identity(path: Path, recorded: str | None, base: ModelInfo) -> None:

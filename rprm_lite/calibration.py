@@ -9,12 +9,15 @@ data, holds:
   with a >= 0); with a map, a step's `score` is the mapped value and `raw_score` keeps the mean P(Yes).
   A decreasing map of either kind is refused: it would turn the steps the model trusts most into the
   ones it calls wrong;
-- `model_sha256`: the model it was fit for (a file for another model is refused), and the scoring
-  settings of the predictions it was fit on (`k`, `temperature`, ...; other settings are refused too,
-  since they change the distribution of scores).
+- `model_sha256`: the model it was fit for (a file for another model is refused), `lora`: the LoRA adapters
+  that model ran with (each one's file name, sha256 and scale, in order, as results record them; left out or
+  empty: none), so a calibration of the demo model (a base plus its bundled adapter) applies to that pair
+  only, and the scoring settings of the predictions it was fit on (`k`, `temperature`, ...; other settings
+  are refused too, since they change the distribution of scores).
 A file is data, not trusted: it is read through the one bounded JSON reader (size, nesting, huge or
-non-finite numbers are clean errors) and every field is checked; `rprm-lite calibrate` checks what it
-writes with the same rules (`parse_record`), so it never writes a file this module would refuse.
+non-finite numbers are clean errors) and every field is checked, every number with `options.is_number`
+(an integer too large for a float is refused, not turned into an OverflowError); `rprm-lite calibrate`
+checks what it writes with the same rules (`parse_record`), so it never writes a file this module would refuse.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import read_json_file
+from rprm_lite.options import is_number, shown
 
 FORMAT = "rprm-lite-calibration"
 VERSION = 1
@@ -74,13 +78,16 @@ class Calibration:
     settings: Mapping[str, Any] | None = None
     sha256: str = ""  # of the file's bytes, recorded in results as calibration_sha256
     path: str = ""
+    lora: tuple[Mapping[str, Any], ...] = ()  # the adapters the model ran with: {"file", "sha256", "scale"}
 
     def score(self, raw: float) -> float:
         return raw if self.mapping is None else self.mapping(raw)
 
 
-def load_calibration(path: str | Path, *, model_sha256: str | None = None) -> Calibration:
-    """Read and check a calibration file; with `model_sha256`, refuse a file made for another model."""
+def load_calibration(path: str | Path, *, model_sha256: str | None = None,
+                     lora: Sequence[Mapping[str, Any]] = ()) -> Calibration:
+    """Read and check a calibration file; with `model_sha256`, refuse a file made for another model, or for
+    that model with other adapters than `lora` (the records of `Adapter.record()`: file, sha256, scale)."""
     path = Path(path)
     record, data = read_json_file(path, where=f"--calibration {path}", max_bytes=MAX_FILE_BYTES)
     calibration = parse_record(record, str(path), hashlib.sha256(data).hexdigest())
@@ -88,7 +95,23 @@ def load_calibration(path: str | Path, *, model_sha256: str | None = None) -> Ca
         raise InputError(f"--calibration {path} was made for another model (sha256 {calibration.model_sha256[:12]}..."
                          f"{' ' + calibration.model if calibration.model else ''}, this one is "
                          f"{model_sha256[:12]}...); fit one for this model with `rprm-lite calibrate`")
+    if model_sha256 is not None and adapter_identities(calibration.lora) != adapter_identities(lora):
+        raise InputError(f"--calibration {path} was fit with {describe_adapters(calibration.lora)}, but this model "
+                         f"runs with {describe_adapters(lora)}; adapters and their scales change the scores: fit one "
+                         "for these with `rprm-lite calibrate`")
     return calibration
+
+
+def adapter_identities(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, float]]:
+    return [(record["sha256"], record["scale"]) for record in records]
+
+
+def describe_adapters(records: Sequence[Mapping[str, Any]]) -> str:
+    """`records` (file, sha256, scale) as a message names them."""
+    if not records:
+        return "no LoRA adapter"
+    return "LoRA adapter(s) " + ", ".join(f"{record['file'] or '?'} (sha256 {record['sha256'][:12]}..., scale "
+                                          f"{record['scale']:g})" for record in records)
 
 
 def parse_record(record: Any, where: str, sha256: str = "") -> Calibration:
@@ -101,7 +124,7 @@ def parse_record(record: Any, where: str, sha256: str = "") -> Calibration:
                          f"this rprm-lite reads version {VERSION}")
     threshold, model_sha256, model = record.get("threshold"), record.get("model_sha256"), record.get("model", "")
     if not _unit_number(threshold):
-        raise InputError(f"--calibration {where}: 'threshold' must be a number in [0, 1], got {threshold!r:.40}")
+        raise InputError(f"--calibration {where}: 'threshold' must be a number in [0, 1], got {shown(threshold)}")
     if not isinstance(model_sha256, str) or not _SHA256.fullmatch(model_sha256):
         raise InputError(f"--calibration {where}: 'model_sha256' must be the model file's sha256 (64 lowercase "
                          f"hex digits), got {model_sha256!r:.80}")
@@ -110,7 +133,24 @@ def parse_record(record: Any, where: str, sha256: str = "") -> Calibration:
     return Calibration(threshold=float(threshold), model_sha256=model_sha256, model=model,
                        mapping=parse_map(record.get("map"), where),
                        settings=parse_settings(record.get("settings"), f"--calibration {where}: 'settings'"),
-                       sha256=sha256, path=where)
+                       sha256=sha256, path=where, lora=parse_lora(record.get("lora", []), f"--calibration {where}"))
+
+
+def parse_lora(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """The adapters a calibration was fit with (or a run.json's `config.lora`): a list of {"file": name,
+    "sha256": hex, "scale": number}, as results record them."""
+    if not isinstance(value, list):
+        raise InputError(f"{where}: 'lora' must be a list of adapters, got {shown(value)}")
+    adapters = []
+    for number, item in enumerate(value, start=1):
+        if not (isinstance(item, dict) and set(item) == {"file", "sha256", "scale"} and isinstance(item["file"], str)
+                and isinstance(item["sha256"], str) and _SHA256.fullmatch(item["sha256"])
+                and is_number(item["scale"])):
+            raise InputError(f"{where}: 'lora' adapter {number} must be an object with 'file' (its "
+                             "name), 'sha256' (64 lowercase hex digits) and 'scale' (a finite number), got "
+                             f"{shown(item, 80)}")
+        adapters.append({**item, "scale": float(item["scale"])})
+    return tuple(adapters)
 
 
 def parse_settings(value: Any, where: str) -> dict[str, Any]:
@@ -136,9 +176,9 @@ def parse_map(value: Any, where: str) -> ScoreMap | None:
     kind = value.get("kind") if isinstance(value, dict) else None
     if kind == "platt":
         a, b = value.get("a"), value.get("b")
-        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (a, b)):
+        if not (is_number(a) and is_number(b)):
             raise InputError(f"--calibration {where}: a platt map needs finite numbers 'a' and 'b', got "
-                             f"{a!r:.30} and {b!r:.30}")
+                             f"{shown(a, 30)} and {shown(b, 30)}")
         if a < 0:
             raise InputError(f"--calibration {where}: a platt map must be non-decreasing (slope 'a' >= 0), got "
                              f"a = {a}: it would call the steps the model trusts most wrong; fit it again")
@@ -165,7 +205,7 @@ def check_settings(calibration: Calibration, settings: Mapping[str, Any]) -> Non
 
 
 def _unit_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    return is_number(value) and 0 <= value <= 1
 
 
 def _numbers(values: Any) -> bool:
@@ -176,11 +216,13 @@ def _increasing(values: Sequence[float], *, strict: bool) -> bool:
     return all(a < b if strict else a <= b for a, b in zip(values, values[1:], strict=False))
 
 
-def calibrated_config(config: Any, model_sha256: str) -> tuple[Any, Calibration | None]:
-    """`config` with the calibration's threshold (checked against the model, the settings and the band)."""
+def calibrated_config(config: Any, model_sha256: str, lora: Sequence[Mapping[str, Any]] = ()
+                      ) -> tuple[Any, Calibration | None]:
+    """`config` with the calibration's threshold (checked against the model and its adapters `lora`, the
+    settings and the band)."""
     if config.calibration is None:
         return config, None
-    calibration = load_calibration(config.calibration, model_sha256=model_sha256)
+    calibration = load_calibration(config.calibration, model_sha256=model_sha256, lora=lora)
     check_config(calibration, config)
     return config.replace(threshold=calibration.threshold), calibration
 

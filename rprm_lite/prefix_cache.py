@@ -19,12 +19,15 @@ A state is keyed (`state_key`) by everything that decides its values: the model 
 and scales, the prompt style and template sha256, the tokens before the mark, the llama.cpp build, thread
 count, batch size, offloaded layers and weight buffers.
 
-A file is data, not trusted: it is read as the step cache reads its entries (a regular file only, bounded,
-through `read_file_in`), then its header must name the key asked for and the token count, and the state's
-size and sha256 must match the header; llama.cpp then checks the state's layout, and the engine that the
-sequence holds exactly the positions asked for (`Engine.load_sequence`). A bad file is a miss, counted in
-`corrupt`: the prefix is decoded and the file replaced. A write that fails is counted in `write_errors`,
-never raised: the cache only ever saves time.
+A file is data, not trusted: it is opened as the step cache opens its entries (a regular file only, through
+`open_file_in`), and its header is read first (`read_state_file`): it must name the key asked for and the
+token count, and the state size it gives must be the rest of the file and at most MAX_STATE_BYTES, before
+one byte of the state is read (so a bad file costs a few kilobytes, whatever its size); the state is then
+read once, into the one bytes object that is kept, and its sha256 must match the header. llama.cpp then
+checks the state's layout, and the engine that the sequence holds exactly the positions asked for
+(`Engine.load_sequence`). A file that fails any check, or that there is not the memory to read, is a miss,
+counted in `corrupt`: the prefix is decoded and the file replaced. A write that fails is counted in
+`write_errors`, never raised: the cache only ever saves time.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any, Literal
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import loads
 from rprm_lite.options import shown
-from rprm_lite.step_cache import FOLDER_FLAGS, BadEntry, read_file_in, replace_file_in, step_key
+from rprm_lite.step_cache import FOLDER_FLAGS, BadEntry, open_file_in, replace_file_in, step_key
 
 MAGIC = b"rprm-lite-kv\n"
 VERSION = 1
@@ -127,11 +130,11 @@ class PrefixCache:
 
     def _read(self, key: str, n_tokens: int) -> bytes | None:
         try:
-            data = read_file_in(self._folder(key), f"{key}.kv", MAX_HEADER_BYTES + MAX_STATE_BYTES)
-            return state_from_file(data, key, n_tokens)
+            return read_state_file(self._folder(key), f"{key}.kv", key, n_tokens)
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, InputError, BadEntry):  # a link, FIFO or device; unreadable; malformed
+        # a link, FIFO or device; unreadable; malformed; a state there is not the memory to hold
+        except (OSError, ValueError, InputError, BadEntry, MemoryError):
             self.corrupt += 1
             return None
 
@@ -234,17 +237,52 @@ def make_prefix_cache(mode: Mode | bool | PrefixCache, folder: Path | None) -> P
     return PrefixCache(None if root is None else root / FOLDER)
 
 
-def state_from_file(data: bytes, key: str, n_tokens: int) -> bytes:
-    """The state a file holds, or BadEntry when it is not a whole state of `n_tokens` tokens for `key`."""
-    if not data.startswith(MAGIC):
+def read_state_file(folder: Path, name: str, key: str, n_tokens: int) -> bytes:
+    """The state the file `name` in `folder` holds, or BadEntry when it is not a whole state of `n_tokens`
+    tokens for `key`. The header is read and checked, and the state's size against the file's, before the
+    state is read: once, with no second copy."""
+    handle, size = open_file_in(folder, name)
+    try:
+        head = os.read(handle, len(MAGIC) + MAX_HEADER_BYTES + 1)
+        header, start = header_from_file(head, key, n_tokens)
+        if header["bytes"] > MAX_STATE_BYTES or start + header["bytes"] != size:
+            raise BadEntry(f"the header gives {header['bytes']} bytes of state, the file holds {size - start}")
+        os.lseek(handle, start, os.SEEK_SET)
+        state = read_exactly(handle, header["bytes"])
+    finally:
+        os.close(handle)
+    if hashlib.sha256(state).hexdigest() != header["sha256"]:
+        raise BadEntry("the state does not match the header's sha256")
+    return state
+
+
+def header_from_file(head: bytes, key: str, n_tokens: int) -> tuple[dict[str, Any], int]:
+    """The header at the start of a state file (`head`: its first bytes) and where the state starts, or BadEntry
+    when it is not a header of a state of `n_tokens` tokens for `key`."""
+    if not head.startswith(MAGIC):
         raise BadEntry("not a prefix state file")
-    end = data.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER_BYTES)
+    end = head.find(b"\n", len(MAGIC), len(MAGIC) + MAX_HEADER_BYTES)
     if end < 0:
         raise BadEntry("no header line")
-    header = loads(data[len(MAGIC):end], where=key, max_depth=1)
-    state = data[end + 1:]
-    expected = {"version": VERSION, "key": key, "tokens": n_tokens, "bytes": len(state),
-                "sha256": hashlib.sha256(state).hexdigest()}
-    if header != expected:
-        raise BadEntry("the header does not match the key, the token count or the state")
-    return state
+    header = loads(head[len(MAGIC):end], where=key, max_depth=1)
+    if not isinstance(header, dict) or set(header) != {"version", "key", "tokens", "bytes", "sha256"}:
+        raise BadEntry("not a prefix state header")
+    expected, size = {"version": VERSION, "key": key, "tokens": n_tokens}, header["bytes"]
+    if (any(header[name] != value for name, value in expected.items()) or isinstance(size, bool)
+            or not isinstance(size, int) or size < 0 or not isinstance(header["sha256"], str)):
+        raise BadEntry("the header does not match the key or the token count")
+    return header, end + 1
+
+
+def read_exactly(handle: int, size: int) -> bytes:
+    """The next `size` bytes of an open file in one bytes object, or BadEntry when the file ends first."""
+    data = os.read(handle, size)
+    if len(data) < size:  # a read the system cut short: the rest in pieces (a copy, but only then)
+        pieces, got = [data], len(data)
+        while got < size and (piece := os.read(handle, size - got)):
+            pieces.append(piece)
+            got += len(piece)
+        data = b"".join(pieces)
+    if len(data) != size:
+        raise BadEntry(f"the file ends after {len(data)} of {size} bytes of state")
+    return data

@@ -11,6 +11,8 @@ from typing import Any, Literal
 # (rprm_lite/remote/scorer.py), so the step has no score
 Verdict = Literal["correct", "wrong", "uncertain", "not scored", "unread"]
 UNREAD = "unread"
+# StepResult fields left out of its JSON when None: the prefix cache's, adaptive K's, a calibration's, the calculator's
+OPTIONAL_FIELDS = ("prefix_tokens", "critiques_used", "stop_reason", "raw_score", "calculated")
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,9 @@ class StepResult:
     critiques: tuple[str, ...] = ()
     prompt_tokens: int = 0
     reused_tokens: int = 0  # prompt tokens already in the KV cache from the previous step
+    # prompt tokens put back from the prefix cache (rprm_lite/prefix_cache.py) instead of decoded; None (and
+    # then left out of the JSON, so results without it read as before) when none were
+    prefix_tokens: int | None = None
     # adaptive K only (None otherwise, and then left out of the JSON): how many critiques were drawn
     # and why drawing stopped ("settled" by the stopping rule, or "reached-k")
     critiques_used: int | None = None
@@ -44,8 +49,8 @@ class StepResult:
             del data["critiques"], data["calculated"]
         if data.get("calculated") is not None:
             data["calculated"] = [[list(span) for span in spans] for spans in data["calculated"]]
-        for name in ("critiques_used", "stop_reason", "raw_score", "calculated"):  # adaptive K, calibration,
-            if name in data and data[name] is None:  # the calculator only
+        for name in OPTIONAL_FIELDS:
+            if name in data and data[name] is None:
                 del data[name]
         return data
 

@@ -250,7 +250,7 @@ class Scorer:
         return self._step_result(index, tokens, reused, critiques, p_yes)
 
     def _score_step_adaptive(self, solution: Solution, index: int, tokens: list[int], max_tokens: int,
-                             reused: int) -> StepResult:
+                             reused: tuple[int, int]) -> StepResult:
         def read_p_yes(wave: list) -> list[float]:
             if self.config.verdict == "released":
                 prompt = prompts.render(solution, index, self.config.prompt_style)
@@ -270,19 +270,21 @@ class Scorer:
             return None
         return Sources.of(solution.question, solution.steps[:index])
 
-    def _step_result(self, index: int, tokens: list[int], reused: int, critiques: list,
+    def _step_result(self, index: int, tokens: list[int], reused: tuple[int, int], critiques: list,
                      p_yes: tuple[float, ...]) -> StepResult:
         score = sum(p_yes) / len(p_yes)
+        kept, put_back = reused
         return self._decide(StepResult(
             index=index + 1, score=score, p_yes=p_yes, verdict="not scored",  # decided from the score
             fallbacks=sum(c.fallback for c in critiques),
             generated_tokens=sum(c.tokens for c in critiques),
             critiques=tuple(c.text for c in critiques),
-            prompt_tokens=len(tokens), reused_tokens=reused,
+            prompt_tokens=len(tokens), reused_tokens=kept, prefix_tokens=put_back or None,
             calculated=tuple(c.calculated for c in critiques) if self.config.calculator == "on" else None))
 
-    def _load_prompt(self, tokens: list[int]) -> int:
-        """Put `tokens` in sequence 0, decoding only what is not cached; returns the reused count."""
+    def _load_prompt(self, tokens: list[int]) -> tuple[int, int]:
+        """Put `tokens` in sequence 0, decoding only what is not cached; returns the tokens kept from the
+        previous prompt and those put back from the prefix cache."""
         try:
             return self._decode_prompt(tokens)
         except BaseException:
@@ -290,10 +292,11 @@ class Scorer:
             self.engine.clear()
             raise
 
-    def _decode_prompt(self, tokens: list[int]) -> int:
+    def _decode_prompt(self, tokens: list[int]) -> tuple[int, int]:
         """Decode what sequence 0 lacks of `tokens`, in pieces cut at the prompt's marks; returns the tokens
-        kept from the solution's previous prompt. A prompt decoded from its first token starts from an empty
-        cache, and the longest piece before a mark whose KV state is cached is put back instead of decoded."""
+        kept from the solution's previous prompt and those put back from the prefix cache. A prompt decoded
+        from its first token starts from an empty cache, and the longest piece before a mark whose KV state
+        is cached is put back instead of decoded."""
         engine = self.engine
         for seq in range(1, self.config.k + 1):
             engine.trim(seq)
@@ -317,7 +320,7 @@ class Scorer:
             if end in marks and keep == 0:  # pieces decoded from empty: the values a fresh run computes
                 self._save_prefix(tokens[:end], persist=end == marks[0])
         self._cached = list(tokens)
-        return keep
+        return keep, start - keep
 
     def _marks(self, tokens: list[int]) -> list[int]:
         """Where a prompt's pieces end: its tokens shared with the template's text before the question alone,
@@ -484,15 +487,10 @@ def run_settings(info: ModelInfo, config: ScoreConfig, calibration: Calibration 
 def resolve_settings(info: ModelInfo, config: ScoreConfig | None = None, overrides: dict[str, Any] | None = None
                      ) -> tuple[ScoreConfig, Calibration | None]:
     """`config`, else the model file's rprm.* settings over the defaults; `overrides` on top; with a
-    calibration file, its threshold (the file is checked against the model and the settings). Also returns
-    the calibration it read (None without one), so callers need not read the file again."""
+    calibration file, its threshold (the file is checked against the model, its adapters and the settings).
+    Also returns the calibration it read (None without one), so callers need not read the file again."""
     base = config or info.default_config()
     settings = base.replace(**overrides) if overrides else base
     if config is None:
         settings = sampled_when_several(settings, overrides or {})
-    if settings.calibration is not None and info.adapters:
-        # a calibration file names one model file; one fit with these adapters could not be told apart
-        raise InputError("--calibration cannot be combined with LoRA adapters yet (--lora, or the demo model, which is "
-                         "a base plus its bundled adapter): a calibration file is fit for a model file alone, and the "
-                         "adapters change its scores; leave out one of the two")
-    return calibrated_config(settings, info.sha256)
+    return calibrated_config(settings, info.sha256, [adapter.record() for adapter in info.adapters])

@@ -62,6 +62,8 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 # fields added after entries were first written: an entry without them was written with None there
 ADDED_FIELDS = ("critiques_used", "stop_reason", "calculated")
+# fields of the work of the run that scored a step, not of its result: never kept (a hit decodes nothing)
+NOT_KEPT = ("prefix_tokens",)
 
 
 def step_key(material: Mapping[str, Any]) -> str:
@@ -116,6 +118,8 @@ class StepCache:
         return step
 
     def put(self, key: str, step: StepResult) -> None:
+        if any(getattr(step, name) is not None for name in NOT_KEPT):
+            step = dataclasses.replace(step, **dict.fromkeys(NOT_KEPT))
         self._remember(key, step)
         if self.directory is not None:
             self._write(key, step)
@@ -146,7 +150,8 @@ class StepCache:
         return read_file_in(self._folder(key), f"{key}.json", MAX_ENTRY_BYTES)
 
     def _write(self, key: str, step: StepResult) -> None:
-        record = {"format": FORMAT, "version": VERSION, "key": key, "step": dataclasses.asdict(step)}
+        fields = {name: value for name, value in dataclasses.asdict(step).items() if name not in NOT_KEPT}
+        record = {"format": FORMAT, "version": VERSION, "key": key, "step": fields}
         try:
             data = json.dumps(record, ensure_ascii=False, allow_nan=False).encode("utf-8")
             if len(data) > MAX_ENTRY_BYTES:
@@ -163,7 +168,20 @@ class StepCache:
 def read_file_in(folder: Path, name: str, limit: int) -> bytes:
     """The bytes of the regular file `name` in `folder`, neither followed through a link: FileNotFoundError
     when it is absent, BadEntry when it is not a regular file or holds more than `limit` bytes, OSError when
-    it cannot be read. The step cache's and the prefix cache's (rprm_lite/prefix_cache.py) one reader."""
+    it cannot be read. The step cache's reader."""
+    handle, size = open_file_in(folder, name)
+    try:
+        if size > limit:
+            raise BadEntry(f"{size} bytes")
+        return read_at_most(handle, limit)
+    finally:
+        os.close(handle)
+
+
+def open_file_in(folder: Path, name: str) -> tuple[int, int]:
+    """A handle on the regular file `name` in `folder` and its size, neither followed through a link:
+    FileNotFoundError when it is absent, BadEntry when it is not a regular file. The step cache's and the
+    prefix cache's (rprm_lite/prefix_cache.py) one way to open an entry."""
     handle_of_folder = os.open(folder, FOLDER_FLAGS)  # a subfolder that is a link: ELOOP or ENOTDIR
     try:
         handle = os.open(name, _READ_FLAGS, dir_fd=handle_of_folder)
@@ -173,11 +191,10 @@ def read_file_in(folder: Path, name: str, limit: int) -> bytes:
         info = os.fstat(handle)
         if not stat.S_ISREG(info.st_mode):
             raise BadEntry("not a regular file")
-        if info.st_size > limit:
-            raise BadEntry(f"{info.st_size} bytes")
-        return read_at_most(handle, limit)
-    finally:
+    except BaseException:
         os.close(handle)
+        raise
+    return handle, info.st_size
 
 
 def replace_file_in(folder: Path, name: str, data: bytes) -> None:

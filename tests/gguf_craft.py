@@ -75,3 +75,23 @@ def write_gguf(path: Path, *, overrides: dict[str, tuple[Any, Any]] | None = Non
     writer.write_tensors_to_file()
     writer.close()
     return path
+
+
+def write_adapter(path: Path, *, architecture: str, target: str, dims: tuple[int, int], rank: int,
+                  types: tuple[gguf.GGMLQuantizationType, gguf.GGMLQuantizationType]) -> Path:
+    """A LoRA adapter GGUF with one pair on the base tensor `target` (ggml `dims`: columns, rows), lora_a
+    [columns, rank] and lora_b [rank, rows] of the ggml `types`, every byte zero (a zero update: a scale of
+    0 in every quantized block), written by gguf's own writer whatever the types."""
+    writer = gguf.GGUFWriter(str(path), arch=architecture)
+    writer.add_type(gguf.GGUFType.ADAPTER)
+    writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
+    writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, float(rank))
+    columns, rows = dims
+    for suffix, (ne0, ne1), kind in ((".lora_a", (columns, rank), types[0]), (".lora_b", (rank, rows), types[1])):
+        block, type_size = gguf.GGML_QUANT_SIZES[kind]
+        writer.add_tensor(target + suffix, np.zeros((ne1, ne0 // block * type_size), dtype=np.uint8), raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path

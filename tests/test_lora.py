@@ -219,15 +219,19 @@ def test_a_damaged_adapter_is_one_error_line(files, tmp_path, capsys, damage, me
     assert err.startswith(f"error: {broken}: ") and message in err and err.count("\n") == 1
 
 
-def test_a_calibration_file_is_not_applied_to_an_adapted_model(files, tmp_path, capsys):
+def test_a_calibration_fit_without_adapters_is_not_applied_to_an_adapted_model(files, tmp_path, capsys):
+    """A calibration records the adapters it was fit with (tests/bench/test_calibration_adapters.py); one that
+    records none was fit on the base alone."""
     calibration = tmp_path / "calibration.json"
-    calibration.write_text("{}")
+    calibration.write_text(json.dumps({"format": "rprm-lite-calibration", "version": 1, "threshold": 0.5,
+                                       "model_sha256": inspect_model(files["base"]).sha256}))
     code, out, err = cli(capsys, "score", solution_file(tmp_path), "-m", files["base"], "--lora", files["lora"],
                          "--calibration", calibration)
     assert (code, out) == (2, "")
-    assert err == ("error: --calibration cannot be combined with LoRA adapters yet (--lora, or the demo model, which "
-                   "is a base plus its bundled adapter): a calibration file is fit for a model file alone, and the "
-                   "adapters change its scores; leave out one of the two\n")
+    sha256 = inspect_adapter(files["lora"], inspect_model(files["base"])).sha256
+    assert err == (f"error: --calibration {calibration} was fit with no LoRA adapter, but this model runs with LoRA "
+                   f"adapter(s) lora.gguf (sha256 {sha256[:12]}..., scale 1); adapters and their scales change the "
+                   "scores: fit one for these with `rprm-lite calibrate`\n")
 
 
 def test_remote_scoring_refuses_an_adapter(files, tmp_path, capsys):

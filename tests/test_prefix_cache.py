@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,15 @@ from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import DecodeEntry, Engine
 from rprm_lite.errors import InputError
 from rprm_lite.output import to_json_line
-from rprm_lite.prefix_cache import MAGIC, PrefixCache, make_prefix_cache, state_from_file, user_cache_folder
+from rprm_lite.prefix_cache import (
+    MAGIC,
+    MAX_HEADER_BYTES,
+    MAX_STATE_BYTES,
+    PrefixCache,
+    make_prefix_cache,
+    read_state_file,
+    user_cache_folder,
+)
 from rprm_lite.prompt import head_part, render
 from rprm_lite.scoring import Scorer
 from rprm_lite.solution import Solution
@@ -39,8 +49,21 @@ MODE_IDS = ["r-prm-eval-single-pass", "r-prm-eval-released", "chatml-single-pass
 NO_STEP_CACHE = {"max_entries": 0}  # the step cache would hand back whole steps: only the prefix cache is tested
 
 
-def lines(results) -> list[str]:
-    return [to_json_line(result, critiques=True) for result in results]
+def lines(results, put_back: list | None = None) -> list[str]:
+    """The JSON lines of `results` without `prefix_tokens`, the one field the prefix cache adds (appended to
+    `put_back`, one list per solution)."""
+    found = []
+    for result in results:
+        if put_back is not None:
+            put_back.append([step.prefix_tokens for step in result.steps])
+        found.append(to_json_line(replace(result, steps=tuple(replace(step, prefix_tokens=None)
+                                                              for step in result.steps)), critiques=True))
+    return found
+
+
+def without_prefix_tokens(text: str | bytes) -> str:
+    """Printed or served JSON without its `"prefix_tokens": N` fields, every other byte as it was."""
+    return re.sub(r', "prefix_tokens": [1-9][0-9]*', "", text if isinstance(text, str) else text.decode())
 
 
 def alone(model: Path, config: ScoreConfig) -> list[str]:
@@ -68,17 +91,21 @@ def test_a_batch_with_prefix_reuse_from_memory_and_from_disk_matches_each_soluti
                                                                                           changes):
     config = CONFIG.replace(**changes)
     expected = alone(small_bpe_gguf, config)
-    memory = PrefixCache()
+    memory, put_back = PrefixCache(), []
     with Scorer(small_bpe_gguf, config, cache=StepCache(**NO_STEP_CACHE), prefix_cache=memory) as scorer:
-        assert lines(scorer.score_solution(s) for s in BATCH) == expected
+        assert lines((scorer.score_solution(s) for s in BATCH), put_back) == expected
     # a1 decodes the template and its question; p1 takes the template's state; a2 takes a1's question state
     assert (memory.hits, memory.disk_hits) == (2, 0)
+    template, question = put_back[1][0], put_back[2][0]
+    assert put_back == [[None, None], [template, None], [question, None]] and 0 < template < question
+    assert template + question == memory.saved_tokens
     score_in_another_process(small_bpe_gguf, config, tmp_path)
     assert len(list(tmp_path.glob("*/*.kv"))) == 1  # the template's state only: questions stay in memory
-    disk = PrefixCache(tmp_path)
+    disk, put_back = PrefixCache(tmp_path), []
     with Scorer(small_bpe_gguf, config, cache=StepCache(**NO_STEP_CACHE), prefix_cache=disk) as scorer:
-        assert lines(scorer.score_solution(s) for s in BATCH) == expected
+        assert lines((scorer.score_solution(s) for s in BATCH), put_back) == expected
     assert (disk.disk_hits, disk.hits, disk.corrupt) == (1, 2, 0)
+    assert put_back == [[template, None], [template, None], [question, None]]
 
 
 def test_the_cache_folder_of_score_keeps_the_template_state_beside_the_steps(small_bpe_gguf, tmp_path):
@@ -121,17 +148,78 @@ def test_a_linked_state_file_is_not_followed(small_bpe_gguf, tmp_path):
     assert not path.is_symlink() and target.read_bytes() == path.read_bytes()  # replaced, not written through
 
 
-def test_a_state_file_must_name_the_key_and_the_token_count():
+def test_a_state_file_must_name_the_key_and_the_token_count(tmp_path):
     state = b"\x01\x02\x03"
     import hashlib
     header = {"version": 1, "key": "k" * 64, "tokens": 7, "bytes": 3, "sha256": hashlib.sha256(state).hexdigest()}
-    data = MAGIC + json.dumps(header).encode() + b"\n" + state
-    assert state_from_file(data, "k" * 64, 7) == state
+    path = tmp_path / "state.kv"
+    path.write_bytes(MAGIC + json.dumps(header).encode() + b"\n" + state)
+    assert read_state_file(tmp_path, path.name, "k" * 64, 7) == state
     for key, tokens in (("j" * 64, 7), ("k" * 64, 8)):
         with pytest.raises(BadEntry):
-            state_from_file(data, key, tokens)
-    with pytest.raises(BadEntry):
-        state_from_file(MAGIC + b"x" * 5000, "k" * 64, 7)  # no header line within its bound
+            read_state_file(tmp_path, path.name, key, tokens)
+    for data in (MAGIC + b"x" * 5000,  # no header line within its bound
+                 MAGIC + json.dumps(header | {"bytes": True}).encode() + b"\n" + state,
+                 MAGIC + json.dumps(header | {"extra": 1}).encode() + b"\n" + state,
+                 MAGIC + json.dumps(header).encode() + b"\n" + state + b"\0"):  # more than the header says
+        path.write_bytes(data)
+        with pytest.raises(BadEntry):
+            read_state_file(tmp_path, path.name, "k" * 64, 7)
+
+
+CAPPED = """import json, resource, sys
+from rprm_lite.config import ScoreConfig; from rprm_lite.output import to_json_line
+from rprm_lite.scoring import Scorer
+from rprm_lite.prefix_cache import PrefixCache; from rprm_lite.step_cache import StepCache
+model, folder, config, question, steps, headroom = json.loads(sys.argv[1])
+cache = PrefixCache(folder)
+with Scorer(model, ScoreConfig(**config), cache=StepCache(max_entries=0), prefix_cache=cache) as scorer:
+    size = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize:")) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (size + headroom, size + headroom))  # ulimit -v, with the model loaded
+    sys.stdout.write(to_json_line(scorer.score(question, steps), critiques=True))
+print(json.dumps({"corrupt": cache.corrupt, "disk_hits": cache.disk_hits, "misses": cache.misses}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the address space size from /proc")
+def test_a_state_file_at_the_size_cap_with_a_bad_header_is_a_miss_read_no_further(small_bpe_gguf, tmp_path):
+    """A sparse file just under the reader's cap whose header does not hold, read by a process whose address
+    space (ulimit -v) has 512 MiB to spare: the header alone is read, the state is decoded, the file rewritten.
+    (The reader used to read the whole file and copy it, ~2 GiB: a MemoryError traceback here.) A header that
+    holds but a state there is not the memory to read is a miss too."""
+    expected = alone(small_bpe_gguf, CONFIG)[1]
+    score_in_another_process(small_bpe_gguf, CONFIG, tmp_path)
+    [path] = tmp_path.glob("*/*.kv")
+    good = path.read_bytes()
+    header = json.loads(good.split(b"\n", 2)[1])
+    cap = MAX_HEADER_BYTES + MAX_STATE_BYTES
+    holds = MAGIC + json.dumps(header | {"bytes": MAX_STATE_BYTES, "sha256": "0" * 64}).encode() + b"\n"
+    for line, size in [(MAGIC + bad.encode() + b"\n", cap) for bad in (
+            "{not json", json.dumps(header | {"bytes": 5}), json.dumps(header | {"tokens": 1}),
+            json.dumps(header | {"key": "0" * 64}), json.dumps(header | {"bytes": cap}))
+    ] + [(holds, len(holds) + MAX_STATE_BYTES)]:  # a header that holds, but no memory to read the state
+        path.write_bytes(line)
+        with path.open("r+b") as handle:
+            handle.truncate(size)  # sparse: no disk used
+        argument = [str(small_bpe_gguf), str(tmp_path), CONFIG.to_dict(), PENS, list(BATCH[1].steps), 512 * 2**20]
+        done = subprocess.run([sys.executable, "-c", CAPPED, json.dumps(argument)], capture_output=True, text=True,
+                              timeout=120, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+        assert done.returncode == 0, (line, done.stderr[-3000:])
+        printed, counts = done.stdout.splitlines()
+        assert json.loads(printed)["steps"] == json.loads(expected)["steps"], line
+        assert json.loads(counts) == {"corrupt": 1, "disk_hits": 0, "misses": 2}, line
+        assert path.read_bytes() == good  # rewritten
+
+
+def test_a_step_from_the_step_cache_says_no_prefix_tokens_and_no_entry_keeps_them(small_bpe_gguf, tmp_path):
+    with Scorer(small_bpe_gguf, CONFIG, cache=tmp_path, prefix_cache="memory") as scorer:
+        first = [scorer.score_solution(solution) for solution in BATCH[:2]]
+        again = scorer.score_solution(BATCH[1])
+    assert first[1].steps[0].prefix_tokens > 0  # p1's first prompt started from the template's state
+    assert [step.prefix_tokens for step in again.steps] == [None, None]  # step-cache hits: nothing decoded
+    assert lines([again]) == lines(first[1:])
+    entries = list(tmp_path.glob("??/*.json"))
+    assert len(entries) == 4 and not any(b"prefix_tokens" in entry.read_bytes() for entry in entries)
 
 
 def test_the_memory_is_bounded_in_bytes():
@@ -268,7 +356,14 @@ def test_score_gives_the_same_json_bytes_with_prefix_reuse_off_in_memory_and_fro
             for extra in ((), (), ("--prefix-cache", "memory"))]
     assert [run.returncode for run in (off, *runs)] == [0] * 4, runs[-1].stderr
     assert len(off.stdout.splitlines()) == len(BATCH)
-    assert [(run.stdout, run.stderr) for run in runs] == [(off.stdout, off.stderr)] * 3  # no note of the cache
+    # the same bytes but for prefix_tokens, which only a step whose prompt started from a kept state has
+    assert [(without_prefix_tokens(run.stdout), run.stderr) for run in runs] == [(off.stdout, off.stderr)] * 3
+    assert '"prefix_tokens"' not in off.stdout  # the prefix cache off: the bytes of before it existed
+    put_back = [[[step.get("prefix_tokens") for step in json.loads(line)["steps"]] for line in run.stdout.splitlines()]
+                for run in runs]
+    template, question = put_back[0][1][0], put_back[0][2][0]
+    assert put_back[0] == put_back[2] == [[None, None], [template, None], [question, None]]  # decoded, then kept
+    assert put_back[1] == [[template, None], [template, None], [question, None]]  # the template from the disk
     assert len(list((user / "kv").glob("*/*.kv"))) == 1
 
 
@@ -296,7 +391,11 @@ def test_serve_answers_the_same_with_prefix_reuse_off_and_from_the_user_cache(sm
             assert json.loads(call(server, "GET", "/v1/info")[2])["server"]["prefix_cache"] == mode
         finally:
             assert server.stop() == 0
-    assert answers["auto"] == answers["off"] and len(answers["off"]) == len(BATCH)
+    assert [without_prefix_tokens(answer) for answer in answers["auto"]] == [answer.decode() for answer in
+                                                                              answers["off"]]
+    assert len(answers["off"]) == len(BATCH) and not any(b'"prefix_tokens"' in answer for answer in answers["off"])
+    put_back = [[step.get("prefix_tokens") for step in json.loads(answer)["steps"]] for answer in answers["auto"]]
+    assert put_back[1][0] > 0 and put_back[2][0] > put_back[1][0]  # the template, then a1's question
     assert (len(list((tmp_path / "auto" / "kv").glob("*/*.kv"))), (tmp_path / "off").exists()) == (1, False)
 
 

@@ -37,6 +37,11 @@ from serve_process import (
     wait_queue,
 )
 
+# answers are compared with what `score --json` prints in another process: with the prefix cache on, a step whose
+# prompt started from a kept state says so (prefix_tokens), which depends on what each process scored before
+# (tests/test_prefix_cache.py compares the two with it on)
+FAST = [*FAST, "--prefix-cache", "off"]
+
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 

@@ -1,4 +1,7 @@
-"""The step cache: unchanged steps of an edited solution are reused, and results stay identical."""
+"""The step cache: unchanged steps of an edited solution are reused, and results stay identical.
+
+The prefix cache is off here: a step it started from a kept state says so (`prefix_tokens`), which depends on
+what was scored before; that it changes nothing else is tests/test_prefix_cache.py's."""
 
 import json
 
@@ -19,7 +22,7 @@ CONFIG = ScoreConfig(k=3, max_tokens=10, seed=3, all_steps=True)
 
 @pytest.fixture(scope="module")
 def uncached(small_bpe_gguf):
-    with Scorer(small_bpe_gguf, CONFIG, cache=StepCache(max_entries=0)) as scorer:
+    with Scorer(small_bpe_gguf, CONFIG, cache=StepCache(max_entries=0), prefix_cache=False) as scorer:
         yield scorer
 
 
@@ -41,10 +44,10 @@ def test_an_edit_reuses_the_steps_before_it_and_later_steps_match_an_uncached_ru
                                                                                    edited_uncached, changes):
     config = CONFIG.replace(**changes)
     if changes:
-        with Scorer(small_bpe_gguf, config, cache=StepCache(max_entries=0)) as scorer:
+        with Scorer(small_bpe_gguf, config, cache=StepCache(max_entries=0), prefix_cache=False) as scorer:
             edited_uncached = scorer.score(QUESTION, EDITED)
     cache = StepCache()
-    with Scorer(small_bpe_gguf, config, cache=cache) as scorer:
+    with Scorer(small_bpe_gguf, config, cache=cache, prefix_cache=False) as scorer:
         scorer.score(QUESTION, ORIGINAL)
         assert (cache.hits, cache.misses) == (0, 4)
         edited = scorer.score(QUESTION, EDITED)
@@ -57,14 +60,14 @@ def test_an_edit_reuses_the_steps_before_it_and_later_steps_match_an_uncached_ru
 
 def test_a_changed_setting_or_model_misses_and_a_decision_setting_hits(small_bpe_gguf, other_model, edited_uncached):
     cache = StepCache()
-    with Scorer(small_bpe_gguf, CONFIG, cache=cache) as scorer:
+    with Scorer(small_bpe_gguf, CONFIG, cache=cache, prefix_cache=False) as scorer:
         scorer.score(QUESTION, EDITED)
     for changed in (CONFIG.replace(seed=4), CONFIG.replace(temperature=0.5), CONFIG.replace(kv_reuse=False)):
-        with Scorer(small_bpe_gguf, changed, cache=cache) as scorer:
+        with Scorer(small_bpe_gguf, changed, cache=cache, prefix_cache=False) as scorer:
             before = cache.hits
             scorer.score(QUESTION, EDITED)
             assert cache.hits == before, changed
-    with Scorer(other_model, CONFIG, cache=cache) as scorer:
+    with Scorer(other_model, CONFIG, cache=cache, prefix_cache=False) as scorer:
         scorer.score(QUESTION, EDITED)
         assert cache.hits == 0
     # the threshold only decides verdicts: the steps are reused and decided again
@@ -77,7 +80,7 @@ def test_a_changed_setting_or_model_misses_and_a_decision_setting_hits(small_bpe
 
 def test_disk_cache_across_scorers_and_a_corrupt_entry_is_rescored_and_rewritten(small_bpe_gguf, tmp_path,
                                                                                   edited_uncached):
-    with Scorer(small_bpe_gguf, CONFIG, cache=tmp_path) as scorer:
+    with Scorer(small_bpe_gguf, CONFIG, cache=tmp_path, prefix_cache=False) as scorer:
         scorer.score(QUESTION, EDITED)
     entries = sorted(tmp_path.glob("*/*.json"))
     assert len(entries) == 4 and not list(tmp_path.glob("*/.tmp-*"))
@@ -88,12 +91,12 @@ def test_disk_cache_across_scorers_and_a_corrupt_entry_is_rescored_and_rewritten
     record["key"] = "0" * 64  # a file that does not hold what its name says
     by_index[4].write_text(json.dumps(record))
     cache = StepCache(tmp_path)
-    with Scorer(small_bpe_gguf, CONFIG, cache=cache) as scorer:
+    with Scorer(small_bpe_gguf, CONFIG, cache=cache, prefix_cache=False) as scorer:
         again = scorer.score(QUESTION, EDITED)
     assert (cache.hits, cache.misses, cache.corrupt) == (1, 3, 3)
     assert again.steps == edited_uncached.steps
     cache = StepCache(tmp_path)  # rewritten: a third run reuses every step
-    with Scorer(small_bpe_gguf, CONFIG, cache=cache) as scorer:
+    with Scorer(small_bpe_gguf, CONFIG, cache=cache, prefix_cache=False) as scorer:
         assert scorer.score(QUESTION, EDITED).steps == edited_uncached.steps
     assert (cache.hits, cache.corrupt) == (4, 0)
 
@@ -146,7 +149,8 @@ def test_score_cache_option_reuses_steps_across_runs_with_the_same_output(small_
 
     def run(*extra):
         return subprocess.run([sys.executable, "-m", "rprm_lite.cli", "score", str(solution), "--model",
-                               str(small_bpe_gguf), "--k", "2", "--max-tokens", "3", "--all-steps", *extra],
+                               str(small_bpe_gguf), "--k", "2", "--max-tokens", "3", "--all-steps",
+                               "--prefix-cache", "off", *extra],
                               capture_output=True, text=True, timeout=120)
 
     plain, first, second = run(), run("--cache", str(tmp_path / "c")), run("--cache", str(tmp_path / "c"))
@@ -161,6 +165,6 @@ def test_the_disk_format_knows_every_field_of_a_step_result():
     import dataclasses
 
     from rprm_lite.results import StepResult
-    from rprm_lite.step_cache import FIELD_TYPES
+    from rprm_lite.step_cache import FIELD_TYPES, NOT_KEPT
 
-    assert set(FIELD_TYPES) == {f.name for f in dataclasses.fields(StepResult)}
+    assert set(FIELD_TYPES) | set(NOT_KEPT) == {f.name for f in dataclasses.fields(StepResult)}

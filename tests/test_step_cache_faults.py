@@ -316,7 +316,7 @@ def uncached(small_bpe_gguf):
     from rprm_lite.scoring import Scorer
 
     config = ScoreConfig(k=2, max_tokens=4, seed=3, all_steps=True)
-    with Scorer(small_bpe_gguf, config, cache=StepCache(max_entries=0)) as scorer:
+    with Scorer(small_bpe_gguf, config, cache=StepCache(max_entries=0), prefix_cache=False) as scorer:
         return config, scorer.score(QUESTION, STEPS)
 
 
@@ -328,7 +328,7 @@ def test_another_steps_result_or_an_impossible_score_is_scored_again(small_bpe_g
     from rprm_lite.scoring import Scorer
 
     config, expected = uncached
-    with Scorer(small_bpe_gguf, config, cache=tmp_path) as scorer:
+    with Scorer(small_bpe_gguf, config, cache=tmp_path, prefix_cache=False) as scorer:
         scorer.score(QUESTION, STEPS)
     entries = by_index(tmp_path)
     first, second = json.loads(entries[1].read_text()), json.loads(entries[2].read_text())
@@ -337,7 +337,7 @@ def test_another_steps_result_or_an_impossible_score_is_scored_again(small_bpe_g
     third["step"]["score"] = 0.999 if third["step"]["score"] < 0.5 else 0.001  # flips the verdict
     entries[3].write_text(json.dumps(third))
     cache = StepCache(tmp_path)
-    with Scorer(small_bpe_gguf, config, cache=cache) as scorer:
+    with Scorer(small_bpe_gguf, config, cache=cache, prefix_cache=False) as scorer:
         again = scorer.score(QUESTION, STEPS)
     assert again.to_dict() == expected.to_dict()
     assert (cache.hits, cache.misses, cache.corrupt) == (1, 2, 2)
@@ -348,6 +348,7 @@ def score_cli(model: Path, solution: Path, *extra, timeout: int = 120):
     try:
         return subprocess.run([sys.executable, "-m", "rprm_lite.cli", "score", str(solution), "--model", str(model),
                                "--k", "2", "--max-tokens", "4", "--seed", "3", "--all-steps", "--json",
+                               "--prefix-cache", "off",  # prefix_tokens would tell which run decoded the template
                                *map(str, extra)], capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         pytest.fail("score hung on the cache")

@@ -65,7 +65,7 @@ def test_an_uncertain_step_does_not_stop_scoring(small_bpe_gguf):
 
 
 def test_without_a_band_the_json_has_no_new_keys(small_bpe_gguf):
-    with Scorer(small_bpe_gguf, ScoreConfig(**FAST)) as scorer:
+    with Scorer(small_bpe_gguf, ScoreConfig(**FAST), prefix_cache=False) as scorer:  # prefix_tokens: its own test
         data = json.loads(to_json_line(scorer.score(QUESTION, STEPS), critiques=False))
     assert list(data) == ["id", "steps", "first_error_step", "solution_score", "config"]
     assert list(data["steps"][0]) == ["index", "score", "p_yes", "verdict", "fallbacks", "generated_tokens",

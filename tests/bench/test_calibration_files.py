@@ -60,6 +60,54 @@ HOSTILE = {
 }
 
 
+HUGE = "9" * 400  # an integer of 400 digits: within the JSON reader's digit limit, far beyond a float's range
+PLATT = calibration_text(map={"kind": "platt", "a": 1.5, "b": 0.5})
+ADAPTED = calibration_text(lora=[{"file": "a.gguf", "sha256": SHA, "scale": 0.5}])
+# every number a calibration file holds, as a huge integer: (text, what the one error line says)
+HUGE_NUMBERS = {
+    "threshold": (with_text('"threshold": 0.4', f'"threshold": {HUGE}'),
+                  "'threshold' must be a number in [0, 1], got an integer of about 40"),
+    "version": (with_text('"version": 1', f'"version": {HUGE}'), "calibration format version 9999"),
+    "isotonic x": (with_text('"x": [0.1, 0.9]', f'"x": [0.1, {HUGE}]'), "an isotonic map needs lists 'x'"),
+    "isotonic y": (with_text('"y": [0.2, 0.8]', f'"y": [-{HUGE}, 0.8]'), "an isotonic map needs lists 'x'"),
+    "platt a": (PLATT.replace("1.5", HUGE), "a platt map needs finite numbers 'a' and 'b', got an integer of "
+                                            "about 40"),
+    "platt b": (PLATT.replace("0.5", "-" + HUGE), "a platt map needs finite numbers 'a' and 'b', got 1.5 and an "
+                                                  "integer of about 40"),
+    "settings k": (with_text('"k": 10', f'"k": {HUGE}'), "'settings': invalid settings: k must be"),
+    "settings temperature": (with_text('"temperature": 0.95', f'"temperature": {HUGE}'),
+                             "'settings': invalid settings: temperature must be a finite number, got an integer"),
+    "settings top_p": (with_text('"temperature": 0.95', f'"temperature": 0.95, "top_p": -{HUGE}'),
+                       "'settings': invalid settings: top_p must be a finite number, got an integer"),
+    "lora scale": (ADAPTED.replace('"scale": 0.5', f'"scale": {HUGE}'),
+                   "'lora' adapter 1 must be an object with 'file' (its name), 'sha256' (64 lowercase hex digits) "
+                   "and 'scale' (a finite number), got"),
+}
+
+
+@pytest.mark.parametrize("text, message", HUGE_NUMBERS.values(), ids=HUGE_NUMBERS.keys())
+def test_a_huge_integer_in_any_number_of_the_file_is_one_input_error_naming_it(tmp_path, text, message):
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    with pytest.raises(InputError) as caught:
+        load_calibration(path, model_sha256=SHA)
+    assert str(caught.value).startswith(f"--calibration {path}: ") and message in str(caught.value)
+
+
+@pytest.mark.parametrize("text, message", HUGE_NUMBERS.values(), ids=HUGE_NUMBERS.keys())
+def test_score_says_which_number_is_too_large_in_one_line(small_bpe_gguf, tmp_path, text, message):
+    solution = tmp_path / "s.json"
+    solution.write_text(json.dumps({"question": "What is 1+1?", "steps": ["1+1=2."]}))
+    path = tmp_path / "c.json"
+    path.write_text(text)
+    result = subprocess.run([sys.executable, "-m", "rprm_lite.cli", "score", str(solution), "--model",
+                             str(small_bpe_gguf), "--calibration", str(path)], capture_output=True, text=True,
+                            timeout=120)
+    assert (result.returncode, result.stdout) == (2, ""), result.stderr[-2000:]
+    assert result.stderr.startswith(f"error: --calibration {path}: ") and result.stderr.count("\n") == 1
+    assert message in result.stderr
+
+
 @pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE.keys())
 def test_a_hostile_calibration_file_is_one_clean_input_error(tmp_path, text):
     path = tmp_path / "c.json"
@@ -187,7 +235,8 @@ def test_the_last_guard_refuses_any_non_finite_number():
 
 
 # -- property test: mutated files ----------------------------------------------------------------
-VALUES = ["NaN", "Infinity", "-Infinity", "1e400", "-1e999", "9" * 5000, "[" * 70 + "]" * 70, "-1", "2", "0",
+VALUES = ["NaN", "Infinity", "-Infinity", "1e400", "-1e999", "9" * 5000, "9" * 400, "-" + "9" * 400,
+          "[" * 70 + "]" * 70, "-1", "2", "0",
           "1", '"x"', "null", "true", "[]", "{}", "[0.9, 0.1]", "[0.1, 0.1]", '"platt"', '"isotonic"', "-30.5"]
 TEMPLATE = ('{"format": "rprm-lite-calibration", "version": 1, "model_sha256": "' + SHA + '", "model": "m.gguf", '
             '"threshold": %s, "map": {"kind": %s, "x": %s, "y": %s, "a": %s, "b": %s}, '
