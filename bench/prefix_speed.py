@@ -14,7 +14,8 @@ Critiques have exactly `tokens` tokens (end-of-text banned). For each way: the f
 call to the step-1 verdict) of the first solution and the mean over the others, the same for the step-1
 prompt alone (from the call to the first critique's sampler, made once the prompt is decoded: the time to
 the first critique token), the whole batch's time, and the prompt tokens decoded; the results must be
-identical, line for line, or the run fails. Without --model it runs on a random-weight model of `--shape` in
+identical, line for line (but for `prefix_tokens`, which says the prefix cache worked), or the run fails.
+Without --model it runs on a random-weight model of `--shape` in
 `--quant` (logits scaled by --logit-scale, so sampling costs what it does with a trained model), built as
 score_speed builds it. `--serve` also scores the batch through `rprm-lite serve` (NDJSON streaming, the step-1
 event timed by the client) the same three ways, by a fresh server each: `--prefix-cache off`; `--cache` on a
@@ -76,10 +77,11 @@ def score_batch(scorer, solutions: list[Solution]) -> dict[str, Any]:
         prompts.append(samplers[0] - began)
         lines.append(to_json_line(result, critiques=True))
     seconds = time.perf_counter() - start
-    decoded = sum(step.prompt_tokens - step.reused_tokens for line in lines for step in _steps(line))
-    restored = scorer.prefix_cache.saved_tokens if scorer.prefix_cache is not None else 0
+    steps = [step for line in lines for step in _steps(line)]
+    restored = sum(getattr(step, "prefix_tokens", 0) for step in steps)
+    decoded = sum(step.prompt_tokens - step.reused_tokens for step in steps) - restored
     return {**latencies(first_steps, seconds, lines), **latencies(prompts, prefix="prompt"),
-            "prompt_tokens_decoded": decoded - restored, "prompt_tokens_restored": restored,
+            "prompt_tokens_decoded": decoded, "prompt_tokens_restored": restored,
             "generated_tokens": sum(step.generated_tokens for line in lines for step in _steps(line))}
 
 
@@ -131,10 +133,25 @@ def measure(model: Path, settings: dict[str, Any], solutions: list[Solution]) ->
                 runs[way] = score_batch(scorer, solutions)
                 if cache is not None:
                     runs[way]["cache"] = {"hits": cache.hits, "disk_hits": cache.disk_hits, "corrupt": cache.corrupt}
-    expected = runs["off"]["lines"]
+    return same_results(runs)
+
+
+def same_results(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each run's result lines against the run with the prefix cache off: `identical` when they are the same but
+    for `prefix_tokens`, the field that says how many tokens the prefix cache put back."""
+    expected = [_results(line) for line in runs["off"]["lines"]]
     for run in runs.values():
-        run["identical"] = run.pop("lines") == expected
+        run["identical"] = [_results(line) for line in run.pop("lines")] == expected
     return runs
+
+
+def _results(line: str) -> Any:
+    """A result line (or the server's event holding one) without its steps' `prefix_tokens`."""
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: strip(item) for key, item in value.items() if key != "prefix_tokens"}
+        return [strip(item) for item in value] if isinstance(value, list) else value
+    return strip(json.loads(line))
 
 
 def prefill_rate(model: Path, threads: int, solution: Solution) -> float:
@@ -176,10 +193,7 @@ def measure_serve(model: Path, settings: dict[str, Any], solutions: list[Solutio
         runs["memory"] = serve_batch(model, settings, solutions, ["--cache", str(first)])
         shutil.copytree(first / "kv", second / "kv")  # no step results: the third server scores every step
         runs["disk"] = serve_batch(model, settings, solutions, ["--cache", str(second)])
-    expected = runs["off"]["lines"]
-    for run in runs.values():
-        run["identical"] = run.pop("lines") == expected
-    return runs
+    return same_results(runs)
 
 
 def serve_batch(model: Path, settings: dict[str, Any], solutions: list[Solution], extra: list[str]) -> dict[str, Any]:

@@ -4,12 +4,13 @@ A critique's P(Yes) is read from the raw logits right after it writes the verdic
 "Is the step correct (Yes/No)?". A critique that ends (end of text or max tokens) without the
 phrase gets the released fallback question appended, and P(Yes) is read after it instead.
 With adaptive K (`sample_in_waves`) the K streams are decoded a wave at a time until the step is settled.
-With the calculator on (`config.calculator`), a critique whose text ends with `A op B =` or `A vs B,` gets the
-exact continuation written into it by the runtime (`rprm_lite/calculator.py`): those tokens are decoded in the
-same call as the token before them, beside the other streams' tokens, and accepted by the stream's sampler as
-its own; `Critique.calculated` holds where they are in the text. A number the critique says comes "from the
-question" (or "from Step k") that no source holds is taken back (its tokens leave the text and the KV cache)
-and chosen again by the model, greedily, among the numbers that source holds (`calculator.misquote`).
+With the calculator on (`config.calculator`), a critique whose text ends with `A op B =`, `A vs B,` or a quoted
+pair ("N from the question; the Now Step uses W:") gets the exact continuation written into it by the runtime
+(`rprm_lite/calculator.py`): those tokens are decoded in the same call as the token before them, beside the
+other streams' tokens, and accepted by the stream's sampler as its own; `Critique.calculated` holds where they
+are in the text. A number the critique says comes "from the question" (or "from Step k") that no source holds
+is taken back (its tokens leave the text and the KV cache) and chosen again by the model, greedily, among the
+numbers that source holds (`calculator.misquote`).
 """
 
 from __future__ import annotations
@@ -169,7 +170,7 @@ def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_to
             _take(engine, stream, stream.pending)
             tokens = [stream.pending]
             if sources is not None:
-                tokens = _checked(engine, stream, max_tokens, sources) or tokens
+                tokens = _checked(engine, stream, max_tokens, sources)
             entries += [DecodeEntry(token, stream.pos + offset, stream.seq, logits=offset == len(tokens) - 1)
                         for offset, token in enumerate(tokens)]
             stream.pos += len(tokens) - 1
@@ -203,9 +204,9 @@ CLAIM_END = b"question"  # how the text before a claim's last character ends, fo
 
 
 def _checked(engine: Engine, stream: Critique, max_tokens: int, sources: calculator.Sources) -> list[int]:
-    """The entries' tokens of a stream whose pending token was just taken, when the calculator changes them:
-    the pending token and the calculator's; or, for a number taken back, the token before it decoded again (its
-    logits start the choice). Empty: the pending token alone."""
+    """The tokens to decode for a stream whose pending token was just taken: the pending token and what the
+    calculator writes after it (often nothing); or, for a number taken back, the token before it, decoded again
+    (its logits start the choice)."""
     if stream.choices is not None:
         return [stream.pending, *_chosen(engine, stream, max_tokens)]
     if stream.rewinds < MAX_REWINDS:
