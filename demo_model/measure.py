@@ -81,7 +81,7 @@ def measure(argv: Sequence[str] | None) -> int:
         results[name]["run"] = run
         print(f"{name}: F1 {percent(results[name]['f1'])}, error acc {percent(results[name]['error_acc'])}, "
               f"{results[name]['seconds_per_step']:.2f} s per scored step", flush=True)
-    outcomes = {name: item_outcomes(data, folder_predictions(args.out / name)) for name in runs}
+    outcomes = {name: item_outcomes(data, args.out / name / "predictions.jsonl") for name in runs}
     first = next(iter(runs))
     text = report(outcomes, [(name, first) for name in runs if name != first])
     text += "\n" + "\n".join(f"- {name}: {r['seconds_per_step']:.2f} s per scored step" for name, r in results.items())
@@ -94,10 +94,6 @@ def measure(argv: Sequence[str] | None) -> int:
 def percent(value: float | None) -> str:
     """A metric, or "-" where the split has no item of its class (F1 of a split of slips alone)."""
     return "-" if value is None else f"{value:.1f}"
-
-
-def folder_predictions(folder: Path) -> Path:
-    return folder / "predictions.jsonl"
 
 
 if __name__ == "__main__":

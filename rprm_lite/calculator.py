@@ -17,11 +17,11 @@ it never raises.
 
 The critiques of the demo judge quote two numbers before they compare them ("8 from the question; the Now Step
 uses 4:"): after such a quote the calculator writes the comparison of exactly those two numbers (" 8 vs 4, not
-the same"), so a critique cannot compare other numbers than it quoted. A third check keeps a critique's data
-source honest: when it says a number comes "from the question" or "from
-Step k" and that number is in neither the question nor any step before the Now Step (a small judge copies the
-Now Step's own number there), `misquote` tells the critique loop to take the number back and let the model
-choose again, among the numbers the source it named holds (`Sources`).
+the same"), so a critique cannot compare other numbers than it quoted. A last check keeps a critique's data
+source honest: when it says a number comes "from the question" or "from Step k" and that number is in neither
+the question nor any step before the Now Step (a small judge copies the Now Step's own number there), `misquote`
+tells the critique loop to take the number back and let the model choose again, among the numbers the source it
+named holds (`Sources`).
 """
 
 from __future__ import annotations
@@ -121,9 +121,8 @@ def misquote(text: str, sources: Sources) -> Misquote | None:
     of no source the Now Step may use, the choices the named source offers; else None."""
     if not text or text[-1].isalnum():
         return None
-    tail = text[-MAX_TAIL:]
-    match = _CLAIMED.search(tail)
-    if match is None or (match.start() == 0 and len(text) > len(tail)):
+    match = _at_end(_CLAIMED, text)
+    if match is None:
         return None
     value = _number(match.group(1))
     if value is None or value in sources.values():
@@ -137,33 +136,38 @@ def misquote(text: str, sources: Sources) -> Misquote | None:
         return None  # the Now Step, or a later one: not a source
     if not offered:
         return None
-    return Misquote(length=len(tail) - match.start(), choices=tuple(n + match.group(2) for n in offered))
+    return Misquote(length=match.endpos - match.start(), choices=tuple(n + match.group(2) for n in offered))
 
 
 def comparison(text: str) -> str | None:
     """" the same" or " not the same" after "A vs B," (two numbers), else None."""
-    tail = text[-MAX_TAIL:]
-    match = _COMPARED.search(tail)
-    if match is None or (match.start() == 0 and len(text) > len(tail)):  # a number may go on before the tail
-        return None
-    left, right = (_number(part) for part in match.groups())
-    if left is None or right is None:
-        return None
-    return SAME if left == right else NOT_SAME
+    match = _at_end(_COMPARED, text)
+    return None if match is None else _same(*match.groups())
 
 
 def pair(text: str) -> str | None:
     """After "N ...; the Now Step uses W:" (or "writes W:"), the comparison of the two numbers just quoted,
     " N vs W, the same" or " N vs W, not the same"; else None."""
-    tail = text[-MAX_TAIL:]
-    match = _PAIRED.search(tail)
-    if match is None or (match.start() == 0 and len(text) > len(tail)):
+    match = _at_end(_PAIRED, text)
+    if match is None:
         return None
     needed, written = match.groups()
-    left, right = _number(needed), _number(written)
-    if left is None or right is None:
-        return None
-    return f" {needed} vs {written},{SAME if left == right else NOT_SAME}"
+    same = _same(needed, written)
+    return None if same is None else f" {needed} vs {written},{same}"
+
+
+def _at_end(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    """`pattern`'s match in the last `MAX_TAIL` characters of `text`, unless it starts where they are cut (a
+    number may go on before them)."""
+    tail = text[-MAX_TAIL:]
+    match = pattern.search(tail)
+    return None if match is None or (match.start() == 0 and len(text) > len(tail)) else match
+
+
+def _same(left: str, right: str) -> str | None:
+    """SAME or NOT_SAME for two numbers as written, None when one is too long to read."""
+    a, b = _number(left), _number(right)
+    return None if a is None or b is None else SAME if a == b else NOT_SAME
 
 
 def result_of(text: str) -> str | None:
@@ -171,7 +175,7 @@ def result_of(text: str) -> str | None:
     if not text or text[-1] in "=<>!:≤≥≠≈~":  # "==", "<=", ":=": not a result being asked for
         return None
     tail = text[-MAX_TAIL:]
-    tokens = [(kind, value) for kind, value in _tokens(tail)]
+    tokens = list(_tokens(tail))
     start = _expression_start(tokens)
     if start is None or (start == 0 and len(text) > MAX_TAIL):
         return None  # the expression may go on before the text read

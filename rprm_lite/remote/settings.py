@@ -69,20 +69,22 @@ class RemoteConfig:
 # settings of the local engine that the remote backend does not implement yet: refused, never ignored (the
 # calculator writes into a critique while it is generated; a server generates it alone: the same model must not
 # score one way locally and another remotely, so `--calculator on`, given or a model file's, is refused)
-UNSUPPORTED = (("adaptive", "--adaptive"), ("calibration", "--calibration"), ("calculator", "--calculator on"))
+UNSUPPORTED = (("adaptive", "--adaptive", "leave out --adaptive"),
+               ("calibration", "--calibration", "leave out --calibration"),
+               ("calculator", "--calculator on", "give --calculator off"))
 
 
 def refuse_unsupported(settings: Mapping[str, Any], *, cache: Any = None, prefix_cache: str = "auto") -> None:
     """Raise InputError naming the first setting (or --cache, --prefix-cache other than auto) the remote backend
     cannot honour yet, so that a run never quietly scores with other settings than asked; checked before any
     request is sent."""
-    given = [flag for name, flag in UNSUPPORTED if settings.get(name) not in (None, False, "off")]
-    given += ["--cache"] if cache is not None else []
-    given += ["--prefix-cache"] if prefix_cache != "auto" else []
+    given = [(flag, remedy) for name, flag, remedy in UNSUPPORTED if settings.get(name) not in (None, False, "off")]
+    given += [("--cache", "leave out --cache")] if cache is not None else []
+    given += [("--prefix-cache", "leave out --prefix-cache")] if prefix_cache != "auto" else []
     if given:
-        leave_out = "give --calculator off" if given[0] == "--calculator on" else f"leave out {given[0]}"
-        raise InputError(f"{given[0]} is not supported with --backend URL yet; score with the local engine "
-                         f"(--backend local) or {leave_out}")
+        flag, remedy = given[0]
+        raise InputError(f"{flag} is not supported with --backend URL yet; score with the local engine "
+                         f"(--backend local) or {remedy}")
 
 
 def parse_backend(text: str | None) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
