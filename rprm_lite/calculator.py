@@ -21,7 +21,8 @@ the same"), so a critique cannot compare other numbers than it quoted. A last ch
 source honest: when it says a number comes "from the question" or "from Step k" and that number is in neither
 the question nor any step before the Now Step (a small judge copies the Now Step's own number there), `misquote`
 tells the critique loop to take the number back and let the model choose again, among the numbers the source it
-named holds (`Sources`).
+named holds (`Sources`). In the same way, a number the critique says "the Now Step uses" must be one of the Now
+Step's operands (a small judge quotes the step's result there), and one it "writes", one of its numbers.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ _PAIRED = re.compile(rf"(?<![\w.,\-])(-?(?:{_NUMBER}))(?: from (?:the question|S
 _QUOTED = re.compile(rf"(?<![\w.,\-])({_NUMBER})(?![\d])")
 # "N from the question" or "N from Step k", then one character that ends it (so "Step 1" is not "Step 12")
 _CLAIMED = re.compile(rf"(?<![\w.,\-])({_NUMBER})( from (?:the question|Step ([1-9]\d{{0,3}})))[^\w]$")
+# "the Now Step uses W" or "writes W", then one character that ends the number (not "." or ",": "5.5", "1,200")
+_STATED = re.compile(rf"the Now Step (uses|writes) ({_NUMBER})[^\w.,]$")
+# what stands before a number a step writes as a result: "= 5", "The answer is 5"
+_RESULT = re.compile(r"(?:=|answer is|answer:)\s*\$?\s*$", re.IGNORECASE)
 MAX_SOURCE_NUMBERS = 64  # numbers a source offers for a choice
 
 
@@ -87,10 +92,13 @@ class Sources:
 
     question: tuple[str, ...] = ()
     steps: tuple[tuple[str, ...], ...] = ()  # Step 1 .. the step before the Now Step
+    uses: tuple[str, ...] = ()  # the Now Step's operands: its numbers but its results ("= 5", "the answer is 5")
+    writes: tuple[str, ...] = ()  # the Now Step's numbers
 
     @classmethod
-    def of(cls, question: str, earlier_steps: Sequence[str]) -> Sources:
-        return cls(numbers_in(question), tuple(numbers_in(step) for step in earlier_steps))
+    def of(cls, question: str, earlier_steps: Sequence[str], now_step: str = "") -> Sources:
+        return cls(numbers_in(question), tuple(numbers_in(step) for step in earlier_steps),
+                   uses=numbers_in(now_step, results=False), writes=numbers_in(now_step))
 
     def values(self) -> set[Fraction]:
         return {_number(n) for numbers in (self.question, *self.steps) for n in numbers} - {None}
@@ -99,16 +107,20 @@ class Sources:
 @dataclass(frozen=True)
 class Misquote:
     """A number a critique says comes from a source that holds no such number (nor does any other source the
-    Now Step may use): take back the last `length` characters and write one of `choices` instead."""
+    Now Step may use), or says the Now Step uses (or writes) when it does not: take back the last `length`
+    characters and write one of `choices` instead."""
 
     length: int  # characters from the number's start to the end of the text
     choices: tuple[str, ...]  # each a whole replacement: "8 from the question"
 
 
-def numbers_in(text: str) -> tuple[str, ...]:
-    """The numbers of a text as written, each once, in order (at most `MAX_SOURCE_NUMBERS`)."""
+def numbers_in(text: str, *, results: bool = True) -> tuple[str, ...]:
+    """The numbers of a text as written, each once, in order (at most `MAX_SOURCE_NUMBERS`); without those
+    written as results ("= 5", "the answer is 5") when `results` is False."""
     seen: dict[str, None] = {}
     for match in _QUOTED.finditer(text):
+        if not results and _RESULT.search(text[max(0, match.start() - 16):match.start()]):
+            continue
         if _number(match.group(1)) is not None:
             seen.setdefault(match.group(1))
             if len(seen) == MAX_SOURCE_NUMBERS:
@@ -118,9 +130,13 @@ def numbers_in(text: str) -> tuple[str, ...]:
 
 def misquote(text: str, sources: Sources) -> Misquote | None:
     """When `text` ends with "N from the question" or "N from Step k" (and one more character) and N is a number
-    of no source the Now Step may use, the choices the named source offers; else None."""
+    of no source the Now Step may use, the choices the named source offers; when it ends with "the Now Step uses
+    W" (or "writes W") and the Now Step has no such operand (or number), its operands (or numbers); else None."""
     if not text or text[-1].isalnum():
         return None
+    stated = _at_end(_STATED, text)
+    if stated is not None:
+        return _restated(stated, sources)
     match = _at_end(_CLAIMED, text)
     if match is None:
         return None
@@ -137,6 +153,15 @@ def misquote(text: str, sources: Sources) -> Misquote | None:
     if not offered:
         return None
     return Misquote(length=match.endpos - match.start(), choices=tuple(n + match.group(2) for n in offered))
+
+
+def _restated(match: re.Match[str], sources: Sources) -> Misquote | None:
+    """The Now Step's operands (or numbers) when the one the critique states is none of them."""
+    offered = sources.uses if match.group(1) == "uses" else sources.writes
+    value = _number(match.group(2))
+    if not offered or value is None or value in {_number(n) for n in offered}:
+        return None
+    return Misquote(length=match.endpos - match.start(2), choices=offered)
 
 
 def comparison(text: str) -> str | None:

@@ -268,7 +268,7 @@ class Scorer:
         """The numbers step `index`'s critiques may quote, for the calculator's source check."""
         if self.config.calculator != "on":
             return None
-        return Sources.of(solution.question, solution.steps[:index])
+        return Sources.of(solution.question, solution.steps[:index], solution.steps[index])
 
     def _step_result(self, index: int, tokens: list[int], reused: tuple[int, int], critiques: list,
                      p_yes: tuple[float, ...]) -> StepResult:

@@ -211,3 +211,36 @@ def test_a_source_without_numbers_offers_no_choice():
 def test_the_source_check_never_raises(question, steps, text):
     found = misquote(text + " 12 from the question;", Sources.of(question, steps))
     assert found is None or (found.choices and found.length > 0)
+
+
+NOW = Sources.of("A trip is 56 km.", ["The van has covered 28 + 23 = 51 km."],
+                 "The van still has 56 - 51 = 5 km to go. The answer is 5.")
+
+
+def test_the_now_steps_operands_leave_out_its_results():
+    assert NOW.uses == ("56", "51")
+    assert NOW.writes == ("56", "51", "5")
+
+
+@pytest.mark.parametrize(("text", "taken", "choices"), [
+    ("51 from Step 1; the Now Step uses 5:", "5:", ("56", "51")),  # its result quoted as an operand
+    ("56 - 51 = 5; the Now Step writes 6:", "6:", ("56", "51", "5")),  # a number it does not write
+    ("the Now Step uses 1,200 ", "1,200 ", ("56", "51")),
+])
+def test_a_number_the_now_step_does_not_use_offers_its_operands(text, taken, choices):
+    found = misquote(text, NOW)
+    assert found.choices == choices
+    assert text[-found.length:] == taken
+
+
+@pytest.mark.parametrize("text", [
+    "the Now Step uses 51:", "the Now Step uses 51.0:", "the Now Step writes 5:",
+    "the Now Step uses 5.", "the Now Step uses 5,",  # "5.5", "5,000": not ended yet
+    "the Now Step uses 5",
+])
+def test_a_number_the_now_step_holds_or_an_unfinished_one_is_left_alone(text):
+    assert misquote(text, NOW) is None
+
+
+def test_a_now_step_without_numbers_offers_no_choice():
+    assert misquote("the Now Step uses 5:", Sources.of("q", [], "So the answer follows.")) is None
