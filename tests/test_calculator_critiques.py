@@ -168,3 +168,15 @@ def test_a_number_a_source_holds_is_left_as_written(tiny_gguf):
     result, _, _, _ = scored(tiny_gguf, [pieces], calculator="on")
     assert result.steps[0].critiques[0].startswith("".join(pieces))
     assert result.steps[0].calculated == ((),)
+
+
+def test_a_number_the_now_step_does_not_use_is_taken_back_and_chosen_among_its_operands(tiny_gguf):
+    # the Now Step is "20 ÷ 5 = 3": it uses 20 and 5; a critique that says it uses 3 (its result) gets to choose
+    # again between them, and the pieces after the taken-back number follow the chosen one
+    head = "The first number it needs is the apples, 20 from the question; the Now Step uses"
+    result, _, _, _ = scored(tiny_gguf, [[head, " 3", ":", " It is right.", PHRASE]], calculator="on")
+    step = result.steps[0]
+    critique = step.critiques[0]
+    chosen = next(n for n in ("20", "5") if critique.startswith(f"{head} {n} It is right."))
+    (span,) = step.calculated[0]
+    assert critique[span[0]:span[1]] == chosen
