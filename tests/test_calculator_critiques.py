@@ -107,14 +107,15 @@ def test_off_writes_nothing_and_outputs_stay_as_they_were(tiny_gguf):
 
 
 def test_comparisons_are_written_exactly(tiny_gguf):
-    pieces = ["80 - 40 =", "; the Now Step writes 40:", " so it holds.", " Check: 7 vs 7,", " ok.", PHRASE]
+    # a result equal to an operand (20 - 0 = 20; the Now Step writes 20) compared with the number it writes
+    pieces = ["20 - 0 =", "; the Now Step writes 20:", " so it holds.", " Check: 7 vs 7,", " ok.", PHRASE]
     result, _, _, _ = scored(tiny_gguf, [pieces], calculator="on")
     critique = result.steps[0].critiques[0]
-    assert critique.startswith("80 - 40 = 40; the Now Step writes 40: 40 vs 40, the same so it holds. Check: 7 vs 7,"
+    assert critique.startswith("20 - 0 = 20; the Now Step writes 20: 20 vs 20, the same so it holds. Check: 7 vs 7,"
                                " the same ok.")
     assert len(result.steps[0].calculated[0]) == 3
     table = format_table(result, tuple(STEPS[:1]), show_critiques=True)
-    assert "80 - 40 =⟦ 40⟧" in table and "⟦ 40 vs 40, the same⟧" in table and "written by the calculator" in table
+    assert "20 - 0 =⟦ 20⟧" in table and "⟦ 20 vs 20, the same⟧" in table and "written by the calculator" in table
 
 
 def test_an_equals_sign_as_the_last_allowed_token_gets_nothing(tiny_gguf):
