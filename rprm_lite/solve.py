@@ -22,17 +22,19 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from rprm_lite.adapter_file import LoraArg
 from rprm_lite.config import MAX_K
 from rprm_lite.errors import ContextOverflowError, InputError, RprmError
 from rprm_lite.options import Settings, option
 from rprm_lite.policy import final_answer
-from rprm_lite.policy_engine import Draft, PolicyModel, resolve_policy
 from rprm_lite.results import SolutionResult, aggregate
 from rprm_lite.seeds import LLAMA_SEED_MASK, derive_seed
 from rprm_lite.solution import Solution
+
+if TYPE_CHECKING:  # the policy engine loads llama.cpp: imported when a Solver is made, not with the CLI
+    from rprm_lite.policy_engine import Draft, PolicyModel
 
 Strategy = Literal["greedy", "majority", "best-of-n", "guided"]
 STRATEGIES: tuple[str, ...] = ("greedy", "majority", "best-of-n", "guided")
@@ -80,6 +82,7 @@ class SolvedStep:
     text: str
     score: float | None  # None: the strategy did not judge it (greedy, majority)
     candidates: tuple[Candidate, ...] = ()  # guided: every next step proposed here
+    chosen: int | None = None  # guided: which of them is this step (0-based)
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,7 @@ class SolveResult:
             if candidates and step.candidates:
                 entry["candidates"] = [{"text": c.steps[0] if c.steps else "", "score": c.score}
                                        for c in step.candidates]
+                entry["chosen"] = step.chosen
             steps.append(entry)
         data: dict[str, Any] = {"id": self.id, "strategy": self.strategy, "steps": steps, "answer": self.answer,
                                 "outcome": self.outcome, "work": asdict(self.work)}
@@ -225,7 +229,7 @@ def _guided(model: Search, config: SolveConfig, on_critiques: Callable[[int], No
         if not usable:
             return Found(tuple(chosen), None, "no answer")
         best = max(usable, key=lambda i: (_ranked(candidates[i].score), -i))
-        chosen.append(SolvedStep(drafts[best].text, candidates[best].score, candidates))
+        chosen.append(SolvedStep(drafts[best].text, candidates[best].score, candidates, best))
         if candidates[best].answer is not None:
             return Found(tuple(chosen), candidates[best].answer, "answered")
         if drafts[best].ending == "turn":
@@ -264,6 +268,8 @@ class Solver:
     def __init__(self, policy: str | Path | PolicyModel | None = None, judge: Any = None, *,
                  policy_lora: Sequence[LoraArg] = (), config: SolveConfig | None = None, threads: int | None = None,
                  judge_options: dict[str, Any] | None = None) -> None:
+        from rprm_lite.policy_engine import PolicyModel, resolve_policy
+
         self.config = config or SolveConfig()
         self.note: str | None = None
         if isinstance(policy, PolicyModel):
