@@ -184,7 +184,7 @@ def _step_text(text: bytearray, one_step: bool) -> str:
 
 BUNDLED_POLICY_ADAPTER = "rprm-demo-policy-adapter.gguf"
 PLAIN_BASE_NOTE = ("the demo policy adapter is not bundled in this installation, so the policy is the plain "
-                   "SmolLM2-135M-Instruct base, which rarely writes the step format; pass --policy MODEL.gguf")
+                   "SmolLM2-135M-Instruct base (not trained on the step format); pass --policy MODEL.gguf for another")
 
 
 def bundled_policy_adapter_path() -> Path:
