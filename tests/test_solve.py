@@ -110,7 +110,7 @@ def test_guided_keeps_the_best_next_step_scores_a_repeated_text_once_and_stops_a
 
 
 def test_guided_ends_without_an_answer_at_max_steps_at_end_of_turn_or_when_nothing_is_proposed():
-    steps = {r: [("step %d" % r, "step")] for r in range(1, 4)}
+    steps = {r: [(f"step {r}", "step")] for r in range(1, 4)}
     found, _ = run_search("guided", Scripted(steps, {f"step {r}": 0.5 for r in range(1, 4)}), n=1, max_steps=3)
     assert (len(found.steps), found.answer, found.outcome) == (3, None, "max steps")
     found, _ = run_search("guided", Scripted({1: [("done", "turn")]}, {"done": 1.0}), n=1)
