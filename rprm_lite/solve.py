@@ -146,15 +146,20 @@ class Search(Protocol):
 
 # -- the strategies ------------------------------------------------------------------------------------
 def search(strategy: str, model: Search, config: SolveConfig, *, aggregation: str = "min",
-           on_critiques: Callable[[int], None] = lambda n: None) -> Found:
-    """Run one strategy; `on_critiques(count)` hears of the judge's new critiques."""
-    if strategy == "greedy":
-        return _majority(model, 1, config, greedy=True)
-    if strategy == "majority":
-        return _majority(model, config.n, config, greedy=False)
+           on_critiques: Callable[[int], None] = lambda n: None,
+           on_step: Callable[[SolvedStep], None] | None = None) -> Found:
+    """Run one strategy; `on_critiques(count)` hears of the judge's new critiques, `on_step(step)` of each step
+    of the solution as soon as it is chosen (guided), or once the solution is (the others)."""
+    if strategy == "guided":
+        return _guided(model, config, on_critiques, on_step or (lambda step: None))
     if strategy == "best-of-n":
-        return _best_of_n(model, config, aggregation, on_critiques)
-    return _guided(model, config, on_critiques)
+        found = _best_of_n(model, config, aggregation, on_critiques)
+    else:
+        found = _majority(model, 1 if strategy == "greedy" else config.n, config, greedy=strategy == "greedy")
+    if on_step is not None:
+        for step in found.steps:
+            on_step(step)
+    return found
 
 
 def solution_steps(text: str, max_steps: int) -> tuple[tuple[str, ...], str | None, Outcome]:
@@ -212,7 +217,8 @@ def _best_of_n(model: Search, config: SolveConfig, aggregation: str, on_critique
                  answer, outcome, candidates)
 
 
-def _guided(model: Search, config: SolveConfig, on_critiques: Callable[[int], None]) -> Found:
+def _guided(model: Search, config: SolveConfig, on_critiques: Callable[[int], None],
+            on_step: Callable[[SolvedStep], None]) -> Found:
     chosen: list[SolvedStep] = []
     for round in range(1, config.max_steps + 1):
         so_far = [step.text for step in chosen]
@@ -230,6 +236,7 @@ def _guided(model: Search, config: SolveConfig, on_critiques: Callable[[int], No
             return Found(tuple(chosen), None, "no answer")
         best = max(usable, key=lambda i: (_ranked(candidates[i].score), -i))
         chosen.append(SolvedStep(drafts[best].text, candidates[best].score, candidates, best))
+        on_step(chosen[-1])
         if candidates[best].answer is not None:
             return Found(tuple(chosen), candidates[best].answer, "answered")
         if drafts[best].ending == "turn":
@@ -278,6 +285,8 @@ class Solver:
             path, adapters, self.note = resolve_policy(policy, policy_lora)
             self.policy, self._owns_policy = PolicyModel(path, lora=adapters, threads=threads), True
         self._judge = judge if hasattr(judge, "score_solution") else None
+        if self._judge is not None and not getattr(self._judge.config, "all_steps", True):
+            raise InputError("the judge must score every step of a candidate: make its scorer with all_steps=True")
         self._owns_judge = self._judge is None
         self._judge_model = None if self._judge is not None else judge
         self._judge_options = {"threads": threads, **(judge_options or {}), "all_steps": True}
@@ -321,13 +330,11 @@ class Solver:
         critiques = [0]
         try:
             found = search(strategy, models, self.config, aggregation=self._aggregation(strategy),
-                           on_critiques=lambda count: critiques.__setitem__(0, critiques[0] + count))
+                           on_critiques=lambda count: critiques.__setitem__(0, critiques[0] + count),
+                           on_step=None if on_step is None else lambda step: on_step(id, step))
             error: str | None = None
         except (ContextOverflowError, InputError) as exc:  # this question only: the others go on
             found, error = Found((), None, "error"), str(exc)
-        if on_step is not None:
-            for step in found.steps:
-                on_step(id, step)
         work = Work(policy_tokens=models.tokens, critiques=critiques[0],
                     seconds=round(time.monotonic() - started, 3))
         return SolveResult(id=id, strategy=strategy, steps=found.steps, answer=found.answer, outcome=found.outcome,

@@ -171,7 +171,8 @@ def _solve_all(job: SolveJob, solver: Solver, todo: list[Question], writer: Json
         with ProgressBar("solving", len(todo)) as bar:
             for question in todo:
                 bar.advance(0, label=question.id)
-                result = solver.solve(question.question, id=question.id)
+                result = solver.solve(question.question, id=question.id, on_step=lambda name, step: bar.advance(
+                    0, label=f"{name}: {excerpt(step.text, 40)}"))
                 line = json.dumps(result.to_dict(candidates=job.show_candidates), ensure_ascii=False) + "\n"
                 if result.outcome == "error":
                     failed.append(result.id)

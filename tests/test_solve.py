@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, RprmError, ScoringCancelled
 from rprm_lite.policy_engine import Draft, PolicyModel
 from rprm_lite.results import SolutionResult, StepResult
@@ -107,6 +108,31 @@ def test_guided_keeps_the_best_next_step_scores_a_repeated_text_once_and_stops_a
     assert [(s.text, s.score, s.chosen) for s in found.steps] == [("B", 0.9, 1), ("F. The answer is 9.", 0.8, 3)]
     assert [c.score for c in found.steps[1].candidates] == [0.3, 0.5, None, 0.8]
     assert (found.answer, found.outcome) == ("9", "answered")
+
+
+def test_guided_tells_of_each_step_as_soon_as_it_is_chosen():
+    heard: list[tuple[str, int]] = []
+    model = Scripted({1: [("A", "step")], 2: [("B. The answer is 1.", "step")]}, {"A": 0.5, "B. The answer is 1.": 1})
+    original = model.propose
+
+    def propose(*args, **kwargs):
+        heard.append(("propose", kwargs["round"]))
+        return original(*args, **kwargs)
+
+    model.propose = propose  # type: ignore[method-assign]
+    search("guided", model, SolveConfig(n=1), on_step=lambda step: heard.append((step.text, step.chosen)))
+    assert heard == [("propose", 1), ("A", 0), ("propose", 2), ("B. The answer is 1.", 0)]
+
+
+def test_a_judge_that_stops_at_the_first_wrong_step_is_refused(policy):
+    class Judge:  # a scorer made without all_steps: its later steps would be "not scored"
+        config = ScoreConfig(all_steps=False)
+
+        def score_solution(self, solution: object) -> SolutionResult:
+            raise AssertionError("never asked")
+
+    with pytest.raises(InputError, match="all_steps=True"):
+        Solver(policy, Judge())
 
 
 def test_guided_ends_without_an_answer_at_max_steps_at_end_of_turn_or_when_nothing_is_proposed():
