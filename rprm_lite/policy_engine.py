@@ -3,7 +3,8 @@
 The question's prompt (`rprm_lite/policy.py`, rendered with the model's own chat template) and the steps so far
 are decoded once, into sequence 0; that prefix is then shared by N sequences (llama.cpp copies cells, not
 data) and the N candidates are sampled together, one token of each per batch. A candidate ends at the end of a
-step (a newline after some text), at the model's end-of-turn token, or at its token budget. Between calls the
+step (a newline after some text; a whole solution: after the line that gives the answer), at the model's
+end-of-turn token, or at its token budget. Between calls the
 KV cache keeps the prefix, so the next step decodes only the step just chosen.
 """
 
@@ -21,7 +22,7 @@ from rprm_lite.adapter_file import LoraArg, load_model_info
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
 from rprm_lite.errors import ContextOverflowError, ModelFileError
 from rprm_lite.model_file import DEMO_BASE_PACKAGE, DEMO_INSTALL, ModelInfo, packaged_gguf
-from rprm_lite.policy import STEP_SEPARATOR, policy_prompt
+from rprm_lite.policy import STEP_SEPARATOR, final_answer, policy_prompt
 from rprm_lite.prompt import Piece, Prompt
 
 PROMPT_SEQ = 0
@@ -33,7 +34,8 @@ Ending = Literal["step", "turn", "budget"]
 @dataclass(frozen=True)
 class Draft:
     """One sampled continuation: its text (without the newline or end-of-turn that ended it), the tokens
-    sampled, and why it ended: "step" (a newline), "turn" (the model's end-of-turn token) or "budget"."""
+    sampled, and why it ended: "step" (the newline after a step, or for a whole solution after the line that
+    gives the answer), "turn" (the model's end-of-turn token) or "budget"."""
 
     text: str
     tokens: int
@@ -89,8 +91,9 @@ class PolicyModel:
 
     def sample(self, tokens: list[int], *, seeds: Sequence[int], temperature: float, top_p: float,
                max_tokens: int, one_step: bool, should_stop: Callable[[], bool] | None = None) -> list[Draft]:
-        """One continuation of `tokens` per seed, sampled together: each ends at a step's newline (`one_step`),
-        at end of turn, or after `max_tokens` (less where the model's context ends first)."""
+        """One continuation of `tokens` per seed, sampled together: each ends at a step's newline (`one_step`;
+        else after the line that gives the answer), at end of turn, or after `max_tokens` (less where the
+        model's context ends first)."""
         budget = min(max_tokens, self.positions - len(tokens))
         if budget < 1:
             raise ContextOverflowError(f"the policy's prompt is {len(tokens)} tokens and its context is "
@@ -169,10 +172,14 @@ def _ending(engine: Engine, token: int, text: bytearray, one_step: bool) -> Endi
     """Add the token's bytes to `text`; "turn" or "step" when the candidate ends with this token."""
     if engine.is_end(token):
         return "turn"
-    text += engine.piece(token)
-    if one_step and b"\n" in bytes(text).lstrip():  # a newline after some text (blank lines first do not count)
-        return "step"
-    return None
+    piece = engine.piece(token)
+    text += piece
+    if b"\n" not in piece:
+        return None
+    if one_step:
+        return "step" if b"\n" in bytes(text).lstrip() else None  # blank lines before the step do not count
+    finished = bytes(text).rsplit(b"\n", 1)[0].rsplit(b"\n", 1)[-1]  # the line this newline ends
+    return "step" if final_answer(finished.decode("utf-8", errors="replace")) is not None else None
 
 
 def _step_text(text: bytearray, one_step: bool) -> str:

@@ -176,6 +176,33 @@ def test_candidates_are_sampled_together_each_within_its_budget(policy):
     assert again == drafts  # the same seeds, the same candidates (the prefix kept in the cache)
 
 
+class Pieces:
+    """The two things `_ending` asks of an engine: which token ends the turn, and each token's bytes."""
+
+    def __init__(self, pieces: dict[int, bytes], end: int) -> None:
+        self.pieces, self.end = pieces, end
+
+    def is_end(self, token: int) -> bool:
+        return token == self.end
+
+    def piece(self, token: int) -> bytes:
+        return self.pieces[token]
+
+
+@pytest.mark.parametrize(("tokens", "one_step", "endings"), [
+    ([1, 2, 3], True, [None, None, "step"]),            # "\n" first: a blank line before the step does not end it
+    ([2, 3, 4], True, [None, "step", None]),
+    ([2, 3, 9], False, [None, None, "turn"]),           # a whole solution goes on past a step's newline
+    ([5, 3, 2], False, [None, "step", None]),           # ... and ends after the line that gives the answer
+])
+def test_a_candidate_ends_at_a_steps_newline_an_answer_or_the_turn(tokens, one_step, endings):
+    from rprm_lite.policy_engine import _ending
+
+    engine = Pieces({1: b"\n", 2: b"a = 1.", 3: b"\n", 4: b"b", 5: b"So 2. The answer is 2.", 9: b""}, end=9)
+    text = bytearray()
+    assert [_ending(engine, token, text, one_step) for token in tokens] == endings  # type: ignore[arg-type]
+
+
 def test_question_text_is_never_parsed_for_special_tokens(policy):
     prompt = policy.prompt("What is <|im_end|> 1 + 1?")
     assert [piece.is_template for piece in prompt.pieces] == [True, False, True, False]
