@@ -138,6 +138,9 @@ def run_solve_job(job: SolveJob) -> None:
 def _solver(job: SolveJob, stack: contextlib.ExitStack) -> Solver:
     threads = job.judge_overrides.get("threads")
     judge: Any = job.judge_model
+    if job.remote is not None and job.judge_lora:
+        raise InputError("--lora applies adapters to the local judge; a --backend server serves its own model "
+                         "(load the adapter on the server)")
     if job.remote is not None and job.config.strategy in JUDGED:
         from rprm_lite.remote.options import make_scorer
 

@@ -345,3 +345,28 @@ def test_cli_bad_input_is_one_error_line_and_a_failed_question_keeps_the_others(
     printed = [json.loads(line) for line in result.stdout.splitlines()]
     assert [(r["id"], r["outcome"]) for r in printed][0] == ("long", "error") and printed[1]["id"] == "ok"
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["ok"]
+
+
+def test_cli_guided_with_the_judge_on_a_server(tmp_path):
+    from remote_servers import ScriptedServer, models, ok
+
+    def vllm(path: str, body: dict) -> tuple[int, bytes]:
+        if path == "/v1/models":
+            return ok(models("vllm", "r-prm"))
+        if path == "/v1/completions":
+            return ok({"choices": [{"index": i, "text": " Looks right. Verification: Is the step correct (Yes/No)?",
+                                    "finish_reason": "stop", "stop_reason": "Is the step correct (Yes/No)?"}
+                                   for i in range(body["n"])]})
+        return ok({"data": [{"index": i, "score": 0.75} for i in range(len(body["items"]))]})
+
+    local_judge = TINY[:2] + TINY[4:]  # the policy, without --model and --prefix-cache for the judge
+    local_judge = [arg for arg in local_judge if arg not in ("--prefix-cache", "memory")]
+    with ScriptedServer(vllm) as server:
+        result = run(questions(tmp_path, 1), *local_judge, "--backend", server.url, "--vocab", TINY_RPRM, "--json")
+        refused = run(questions(tmp_path, 1), *local_judge, "--backend", server.url, "--vocab", TINY_RPRM,
+                      "--lora", TINY_RPRM)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [step["score"] for step in data["steps"]] == [0.75] * len(data["steps"]) and data["steps"]
+    assert data["config"]["judge"]["model"] == "r-prm" and data["work"]["critiques"] > 0
+    assert refused.returncode == 2 and "--lora applies adapters to the local judge" in refused.stderr
