@@ -1,11 +1,13 @@
 """The policy model of `rprm-lite solve`: a GGUF chat model that writes a solution's next steps.
 
 The question's prompt (`rprm_lite/policy.py`, rendered with the model's own chat template) and the steps so far
-are decoded once, into sequence 0; that prefix is then shared by N sequences (llama.cpp copies cells, not
-data) and the N candidates are sampled together, one token of each per batch. A candidate ends at the end of a
-step (a newline after some text; a whole solution: after the line that gives the answer), at the model's
-end-of-turn token, or at its token budget. Between calls the
-KV cache keeps the prefix, so the next step decodes only the step just chosen.
+are decoded once per call, into sequence 0; that prefix is then shared by N sequences (llama.cpp copies cells,
+not data) and the N candidates are sampled together, one token of each per batch. A candidate ends at the end of
+a step (a newline after some text; a whole solution: after the line that gives the answer), at the model's
+end-of-turn token, or at its token budget. Each call starts from an empty KV cache: the prefix is short (the
+policy's prompt and the steps so far) against what the judge then does, and a cache that held earlier
+candidates would put the new tokens in other cells, whose other order of summation can change what a sampler
+draws. So the candidates are a function of the prompt and the seeds alone, whatever was sampled before.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Literal
 import llama_cpp
 
 from rprm_lite.adapter_file import LoraArg, load_model_info
-from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
+from rprm_lite.engine import DecodeEntry, Engine, Sampler
 from rprm_lite.errors import ContextOverflowError, ModelFileError
 from rprm_lite.model_file import DEMO_BASE_PACKAGE, DEMO_INSTALL, ModelInfo, packaged_gguf
 from rprm_lite.policy import STEP_SEPARATOR, final_answer, policy_prompt
@@ -55,8 +57,6 @@ class PolicyModel:
         except BaseException:
             self.engine.close()
             raise
-        self._cached: list[int] = []  # the tokens sequence 0 holds
-        self._context: object = None  # the llama.cpp context those tokens are in
         self._last_row = 0
 
     @property
@@ -103,30 +103,18 @@ class PolicyModel:
             self._load(tokens, n_seq=len(seeds) + 1, room=len(seeds) * budget)
             return self._sample(len(tokens), seeds, temperature=temperature, top_p=top_p, budget=budget,
                                 one_step=one_step)
-        except BaseException:
-            self._cached = []
-            if self.engine.ctx is not None:
-                self.engine.clear()
-            raise
         finally:
             self.engine.should_stop = None
 
     def _load(self, tokens: list[int], *, n_seq: int, room: int) -> None:
-        """Put `tokens` in sequence 0, decoding only what it does not hold yet; empty the other sequences."""
+        """Decode `tokens` into sequence 0 of an empty cache (the same cells every time)."""
         engine = self.engine
         engine.ensure_context(len(tokens) + room, n_seq)
-        if engine.ctx is not self._context:  # a new context holds nothing
-            self._context, self._cached = engine.ctx, []
-        for seq in range(1, engine.n_seq):
-            engine.trim(seq)
-        keep = min(common_prefix(self._cached, tokens), len(tokens) - 1)  # the last token gives the logits
-        engine.trim(PROMPT_SEQ, keep)
-        self._cached = []
-        entries = [DecodeEntry(tokens[pos], pos, PROMPT_SEQ, logits=pos == len(tokens) - 1)
-                   for pos in range(keep, len(tokens))]
+        engine.clear()
+        entries = [DecodeEntry(token, pos, PROMPT_SEQ, logits=pos == len(tokens) - 1)
+                   for pos, token in enumerate(tokens)]
         for _, row in engine.decode(entries):
             self._last_row = row
-        self._cached = list(tokens)
 
     def _sample(self, start: int, seeds: Sequence[int], *, temperature: float, top_p: float, budget: int,
                 one_step: bool) -> list[Draft]:

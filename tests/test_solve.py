@@ -243,6 +243,20 @@ def test_should_stop_cancels_a_call_and_the_solver_stays_usable(policy):
     assert before | {"work": None} == after | {"work": None}
 
 
+def test_threads_sharing_one_solver_get_what_each_would_alone(policy):
+    questions = ["What is 1 + 1?", "What is 2 + 5?", "What is 3 + 3?"]
+    with tiny_solver(policy, strategy="guided") as solver:
+        alone = [solver.solve(q).to_dict() | {"work": None} for q in questions]
+        together: dict[int, dict] = {}
+        threads = [threading.Thread(target=lambda i=i: together.__setitem__(i, solver.solve(questions[i]).to_dict()))
+                   for i in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    assert [together[i] | {"work": None} for i in range(3)] == alone
+
+
 def test_close_from_another_thread_stops_the_call_and_later_calls_fail():
     solver = Solver(TINY_RPRM, TINY_RPRM, config=SolveConfig(strategy="majority", n=4, max_steps=200,
                                                              step_tokens=4), threads=1)
