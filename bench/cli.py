@@ -332,6 +332,18 @@ def speed_command(ctx: typer.Context) -> None:
     raise typer.Exit(speed.main(list(ctx.args)))
 
 
+@app.command("search", add_help_option=False,
+             context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def search_command(ctx: typer.Context) -> None:
+    """Guided search against greedy, majority@N and best-of-N: accuracy, cost, bootstrap intervals, plot.
+
+    Every option is passed to `python -m rprm_lite.bench.search` (see `rprm-lite bench search --help`).
+    """
+    from . import search
+
+    raise typer.Exit(search.main(list(ctx.args)))
+
+
 @rerank_app.command("rerank")
 @cli_errors
 @command_options(settings=RERANK_OPTIONS, remote=REMOTE_OPTIONS, job=JOB_OPTIONS.only("prefix_cache"))

@@ -15,10 +15,11 @@ from rprm_lite.version import __version__
 
 if TYPE_CHECKING:
     from rprm_lite.scoring import Scorer
+    from rprm_lite.solve import SolveConfig, Solver
 
 __all__ = [
     "__version__", "ContextOverflowError", "InputError", "ModelFileError", "RprmError", "ScoreConfig", "Scorer",
-    "Solution", "SolutionResult", "StepResult", "read_solutions",
+    "Solution", "SolutionResult", "StepResult", "read_solutions", "SolveConfig", "Solver",
 ]
 
 
@@ -28,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from rprm_lite.scoring import Scorer
 
         return Scorer
+    if name in ("Solver", "SolveConfig"):  # `rprm-lite solve` from Python (rprm_lite/solve.py)
+        from rprm_lite import solve
+
+        return getattr(solve, name)
     raise AttributeError(f"module 'rprm_lite' has no attribute {name!r}")

@@ -25,6 +25,7 @@ except ImportError:  # pragma: no cover - older typer on the real click
     from click import exceptions as click_errors
 from rprm_lite.lazy_cli import LazyGroup
 from rprm_lite.remote.options import REMOTE_OPTIONS
+from rprm_lite.solve_command import SOLVE_JOB_OPTIONS, SOLVE_OPTIONS
 
 app = typer.Typer(cls=LazyGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
@@ -41,6 +42,15 @@ Opt = typer.Option
 FileArg = Annotated[str, typer.Argument(
     metavar="FILE", help="Solution JSON, ProcessBench item, JSONL (one per line), or - for stdin.")]
 JsonOpt = Annotated[bool, Opt("--json", help="Print one JSON object per solution.")]
+QuestionsArg = Annotated[str, typer.Argument(
+    metavar="QUESTIONS", help='JSONL ({"id": ..., "question": ...} per line), a JSON list of them, or - for stdin.')]
+JudgeOpt = Annotated[Path | None, typer.Option("--model", "-m", help="The judge's GGUF (default: $RPRM_MODEL, else "
+                                                  "the demo R-PRM).", show_default=False)]
+SolveOutputOpt = Annotated[Path | None, Opt("--output", "-o", help="Append JSONL results here as each question is "
+                                               "solved; a rerun skips questions already there.")]
+SolveJsonOpt = Annotated[bool, Opt("--json", help="Print one JSON object per question.")]
+JUDGE_JOB_OPTIONS = JOB_OPTIONS.only("lora", "prefix_cache", lora={"help": "LoRA adapter GGUF applied to the judge, "
+                                     "with an optional scale (default 1); repeat for more."})
 OutputOpt = Annotated[Path | None, Opt("--output", "-o", help="Append JSONL results here as each solution "
                                           "finishes; a rerun skips solutions already there.")]
 
@@ -55,6 +65,24 @@ def score(file: FileArg, model: ModelOpt = None, json_out: JsonOpt = False, outp
 
     run_score_job(ScoreJob(source=file, model=model, overrides=score_overrides(settings), json_out=json_out,
                            output=output, vocab=remote.get("vocab"), remote=remote_from_options(**remote), **job))
+
+
+@app.command()
+@command_options(solve=SOLVE_OPTIONS, job=SOLVE_JOB_OPTIONS, judge_job=JUDGE_JOB_OPTIONS,
+                 settings=SCORE_OPTIONS.without("all_steps"), remote=REMOTE_OPTIONS)
+def solve(questions: QuestionsArg, model: JudgeOpt = None, json_out: SolveJsonOpt = False,
+          output: SolveOutputOpt = None,
+          *, solve: dict[str, Any], job: dict[str, Any], judge_job: dict[str, Any], settings: dict[str, Any],
+          remote: dict[str, Any]) -> None:
+    """Solve questions: a policy writes the steps, the R-PRM judge chooses among its candidates."""
+    from rprm_lite.remote.options import remote_from_options
+    from rprm_lite.solve import SolveConfig
+    from rprm_lite.solve_command import SolveJob, run_solve_job
+
+    run_solve_job(SolveJob(source=questions, config=SolveConfig(**solve), judge_model=model,
+                           judge_overrides=score_overrides(settings), judge_lora=judge_job.get("lora", ()),
+                           prefix_cache=judge_job.get("prefix_cache", "auto"), remote=remote_from_options(**remote),
+                           vocab=remote.get("vocab"), json_out=json_out, output=output, **job))
 
 
 @app.command()
