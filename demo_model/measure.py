@@ -80,15 +80,21 @@ def measure(argv: Sequence[str] | None) -> int:
                                               lora=lora, threads=args.threads, critiques=True, **run)
         results[name]["run"] = run
         print(f"{name}: F1 {percent(results[name]['f1'])}, error acc {percent(results[name]['error_acc'])}, "
-              f"{results[name]['seconds_per_step']:.2f} s per scored step", flush=True)
+              f"{timing(results[name])}", flush=True)
     outcomes = {name: item_outcomes(data, args.out / name / "predictions.jsonl") for name in runs}
     first = next(iter(runs))
     text = report(outcomes, [(name, first) for name in runs if name != first])
-    text += "\n" + "\n".join(f"- {name}: {r['seconds_per_step']:.2f} s per scored step" for name, r in results.items())
+    text += "\n" + "\n".join(f"- {name}: {timing(r)}" for name, r in results.items())
     (args.out / "report.md").write_text(text + "\n", encoding="utf-8")
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(text)
     return 0
+
+
+def timing(result: dict) -> str:
+    """The seconds per step this invocation scored (a run resumed in full scored none: it is not timed)."""
+    seconds = result.get("seconds_per_step") or 0
+    return f"{seconds:.2f} s per scored step" if seconds > 0 else "not timed here (every problem was resumed)"
 
 
 def percent(value: float | None) -> str:
