@@ -1,6 +1,7 @@
 # The two set-up commands of the README:
 #   make demo   installs the runtime and scores examples/solution.json with a model available offline
-#   make test   installs everything (runtime, converter, training, benchmarks, docs, test tools) and runs the tests
+#   make test   installs everything (runtime, converter, training, benchmarks, docs, test tools), lints (ruff),
+#               type-checks (mypy, strict on the runtime) and runs the tests; any error fails it
 # and the documentation:
 #   make docs           builds the site into build/site (offline, warnings as errors; not committed)
 #   make docs-examples  re-runs the docs' runnable examples and rewrites the outputs they show (after a new model)
@@ -11,7 +12,7 @@ PIP := $(PY) -m pip
 # torch is pinned so pip takes the CPU build instead of a multi-GB CUDA one
 TORCH ?= torch==2.13.0
 
-.PHONY: venv install install-dev demo demo-model llama-server test lint docs docs-examples clean
+.PHONY: venv install install-dev demo demo-model llama-server test lint typecheck docs docs-examples clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +62,7 @@ llama-server: install
 	echo "llama-server $$version: $$out/bin/llama-server"
 
 test: install-dev llama-server
+	$(MAKE) --no-print-directory lint typecheck
 	$(PY) -m pytest
 
 # The site's reference pages are generated while it builds (the CLI from the typer app, the HTTP API from a
@@ -73,6 +75,10 @@ docs-examples: install-dev
 
 lint:
 	$(VENV)/bin/ruff check .
+
+# The settings are pyproject.toml's [tool.mypy]: strict on rprm_lite/, the tool packages not checked.
+typecheck:
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf build .pytest_cache

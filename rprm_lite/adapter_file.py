@@ -24,10 +24,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from rprm_lite import metadata
 from rprm_lite.errors import InputError, ModelFileError
+from rprm_lite.hparams import TensorInfo
 from rprm_lite.model_file import ModelInfo, check_rprm_metadata, file_sha256, read_gguf_header, rprm_fields
 
 GENERAL_TYPE = "general.type"
@@ -84,10 +85,10 @@ def lora_specs(lora: LoraArg | Sequence[LoraArg] | None) -> list[tuple[Path, flo
     a (path, scale) pair, or a list of those."""
     if lora is None:
         return []
-    if isinstance(lora, (str, Path)) or _is_pair(lora):
-        lora = [lora]
+    # each item is checked: a Python caller may pass anything
+    items: Sequence[object] = [lora] if isinstance(lora, (str, Path)) or _is_pair(lora) else lora
     specs = []
-    for item in lora:
+    for item in items:
         if isinstance(item, Path):
             specs.append((item, 1.0))
         elif isinstance(item, str):
@@ -99,7 +100,7 @@ def lora_specs(lora: LoraArg | Sequence[LoraArg] | None) -> list[tuple[Path, flo
     return specs
 
 
-def _is_pair(item: Any) -> bool:
+def _is_pair(item: object) -> TypeGuard[tuple[str | Path, float]]:
     return (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], (str, Path))
             and isinstance(item[1], (int, float)) and not isinstance(item[1], bool))
 
@@ -161,9 +162,9 @@ def _check_kind(path: Path, fields: dict[str, Any], base: ModelInfo) -> None:
                              f"{base.architecture!r}; use the base model it was made for")
 
 
-def _pairs(path: Path, tensors: Iterable) -> dict[str, tuple[Any, Any]]:
+def _pairs(path: Path, tensors: Iterable[TensorInfo]) -> dict[str, tuple[TensorInfo, TensorInfo]]:
     """base tensor name -> (lora_a, lora_b) tensor infos; every pair complete."""
-    halves: dict[str, dict[str, Any]] = {}
+    halves: dict[str, dict[str, TensorInfo]] = {}
     for tensor in tensors:
         name = tensor.name
         if name.endswith(IGNORED_SUFFIX):
@@ -181,7 +182,7 @@ def _pairs(path: Path, tensors: Iterable) -> dict[str, tuple[Any, Any]]:
     return {name: (pair[LORA_A], pair[LORA_B]) for name, pair in halves.items()}
 
 
-def _check_pair(path: Path, name: str, a: Any, b: Any, base: ModelInfo) -> int:
+def _check_pair(path: Path, name: str, a: TensorInfo, b: TensorInfo, base: ModelInfo) -> int:
     """The rank of one pair, after checking it fits the base tensor (llama.cpp's rule)."""
     dims = base.tensor_dims.get(name)
     if dims is None:

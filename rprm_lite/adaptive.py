@@ -86,7 +86,8 @@ def beta_cdf(x: float, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a_, b_ = np.where(direct, a, b), np.where(direct, b, a)
     x_ = np.where(direct, x, 1 - x)
     part = front * _beta_fraction(a_, b_, x_) / a_
-    return np.where(direct, part, 1 - part)
+    value: np.ndarray = np.where(direct, part, 1 - part)
+    return value
 
 
 def _beta_fraction(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -95,7 +96,7 @@ def _beta_fraction(a: np.ndarray, b: np.ndarray, x: np.ndarray) -> np.ndarray:
 
     c = np.ones_like(a)
     d = 1 / guard(1 - (a + b) * x / (a + 1))
-    h = d.copy()
+    h: np.ndarray = d.copy()
     for m in range(1, CF_ITERATIONS + 1):
         for aa in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):

@@ -24,10 +24,15 @@ import os
 import platform
 import re
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rprm_lite.errors import InputError
+
+if TYPE_CHECKING:  # llama_cpp is imported where it is used: `buffer_rule` needs none of it
+    from llama_cpp import llama_model_params
 
 ENV_VAR = "RPRM_EXTRA_BUFFERS"
 CHOICES = ("auto", "on", "off")
@@ -60,8 +65,8 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
 
 def buffer_rule(*, flags: frozenset[str] | None = None, env: dict[str, str] | None = None) -> BufferRule:
     """The rule for this machine (or for the given CPU flags and environment, in tests)."""
-    env = os.environ if env is None else env
-    choice = env.get(ENV_VAR, "auto").strip().lower() or "auto"
+    environment: Mapping[str, str] = os.environ if env is None else env
+    choice = environment.get(ENV_VAR, "auto").strip().lower() or "auto"
     if choice not in CHOICES:
         raise InputError(f"{ENV_VAR} must be one of {', '.join(CHOICES)}, got {choice!r}")
     if choice == "on":
@@ -75,7 +80,7 @@ def buffer_rule(*, flags: frozenset[str] | None = None, env: dict[str, str] | No
     return BufferRule(True, f"no AMX on this {platform.machine() or 'CPU'}: llama.cpp's default")
 
 
-def model_params(**fields):
+def model_params(**fields: Any) -> llama_model_params:
     """llama.cpp's model parameters with the rule applied, then `fields` set (n_gpu_layers, vocab_only, ...)."""
     params = _default_model_params()
     params.use_extra_bufts = buffer_rule().use_extra_bufts
@@ -84,22 +89,27 @@ def model_params(**fields):
     return params
 
 
-def _default_model_params():
+# llama.cpp's own default parameters, kept here once `apply_to_llama_cpp` has put `model_params` in their place
+_original_default_params: Callable[[], llama_model_params] | None = None
+
+
+def _default_model_params() -> llama_model_params:
     import llama_cpp
 
-    return getattr(_default_model_params, "original", llama_cpp.llama_model_default_params)()
+    return (_original_default_params or llama_cpp.llama_model_default_params)()
 
 
 def apply_to_llama_cpp() -> None:
     """Make llama-cpp-python's own loaders (`llama_cpp.Llama`, and so `python -m llama_cpp.server`) follow the
     rule: they take their model parameters from `llama_model_default_params()` and offer no switch of their
     own. Idempotent."""
+    global _original_default_params
     import llama_cpp
     import llama_cpp.llama_cpp as low_level
 
-    if hasattr(_default_model_params, "original"):
+    if _original_default_params is not None:
         return
-    _default_model_params.original = low_level.llama_model_default_params
+    _original_default_params = low_level.llama_model_default_params
     low_level.llama_model_default_params = model_params
     llama_cpp.llama_model_default_params = model_params
 

@@ -28,7 +28,7 @@ Step's operands (a small judge quotes the step's result there), and one it "writ
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -101,7 +101,7 @@ class Sources:
                    uses=numbers_in(now_step, results=False), writes=numbers_in(now_step))
 
     def values(self) -> set[Fraction]:
-        return {_number(n) for numbers in (self.question, *self.steps) for n in numbers} - {None}
+        return {value for numbers in (self.question, *self.steps) for n in numbers if (value := _number(n)) is not None}
 
 
 @dataclass(frozen=True)
@@ -214,9 +214,9 @@ def result_of(text: str) -> str | None:
     return _printed(value, separators=parser.separators)
 
 
-def _tokens(text: str):
+def _tokens(text: str) -> Iterator[tuple[str, str]]:
     for match in _TOKEN.finditer(text):
-        yield match.lastgroup, match.group()
+        yield str(match.lastgroup), match.group()  # every alternative of _TOKEN is a named group
 
 
 def _expression_start(tokens: list[tuple[str, str]]) -> int | None:
@@ -296,7 +296,7 @@ class _Parser:
             return -self.nested(self.unary)
         return self.atom()
 
-    def nested(self, parse):
+    def nested(self, parse: Callable[[], Fraction]) -> Fraction:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise _Unreadable

@@ -29,7 +29,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import read_json_file
@@ -204,7 +204,7 @@ def check_settings(calibration: Calibration, settings: Mapping[str, Any]) -> Non
                          f"({'; '.join(changed)}); score with those settings or fit a calibration for these")
 
 
-def _unit_number(value: Any) -> bool:
+def _unit_number(value: Any) -> TypeGuard[float]:
     return is_number(value) and 0 <= value <= 1
 
 

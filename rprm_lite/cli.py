@@ -22,7 +22,7 @@ from rprm_lite.options import command_options
 try:  # typer 0.29+ carries its own copy of click
     from typer._click import exceptions as click_errors
 except ImportError:  # pragma: no cover - older typer on the real click
-    from click import exceptions as click_errors
+    from click import exceptions as click_errors  # type: ignore[no-redef]  # the same module, from click
 from rprm_lite.lazy_cli import LazyGroup
 from rprm_lite.remote.options import REMOTE_OPTIONS
 from rprm_lite.solve_command import SOLVE_JOB_OPTIONS, SOLVE_OPTIONS
@@ -151,7 +151,11 @@ def exit_on_error(*, interrupted: str | None = None) -> Callable[[Callable[..., 
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             returned: list[Any] = []
-            code = run_program(lambda: returned.append(command(*args, **kwargs)) or 0, interrupted=interrupted)
+
+            def body() -> int:
+                returned.append(command(*args, **kwargs))
+                return 0
+            code = run_program(body, interrupted=interrupted)
             if code:
                 raise typer.Exit(code)
             return returned[0]

@@ -6,7 +6,7 @@ import contextlib
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rprm_lite import output
 from rprm_lite.errors import InputError, ModelFileError
@@ -14,6 +14,14 @@ from rprm_lite.options import Options, option
 from rprm_lite.progress import ProgressBar
 from rprm_lite.results import UNREAD
 from rprm_lite.solution import Solution, read_solutions
+
+if TYPE_CHECKING:  # imported where used: `score` loads llama.cpp only once its input is checked
+    from rprm_lite.model_file import ModelInfo
+    from rprm_lite.prefix_cache import PrefixCache
+    from rprm_lite.remote.scorer import RemoteScorer
+    from rprm_lite.results import SolutionResult, StepResult
+    from rprm_lite.scoring import Scorer
+    from rprm_lite.step_cache import StepCache
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ def run_score_job(job: ScoreJob) -> None:
     from rprm_lite.step_cache import StepCache
 
     ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
-    checked_mode(job.prefix_cache)
+    prefix_mode = checked_mode(job.prefix_cache)
     if job.remote is not None:
         from rprm_lite.remote.settings import refuse_unsupported
 
@@ -80,7 +88,11 @@ def run_score_job(job: ScoreJob) -> None:
                                                      mark_unread=True))
         results = None
         if job.output:
-            settings = scorer.run_settings() if scorer is not None else run_settings(info, config, calibration)
+            if scorer is not None:
+                settings = scorer.run_settings()
+            else:
+                assert info is not None and config is not None  # the local engine's, resolved above
+                settings = run_settings(info, config, calibration)
             results = stack.enter_context(contextlib.closing(output.ResultsFile(job.output, settings)))
         todo = [s for s in solutions if results is None or s.id not in results.done]
         if results is not None and len(todo) < len(solutions):
@@ -89,10 +101,12 @@ def run_score_job(job: ScoreJob) -> None:
             _note("nothing left to score")
             return
         if scorer is None:
-            scorer = stack.enter_context(Scorer(info, cache=cache, settings=(config, calibration),
-                                                prefix_cache=job.prefix_cache))
-        if job.remote is None and scorer.model_info.description:
-            _say_model_note(job, scorer.model_info)
+            assert config is not None  # the local engine's, resolved above
+            local = stack.enter_context(Scorer(info, cache=cache, settings=(config, calibration),
+                                               prefix_cache=prefix_mode))
+            if local.model_info.description:
+                _say_model_note(job, local.model_info)
+            scorer = local
         try:
             _score_all(job, scorer, todo, results)
         finally:
@@ -104,11 +118,13 @@ def run_score_job(job: ScoreJob) -> None:
                       "not affected (set $RPRM_CACHE_DIR to a folder you can write, or pass --prefix-cache memory)")
 
 
-def _score_all(job: ScoreJob, scorer, todo: list[Solution], results: output.ResultsFile | None) -> None:
-    finished, noted, unread = 0, False, []
+def _score_all(job: ScoreJob, scorer: Scorer | RemoteScorer, todo: list[Solution],
+               results: output.ResultsFile | None) -> None:
+    finished, noted = 0, False
+    unread: list[int] = []
     try:
         with ProgressBar("scoring", len(todo)) as bar:
-            def advance(solution: Solution, step) -> None:  # a unit is a solution; the label names the step
+            def advance(solution: Solution, step: StepResult) -> None:  # a unit is a solution; the label names the step
                 bar.advance(1 if step.index == len(solution.steps) else 0,
                             label=f"{solution.id} step {step.index}/{len(solution.steps)}")
 
@@ -145,7 +161,7 @@ def _refuse_unread(unread: list[int], kept: Path | None) -> None:
     raise RemoteError(f"{sum(unread)} step(s) of {len(unread)} solution(s) could not be read: {UNREAD_WHY}{where}")
 
 
-def _note_cache(folder: Path, cache, prefixes=None) -> None:
+def _note_cache(folder: Path, cache: StepCache, prefixes: PrefixCache | None = None) -> None:
     """The --cache note: steps reused, and the prompt prefixes put back when there were any."""
     text = f"cache {folder}: {cache.hits} of {cache.hits + cache.misses} scored step(s) reused"
     if cache.corrupt:
@@ -161,11 +177,11 @@ def _note_cache(folder: Path, cache, prefixes=None) -> None:
     _note(text)
 
 
-def _prefix_write_error(prefixes) -> str:
+def _prefix_write_error(prefixes: PrefixCache) -> str:
     return f"the prompt's prefix state could not be saved in {prefixes.directory} ({prefixes.last_write_error})"
 
 
-def _note_short_critiques(result, scorer) -> bool:
+def _note_short_critiques(result: SolutionResult, scorer: Scorer | RemoteScorer) -> bool:
     """Say once per run when critiques had to be shortened to fit the context; True when said."""
     config, used = scorer.config, result.config["effective_max_tokens"]
     if used >= config.max_tokens:
@@ -175,7 +191,7 @@ def _note_short_critiques(result, scorer) -> bool:
     return True
 
 
-def _say_model_note(job: ScoreJob, info) -> None:
+def _say_model_note(job: ScoreJob, info: ModelInfo) -> None:
     names = " + ".join([info.path.name, *(adapter.path.name for adapter in info.adapters)])
     text = f"note: model {names}: {info.description}"
     if job.json_out:

@@ -35,7 +35,7 @@ class Critique:
     text: bytearray = field(default_factory=bytearray)
     token_ids: list[int] = field(default_factory=list)
     tokens: int = 0
-    pending: int | None = None
+    pending: int = -1  # the next token to take; `_start` samples the first before any decode
     p_yes: float | None = None
     fallback: bool = False
     calculated: list[tuple[int, int]] = field(default_factory=list)  # byte spans the calculator wrote
@@ -58,6 +58,18 @@ class Critique:
         def chars(end: int) -> int:
             return len(self.text[:end].decode("utf-8", errors="replace"))
         return tuple((chars(start), chars(end)) for start, end in self.calculated)
+
+    @property
+    def verdict_p_yes(self) -> float:
+        """P(Yes) of a finished critique: read after its verdict phrase, or after the fallback question."""
+        assert self.p_yes is not None, "every finished critique has its P(Yes)"
+        return self.p_yes
+
+    @property
+    def open_choices(self) -> list[list[int]]:
+        """The token sequences still open while a number is chosen again."""
+        assert self.choices is not None, "a choice is open"
+        return self.choices
 
 
 @dataclass(frozen=True)
@@ -150,7 +162,7 @@ def _finish(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_toke
             sources: calculator.Sources | None) -> list[CritiqueResult]:
     _generate(engine, streams, vocab, max_tokens, sources)
     _ask_fallback(engine, [s for s in streams if s.p_yes is None], vocab)
-    return [CritiqueResult(s.critique_text, s.p_yes, s.fallback, s.tokens, tuple(s.token_ids),
+    return [CritiqueResult(s.critique_text, s.verdict_p_yes, s.fallback, s.tokens, tuple(s.token_ids),
                            s.calculated_spans()) for s in streams]
 
 
@@ -246,7 +258,7 @@ def _rewind(engine: Engine, stream: Critique, sources: calculator.Sources) -> li
 def _choose(engine: Engine, stream: Critique, row: int) -> int:
     """The open choice's next token: the most likely one that some choice goes on with."""
     logits = engine.logits(row)
-    allowed = sorted({choice[stream.chosen] for choice in stream.choices if len(choice) > stream.chosen})
+    allowed = sorted({choice[stream.chosen] for choice in stream.open_choices if len(choice) > stream.chosen})
     token = max(allowed, key=lambda t: logits[t])
     stream.sampler.accept(token)
     return token
@@ -255,7 +267,7 @@ def _choose(engine: Engine, stream: Critique, row: int) -> int:
 def _chosen(engine: Engine, stream: Critique, max_tokens: int) -> list[int]:
     """After a chosen token was taken: once one choice is left, the rest of it is written (within the budget)."""
     token = stream.token_ids[-1]
-    stream.choices = [c for c in stream.choices if len(c) > stream.chosen and c[stream.chosen] == token]
+    stream.choices = [c for c in stream.open_choices if len(c) > stream.chosen and c[stream.chosen] == token]
     stream.chosen += 1
     if len(stream.choices) > 1:
         return []

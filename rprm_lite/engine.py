@@ -45,6 +45,7 @@ LOG_LEVEL_ERROR = 4  # GGML_LOG_LEVEL_ERROR
 recent_errors: collections.deque[str] = collections.deque(maxlen=8)
 buffer_lines: list[str] = []  # llama.cpp's "X model buffer size" lines of the load in progress
 _loading = threading.Lock()  # one model or adapter load at a time reads those lines and `recent_errors`
+_log_callback: object = None  # the ctypes callback that llama.cpp calls, kept alive while it may
 
 
 def _silence_llama_logs() -> None:
@@ -52,8 +53,10 @@ def _silence_llama_logs() -> None:
     failed load and its buffer lines to say where the weights went."""
     show = bool(os.environ.get("RPRM_LLAMA_LOGS"))
 
-    @llama_cpp.llama_log_callback
-    def _quiet(level, text, user_data):
+    global _log_callback
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]  # a ctypes CFUNCTYPE, unannotated upstream
+    def _quiet(level: int, text: bytes | None, user_data: int | None) -> None:
         if not text:
             return
         line = text.decode("utf-8", errors="replace")
@@ -65,7 +68,7 @@ def _silence_llama_logs() -> None:
             buffer_lines.append(line)
 
     llama_cpp.llama_log_set(_quiet, ctypes.c_void_p())
-    _silence_llama_logs.callback = _quiet  # keep the ctypes callback alive
+    _log_callback = _quiet
 
 
 _backend_ready = False
@@ -82,6 +85,8 @@ def _init_backend() -> None:
 class Engine:
     """A loaded GGUF model with one context that is resized on demand."""
 
+    memory: llama_cpp.llama_memory_t  # the context's KV cache, set with the context by `ensure_context`
+
     def __init__(self, model_path: str | Path, *, n_gpu_layers: int = 0, threads: int | None = None,
                  n_batch: int = DEFAULT_N_BATCH, vocab_only: bool = False,
                  loras: Sequence[tuple[Path, float]] = ()) -> None:
@@ -94,8 +99,8 @@ class Engine:
         self.stopping = False  # set by `stop()` from another thread: the decode in flight gives up
         self.should_stop: Callable[[], bool] | None = None  # asked before each chunk: True cancels the call
         self.buffer_rule = buffer_rule()
-        self.ctx = None
-        self.batch = None
+        self.ctx: llama_cpp.llama_context_p | None = None
+        self.batch: llama_cpp.llama_batch | None = None
         params = model_params(n_gpu_layers=n_gpu_layers if n_gpu_layers >= 0 else 10_000, vocab_only=vocab_only)
         with _loading:  # the log lines collected below are this load's, not another thread's
             recent_errors.clear()
@@ -105,7 +110,9 @@ class Engine:
                 why = "; ".join(line for line in recent_errors if line) or "set RPRM_LLAMA_LOGS=1 to see why"
                 raise ModelFileError(f"{self.model_path}: llama.cpp could not load this model ({why})")
             self.weight_buffers = weight_buffers(buffer_lines)  # MiB per buffer type, e.g. {"CPU_Mapped": 3.5}
-        self.loras: list = []  # the loaded adapters, applied to each new context with their scales
+        # the loaded adapters, applied to each new context with their scales (llama-cpp-python's annotations say
+        # c_void_p; the function returns a pointer to one, the array element type of llama_set_adapters_lora)
+        self.loras: list[ctypes._Pointer[ctypes.c_void_p]] = []
         self.lora_scales = [scale for _, scale in loras]
         self._load_loras([path for path, _ in loras])
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
@@ -266,10 +273,11 @@ class Engine:
                 raise ScoringCancelled(f"{self.model_path.name}: the call was cancelled by its caller")
             chunk = entries[start:start + self.n_batch]
             batch = self.batch
+            assert batch is not None, "ensure_context makes the batch before any decode"
             wanted = []
             for i, entry in enumerate(chunk):
                 batch.token[i] = entry.token
-                batch.pos[i] = entry.pos
+                batch.pos[i] = entry.pos  # type: ignore[call-overload]  # upstream declares int32_t * as an array of arrays
                 batch.n_seq_id[i] = 1
                 batch.seq_id[i][0] = entry.seq
                 batch.logits[i] = entry.logits
@@ -283,8 +291,10 @@ class Engine:
                     f"the context of {self.n_ctx} tokens is probably full: lower --k or --max-tokens")
             yield from wanted
 
-    def logits(self, row: int):
-        return llama_cpp.llama_get_logits_ith(self.ctx, row)
+    def logits(self, row: int) -> ctypes.Array[ctypes.c_float]:
+        """The logits row of a decoded entry (a view into llama.cpp's buffer, valid until the next decode)."""
+        row_logits: ctypes.Array[ctypes.c_float] = llama_cpp.llama_get_logits_ith(self.ctx, row)
+        return row_logits
 
     def p_yes(self, row: int, yes: int, no: int) -> float:
         """P(Yes) = softmax over the raw logits of the " Yes" and " No" tokens."""
@@ -352,11 +362,12 @@ class Sampler:
                 self._add(llama_cpp.llama_sampler_init_top_p(top_p, 1))
             self._add(llama_cpp.llama_sampler_init_dist(seed))
 
-    def _add(self, sampler) -> None:
+    def _add(self, sampler: llama_cpp.llama_sampler_p) -> None:
         llama_cpp.llama_sampler_chain_add(self.chain, sampler)
 
     def sample(self, engine: Engine, row: int) -> int:
-        return llama_cpp.llama_sampler_sample(self.chain, engine.ctx, row)  # samples and accepts the token
+        token: int = llama_cpp.llama_sampler_sample(self.chain, engine.ctx, row)  # samples and accepts the token
+        return token
 
     def accept(self, token: int) -> None:
         """Take a token the runtime wrote (the calculator's) into the chain's state, as a sampled one is."""

@@ -30,7 +30,7 @@ class GGUFArray:
 
     item_type: int
     count: int
-    values: tuple | None = None
+    values: tuple[int | float, ...] | None = None
     distinct: int | None = None  # for string arrays: how many different strings
 
 
@@ -141,13 +141,18 @@ def _check_dims(tensor: TensorInfo) -> str | None:
 
 
 # -- relations between keys and tensors ---------------------------------------------------------
-def _per_layer(value: Any, n_layer: int) -> list:
+# A header's values by key, and the architecture's by name (RULES): ints, floats, strings or GGUFArrays as the
+# file holds them, each checked against its rule before a relation compares them, hence Any.
+Fields = Mapping[str, Any]
+HParams = dict[str, Any]
+
+def _per_layer(value: Any, n_layer: int) -> list[Any]:
     if isinstance(value, GGUFArray):
         return list(value.values or ())
     return [value] * n_layer
 
 
-def _layers_match_tensors(hp: dict, fields: Mapping, tensors: list[TensorInfo]) -> str | None:
+def _layers_match_tensors(hp: HParams, fields: Fields, tensors: list[TensorInfo]) -> str | None:
     layers = {int(match.group(1)) for t in tensors if (match := LAYER_TENSOR.match(t.name))}
     expected = set(range(hp["block_count"]))
     if layers != expected:
@@ -160,7 +165,7 @@ def _span(layers: set[int]) -> str:
     return f"blk.{min(layers)} to blk.{max(layers)}" if layers else "none"
 
 
-def _arrays_have_one_value_per_layer(hp: dict, fields: Mapping, tensors: list[TensorInfo]) -> str | None:
+def _arrays_have_one_value_per_layer(hp: HParams, fields: Fields, tensors: list[TensorInfo]) -> str | None:
     for name, rule in RULES.items():
         value = hp[name]
         if rule.per_layer and isinstance(value, GGUFArray) and value.count != hp["block_count"]:
@@ -168,7 +173,7 @@ def _arrays_have_one_value_per_layer(hp: dict, fields: Mapping, tensors: list[Te
     return None
 
 
-def _heads_divide(hp: dict, fields: Mapping, tensors: list[TensorInfo]) -> str | None:
+def _heads_divide(hp: HParams, fields: Fields, tensors: list[TensorInfo]) -> str | None:
     n_layer = hp["block_count"]
     heads = _per_layer(hp["attention.head_count"], n_layer) if hp["attention.head_count"] is not None else []
     kv = _per_layer(hp["attention.head_count_kv"], n_layer) if hp["attention.head_count_kv"] is not None else heads
@@ -181,7 +186,7 @@ def _heads_divide(hp: dict, fields: Mapping, tensors: list[TensorInfo]) -> str |
     return None
 
 
-def _experts_consistent(hp: dict, fields: Mapping, tensors: list[TensorInfo]) -> str | None:
+def _experts_consistent(hp: HParams, fields: Fields, tensors: list[TensorInfo]) -> str | None:
     n_expert = hp["expert_count"] or 0
     used = max(_per_layer(hp["expert_used_count"], hp["block_count"]), default=0) if hp["expert_used_count"] else 0
     groups = hp["expert_group_count"] or 0
@@ -194,7 +199,7 @@ def _experts_consistent(hp: dict, fields: Mapping, tensors: list[TensorInfo]) ->
     return None
 
 
-def _embedding_matches_tensor(hp: dict, fields: Mapping, tensors: list[TensorInfo]) -> str | None:
+def _embedding_matches_tensor(hp: HParams, fields: Fields, tensors: list[TensorInfo]) -> str | None:
     embedding = next((t for t in tensors if t.name == "token_embd.weight"), None)
     if embedding is None:
         return "the file has no token_embd.weight tensor"
@@ -206,14 +211,14 @@ def _embedding_matches_tensor(hp: dict, fields: Mapping, tensors: list[TensorInf
     return None
 
 
-def _vocabulary_entries_unique(hp: dict, fields: Mapping, tensors: list[TensorInfo]) -> str | None:
+def _vocabulary_entries_unique(hp: HParams, fields: Fields, tensors: list[TensorInfo]) -> str | None:
     tokens = fields.get("tokenizer.ggml.tokens")
     if isinstance(tokens, GGUFArray) and tokens.distinct is not None and tokens.distinct != tokens.count:
         return f"tokenizer.ggml.tokens holds {tokens.count - tokens.distinct} duplicate entries"
     return None
 
 
-RELATIONS: tuple[Callable[[dict, Mapping, list[TensorInfo]], str | None], ...] = (
+RELATIONS: tuple[Callable[[HParams, Fields, list[TensorInfo]], str | None], ...] = (
     _layers_match_tensors, _arrays_have_one_value_per_layer, _heads_divide, _experts_consistent,
     _embedding_matches_tensor, _vocabulary_entries_unique,
 )

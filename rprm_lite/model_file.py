@@ -15,12 +15,15 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rprm_lite import hparams, metadata
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, ModelFileError, ModelNotFoundError
 from rprm_lite.hparams import MAX_DIMS, MAX_LAYERS, GGUFArray, TensorInfo
+
+if TYPE_CHECKING:  # adapter_file reads its adapters' headers with this module
+    from rprm_lite.adapter_file import Adapter
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -42,7 +45,7 @@ def file_sha256(path: Path) -> str:
 
 
 def bundled_adapter_path() -> Path:
-    return Path(str(resources.files("rprm_lite").joinpath("models", BUNDLED_ADAPTER)))
+    return Path(str(resources.files("rprm_lite").joinpath("models").joinpath(BUNDLED_ADAPTER)))
 
 
 def packaged_gguf(distribution: str) -> Path:
@@ -103,7 +106,7 @@ class ModelInfo:
     rprm: dict[str, Any] = field(default_factory=dict)
     # name -> dims (ggml order, columns first): what a LoRA adapter's tensors are checked against
     tensor_dims: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
-    adapters: tuple = ()  # the LoRA adapters applied on top (`rprm_lite.adapter_file.Adapter`), in order
+    adapters: tuple[Adapter, ...] = ()  # the LoRA adapters applied on top (`rprm_lite.adapter_file.Adapter`), in order
 
     @cached_property
     def sha256(self) -> str:
@@ -250,7 +253,8 @@ class _Header:
         import mmap
 
         with path.open("rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            self.data, self.offset, self.size = data, 8, size
+            self.data: mmap.mmap | bytes = data
+            self.offset, self.size = 8, size
             n_tensors, n_kv = self._unpack("<QQ")
             self.fields = dict(self._field() for _ in range(n_kv))
             infos = [self._tensor_info() for _ in range(n_tensors)]
@@ -259,9 +263,9 @@ class _Header:
                 raise ValueError(f"general.alignment is {alignment!r}, expected a power of two")
             start = -(-self.offset // alignment) * alignment
             self.tensors = [replace(info, offset=start + info.offset) for info in infos]
-            self.data = None
+            self.data = b""  # the map closes with the file
 
-    def _unpack(self, fmt: str) -> tuple:
+    def _unpack(self, fmt: str) -> tuple[Any, ...]:
         width = struct.calcsize(fmt)
         if self.offset + width > self.size:
             raise ValueError(f"header ends at byte {self.size:,}, expected more data at byte {self.offset:,}")

@@ -24,7 +24,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeGuard, TypeVar
 
 from rprm_lite.errors import InputError
 
@@ -42,6 +42,9 @@ def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = 
     metadata = {"help": help, "flag": flag, "metavar": metavar, "shown_default": shown_default,
                 "cli_type": cli_type, "cli_default": cli_default, "parse": parse}
     return dataclasses.field(default=default, metadata=metadata)
+
+
+SettingsT = TypeVar("SettingsT", bound="Settings")
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,8 @@ class Settings:
         return iter(())
 
     def type_problems(self) -> Iterator[str]:
-        for name, kind in _checked_fields(type(self)).items():
+        settings_class: type = type(self)  # mypy takes a dataclass's __hash__ for its class's: not Hashable
+        for name, kind in _checked_fields(settings_class).items():
             value = getattr(self, name)
             if value is None and kind.optional:
                 continue
@@ -93,7 +97,7 @@ class Settings:
         if value not in allowed:
             yield f"{self.label(name)} must be one of {', '.join(allowed)}, got {shown(value)}"
 
-    def replace(self, **changes: Any) -> Any:
+    def replace(self: SettingsT, **changes: Any) -> SettingsT:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -144,7 +148,7 @@ def _has_type(base: type, value: Any) -> bool:
     return is_number(value)
 
 
-def is_number(value: Any) -> bool:
+def is_number(value: Any) -> TypeGuard[float]:
     """A finite int or float, not a bool, that a float can hold: NaN and inf compare false to every bound,
     and an integer beyond a float's range (JSON allows 10**400 written out) cannot become one."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -186,7 +190,7 @@ class Options:
         kept = tuple(spec.name for spec in self._fields() if spec.name not in names)
         return dataclasses.replace(self, names=kept, changes={**self.changes, **changes})
 
-    def _fields(self) -> list[dataclasses.Field]:
+    def _fields(self) -> list[dataclasses.Field[Any]]:
         return [spec for spec in dataclasses.fields(self.config) if "help" in spec.metadata
                 and (self.names is None or spec.name in self.names)]
 
@@ -194,7 +198,7 @@ class Options:
         hints = typing.get_type_hints(self.config)
         return [self._parameter(spec, hints[spec.name]) for spec in self._fields()]
 
-    def _parameter(self, spec: dataclasses.Field, hint: Any) -> inspect.Parameter:
+    def _parameter(self, spec: dataclasses.Field[Any], hint: Any) -> inspect.Parameter:
         import typer
 
         meta = self._meta(spec)
@@ -230,7 +234,7 @@ class Options:
             values[spec.name] = meta["parse"](value) if meta["parse"] is not None else value
         return values
 
-    def _meta(self, spec: dataclasses.Field) -> dict[str, Any]:
+    def _meta(self, spec: dataclasses.Field[Any]) -> dict[str, Any]:
         return {**spec.metadata, **self.changes.get(spec.name, {})}
 
 

@@ -96,6 +96,7 @@ class ResultsFile:
         self._writer: JsonlWriter | None = JsonlWriter(path, fsync=True, record_start=RESULT_START)
 
     def append(self, line: str) -> None:
+        assert self._writer is not None, "append after close"
         self._writer.write_line(line)
 
     def close(self) -> None:

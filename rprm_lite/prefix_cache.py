@@ -40,7 +40,7 @@ import re
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import loads
@@ -126,7 +126,11 @@ class PrefixCache:
 
     # -- disk --------------------------------------------------------------------------------
     def _folder(self, key: str) -> Path:
-        return self.directory / key[:2]
+        return self._disk() / key[:2]
+
+    def _disk(self) -> Path:
+        assert self.directory is not None, "only a cache with a folder reads or writes files"
+        return self.directory
 
     def _read(self, key: str, n_tokens: int) -> bytes | None:
         try:
@@ -145,7 +149,7 @@ class PrefixCache:
         if len(data) > self.max_disk_bytes:
             return  # it would be removed at once
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            self._disk().mkdir(parents=True, exist_ok=True)
             replace_file_in(self._folder(key), f"{key}.kv", data)
             self._evict(keep=f"{key}.kv")
         except OSError as exc:  # full disk, read-only folder, a linked subfolder, a file in the folder's place
@@ -164,7 +168,7 @@ class PrefixCache:
         """Remove the state files least recently written or read from disk until the folder's states fit
         `max_disk_bytes`; `keep` (the one just written) stays. Only state files are removed, by name within
         their subfolder opened without following a link, so nothing outside the folder is ever touched."""
-        files = sorted(state_files(self.directory))
+        files = sorted(state_files(self._disk()))
         total = sum(size for _, size, _, _ in files)
         for _, size, subfolder, name in files:
             if total <= self.max_disk_bytes:
@@ -172,7 +176,7 @@ class PrefixCache:
             if name == keep:
                 continue
             try:
-                handle = os.open(self.directory / subfolder, FOLDER_FLAGS)
+                handle = os.open(self._disk() / subfolder, FOLDER_FLAGS)
                 try:
                     os.unlink(name, dir_fd=handle)
                 finally:
@@ -221,7 +225,7 @@ def checked_mode(mode: str) -> Mode:
     """`mode` when it is one of MODES, else InputError (the option's one message)."""
     if mode not in MODES:
         raise InputError(f"--prefix-cache must be one of {', '.join(MODES)}, got {shown(mode)}")
-    return mode
+    return cast(Mode, mode)  # one of MODES, checked above
 
 
 def make_prefix_cache(mode: Mode | bool | PrefixCache, folder: Path | None) -> PrefixCache | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 # uncertain: see rprm_lite/uncertain.py; unread: a remote server's verdict held neither " Yes" nor " No"
 # (rprm_lite/remote/scorer.py), so the step has no score
 Verdict = Literal["correct", "wrong", "uncertain", "not scored", "unread"]
-UNREAD = "unread"
+UNREAD: Final = "unread"
 # StepResult fields left out of its JSON when None: the prefix cache's, adaptive K's, a calibration's, the calculator's
 OPTIONAL_FIELDS = ("prefix_tokens", "critiques_used", "stop_reason", "raw_score", "calculated")
 
@@ -21,7 +21,7 @@ class StepResult:
 
     index: int  # 1-based
     score: float | None
-    p_yes: tuple[float, ...]
+    p_yes: tuple[float | None, ...]  # None: a remote critique whose P(Yes) was not read (the step is unread)
     verdict: Verdict
     fallbacks: int = 0  # critiques that ended without the verdict phrase and needed the fallback question
     generated_tokens: int = 0

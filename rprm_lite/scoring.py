@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rprm_lite import metadata
 from rprm_lite import prompt as prompts
@@ -40,6 +40,9 @@ from rprm_lite.step_cache import StepCache, step_key
 from rprm_lite.uncertain import first_uncertain, step_verdict
 from rprm_lite.verdict import released_p_yes
 from rprm_lite.version import versions
+
+if TYPE_CHECKING:
+    from rprm_lite.critique import CritiqueResult
 
 MIN_CRITIQUE_TOKENS = 16
 DEFAULT_POSITIONS = 4096  # a model file that states no context length
@@ -230,9 +233,10 @@ class Scorer:
     def _decide(self, step: StepResult) -> StepResult:
         """Score (calibrated when a map is set) and verdict from the step's mean P(Yes)."""
         raw = step.score if step.raw_score is None else step.raw_score
-        mapped = self.calibration is not None and self.calibration.mapping is not None
-        score = self.calibration.score(raw) if mapped else raw
-        return replace(step, score=score, raw_score=raw if mapped else None,
+        assert raw is not None, "a scored step, or a cache entry checked to have a score"
+        mapping = self.calibration if self.calibration is not None and self.calibration.mapping is not None else None
+        score = mapping.score(raw) if mapping is not None else raw
+        return replace(step, score=score, raw_score=raw if mapping is not None else None,
                        verdict=step_verdict(score, self.config.threshold, self.config.uncertain_band))
 
     def _score_step(self, solution: Solution, index: int, tokens: list[int], max_tokens: int) -> StepResult:
@@ -251,7 +255,7 @@ class Scorer:
 
     def _score_step_adaptive(self, solution: Solution, index: int, tokens: list[int], max_tokens: int,
                              reused: tuple[int, int]) -> StepResult:
-        def read_p_yes(wave: list) -> list[float]:
+        def read_p_yes(wave: list[CritiqueResult]) -> list[float]:
             if self.config.verdict == "released":
                 prompt = prompts.render(solution, index, self.config.prompt_style)
                 return released_p_yes(self.engine, prompt, tokens, wave, self.vocab)
@@ -270,7 +274,7 @@ class Scorer:
             return None
         return Sources.of(solution.question, solution.steps[:index], solution.steps[index])
 
-    def _step_result(self, index: int, tokens: list[int], reused: tuple[int, int], critiques: list,
+    def _step_result(self, index: int, tokens: list[int], reused: tuple[int, int], critiques: list[CritiqueResult],
                      p_yes: tuple[float, ...]) -> StepResult:
         score = sum(p_yes) / len(p_yes)
         kept, put_back = reused
@@ -393,7 +397,7 @@ class Scorer:
         """The positions a sequence may use: the model's training context (4096 when the file names none)."""
         return self.engine.n_ctx_train or DEFAULT_POSITIONS
 
-    def run_metadata(self) -> dict:
+    def run_metadata(self) -> dict[str, Any]:
         return {**run_settings(self.model_info, self.config, self.calibration), **versions()}
 
     def _find_vocabulary(self) -> Vocabulary:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import check_text, loads, parse_jsonl
@@ -58,7 +58,7 @@ def solution_from_dict(item: Any, *, where: str) -> Solution:
     return Solution(question=question, steps=steps, id=solution_id, extra=extra)
 
 
-def _id(item: dict, where: str) -> str | None:
+def _id(item: dict[str, Any], where: str) -> str | None:
     """The id as text: a string, or an integer (PRMBench's `idx`); anything else would be echoed as a Python
     repr ("{'a': 1}", "True"), so it is refused."""
     key = next((k for k in ID_KEYS if item.get(k) is not None), None)
@@ -70,7 +70,7 @@ def _id(item: dict, where: str) -> str | None:
     return str(value)
 
 
-def _question(item: dict, where: str) -> str:
+def _question(item: dict[str, Any], where: str) -> str:
     question = next((item[k] for k in QUESTION_KEYS if k in item), None)
     if question is None:
         raise InputError(f"{where}: missing 'question' (or ProcessBench 'problem'); keys found: "
@@ -81,7 +81,7 @@ def _question(item: dict, where: str) -> str:
     return question
 
 
-def _steps(item: dict, where: str) -> tuple[str, ...]:
+def _steps(item: dict[str, Any], where: str) -> tuple[str, ...]:
     if "steps" not in item:
         raise InputError(f"{where}: missing 'steps' (a list of step strings)")
     steps = item["steps"]
@@ -165,7 +165,7 @@ def _read_text(source: str | Path) -> tuple[str, str]:
         raise InputError(f"{_short(path)}: cannot read ({exc.strerror or exc})") from None
 
 
-def _read_limited(handle: Any, name: str) -> bytes:
+def _read_limited(handle: BinaryIO, name: str) -> bytes:
     """At most MAX_INPUT_BYTES (stdin and special files have no size to check beforehand)."""
     data = handle.read(MAX_INPUT_BYTES + 1)
     if len(data) > MAX_INPUT_BYTES:

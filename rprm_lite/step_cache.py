@@ -119,7 +119,8 @@ class StepCache:
 
     def put(self, key: str, step: StepResult) -> None:
         if any(getattr(step, name) is not None for name in NOT_KEPT):
-            step = dataclasses.replace(step, **dict.fromkeys(NOT_KEPT))
+            dropped: dict[str, Any] = dict.fromkeys(NOT_KEPT)  # fields of several types: one None each
+            step = dataclasses.replace(step, **dropped)
         self._remember(key, step)
         if self.directory is not None:
             self._write(key, step)
@@ -134,6 +135,7 @@ class StepCache:
 
     # -- disk --------------------------------------------------------------------------------
     def _folder(self, key: str) -> Path:
+        assert self.directory is not None, "only a cache with a folder reads or writes files"
         return self.directory / key[:2]
 
     def _read(self, key: str, expect: Mapping[str, Any]) -> StepResult | None:
@@ -291,7 +293,7 @@ def entry_problems(data: Mapping[str, Any]) -> Iterator[str]:
         yield f"adaptive fields {adaptive!r:.60}"
 
 
-def _spans_fit(calculated: list, critiques: list) -> bool:
+def _spans_fit(calculated: list[Any], critiques: list[Any]) -> bool:
     """One list of [start, end] character spans per critique, in order, inside its text."""
     if len(calculated) != len(critiques):
         return False

@@ -13,7 +13,7 @@ scoring, and a solution reports its first uncertain step as `first_uncertain_ste
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from rprm_lite.errors import InputError
 from rprm_lite.options import is_number, shown
@@ -21,7 +21,7 @@ from rprm_lite.options import is_number, shown
 Band = tuple[float, float]
 
 
-def step_verdict(score: float, threshold: float, band: Band | None) -> str:
+def step_verdict(score: float, threshold: float, band: Band | None) -> Literal["correct", "wrong", "uncertain"]:
     if band is None:
         return "wrong" if score < threshold else "correct"
     low, high = band

@@ -104,7 +104,8 @@ class Dialect:
         return ask.seeds[:1] if self.sends_n else ask.seeds
 
     def critique_body(self, ask: CritiqueAsk, seed: int, n: int) -> dict[str, Any]:
-        body = {"model": ask.model, "prompt": list(ask.prompt_ids) if self.token_ids else ask.prompt_text,
+        body: dict[str, Any] = {
+                "model": ask.model, "prompt": list(ask.prompt_ids) if self.token_ids else ask.prompt_text,
                 "n": n, "seed": seed, "temperature": ask.temperature, "top_p": ask.top_p,
                 "max_tokens": ask.max_tokens, "presence_penalty": 0.0, "frequency_penalty": 0.0, "stream": False}
         if self.stop:
@@ -163,12 +164,13 @@ class VLLM(Dialect):
         return Sampled(text=_text(choice), stopped_on_phrase=choice.get("stop_reason") == VERDICT_PHRASE,
                        tokens=len(ids) if ids is not None else None, token_ids=ids)
 
-    def verdict_requests(self, prompt_ids, contexts, *, model, yes, no):
+    def verdict_requests(self, prompt_ids: Sequence[int], contexts: Sequence[VerdictContext], *, model: str,
+                         yes: int, no: int) -> list[Request]:
         return [("/generative_scoring", {"model": model, "query": list(prompt_ids),
                                          "items": [list(c.ids[len(prompt_ids):]) for c in contexts],
                                          "label_token_ids": [yes, no], "apply_softmax": True})]
 
-    def parse_verdicts(self, answer, expected, *, yes, no):
+    def parse_verdicts(self, answer: dict[str, Any], expected: int, *, yes: int, no: int) -> list[Verdict]:
         rows = sorted(_list(answer, "data", expected), key=lambda r: r.get("index", 0))
         return [Verdict(_probability(row.get("score"), "data[].score")) for row in rows]
 
@@ -187,14 +189,15 @@ class SGLang(Dialect):
     def parse_choice(self, choice: dict[str, Any]) -> Sampled:
         return Sampled(text=_text(choice), stopped_on_phrase=choice.get("matched_stop") == VERDICT_PHRASE)
 
-    def verdict_requests(self, prompt_ids, contexts, *, model, yes, no):
+    def verdict_requests(self, prompt_ids: Sequence[int], contexts: Sequence[VerdictContext], *, model: str,
+                         yes: int, no: int) -> list[Request]:
         return [("/v1/score", {"model": model, "query": list(prompt_ids),
                                "items": [list(c.ids[len(prompt_ids):]) for c in contexts],
                                "label_token_ids": [yes, no], "apply_softmax": True})]
 
-    def parse_verdicts(self, answer, expected, *, yes, no):
+    def parse_verdicts(self, answer: dict[str, Any], expected: int, *, yes: int, no: int) -> list[Verdict]:
         rows = _list(answer, "scores", expected)
-        verdicts = []
+        verdicts: list[Verdict] = []
         for row in rows:
             if not isinstance(row, list) or len(row) != 2:
                 raise RemoteError(f"expected scores as [P(Yes), P(No)] pairs, got {row!r}")
@@ -224,7 +227,7 @@ class LlamaServer(Dialect):
                 "xtc_probability": 0.0, "mirostat": 0, "samplers": ["temperature", "top_p"],
                 "cache_prompt": True, "stream": False}
 
-    def parse_critiques(self, answer, expected):
+    def parse_critiques(self, answer: dict[str, Any], expected: int) -> list[Sampled]:
         answers = answer.get("results", [answer]) if isinstance(answer.get("results"), list) else [answer]
         return [self.parse_native(one) for one in answers]
 
@@ -238,11 +241,12 @@ class LlamaServer(Dialect):
         return Sampled(text=content, stopped_on_phrase=answer.get("stop_type") == "word",
                        tokens=predicted if isinstance(predicted, int) else None, token_ids=ids)
 
-    def verdict_requests(self, prompt_ids, contexts, *, model, yes, no):
+    def verdict_requests(self, prompt_ids: Sequence[int], contexts: Sequence[VerdictContext], *, model: str,
+                         yes: int, no: int) -> list[Request]:
         return [("/completion", self.native_body(list(c.ids), n_predict=1, seed=0, temperature=0.0, top_p=1.0)
                  | {"n_probs": self.top_logprobs, "post_sampling_probs": False}) for c in contexts]
 
-    def parse_verdicts(self, answer, expected, *, yes, no):
+    def parse_verdicts(self, answer: dict[str, Any], expected: int, *, yes: int, no: int) -> list[Verdict]:
         probabilities = answer.get("completion_probabilities")
         if not isinstance(probabilities, list) or not probabilities or not isinstance(probabilities[0], dict):
             raise RemoteError(f"expected completion_probabilities in the /completion answer, got {_keys(answer)}")
@@ -252,7 +256,8 @@ class LlamaServer(Dialect):
         if not all(isinstance(entry, dict) and _is_int(entry.get("id")) for entry in tops):
             raise RemoteError("expected {id, logprob} objects in completion_probabilities[0].top_logprobs")
         by_id = {entry["id"]: _logprob(entry.get("logprob"), f"the logprob of token {entry['id']}") for entry in tops}
-        shown = answer.get("content") if isinstance(answer.get("content"), str) else ""
+        content = answer.get("content")
+        shown = content if isinstance(content, str) else ""
         return [_from_top(by_id, yes, no, shown=shown)]
 
 
@@ -269,7 +274,7 @@ class LlamaCppPython(Dialect):
     def sampling_extras(self) -> dict[str, Any]:
         return {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0, "mirostat_mode": 0}
 
-    def parse_critiques(self, answer, expected):
+    def parse_critiques(self, answer: dict[str, Any], expected: int) -> list[Sampled]:
         sampled = super().parse_critiques(answer, expected)
         usage = answer.get("usage")
         count = usage.get("completion_tokens") if isinstance(usage, dict) else None

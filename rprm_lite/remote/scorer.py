@@ -227,11 +227,11 @@ class RemoteScorer:
         verdicts = self._verdicts(server, prompt_ids, contexts)
         p_yes = tuple(v.p_yes for v in verdicts)
         unread = p_yes.count(None)
-        score = None if unread else sum(p_yes) / len(p_yes)
+        score = None if unread else sum(p for p in p_yes if p is not None) / len(p_yes)
         moved = [False] * len(contexts) if server.dialect.token_ids else [self._retokenized(c) for c in contexts]
         return RemoteStepResult(
             index=index + 1, score=score, p_yes=p_yes, unread=unread,
-            verdict=UNREAD if unread else step_verdict(score, cfg.threshold, cfg.uncertain_band),
+            verdict=UNREAD if score is None else step_verdict(score, cfg.threshold, cfg.uncertain_band),
             fallbacks=sum(f[2] for f in finished), generated_tokens=sum(f[3] for f in finished),
             critiques=tuple(text + (prompts.FALLBACK_TEXT if fallback else "") + verdict.shown
                             for (text, _, fallback, _), verdict in zip(finished, verdicts, strict=True)),
@@ -320,9 +320,10 @@ class RemoteScorer:
             or DEFAULT_POSITIONS
 
     def _find_vocabulary(self) -> Vocabulary:
-        found = []
-        for text, from_metadata in ((metadata.YES_TEXT, self.model_info and self.model_info.yes_token_id),
-                                    (metadata.NO_TEXT, self.model_info and self.model_info.no_token_id)):
+        found: list[int] = []
+        info = self.model_info
+        for text, from_metadata in ((metadata.YES_TEXT, info.yes_token_id if info is not None else None),
+                                    (metadata.NO_TEXT, info.no_token_id if info is not None else None)):
             tokens = [from_metadata] if from_metadata is not None else self.engine.tokenize(text, special=False)
             if len(tokens) != 1 or self.engine.piece(tokens[0]) != text.encode():
                 raise ModelFileError(f"{self.vocab_path.name}: the vocabulary has no single token for {text!r}; "
@@ -374,7 +375,8 @@ def _outcome(thread: threading.Thread, box: dict[str, Any]) -> SolutionResult:
     thread.join()
     if "error" in box:
         raise box["error"]
-    return box["result"]
+    result: SolutionResult = box["result"]
+    return result
 
 
 def _parallel(client: ServerClient, requests: list[dialects.Request]) -> list[dict[str, Any]]:

@@ -57,6 +57,7 @@ class ServerClient:
         self.url = url.rstrip("/")
         parts = urlsplit(self.url)
         self._connection = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+        assert parts.hostname is not None, "a base URL checked by base_url has a host"
         self._host, self._port, self._prefix = parts.hostname, parts.port, parts.path
         self.retry = retry
         self.requests = 0  # answered requests, and the seconds spent waiting for them (for benchmarks)
@@ -148,7 +149,8 @@ def _read_capped(answer: http.client.HTTPResponse, cap: int, where: str) -> byte
     if cap == MAX_ANSWER_BYTES and declared is not None and declared.strip().isdigit() and int(declared) > cap:
         raise RemoteError(f"{where}: the answer is {_size(int(declared))}, more than {_size(cap)}; "
                           "this is not an answer to a scoring request")
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = answer.read1(CHUNK)
         if not chunk:

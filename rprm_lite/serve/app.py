@@ -14,6 +14,7 @@ import contextlib
 import logging
 import re
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -28,6 +29,7 @@ from rprm_lite.commands import step_prompt
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.model_file import ModelInfo
+from rprm_lite.results import SolutionResult
 from rprm_lite.serve import bodies, events
 from rprm_lite.serve.bodies import ApiError
 from rprm_lite.serve.guard import Boundary, Guard
@@ -49,7 +51,7 @@ def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: Sco
     `defaults.calibration`, which every request's options are checked against."""
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI):
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await asyncio.to_thread(worker.close)  # the running job stops within one decode
 
@@ -105,11 +107,12 @@ def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, d
         """Score one solution; the answer is what `rprm-lite score --json` prints for it."""
         parsed = bodies.score_request(bodies.parse_json(await request.body()), defaults, server=serve_config,
                                       calibration=calibration)
-        job = Job(parsed.solution, parsed.config, asyncio.get_running_loop(), request_id=_request_id(request),
+        request_id = _request_id(request)
+        job = Job(parsed.solution, parsed.config, asyncio.get_running_loop(), request_id=request_id,
                   cancel_token=_header(request, "x-cancel-token", CANCEL_TOKEN, "16 to 128"),
                   time_limit_s=serve_config.request_timeout or None)
         _submit(worker, job)
-        headers = {"X-Request-Id": job.request_id}
+        headers = {"X-Request-Id": request_id}
         if parsed.stream:
             # the background task also runs when the client left before the stream started
             return StreamingResponse(_stream(worker, job, parsed.show_critiques), media_type=events.MEDIA_TYPE,
@@ -134,7 +137,7 @@ def _request_id(request: Request) -> str:
     return _header(request, "x-request-id", REQUEST_ID, "1 to 128") or uuid.uuid4().hex
 
 
-def _header(request: Request, name: str, pattern: re.Pattern, length: str) -> str | None:
+def _header(request: Request, name: str, pattern: re.Pattern[str], length: str) -> str | None:
     given = request.headers.get(name)
     if given is not None and not pattern.fullmatch(given):
         label = "-".join(part.capitalize() for part in name.split("-"))
@@ -154,7 +157,7 @@ def _submit(worker: EngineWorker, job: Job) -> None:
         raise ApiError(503, "not_ready", str(exc), headers={"Retry-After": RETRY_AFTER_S}) from None
 
 
-async def _wait_for_result(worker: EngineWorker, job: Job, request: Request):
+async def _wait_for_result(worker: EngineWorker, job: Job, request: Request) -> SolutionResult:
     """The job's result; a client that disconnects meanwhile cancels it."""
     get = asyncio.ensure_future(job.events.get())
     try:
@@ -166,7 +169,8 @@ async def _wait_for_result(worker: EngineWorker, job: Job, request: Request):
                 continue
             kind, value = get.result()
             if kind == "result":
-                return value
+                result: SolutionResult = value
+                return result
             if kind == "error":
                 raise bodies.scoring_error(value)
             get = asyncio.ensure_future(job.events.get())
@@ -175,7 +179,7 @@ async def _wait_for_result(worker: EngineWorker, job: Job, request: Request):
         worker.cancel(job)  # does nothing to a finished job; stops one whose client is gone
 
 
-async def _stream(worker: EngineWorker, job: Job, critiques: bool):
+async def _stream(worker: EngineWorker, job: Job, critiques: bool) -> AsyncIterator[bytes]:
     """NDJSON events as the job makes progress; when the client disconnects, Starlette cancels this
     generator and the `finally` cancels the job."""
     try:
@@ -193,7 +197,8 @@ async def _stream(worker: EngineWorker, job: Job, critiques: bool):
         worker.cancel(job)
 
 
-def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig, queue: dict) -> dict[str, Any]:
+def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig,
+              queue: dict[str, Any]) -> dict[str, Any]:
     import llama_cpp
 
     from rprm_lite.model_file import plain_value
@@ -216,7 +221,8 @@ def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig
     }
 
 
-_ERRORS = {status: {"description": what, "content": {"application/json": {"schema": bodies.ERROR_SCHEMA}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"description": what, "content": {"application/json": {"schema": bodies.ERROR_SCHEMA}}}
            for status, what in ((400, "Not JSON."), (401, "Missing or wrong API key."),
                                 (403, "Host or Origin not allowed."), (404, "No such request."),
                                 (408, "Body not sent in time."), (409, "That X-Request-Id is in use."),
@@ -226,7 +232,7 @@ _ERRORS = {status: {"description": what, "content": {"application/json": {"schem
                                       "limit."))}
 
 
-def _body_doc(schema: dict) -> dict:
+def _body_doc(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 

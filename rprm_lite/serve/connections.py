@@ -76,5 +76,5 @@ def protocol_class(*, max_connections: int, read_timeout: float) -> type[H11Prot
     return LimitedH11
 
 
-def open_connections(connections: set) -> list:
+def open_connections(connections: set[Any]) -> list[Any]:  # uvicorn's connections: each a LimitedH11
     return [c for c in connections if not c.transport.is_closing()]

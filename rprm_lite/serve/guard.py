@@ -23,11 +23,14 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-from typing import Any
+from typing import TYPE_CHECKING
 
 from fastapi.responses import JSONResponse
 
 from rprm_lite.serve.bodies import ApiError
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 OPEN_PATHS = ("/health",)  # answered without the API key: a supervisor polls it
 JSON_BODY_PATHS = ("/v1/score", "/v1/prompt")  # the bodies that must say they are JSON
@@ -59,14 +62,14 @@ def is_loopback_host(host: str, bound: str) -> bool:
 class Boundary:
     """Host (keyless servers only) and Origin checks, before anything else answers."""
 
-    def __init__(self, app: Any, *, check_host: bool, bound_host: str, cors_origins: tuple[str, ...]) -> None:
+    def __init__(self, app: ASGIApp, *, check_host: bool, bound_host: str, cors_origins: tuple[str, ...]) -> None:
         self.app, self.check_host, self.bound_host = app, check_host, bound_host
         self.cors_origins = {origin.lower() for origin in cors_origins}
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
-        headers = dict(scope["headers"])
+        headers: dict[bytes, bytes] = dict(scope["headers"])
         host = headers.get(b"host", b"").decode("latin-1")
         if self.check_host and not is_loopback_host(host_name(host) or "", self.bound_host):
             return await send_error(scope, send, ApiError(
@@ -80,7 +83,7 @@ class Boundary:
                 "on another origin is refused unless the server is started with --cors-origin for it"))
         return await self.app(scope, receive, send)
 
-    def _origin_allowed(self, origin: str, host: str, scope: dict) -> bool:
+    def _origin_allowed(self, origin: str, host: str, scope: Scope) -> bool:
         origin = origin.strip().lower()
         same = f"{scope.get('scheme', 'http')}://{host.strip().lower()}"
         return origin == same or "*" in self.cors_origins or origin in self.cors_origins
@@ -90,10 +93,10 @@ class Guard:
     """The API key, the content type, then the body: read here (at most `max_body_bytes`, within
     `read_timeout` seconds) and replayed to the app."""
 
-    def __init__(self, app: Any, *, api_key: str | None, max_body_bytes: int, read_timeout: float) -> None:
+    def __init__(self, app: ASGIApp, *, api_key: str | None, max_body_bytes: int, read_timeout: float) -> None:
         self.app, self.api_key, self.max_body_bytes, self.read_timeout = app, api_key, max_body_bytes, read_timeout
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         try:
@@ -105,7 +108,7 @@ class Guard:
             return  # the client left before sending its body
         replayed = False
 
-        async def replay() -> dict:
+        async def replay() -> Message:
             nonlocal replayed
             if not replayed:
                 replayed = True
@@ -114,9 +117,9 @@ class Guard:
 
         await self.app(scope, replay, send)
 
-    def _check(self, scope: dict) -> None:
-        headers = dict(scope["headers"])
-        if self.api_key is not None and scope["path"] not in OPEN_PATHS and not self._authorized(headers):
+    def _check(self, scope: Scope) -> None:
+        headers: dict[bytes, bytes] = dict(scope["headers"])
+        if self.api_key is not None and scope["path"] not in OPEN_PATHS and not self._authorized(headers, self.api_key):
             raise ApiError(401, "unauthorized", "missing or wrong API key; send 'Authorization: Bearer <key>'",
                            headers={"WWW-Authenticate": "Bearer"})
         if scope["method"] == "POST" and scope["path"] in JSON_BODY_PATHS:
@@ -129,7 +132,7 @@ class Guard:
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
             raise self._too_large(int(declared))
 
-    async def _read_body(self, scope: dict, receive: Any) -> bytes | None:
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         received = [0]  # bytes so far, for the message when time runs out
         try:  # wait_for, not asyncio.timeout: the project runs on Python 3.10 too
             return await asyncio.wait_for(self._collect_body(receive, received), self.read_timeout)
@@ -139,8 +142,8 @@ class Guard:
                                                    "send the whole body at once",
                            headers={"Connection": "close"}) from None
 
-    async def _collect_body(self, receive: Any, received: list[int]) -> bytes | None:
-        chunks = []
+    async def _collect_body(self, receive: Receive, received: list[int]) -> bytes | None:
+        chunks: list[bytes] = []
         while True:
             message = await receive()
             if message["type"] != "http.request":
@@ -152,19 +155,19 @@ class Guard:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _authorized(self, headers: dict) -> bool:
+    def _authorized(self, headers: dict[bytes, bytes], api_key: str) -> bool:
         scheme, _, token = headers.get(b"authorization", b"").partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key.encode())
+        return scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), api_key.encode())
 
     def _too_large(self, size: int, *, at_least: bool = False) -> ApiError:
         return ApiError(413, "body_too_large", f"request body: {'more than ' if at_least else ''}{size:,} bytes; "
                                                f"this server takes at most {self.max_body_bytes:,} (--max-body-bytes)")
 
 
-async def send_error(scope: dict, send: Any, error: ApiError) -> None:
+async def send_error(scope: Scope, send: Send, error: ApiError) -> None:
     response = JSONResponse(error.body(), status_code=error.status, headers=error.headers)
     await response(scope, _no_receive, send)
 
 
-async def _no_receive() -> dict:
+async def _no_receive() -> Message:
     return {"type": "http.disconnect"}

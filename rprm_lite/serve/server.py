@@ -14,14 +14,20 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, Any
 
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, RprmError
 from rprm_lite.serve.settings import ServeConfig, api_key
 from rprm_lite.serve.worker import EngineWorker
+
+if TYPE_CHECKING:  # the serve extra's packages are imported when the server starts (`_import_stack`)
+    import uvicorn
+    from fastapi import FastAPI
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
 INSTALL_HINT = "pip install 'rprm-lite[serve]'"
 OWN_FILES = 64  # the model file, pipes, the listening socket, threads' handles: what the server opens itself
@@ -61,7 +67,7 @@ def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConf
     config = uvicorn.Config(app, host=serve_config.host, port=serve_config.port, http=http, lifespan="on",
                             log_level="warning", access_log=False, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
                             backlog=serve_config.max_connections)
-    server = _server_class(uvicorn)(config, worker=worker, on_ready=on_ready)
+    server = _new_server(config, worker=worker, on_ready=on_ready)
     with _bind(serve_config.host, serve_config.port) as sock:
         server.run(sockets=[sock])
     if load_failure:
@@ -104,7 +110,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _import_stack():
+def _import_stack() -> tuple[ModuleType, Callable[..., FastAPI], Callable[..., type[H11Protocol]]]:
     try:
         import uvicorn
 
@@ -125,25 +131,27 @@ def _log_to_stderr() -> None:
         logger.setLevel(logging.INFO)
 
 
-def _server_class(uvicorn):
+def _new_server(config: uvicorn.Config, *, worker: EngineWorker, on_ready: Callable[[str], None]) -> uvicorn.Server:
+    import uvicorn  # already imported by `_import_stack`
+
     class Server(uvicorn.Server):
-        def __init__(self, config, *, worker: EngineWorker, on_ready: Callable[[str], None]) -> None:
+        def __init__(self, config: uvicorn.Config, *, worker: EngineWorker, on_ready: Callable[[str], None]) -> None:
             super().__init__(config)
             self.worker, self.on_ready = worker, on_ready
 
-        async def startup(self, sockets=None) -> None:
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started and self.servers:
                 host, port = self.servers[0].sockets[0].getsockname()[:2]
                 self.on_ready(f"http://{f'[{host}]' if ':' in host else host}:{port}")
                 self.worker.start()  # the model loads while /health already answers "loading"
 
-        def handle_exit(self, sig: int, frame: Any) -> None:
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             self.worker.shutdown()  # in-flight scoring stops within one decode, so connections close soon
             super().handle_exit(sig, frame)
 
         @contextlib.contextmanager
-        def capture_signals(self):
+        def capture_signals(self) -> Iterator[None]:
             # uvicorn's own version raises the signal again after a graceful shutdown, which would end the
             # process with 128 + the signal's number; a server that shut down cleanly exits 0
             if threading.current_thread() is not threading.main_thread():
@@ -156,4 +164,4 @@ def _server_class(uvicorn):
                 for sig, handler in originals.items():
                     signal.signal(sig, handler)
 
-    return Server
+    return Server(config, worker=worker, on_ready=on_ready)

@@ -54,7 +54,8 @@ class Job:
     request_id: str | None = None  # lets the client cancel it by id
     cancel_token: str | None = None  # ... when it also sends this secret (or the server's key)
     time_limit_s: float | None = None  # seconds of scoring, from when the engine takes it
-    events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    # (kind, value): ('step', StepResult), ('result', SolutionResult) or ('error', the exception)
+    events: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
     why_cancelled: str = "the client went away"
     finished: bool = False
