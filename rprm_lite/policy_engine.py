@@ -183,7 +183,7 @@ PLAIN_BASE_NOTE = ("the demo policy adapter is not bundled in this installation,
 
 
 def bundled_policy_adapter_path() -> Path:
-    return Path(str(resources.files("rprm_lite").joinpath("models", BUNDLED_POLICY_ADAPTER)))
+    return Path(str(resources.files("rprm_lite").joinpath("models").joinpath(BUNDLED_POLICY_ADAPTER)))
 
 
 def resolve_policy(policy: str | Path | None, lora: Sequence[LoraArg] = ()) -> tuple[Path, list[LoraArg], str | None]:

@@ -70,11 +70,18 @@ def _id(item: dict[str, Any], where: str) -> str | None:
     return str(value)
 
 
+def _keys(item: dict[str, Any], *, most: int = 8, width: int = 30) -> str:
+    """An object's keys for an error message, each and their number cut so a hostile object cannot flood it."""
+    keys = sorted(map(str, item))
+    shown = [key if len(key) <= width else key[:width - 1] + "…" for key in keys[:most]]
+    more = f" and {len(keys) - most} more" if len(keys) > most else ""
+    return (", ".join(shown) + more) or "none"
+
+
 def _question(item: dict[str, Any], where: str) -> str:
     question = next((item[k] for k in QUESTION_KEYS if k in item), None)
     if question is None:
-        raise InputError(f"{where}: missing 'question' (or ProcessBench 'problem'); keys found: "
-                         f"{', '.join(sorted(map(str, item))) or 'none'}")
+        raise InputError(f"{where}: missing 'question' (or ProcessBench 'problem'); keys found: {_keys(item)}")
     if not isinstance(question, str) or not question.strip():
         raise InputError(f"{where}: 'question' must be a non-empty string, got {_kind(question)}")
     check_text(question, where=f"{where}: question")
