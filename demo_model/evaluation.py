@@ -40,6 +40,7 @@ def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: i
 
     items = processbench.load_processbench(data, (processbench.SUBSETS[0],))
     temperature = {"temperature": 0.0} if k == 1 else {}
+    done_before = _scored_ids(out / "predictions.jsonl")
     started = time.perf_counter()
     given = {"threads": threads, "calculator": calculator, "max_tokens": max_tokens}
     with Scorer(model, k=k, seed=seed, lora=list(lora), adaptive=adaptive, **temperature,
@@ -52,10 +53,25 @@ def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: i
     metrics = processbench.evaluate(processbench.select(items, predictions), threshold)
     scores = metrics["subsets"][processbench.SUBSETS[0]]
     outcomes = item_outcomes(data, Path(summary.predictions_path), threshold)
-    steps = sum(sum(score is not None for score in p.scores or ()) for p in predictions.values())
+    steps = sum(sum(score is not None for score in p.scores or ()) for key, p in predictions.items()
+                if key not in done_before)  # the steps this call scored: a resumed item took no time here
     return {"f1": scores["f1"], "error_acc": scores["error_acc"], "correct_acc": scores["correct_acc"],
             "per_kind": per_kind(outcomes), "items": len(items), "predictions": str(summary.predictions_path),
-            "seconds_per_step": round(seconds / max(steps, 1), 2)}
+            "seconds_per_step": round(seconds / steps, 2) if steps else None}
+
+
+def timing(result: Mapping[str, Any]) -> str:
+    """The seconds per step an evaluation scored; one that resumed every item scored none and is not timed."""
+    seconds = result.get("seconds_per_step")
+    return f"{seconds:.2f} s per scored step" if seconds else "not timed here (every problem was resumed)"
+
+
+def _scored_ids(predictions: Path) -> set[str]:
+    """The ids a predictions file already holds (none when it does not exist yet)."""
+    if not predictions.is_file():
+        return set()
+    with predictions.open(encoding="utf-8") as lines:
+        return {json.loads(line)["id"] for line in lines if line.strip()}
 
 
 def item_outcomes(data: Path, predictions: Path, threshold: float = 0.5) -> list[tuple[str | None, bool]]:

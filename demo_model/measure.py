@@ -52,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def measure(argv: Sequence[str] | None) -> int:
-    from rprm_lite.demo_model.evaluation import evaluate_processbench, item_outcomes, report
+    from rprm_lite.demo_model.evaluation import evaluate_processbench, item_outcomes, report, timing
     from rprm_lite.demo_model.recipe import first_problems
     from rprm_lite.model_file import resolve_model
 
@@ -89,12 +89,6 @@ def measure(argv: Sequence[str] | None) -> int:
     (args.out / "results.json").write_text(json.dumps(results, indent=1), encoding="utf-8")
     print(text)
     return 0
-
-
-def timing(result: dict) -> str:
-    """The seconds per step this invocation scored (a run resumed in full scored none: it is not timed)."""
-    seconds = result.get("seconds_per_step") or 0
-    return f"{seconds:.2f} s per scored step" if seconds > 0 else "not timed here (every problem was resumed)"
 
 
 def percent(value: float | None) -> str:

@@ -424,7 +424,7 @@ class Recipe:
                 "trained": trained}
 
     def evaluation(self) -> dict[str, Any]:
-        from rprm_lite.demo_model.evaluation import evaluate_processbench, folder_name, recipe_report
+        from rprm_lite.demo_model.evaluation import evaluate_processbench, folder_name, recipe_report, timing
 
         c = self.config
         shipped = self.shipped()
@@ -439,7 +439,7 @@ class Recipe:
             folder = self.path("eval") / folder_name(name)
             results[name] = evaluate_processbench(model, data, folder, k=k, seed=c.seed, max_tokens=c.max_tokens,
                                                   lora=lora, adaptive=adaptive, threads=c.threads or None)
-            self.log(f"  {name}: F1 {results[name]['f1']:.1f} ({results[name]['seconds_per_step']:.1f} s per step)")
+            self.log(f"  {name}: F1 {results[name]['f1']:.1f} ({timing(results[name])})")
         report = self.path("eval") / "report.md"
         report.write_text(recipe_report(self.out, list(runs), data, c.eval_k), encoding="utf-8")
         return {"processbench_test": results, "report": str(report)}
