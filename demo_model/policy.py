@@ -33,12 +33,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from rprm_lite.demo_model.recipe import (
+    BASE_GGUF,
+    DEFAULT_BASE,
+    auto_precision,
+    fresh_folder,
+    prepare_base,
+    summary_line,
+)
 from rprm_lite.errors import InputError
 from rprm_lite.policy import STEP_SEPARATOR, final_answer, policy_completion, policy_prompt
 from rprm_lite.prompt import END_OF_TURN, Piece, Prompt
 from rprm_lite.training.jobconfig import JobConfig, option
-
-from .recipe import BASE_GGUF, DEFAULT_BASE, auto_precision, fresh_folder, prepare_base, summary_line
 
 POLICY_ADAPTER = "rprm-demo-policy-adapter.gguf"
 STATE_FILE = "stages.json"
@@ -307,7 +313,7 @@ def first_mistake(problem: Any, steps: Sequence[str]) -> str | None:
                   for s in planned.sources]
         if op != planned.op:
             return "wrong operation"
-        if [left, right] != wanted:
+        if [left, right] != wanted and not (op in "+*" and sorted([left, right]) == sorted(wanted)):
             known = set(problem.quantities.values()) | set(results)
             return "copied a wrong number" if {left, right} - set(wanted) <= known else "miscopied a number"
         if apply(op, left, right) != result:

@@ -155,5 +155,9 @@ def test_first_mistake_names_the_kind_of_the_first_wrong_step():
         assert first_mistake(problem, mistaken(wrong_answer, 0, shown, f"{other_number} {SYMBOLS[first.op]} "
                                                                        f"{first.right} = {first.result}")
                              ) == "copied a wrong number"
+    if first.op in "+*":  # the operands of a sum or a product in the other order are no mistake
+        assert first_mistake(problem, mistaken(wrong_answer, 0, shown, f"{first.right} {SYMBOLS[first.op]} "
+                                                                       f"{first.left} = {first.result}")
+                             ) == "wrong answer stated"
     assert first_mistake(problem, wrong_answer) == "wrong answer stated"
     assert first_mistake(problem, wrong_answer + ["Then 1 + 1 = 2. The answer is 2."]) == "extra steps"
