@@ -268,16 +268,17 @@ def policy_examples(problems: Sequence[Any], encoder: Any, *, template: str, pro
 
 
 # -- evaluation -----------------------------------------------------------------------------------
-def greedy_solutions(base: Path, adapter: Path, problems: Sequence[Any], *, template: str, threads: int,
+def greedy_solutions(base: Path, adapter: Path | None, problems: Sequence[Any], *, template: str, threads: int,
                      max_tokens: int) -> Iterator[dict[str, Any]]:
-    """The policy's greedy solution of each problem through llama.cpp, its answer and its first mistake."""
+    """The policy's greedy solution of each problem through llama.cpp, its answer and its first mistake (the base
+    alone without `adapter`)."""
     import llama_cpp
 
     from rprm_lite.buffers import apply_to_llama_cpp
 
     apply_to_llama_cpp()
-    llm = llama_cpp.Llama(model_path=str(base), lora_path=str(adapter), n_ctx=1024, n_threads=threads,
-                          n_threads_batch=threads, seed=0, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(base), lora_path=None if adapter is None else str(adapter), n_ctx=1024,
+                          n_threads=threads, n_threads_batch=threads, seed=0, verbose=False)
     for problem in problems:
         completion = llm.create_completion(policy_prompt(template, problem.question), max_tokens=max_tokens,
                                            temperature=0.0, repeat_penalty=1.0, stop=[END_OF_TURN])
