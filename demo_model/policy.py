@@ -53,6 +53,7 @@ TRAIN_DATA = "train.jsonl"
 NAME = "rprm-demo-policy"
 DESCRIPTION = ("rprm-lite demo POLICY adapter (writes step-by-step solutions for `rprm-lite solve`; not a judge, no "
                "rprm.* scoring keys): {base} fine-tuned on correct solutions of synthetic arithmetic word problems")
+EVAL_SPLIT = 100  # test problems generated for the evaluation, as the search benchmark's command does
 EVALUATION_SEEDS = (40404, 70707, 8686, 4242, 5151)  # the seeds other measurements use: never trained on
 EXPRESSION = re.compile(r"(\d+) ([-+×÷*/]) (\d+) = (\d+)")
 OPERATOR = {"+": "+", "-": "-", "×": "*", "*": "*", "÷": "/", "/": "/"}
@@ -181,10 +182,10 @@ class PolicyRecipe:
 
         c = self.config
         folder = fresh_folder(self.path("eval"))
-        # as `python -m rprm_lite.training.synthetic --train 1 --dev 1 --test N --seed S`: the search benchmark's
-        # problems of that seed
-        written = write_dataset(SyntheticConfig(out=str(folder / "data"), train=1, dev=1, test=c.eval_problems,
-                                                seed=c.eval_seed))
+        # as `python -m rprm_lite.training.synthetic --train 1 --dev 1 --test 100 --seed S`: the search benchmark's
+        # problems of that seed (the split's size decides its problems, so fewer are its first ones)
+        written = write_dataset(SyntheticConfig(out=str(folder / "data"), train=1, dev=1,
+                                                test=max(EVAL_SPLIT, c.eval_problems), seed=c.eval_seed))
         problems = read_problems(written["test"])[:c.eval_problems]
         records = []
         with (folder / "solutions.jsonl").open("w", encoding="utf-8") as file:  # each as it comes: readable early
