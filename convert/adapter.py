@@ -263,7 +263,7 @@ def write_adapter(plan: AdapterPlan, config: ConvertConfig, path: Path, report: 
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
     writer.add_float32(gguf.Keys.Adapter.LORA_ALPHA, plan.alpha)
-    writer.add_name(model_name(config.source, plan.folder))
+    writer.add_name(config.name or model_name(config.source, plan.folder))
     add_rprm_metadata(writer, read_vocabulary(plan.base, plan.hparams.vocab_size), config)
     if base_sha256 is not None:
         writer.add_string(metadata.BASE_SHA256, base_sha256)

@@ -63,6 +63,10 @@ class ConvertConfig:
     k: int | None = None  # written as rprm.k (the default K when scoring)
     temperature: float | None = None  # written as rprm.temperature (0: greedy)
     calculator: str | None = None  # written as rprm.calculator ("on": critiques written with the calculator)
+    # False for a model that writes solutions and never scores (the demo policy): no rprm.* scoring keys, so
+    # the scorer does not take it for a judge; the description goes to general.description
+    scoring: bool = True
+    name: str | None = None  # written as general.name (default: the checkpoint folder's or repo's name)
     base: str | None = option(None, help="For a peft LoRA folder: the checkpoint folder (or repo id) it was trained "
                               "on (default: its adapter_config.json's base_model_name_or_path).")
     base_gguf: Path | None = option(None, help="For a peft LoRA folder: the base GGUF the adapter will run on; its "
@@ -228,7 +232,7 @@ def _write(plan: ConversionPlan, config: ConvertConfig, path: Path, report: Prog
 
 def add_metadata(writer: gguf.GGUFWriter, plan: ConversionPlan, config: ConvertConfig) -> None:
     writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(model_name(config.source, plan.folder))
+    writer.add_name(config.name or model_name(config.source, plan.folder))
     arch_table.write_hparams(writer, plan.hparams)
     writer.add_file_type(FILE_TYPES[config.outtype])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
@@ -244,6 +248,11 @@ def model_name(source: str, folder: Path) -> str:
 
 
 def add_rprm_metadata(writer: gguf.GGUFWriter, vocab: Vocabulary, config: ConvertConfig) -> None:
+    """The scorer's rprm.* keys (prompt, verdict tokens, defaults); a non-scoring file gets its description only."""
+    if not config.scoring:
+        if config.description:
+            writer.add_description(config.description)
+        return
     defaults = ScoreConfig(prompt_style=config.prompt_style,
                            **({"max_tokens": config.max_tokens} if config.max_tokens else {}),
                            **({"k": config.k} if config.k else {}),

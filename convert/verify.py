@@ -24,7 +24,7 @@ from rprm_lite.solution import Solution
 from .errors import ConversionError, VerificationError
 from .gguf_file import read_gguf_metadata
 from .pre_tokenizers import CHECK_TEXT
-from .tokenizer import TOKENIZER_FILE, load_hf_tokenizer
+from .tokenizer import TOKENIZER_FILE, load_hf_tokenizer, verdict_token_ids
 
 
 @dataclass(frozen=True)
@@ -155,9 +155,11 @@ def verify_conversion(folder: Path, gguf_path: Path, *, kind: str, threads: int 
         raise ConversionError(f"no verification tolerance for {kind!r}; known: {', '.join(TOLERANCES)}")
     fields = read_gguf_metadata(gguf_path if lora is None else lora[0])
     style = fields.get(metadata.PROMPT_STYLE, "r-prm-eval")
-    yes_no = (fields[metadata.YES_TOKEN_ID], fields[metadata.NO_TOKEN_ID])
     llm = _load_gguf(gguf_path, threads, lora_path=None if lora is None else lora[0])
     hf_tokenizer = load_hf_tokenizer(folder / TOKENIZER_FILE)
+    # a file without the scoring keys (a policy, `ConvertConfig.scoring`): the tokenizer's own " Yes" / " No"
+    yes_no = ((fields[metadata.YES_TOKEN_ID], fields[metadata.NO_TOKEN_ID]) if metadata.YES_TOKEN_ID in fields
+              else verdict_token_ids(hf_tokenizer))
     prompts = [_token_ids(llm, VERIFY_SOLUTIONS[s], step, style) for s, step in VERIFY_STEPS]
     tokens_match = all(_hf_token_ids(hf_tokenizer, pieces) == ids for ids, pieces in prompts)
     mismatches = [text for text in TOKENIZER_CORPUS if tokenizer_disagrees(llm, hf_tokenizer, text)]

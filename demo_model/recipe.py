@@ -209,21 +209,7 @@ class Recipe:
         return {"files": {k: str(v) for k, v in written.items()}}
 
     def base(self) -> dict[str, Any]:
-        """The base as a Hugging Face folder to train, and the GGUF the runtime runs it from."""
-        from rprm_lite.model_file import file_sha256
-        from rprm_lite.training.base import load_base, resolve_base, save_base
-
-        source = resolve_base(self.config.base)
-        model, tokenizer = load_base(source)
-        save_base(model, tokenizer, fresh_folder(self.path("base")))
-        gguf = self.path(BASE_GGUF)
-        if source.suffix == GGUF_SUFFIX:
-            shutil.copyfile(source, gguf)  # the runtime's base: the very file the weights were read from
-        else:
-            self.to_gguf("base", gguf)
-        return {"source": str(source), "name": base_name(source), "parameters": sum(p.numel() for p in
-                                                                                    model.parameters()),
-                "gguf_sha256": file_sha256(gguf)}
+        return prepare_base(self.config.base, self.out, self.to_gguf)
 
     def seed(self) -> dict[str, Any]:
         from rprm_lite.training.seed import SeedConfig, balance_verdicts, build_seed_data
@@ -345,15 +331,7 @@ class Recipe:
         return self.config.cuda_scale if self.device() == "cuda" else 1.0
 
     def precision(self) -> str:
-        """bf16 where the hardware computes it natively (measured: on an AVX512-BF16 CPU a LoRA step takes 0.8x
-        the fp32 time), fp32 elsewhere (emulated bf16 is slower than fp32)."""
-        if self.config.precision != "auto":
-            return self.config.precision
-        if self.device() == "cuda":
-            return "auto"  # bf16 on a GPU that has it (the trainer decides)
-        from rprm_lite.buffers import cpu_flags
-
-        return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
+        return auto_precision(self.config.precision, self.device())
 
     def pairs(self) -> dict[str, Any]:
         from rprm_lite.training.pairs import PairsConfig, build_pairs
@@ -503,6 +481,36 @@ class Recipe:
         temp = self.state_path.with_suffix(".tmp")
         temp.write_text(json.dumps(self.state, indent=2) + "\n", encoding="utf-8")
         temp.replace(self.state_path)
+
+
+def prepare_base(spec: str, out: Path, to_gguf: Callable[[str, Path], Any]) -> dict[str, Any]:
+    """The base stage: the base as a Hugging Face folder to train (`out/base`), and `out/base.gguf`, the file the
+    runtime runs it from (the package's own GGUF, or the folder converted by `to_gguf(stage, output)`)."""
+    from rprm_lite.model_file import file_sha256
+    from rprm_lite.training.base import load_base, resolve_base, save_base
+
+    source = resolve_base(spec)
+    model, tokenizer = load_base(source)
+    save_base(model, tokenizer, fresh_folder(out / "base"))
+    gguf = out / BASE_GGUF
+    if source.suffix == GGUF_SUFFIX:
+        shutil.copyfile(source, gguf)  # the runtime's base: the very file the weights were read from
+    else:
+        to_gguf("base", gguf)
+    return {"source": str(source), "name": base_name(source), "parameters": sum(p.numel() for p in model.parameters()),
+            "gguf_sha256": file_sha256(gguf)}
+
+
+def auto_precision(setting: str, device: str) -> str:
+    """bf16 where the hardware computes it natively (measured: on an AVX512-BF16 CPU a LoRA step takes 0.8x the
+    fp32 time), fp32 elsewhere (emulated bf16 is slower than fp32); on a GPU the trainer decides (`auto`)."""
+    if setting != "auto":
+        return setting
+    if device == "cuda":
+        return "auto"
+    from rprm_lite.buffers import cpu_flags
+
+    return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
 
 
 def base_name(source: Path) -> str:

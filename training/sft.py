@@ -7,7 +7,7 @@ completion_mask), and `completion_only_loss` makes the loss cover exactly the ma
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rprm_lite.prompt import render
@@ -27,15 +27,19 @@ def sft_examples(records: list[CritiqueRecord], encoder: PromptTokenizer, *, pro
     return kept, len(examples) - len(kept)
 
 
-def build_sft_trainer(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) -> tuple[Any, Any, TrainSummary]:
-    """The SFTTrainer for a run, its tokenizer, and the summary it will fill in."""
+def build_sft_trainer(config: SFTRunConfig, *, callbacks: Sequence[Any] = (),
+                      read_records: Callable[[], list[Any]] | None = None,
+                      to_examples: Callable[..., tuple[list[Example], int]] = sft_examples,
+                      ) -> tuple[Any, Any, TrainSummary]:
+    """The SFTTrainer for a run, its tokenizer, and the summary it will fill in. The examples are the critiques
+    of `config.data`, unless `read_records` and `to_examples` make others (the demo policy's solutions)."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
     # `data seed` appends critiques as they arrive; a fixed order makes the run repeatable
     tokenizer, examples, summary = prepare_examples(
-        config, lambda: sorted(read_critiques(config.data), key=lambda record: record.key), sft_examples,
-        noun="examples")
+        config, read_records or (lambda: sorted(read_critiques(config.data), key=lambda record: record.key)),
+        to_examples, noun="examples")
     arguments = trainer_arguments(SFTConfig, config, "sft", summary, callbacks, completion_only_loss=True,
                                   dataset_num_proc=None)
     model = load_causal_lm(config.model)
@@ -84,8 +88,9 @@ def shared_prefix_sft_trainer() -> type:
     return SharedPrefixSFTTrainer
 
 
-def train_sft(config: SFTRunConfig, *, callbacks: Sequence[Any] = ()) -> TrainSummary:
-    trainer, tokenizer, summary = build_sft_trainer(config, callbacks=callbacks)
+def train_sft(config: SFTRunConfig, *, callbacks: Sequence[Any] = (), **examples: Any) -> TrainSummary:
+    """Train and export; `examples` are build_sft_trainer's `read_records` and `to_examples`."""
+    trainer, tokenizer, summary = build_sft_trainer(config, callbacks=callbacks, **examples)
     return run_and_export(trainer, tokenizer, config, "sft", summary, base_model=config.model)
 
 
