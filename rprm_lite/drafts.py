@@ -1,11 +1,12 @@
 """Prompt-lookup drafts: the tokens a critique will likely write next, guessed without the model.
 
 An R-PRM critique quotes: the question's quantities, the steps' expressions and results, its own section headers.
-So its next tokens are often the ones that follow its last few tokens in the step's prompt. `Lookup.draft` walks
-the prompt's n-grams: while the critique's last n tokens (n from `MAX_NGRAM` down to `MIN_NGRAM`, the longest
-found) are always followed by the same token in the prompt, that token is drafted. Measured on the demo judge,
-n-grams that occur with different followers, shorter ones and the critique's own earlier text were more often
-wrong than right, and a wrong drafted token costs about half a decoded one on a CPU (docs/benchmarks/speed.md).
+So its next tokens are often the ones that follow its last few tokens in the step's prompt or earlier in the
+critique. `Lookup.draft` walks those n-grams: while the critique's last n tokens (n from `MAX_NGRAM` down to
+`MIN_NGRAM`, the longest found) are always followed by the same token, in the prompt and in the critique so far,
+that token is drafted. Measured on the demo judge, n-grams that occur with different followers and shorter ones
+were more often wrong than right, and a wrong drafted token costs about half a decoded one on a CPU
+(docs/benchmarks/speed.md).
 A draft is only a guess: `critique.py` decodes it with the critique's pending token and keeps the drafted tokens
 its sampler picks itself, so the critique's tokens are those it would write without drafts (`--draft off`).
 """
@@ -59,21 +60,42 @@ class Lookup:
                 self.following[gram] = token if self.following.get(gram, token) == token else _AMBIGUOUS
 
     def draft(self, own: Sequence[int], limit: int, *, streams: int = 1) -> list[int]:
-        """Up to `min(length, limit)` tokens after `own`, each the one token that follows the longest n-gram
-        ending there wherever it occurs in the prompt; the draft stops where that n-gram occurs with different
-        followers, or nowhere."""
-        if self.max_streams is not None and streams > self.max_streams:
+        """Up to `min(length, limit)` tokens after the critique's tokens `own`: each the one token that follows the
+        longest n-gram ending there wherever it occurs, in the prompt and in `own`; the draft stops where that
+        n-gram has different followers, or occurs nowhere."""
+        if not self.length or limit <= 0 or (self.max_streams is not None and streams > self.max_streams):
             return []
-        context = list(own[-MAX_NGRAM:])
+        own = list(own)
+        context = own[-MAX_NGRAM:]
         drafted: list[int] = []
-        while len(drafted) < min(self.length, limit):
-            token = next((self.following[gram] for n in range(min(MAX_NGRAM, len(context)), MIN_NGRAM - 1, -1)
-                          if (gram := tuple(context[-n:])) in self.following), _AMBIGUOUS)
-            if token == _AMBIGUOUS:
-                break
+        while len(drafted) < min(self.length, limit) and (token := self._next(own, context)) != _AMBIGUOUS:
             drafted.append(token)
-            context = context[1:] + [token] if len(context) == MAX_NGRAM else context + [token]
+            context = [*context[1 - MAX_NGRAM:], token]
         return drafted
+
+    def _next(self, own: list[int], context: list[int]) -> int:
+        for n in range(min(MAX_NGRAM, len(context)), MIN_NGRAM - 1, -1):
+            gram = context[-n:]
+            found = {self.following.get(tuple(gram)), _follower(own, gram)} - {None}
+            if found:
+                return found.pop() if len(found) == 1 else _AMBIGUOUS
+        return _AMBIGUOUS
+
+
+def _follower(tokens: list[int], gram: list[int]) -> int | None:
+    """The token after every occurrence of `gram` in `tokens` (an occurrence at the end has none), None where it
+    does not occur, `_AMBIGUOUS` where its followers differ."""
+    found, end, last = None, len(gram) - 1, gram[-1]
+    while True:
+        try:
+            end = tokens.index(last, end, len(tokens) - 1)  # the C loop finds candidates; few are checked
+        except ValueError:
+            return found
+        if tokens[end + 1 - len(gram):end + 1] == gram:
+            if found is not None and found != tokens[end + 1]:
+                return _AMBIGUOUS
+            found = tokens[end + 1]
+        end += 1
 
 
 @dataclass
