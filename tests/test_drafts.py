@@ -154,3 +154,22 @@ def test_a_remote_backend_refuses_drafts():
                                          r"engine \(--backend local\) or leave out --draft"):
         refuse_unsupported(ScoreConfig(draft="auto").to_dict())
     refuse_unsupported(ScoreConfig(draft="off").to_dict())
+
+
+def test_the_demo_judge_writes_the_same_greedy_critiques_with_drafts(demo_base, monkeypatch):
+    from pathlib import Path
+
+    from rprm_lite.solution import read_solutions
+
+    monkeypatch.delenv("RPRM_MODEL", raising=False)
+    [solution] = read_solutions(str(Path(__file__).parents[1] / "examples" / "solution.json"))
+    results = {}
+    for draft in ("off", "auto"):  # the demo's defaults: one greedy critique, the calculator on
+        with Scorer(None, draft=draft, max_tokens=160, all_steps=True, prefix_cache="off") as scorer:
+            results[draft] = scorer.score(solution.question, solution.steps[:2]), scorer.draft_stats
+    (off, _), (on, stats) = results["off"], results["auto"]
+    assert stats.accepted > 10 and stats.tokens / stats.advances > 1.1
+    assert [step.critiques for step in on.steps] == [step.critiques for step in off.steps]
+    assert [step.calculated for step in on.steps] == [step.calculated for step in off.steps]
+    for step_on, step_off in zip(on.steps, off.steps, strict=True):
+        assert step_on.p_yes == pytest.approx(step_off.p_yes, abs=1e-3)  # measured: 7e-5
