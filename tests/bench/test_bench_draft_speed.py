@@ -21,4 +21,4 @@ def test_both_ways_score_the_same_steps_and_the_report_names_them(small_bpe_gguf
         assert off["drafts"]["drafted"] == 0 and measured["config"]["draft"] == "4"
         assert measured["steps_compared"] == 4 and measured["tokens_per_advance"] >= 1
     table = (tmp_path / "draft_speed.md").read_text()
-    assert table.count("| off |") == 2 and table.count("| 4 |") == 2
+    assert table.count("| off | 4 |") == 2 and table.count("| 4 | 4 |") == 2  # draft, then steps
