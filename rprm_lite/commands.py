@@ -111,6 +111,9 @@ def run_score_job(job: ScoreJob) -> None:
             _score_all(job, scorer, todo, results)
         finally:
             prefixes = getattr(scorer, "prefix_cache", None)  # a remote scorer has none
+            drafts = getattr(scorer, "draft_stats", None)  # nor drafts
+            if drafts is not None and scorer.config.draft != "off":
+                _note(drafts.note())
             if job.cache is not None:
                 _note_cache(job.cache, cache, prefixes)
             elif prefixes is not None and prefixes.write_errors:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from rprm_lite.drafts import draft_problem
 from rprm_lite.errors import InputError
 from rprm_lite.options import Options, Settings, option, shown
 from rprm_lite.uncertain import band_problems, normalize_band, parse_band
@@ -52,6 +53,9 @@ class ScoreConfig(Settings):
     calculator: Switch = option("off", help="on: the runtime writes the exact result after a critique's 'A op B =' "
                                 "and whether 'A vs B,' are the same (rprm_lite/calculator.py); the model file's "
                                 "rprm.calculator, else off.")
+    draft: str = option("off", help="Prompt-lookup drafts: per critique and decode call, up to N tokens guessed from "
+                        "the prompt and the critique so far, kept where the critique's sampler picks them "
+                        "(rprm_lite/drafts.py): off, auto or N.", metavar="off|auto|N")
     # decision
     threshold: float = option(0.5, help="A step scoring below this is wrong.")
     aggregation: Aggregation = option("min", help="Solution score: min, product, mean or last.")
@@ -83,6 +87,8 @@ class ScoreConfig(Settings):
 
     def normalize(self) -> None:
         object.__setattr__(self, "uncertain_band", normalize_band(self.uncertain_band))
+        if isinstance(self.draft, int) and not isinstance(self.draft, bool):
+            object.__setattr__(self, "draft", str(self.draft))
         if isinstance(self.calibration, os.PathLike):
             object.__setattr__(self, "calibration", os.fspath(self.calibration))
 
@@ -115,6 +121,8 @@ class ScoreConfig(Settings):
         if not 1 <= self.wave <= MAX_K:
             yield f"wave must be between 1 and {MAX_K} critiques, got {self.wave}"
         yield from self._adaptive_only_problems()
+        if (problem := draft_problem(self.draft)) is not None:
+            yield problem
         # with a calibration file its threshold replaces this one; the band is checked against it then
         yield from band_problems(self.uncertain_band, self.threshold, check_threshold=self.calibration is None)
         if self.calibration is not None and not isinstance(self.calibration, str):
@@ -166,7 +174,7 @@ SAMPLED_TEMPERATURE = next(spec.default for spec in dataclasses.fields(ScoreConf
 SCORE_OPTIONS = Options(ScoreConfig, given=True)
 
 
-OMITTED_WHEN_OFF = {"uncertain_band": None, "calibration": None, "calculator": "off"}
+OMITTED_WHEN_OFF = {"uncertain_band": None, "calibration": None, "calculator": "off", "draft": "off"}
 
 
 # Settings that change what a result holds (with the model file's and the prompt template's hashes):
@@ -174,13 +182,13 @@ OMITTED_WHEN_OFF = {"uncertain_band": None, "calibration": None, "calculator": "
 # results file of `rprm-lite score` (which also records aggregation and n_ctx) are checked with these.
 RESUME_KEYS = ("k", "temperature", "top_p", "max_tokens", "seed", "prompt_style", "verdict", "all_steps",
                "model_sha256", "backend", "server", "server_kind", "server_model", "vocab_sha256",  # remote only
-               *ADAPTIVE_FIELDS, "uncertain_band", "lora", "calculator")
+               *ADAPTIVE_FIELDS, "uncertain_band", "lora", "calculator", "draft")
 RESULT_KEYS = (*RESUME_KEYS, "aggregation", "n_ctx", "prompt_sha256", "calibration_sha256")
 # Settings added after outputs were first written: an output without the key was made with this value.
 ADDED_SETTINGS = {"verdict": "single-pass", "backend": "local", "server": None, "server_kind": None,
                   "server_model": None, "vocab_sha256": None,
                   "adaptive": False, "uncertain_band": None, "calibration_sha256": None, "lora": None,
-                  "calculator": "off"}
+                  "calculator": "off", "draft": "off"}
 
 
 def changed_settings(before: Mapping[str, Any], now: Mapping[str, Any],

@@ -15,11 +15,12 @@ numbers that source holds (`calculator.misquote`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from rprm_lite import adaptive, calculator
 from rprm_lite.config import ScoreConfig
+from rprm_lite.drafts import AUTO, AUTO_STREAMS, DraftStats, Lookup, draft_length
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, stream_seed
 from rprm_lite.prompt import FALLBACK_TEXT, VERDICT_PHRASE
 
@@ -97,14 +98,17 @@ class Vocabulary:
 def sample_critiques(engine: Engine, *, prompt_len: int, last_row: int, step_index: int,
                      config: ScoreConfig, vocab: Vocabulary, max_tokens: int,
                      make_sampler: Callable[..., Sampler] = Sampler,
-                     sources: calculator.Sources | None = None) -> list[CritiqueResult]:
+                     sources: calculator.Sources | None = None, prompt: Sequence[int] = (),
+                     stats: DraftStats | None = None) -> list[CritiqueResult]:
     """Sample K critiques for the prompt held in sequence 0 (its last logits at `last_row`). `sources`: the
-    numbers of the step's question and earlier steps, for the calculator's source check."""
+    numbers of the step's question and earlier steps, for the calculator's source check. `prompt`: the
+    prompt's tokens, where drafts are looked up (`config.draft`); `stats` counts what the drafts did."""
     streams: list[Critique] = []
     try:
         _start(engine, streams, prompt_len=prompt_len, last_row=last_row, step_index=step_index,
                config=config, make_sampler=make_sampler)
-        return _finish(engine, streams, vocab, max_tokens, _checks(config, sources))
+        return _finish(engine, streams, vocab, max_tokens, _checks(config, sources),
+                       _lookup(engine, config, prompt), stats or DraftStats())
     finally:
         for stream in streams:
             stream.sampler.close()
@@ -112,7 +116,8 @@ def sample_critiques(engine: Engine, *, prompt_len: int, last_row: int, step_ind
 
 def sample_in_waves(engine: Engine, *, prompt_len: int, last_row: int, step_index: int, config: ScoreConfig,
                     vocab: Vocabulary, max_tokens: int, read_p_yes: Callable[[list[CritiqueResult]], list[float]],
-                    make_sampler: Callable[..., Sampler] = Sampler, sources: calculator.Sources | None = None
+                    make_sampler: Callable[..., Sampler] = Sampler, sources: calculator.Sources | None = None,
+                    prompt: Sequence[int] = (), stats: DraftStats | None = None
                     ) -> tuple[list[CritiqueResult], list[float], str]:
     """Adaptive K: critiques in waves of `config.wave`, decoded together, until `config.adaptive_rule`
     settles the step (rprm_lite/adaptive.py) or K are drawn. Critique j has the seed and the first
@@ -124,8 +129,10 @@ def sample_in_waves(engine: Engine, *, prompt_len: int, last_row: int, step_inde
                config=config, make_sampler=make_sampler)
         results: list[CritiqueResult] = []
         p_yes: list[float] = []
+        drafts, stats = _lookup(engine, config, prompt), stats or DraftStats()
         for begin in range(0, config.k, config.wave):
-            wave = _finish(engine, streams[begin:begin + config.wave], vocab, max_tokens, _checks(config, sources))
+            wave = _finish(engine, streams[begin:begin + config.wave], vocab, max_tokens, _checks(config, sources),
+                           drafts, stats)
             results += wave
             p_yes += read_p_yes(wave)
             if adaptive.decide(p_yes, rule=config.adaptive_rule, threshold=config.threshold,
@@ -144,6 +151,12 @@ def _checks(config: ScoreConfig, sources: calculator.Sources | None) -> calculat
     return sources or calculator.Sources()
 
 
+def _lookup(engine: Engine, config: ScoreConfig, prompt: Sequence[int]) -> Lookup:
+    """Where the step's drafts come from: its prompt, and each critique's own tokens."""
+    return Lookup(prompt, draft_length(config.draft), ends=engine.end_tokens(),
+                  max_streams=AUTO_STREAMS if config.draft == AUTO else None)
+
+
 def _start(engine: Engine, streams: list[Critique], *, prompt_len: int, last_row: int, step_index: int,
            config: ScoreConfig, make_sampler: Callable[..., Sampler]) -> None:
     """K streams over a copy of the prompt, each with its first token sampled (appended to `streams` as
@@ -159,21 +172,27 @@ def _start(engine: Engine, streams: list[Critique], *, prompt_len: int, last_row
 
 
 def _finish(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_tokens: int,
-            sources: calculator.Sources | None) -> list[CritiqueResult]:
-    _generate(engine, streams, vocab, max_tokens, sources)
+            sources: calculator.Sources | None, drafts: Lookup, stats: DraftStats) -> list[CritiqueResult]:
+    _generate(engine, streams, vocab, max_tokens, sources, drafts, stats)
     _ask_fallback(engine, [s for s in streams if s.p_yes is None], vocab)
     return [CritiqueResult(s.critique_text, s.verdict_p_yes, s.fallback, s.tokens, tuple(s.token_ids),
                            s.calculated_spans()) for s in streams]
 
 
 def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_tokens: int,
-              sources: calculator.Sources | None) -> None:
-    """Each call decodes every active stream's pending token, and after it the calculator's tokens for the
-    streams it writes into: several tokens of one sequence, logits only at the last (`sources` None: the
+              sources: calculator.Sources | None, drafts: Lookup, stats: DraftStats) -> None:
+    """Each call decodes, per active stream, its pending token, the tokens the calculator writes after it (logits
+    only at the last of them) and the stream's draft (logits at every drafted position). The rows are read in
+    order, as the loop without drafts reads them: a drafted token is kept while the stream's sampler, at the row
+    before it, picks it, and the sampler's own token ends the draft; the rejected positions leave the KV cache.
+    So a stream's sampler draws as often, and in the same order, as it does without drafts (`sources` None: the
     calculator is off)."""
     active = list(streams)
     while active:
-        batch: dict[int, Critique] = {}  # entry index with logits -> its stream
+        writing = len(active)
+        rows: dict[int, Critique] = {}  # entry index with logits -> its stream
+        drafted: dict[int, list[int] | None] = {}  # stream seq -> its drafted tokens not yet verified (None: done)
+        rejected: list[Critique] = []
         entries: list[DecodeEntry] = []
         for stream in list(active):
             if engine.is_end(stream.pending):
@@ -183,25 +202,71 @@ def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_to
             tokens = [stream.pending]
             if sources is not None:
                 tokens = _checked(engine, stream, max_tokens, sources)
-            entries += [DecodeEntry(token, stream.pos + offset, stream.seq, logits=offset == len(tokens) - 1)
-                        for offset, token in enumerate(tokens)]
+            draft = _draft(engine, stream, drafts, max_tokens, sources, writing)
+            for offset, token in enumerate(tokens + draft):
+                read = offset >= len(tokens) - 1
+                entries.append(DecodeEntry(token, stream.pos + offset, stream.seq, logits=read))
+                if read:
+                    rows[len(entries) - 1] = stream
             stream.pos += len(tokens) - 1
-            batch[len(entries) - 1] = stream
-        if not batch:
+            drafted[stream.seq] = draft
+            stats.drafted += len(draft)
+            stats.tokens += len(tokens)
+            stats.advances += 1
+        if not rows:
             return
         for index, row in engine.decode(entries):
-            stream = batch[index]
-            stream.pos += 1
-            if stream.text.endswith(PHRASE):
-                stream.p_yes = engine.p_yes(row, vocab.yes, vocab.no)
-                _append_verdict(engine, stream, row)
+            stream = rows[index]
+            unverified = drafted[stream.seq]
+            if unverified is None:
+                continue  # a rejected or ended stream's later draft rows
+            going = _read(engine, stream, row, vocab, max_tokens)
+            if not going:
                 active.remove(stream)
-            elif stream.tokens >= max_tokens:
-                active.remove(stream)
-            elif stream.choices is not None:
-                stream.pending = _choose(engine, stream, row)
-            else:
-                stream.pending = stream.sampler.sample(engine, row)
+            if not going or not unverified or stream.pending != unverified[0]:
+                drafted[stream.seq] = None
+                rejected += [stream] if unverified else []
+                continue
+            _take(engine, stream, unverified.pop(0))
+            stats.accepted += 1
+            stats.tokens += 1
+        for stream in rejected:
+            engine.trim(stream.seq, stream.pos)  # after the decode: a later chunk may hold its drafted tokens
+
+
+def _read(engine: Engine, stream: Critique, row: int, vocab: Vocabulary, max_tokens: int) -> bool:
+    """Read the row of the stream's latest token: P(Yes) after the verdict phrase, or the next token (the
+    stream's pending one). False when the critique ends here (phrase or max tokens)."""
+    stream.pos += 1
+    if stream.text.endswith(PHRASE):
+        stream.p_yes = engine.p_yes(row, vocab.yes, vocab.no)
+        _append_verdict(engine, stream, row)
+        return False
+    if stream.tokens >= max_tokens:
+        return False
+    if stream.choices is not None:
+        stream.pending = _choose(engine, stream, row)
+    else:
+        stream.pending = stream.sampler.sample(engine, row)
+    return True
+
+
+def _draft(engine: Engine, stream: Critique, drafts: Lookup, max_tokens: int,
+           sources: calculator.Sources | None, writing: int) -> list[int]:
+    """The stream's draft after its latest token, within its token budget; none while the calculator has a
+    choice open, and cut before a token after which the calculator would write or take back text: such a token
+    must be the pending one, as it is without drafts."""
+    if stream.choices is not None:
+        return []
+    draft = drafts.draft(stream.token_ids, max_tokens - stream.tokens, streams=writing)
+    if sources is None or not draft:
+        return draft
+    text = bytes(stream.text)
+    for kept, token in enumerate(draft):
+        text += engine.piece(token)
+        if _calculator_acts(text, stream.rewinds, sources):
+            return draft[:kept]
+    return draft
 
 
 def _take(engine: Engine, stream: Critique, token: int) -> None:
@@ -233,10 +298,7 @@ def _rewind(engine: Engine, stream: Critique, sources: calculator.Sources) -> li
     (text, tokens and KV cells) and open a choice among the source's numbers; returns the token before the
     number, to decode again at its position, or nothing."""
     text = stream.text
-    if len(text) < 2 or not (text[:-1].endswith(CLAIM_END) or text[-2:-1].isdigit()):
-        return []
-    tail = bytes(text[-CALCULATOR_TAIL:]).decode("utf-8", errors="ignore")
-    found = calculator.misquote(tail, sources)
+    found, tail = _misquote(text, sources)
     if found is None:
         return []
     begin = len(text) - len(tail[-found.length:].encode("utf-8"))
@@ -288,10 +350,7 @@ CALCULATOR_TAIL = 4 * (calculator.MAX_TAIL + 2)  # bytes: more than MAX_TAIL cha
 def _calculate(engine: Engine, stream: Critique, max_tokens: int) -> list[int]:
     """The calculator's tokens after the stream's text (taken into it, and accepted by its sampler), or none;
     never past the critique's token budget."""
-    if not stream.text.endswith(CALCULATOR_ENDS):
-        return []
-    tail = bytes(stream.text[-CALCULATOR_TAIL:]).decode("utf-8", errors="ignore")
-    written = calculator.continuation(tail)
+    written = _continuation(stream.text)
     if written is None:
         return []
     tokens = engine.tokenize(written, special=False)
@@ -303,6 +362,30 @@ def _calculate(engine: Engine, stream: Critique, max_tokens: int) -> list[int]:
         stream.sampler.accept(token)
     stream.calculated.append((start, len(stream.text)))
     return tokens
+
+
+def _tail(text: bytes | bytearray) -> str:
+    return bytes(text[-CALCULATOR_TAIL:]).decode("utf-8", errors="ignore")
+
+
+def _misquote(text: bytes | bytearray, sources: calculator.Sources) -> tuple[calculator.Misquote | None, str]:
+    """A number at the text's end that its source does not hold (or None), and the tail it was read from."""
+    if len(text) < 2 or not (text[:-1].endswith(CLAIM_END) or text[-2:-1].isdigit()):
+        return None, ""
+    tail = _tail(text)
+    return calculator.misquote(tail, sources), tail
+
+
+def _continuation(text: bytes | bytearray) -> str | None:
+    """What the calculator writes after the text, or None."""
+    return calculator.continuation(_tail(text)) if text.endswith(CALCULATOR_ENDS) else None
+
+
+def _calculator_acts(text: bytes, rewinds: int, sources: calculator.Sources) -> bool:
+    """Whether the calculator may write or take back text after `text` (its tests without the token-boundary and
+    budget checks, so a draft is cut wherever it might)."""
+    return ((rewinds < MAX_REWINDS and _misquote(text, sources)[0] is not None)
+            or _continuation(text) is not None)
 
 
 def _append_verdict(engine: Engine, stream: Critique, row: int) -> None:

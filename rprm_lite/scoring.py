@@ -30,6 +30,7 @@ from rprm_lite.calculator import Sources
 from rprm_lite.calibration import Calibration, calibrated_config, load_calibration
 from rprm_lite.config import ScoreConfig, sampled_when_several
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_in_waves
+from rprm_lite.drafts import DraftStats
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.model_file import ModelInfo
@@ -92,6 +93,7 @@ class Scorer:
             self.engine.close()
             raise
         self.make_sampler = Sampler  # a seam for tests that script a critique
+        self.draft_stats = DraftStats()  # what the drafts did (--draft), over this scorer's life
         self._lock = threading.Lock()
         self._scoring_thread: int | None = None  # the thread inside `_score`, to refuse re-entry
         self._closed = False
@@ -246,7 +248,7 @@ class Scorer:
         critiques = sample_critiques(self.engine, prompt_len=len(tokens), last_row=self._last_row,
                                      step_index=index, config=self.config, vocab=self.vocab,
                                      max_tokens=max_tokens, make_sampler=self.make_sampler,
-                                     sources=self._sources(solution, index))
+                                     sources=self._sources(solution, index), prompt=tokens, stats=self.draft_stats)
         p_yes = tuple(c.p_yes for c in critiques)
         if self.config.verdict == "released":
             prompt = prompts.render(solution, index, self.config.prompt_style)
@@ -264,7 +266,7 @@ class Scorer:
         critiques, p_yes, reason = sample_in_waves(
             self.engine, prompt_len=len(tokens), last_row=self._last_row, step_index=index, config=self.config,
             vocab=self.vocab, max_tokens=max_tokens, read_p_yes=read_p_yes, make_sampler=self.make_sampler,
-            sources=self._sources(solution, index))
+            sources=self._sources(solution, index), prompt=tokens, stats=self.draft_stats)
         result = self._step_result(index, tokens, reused, critiques, tuple(p_yes))
         return replace(result, critiques_used=len(critiques), stop_reason=reason)
 

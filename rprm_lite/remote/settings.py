@@ -68,10 +68,12 @@ class RemoteConfig:
 
 # settings of the local engine that the remote backend does not implement yet: refused, never ignored (the
 # calculator writes into a critique while it is generated; a server generates it alone: the same model must not
-# score one way locally and another remotely, so `--calculator on`, given or a model file's, is refused)
+# score one way locally and another remotely, so `--calculator on`, given or a model file's, is refused; drafts are
+# how the local engine decodes, and a server decodes as its own engine does)
 UNSUPPORTED = (("adaptive", "--adaptive", "leave out --adaptive"),
                ("calibration", "--calibration", "leave out --calibration"),
-               ("calculator", "--calculator on", "give --calculator off"))
+               ("calculator", "--calculator on", "give --calculator off"),
+               ("draft", "--draft", "leave out --draft (a server drafts as its own engine does)"))
 
 
 def refuse_unsupported(settings: Mapping[str, Any], *, cache: Any = None, prefix_cache: str = "auto") -> None:
