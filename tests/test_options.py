@@ -27,27 +27,27 @@ except ImportError:  # pragma: no cover
 # convert's --base and --base-gguf, and --prefix-cache of score, serve and rerank).
 FLAGS = {
     "score": "--adaptive --adaptive-rule --aggregation --all-steps --api-key-env --backend --cache --calculator "
-             "--calibration --concurrency --confidence --json --k --lora --max-tokens --model --n-ctx "
+             "--calibration --concurrency --confidence --draft --json --k --lora --max-tokens --model --n-ctx "
              "--n-gpu-layers --output --prefix-cache --prompt-style --seed --server-model --show-critiques "
              "--temperature --threads --threshold --top-p --uncertain-band --verdict --vocab --wave -m -o",
     "serve": "--adaptive --adaptive-rule --aggregation --all-steps --api-key-env --cache --calculator "
-             "--calibration --confidence --cors-origin --host --k --lora --max-body-bytes --max-connections "
+             "--calibration --confidence --cors-origin --draft --host --k --lora --max-body-bytes --max-connections "
              "--max-queue --max-request-k --max-request-tokens --max-steps --max-tokens --model --n-ctx "
              "--n-gpu-layers --port --prefix-cache --prompt-style --read-timeout --request-timeout --seed "
              "--show-critiques --temperature --threads --threshold --top-p --uncertain-band --verdict --wave -m",
     "bench processbench": "--adaptive --adaptive-rule --all-steps --api-key-env --backend --calculator "
-                          "--concurrency --confidence --critiques --data --early-stop --json --k --limit "
+                          "--concurrency --confidence --critiques --data --draft --early-stop --json --k --limit "
                           "--max-tokens --model --n-ctx --n-gpu-layers --no-critiques --out --prompt-style "
                           "--revision --seed --server-model --subsets --temperature --threads --threshold --top-p "
                           "--uncertain-band --verdict --vocab --wave -m",
     "bench prmbench": "--adaptive --adaptive-rule --api-key-env --backend --calculator --concurrency --confidence "
-                      "--critiques --data --json --k --limit --max-tokens --model --n-ctx --n-gpu-layers "
+                      "--critiques --data --draft --json --k --limit --max-tokens --model --n-ctx --n-gpu-layers "
                       "--no-critiques --out --prompt-style --seed --server-model --subset400 --temperature "
                       "--threads --threshold --top-p --uncertain-band --verdict --vocab --wave -m",
-    "bench bon": "--adaptive --adaptive-rule --calculator --confidence --json --k --max-tokens --model --n-ctx "
+    "bench bon": "--adaptive --adaptive-rule --calculator --confidence --draft --json --k --max-tokens --model --n-ctx "
                  "--n-gpu-layers --out --prompt-style --seed --temperature --threads --top-p --wave -m",
     "rerank": "--adaptive --adaptive-rule --aggregation --api-key-env --backend --calculator --concurrency "
-              "--confidence --json --k --max-tokens --model --n-ctx --n-gpu-layers --output --prefix-cache "
+              "--confidence --draft --json --k --max-tokens --model --n-ctx --n-gpu-layers --output --prefix-cache "
               "--prompt-style --seed --server-model --temperature --threads --top-p --vocab --wave -m -o",
     "bench metrics": "--data --json --no-partial --output --partial --predictions --subset400 --subsets --threshold "
                      "--uncertain-band",
