@@ -36,10 +36,10 @@ from typing import Any
 from rprm_lite.demo_model.recipe import (
     BASE_GGUF,
     DEFAULT_BASE,
+    StagedRun,
     auto_precision,
     fresh_folder,
     prepare_base,
-    summary_line,
 )
 from rprm_lite.errors import InputError
 from rprm_lite.policy import STEP_SEPARATOR, final_answer, policy_completion, policy_prompt
@@ -47,7 +47,6 @@ from rprm_lite.prompt import END_OF_TURN, Piece, Prompt
 from rprm_lite.training.jobconfig import JobConfig, option
 
 POLICY_ADAPTER = "rprm-demo-policy-adapter.gguf"
-STATE_FILE = "stages.json"
 ADDABLE = ("evaluate", "eval_seed", "eval_problems", "eval_max_tokens", "threads")  # change no trained stage
 TRAIN_DATA = "train.jsonl"
 NAME = "rprm-demo-policy"
@@ -99,37 +98,17 @@ class PolicyConfig(JobConfig):
         yield from self.one_of("precision", ("auto", "bf16", "fp32"))
 
 
-class PolicyRecipe:
-    """Runs the stages in order; `stages.json` in the working folder remembers the finished ones."""
+class PolicyRecipe(StagedRun):
+    """The demo policy's recipe: data, base, SFT, export, evaluation."""
 
-    def __init__(self, config: PolicyConfig, *, log: Callable[[str], None] = print) -> None:
-        self.config = config
-        self.out = Path(config.out)
-        self.log = log
-        self.state_path = self.out / STATE_FILE
-        self.state = self._read_state()
-
-    def path(self, name: str) -> Path:
-        return self.out / name
+    config: PolicyConfig
 
     def run(self) -> dict[str, Any]:
-        self.out.mkdir(parents=True, exist_ok=True)
         stages: list[tuple[str, Callable[[], dict[str, Any]]]] = [
             ("data", self.data), ("base", self.base), ("sft", self.sft), ("export", self.export)]
         if self.config.evaluate:
             stages.append(("evaluate", self.evaluation))
-        for name, stage in stages:
-            if name in self.state["stages"]:
-                self.log(f"[{name}] done earlier ({self.state['stages'][name]['seconds']:.0f} s), skipped")
-                continue
-            self.log(f"[{name}] ...")
-            started = time.perf_counter()
-            result = stage()
-            result["seconds"] = round(time.perf_counter() - started, 1)
-            self.state["stages"][name] = result
-            self._write_state()
-            self.log(f"[{name}] {summary_line(result)}")
-        return self.state
+        return self.run_stages(stages)
 
     # -- stages -----------------------------------------------------------------------------------
     def data(self) -> dict[str, Any]:
@@ -219,12 +198,9 @@ class PolicyRecipe:
                                      scoring=False))
 
     def _read_state(self) -> dict[str, Any]:
-        if not self.state_path.is_file():
+        state = self._stored_state()
+        if state is None:
             return {"config": self.config.to_dict(), "stages": {}}
-        try:
-            state = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{self.state_path}: unreadable ({exc}); delete it to start over") from None
         before = state.get("config", {})
         changed = sorted(k for k, v in self.config.to_dict().items() if before.get(k) != v and k not in ADDABLE)
         if changed:
@@ -234,11 +210,6 @@ class PolicyRecipe:
             state["stages"].pop("evaluate", None)  # other evaluation settings: evaluate again
         state["config"] = self.config.to_dict()
         return state
-
-    def _write_state(self) -> None:
-        temp = self.state_path.with_suffix(".tmp")
-        temp.write_text(json.dumps(self.state, indent=2) + "\n", encoding="utf-8")
-        temp.replace(self.state_path)
 
 
 def time_limit(minutes: float) -> Any:

@@ -156,10 +156,11 @@ class RecipeConfig(JobConfig):
         yield from self.one_of("prompt_style", PROMPT_STYLES)
 
 
-class Recipe:
-    """Runs the stages in order; `stages.json` in the working folder remembers the finished ones."""
+class StagedRun:
+    """A recipe's stages, run in order; `stages.json` in the working folder remembers the finished ones, so a
+    run that stopped goes on where it was (the demo judge's `Recipe`, the demo policy's `PolicyRecipe`)."""
 
-    def __init__(self, config: RecipeConfig, *, log: Callable[[str], None] = print) -> None:
+    def __init__(self, config: Any, *, log: Callable[[str], None] = print) -> None:
         self.config = config
         self.out = Path(config.out)
         self.log = log
@@ -168,6 +169,46 @@ class Recipe:
 
     def path(self, name: str) -> Path:
         return self.out / name
+
+    def run_stages(self, stages: Sequence[tuple[str, Callable[[], dict[str, Any]]]]) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        for name, stage in stages:
+            if name in self.state["stages"]:
+                self.log(f"[{name}] done earlier ({self.state['stages'][name]['seconds']:.0f} s), skipped")
+                continue
+            self.log(f"[{name}] ...")
+            started = time.perf_counter()
+            result = stage()
+            result["seconds"] = round(time.perf_counter() - started, 1)
+            self.state["stages"][name] = result
+            self._write_state()
+            self.log(f"[{name}] {summary_line(result)}")
+        return self.state
+
+    def _read_state(self) -> dict[str, Any]:
+        """The state of the folder's earlier run (checked against this run's settings), or a fresh one."""
+        raise NotImplementedError
+
+    def _stored_state(self) -> dict[str, Any] | None:
+        """The folder's `stages.json`, None when there is none."""
+        if not self.state_path.is_file():
+            return None
+        try:
+            state: dict[str, Any] = json.loads(self.state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{self.state_path}: unreadable ({exc}); delete it to start over") from None
+        return state
+
+    def _write_state(self) -> None:
+        temp = self.state_path.with_suffix(".tmp")
+        temp.write_text(json.dumps(self.state, indent=2) + "\n", encoding="utf-8")
+        temp.replace(self.state_path)
+
+
+class Recipe(StagedRun):
+    """The demo judge's recipe: data, base, seed critiques, drills, SFT, pairs and DPO, export, evaluation."""
+
+    config: RecipeConfig
 
     def run(self) -> dict[str, Any]:
         if "base" not in self.state["stages"]:
@@ -185,18 +226,7 @@ class Recipe:
         stages.append(("export", self.export))
         if self.config.evaluate:
             stages.append(("evaluate", self.evaluation))
-        for name, stage in stages:
-            if name in self.state["stages"]:
-                self.log(f"[{name}] done earlier ({self.state['stages'][name]['seconds']:.0f} s), skipped")
-                continue
-            self.log(f"[{name}] ...")
-            started = time.perf_counter()
-            result = stage()
-            result["seconds"] = round(time.perf_counter() - started, 1)
-            self.state["stages"][name] = result
-            self._write_state()
-            self.log(f"[{name}] {summary_line(result)}")
-        return self.state
+        return self.run_stages(stages)
 
     # -- stages -----------------------------------------------------------------------------------
     def data(self) -> dict[str, Any]:
@@ -459,12 +489,9 @@ class Recipe:
                 "temperature": 0.0 if c.k == 1 else None, "calculator": "on"}
 
     def _read_state(self) -> dict[str, Any]:
-        if not self.state_path.is_file():
+        state = self._stored_state()
+        if state is None:
             return {"config": self.config.to_dict(), "stages": {}}
-        try:
-            state = json.loads(self.state_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{self.state_path}: unreadable ({exc}); delete it to start the recipe over") from None
         # a setting added to the recipe after the folder's run had its default then
         before = {f.name: f.default for f in fields(RecipeConfig)} | state.get("config", {})
         changed = sorted(k for k, v in self.config.to_dict().items() if before.get(k) != v and k not in ADDABLE)
@@ -476,11 +503,6 @@ class Recipe:
                 self.config.eval_problems, self.config.eval_k):
             del state["stages"]["evaluate"]  # evaluated on other problems or K: evaluate again
         return state
-
-    def _write_state(self) -> None:
-        temp = self.state_path.with_suffix(".tmp")
-        temp.write_text(json.dumps(self.state, indent=2) + "\n", encoding="utf-8")
-        temp.replace(self.state_path)
 
 
 def prepare_base(spec: str, out: Path, to_gguf: Callable[[str, Path], Any]) -> dict[str, Any]:
