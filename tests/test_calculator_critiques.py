@@ -44,22 +44,30 @@ class Scripts:
         pass
 
 
+def recorded(scorer, scripts, sampler=Scripts) -> list:
+    """Make the scorer's critiques write `scripts` (through `sampler`, `Scripts` or a subclass) and record its
+    decode calls: the list returned gets each call's entries."""
+    engine = scorer.engine
+    Scripts.scripts = [[t for piece in pieces for t in engine.tokenize(piece, special=False)] for pieces in scripts]
+    Scripts.made, Scripts.accepted = 0, []
+    scorer.make_sampler = sampler
+    calls = []
+    decode = engine.decode
+
+    def recording(entries):
+        calls.append(list(entries))
+        return decode(entries)
+
+    engine.decode = recording
+    return calls
+
+
 def scored(model, scripts, **settings):
     """The first step scored with scripted critiques, the decode calls' entries, and the step's prompt tokens."""
     config = ScoreConfig(**{"k": len(scripts), "temperature": 0, "max_tokens": 200, **settings})
     with Scorer(model, config, prefix_cache="off") as scorer:
         engine = scorer.engine
-        Scripts.scripts = [[t for piece in pieces for t in engine.tokenize(piece, special=False)] for pieces in scripts]
-        Scripts.made, Scripts.accepted = 0, []
-        scorer.make_sampler = Scripts
-        calls = []
-        decode = engine.decode
-
-        def recording(entries):
-            calls.append(list(entries))
-            return decode(entries)
-
-        engine.decode = recording
+        calls = recorded(scorer, scripts)
         result = scorer.score(QUESTION, STEPS[:1])
         prompt = engine.tokenize_prompt(render(Solution.create(QUESTION, STEPS[:1]), 0))
         tokens = {text: engine.tokenize(text, special=False) for text in (" 4", " the same", " not the same")}

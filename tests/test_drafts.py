@@ -9,7 +9,7 @@ from rprm_lite.config import ADDED_SETTINGS, RESUME_KEYS, ScoreConfig, changed_s
 from rprm_lite.drafts import DraftStats, Lookup, draft_length
 from rprm_lite.errors import InputError
 from rprm_lite.scoring import Scorer
-from tests.test_calculator_critiques import PHRASE, QUESTION, STEPS, Scripts
+from tests.test_calculator_critiques import PHRASE, QUESTION, STEPS, Scripts, recorded
 
 END = 99
 
@@ -94,17 +94,7 @@ def scripted(model, scripts, *, draft, max_tokens=200, **settings):
 
     with Scorer(model, config, prefix_cache="off") as scorer:
         engine = scorer.engine
-        Scripts.scripts = [[t for piece in pieces for t in engine.tokenize(piece, special=False)] for pieces in scripts]
-        Scripts.made = 0
-        scorer.make_sampler = Counting
-        calls = []
-        decode = engine.decode
-
-        def recording(entries):
-            calls.append(list(entries))
-            return decode(entries)
-
-        engine.decode = recording
+        calls = recorded(scorer, scripts, Counting)
         result = scorer.score(QUESTION, STEPS[:1])
         held = [(llama_cpp.llama_memory_seq_pos_min(engine.memory, seq), llama_cpp.llama_memory_seq_pos_max(
             engine.memory, seq), llama_cpp.llama_state_seq_get_size(engine.ctx, seq))  # the size counts its cells
