@@ -89,6 +89,9 @@ class RecipeConfig(JobConfig):
     teacher_wrong_share: float = option(0.1, help="Share of teacher critiques that are wrong (the filter drops them).")
     teacher_arithmetic: str = option("whole", help="How the teacher's calculation check derives its result: whole "
                                      "(\"89 - 72 = 17\") or columns (digit by digit, a quotient multiplied back).")
+    teacher_operation: str = option("goal", help="How the teacher's Now Step Analysis reaches the operation: goal "
+                                    "(\"finds the children present, which needs subtraction\") or sources (the "
+                                    "question's words for both operands before the operation).")
     full: bool = option(False, help="Fine-tune every weight instead of LoRA; the result is a whole model.")
     drill_steps: int = option(0, help="Optimizer steps of an arithmetic drill before SFT (96 facts each; LoRA only; "
                                       "0: none). 150 lifted bare arithmetic but not the slips caught (MODEL_CARD.md).")
@@ -136,12 +139,14 @@ class RecipeConfig(JobConfig):
         yield from self.at_least(train=1, test=1, context=256, batch_size=1, micro_batch_size=1, lora_r=1,
                                  dpo_lora_r=1, pair_problems=0, teacher_pairs=0, pair_k=2, max_tokens=16, eval_k=1,
                                  k=1, signal_examples=1, threads=0, eval_problems=0, drill_steps=0, drill_problems=1)
-        from rprm_lite.training.synthetic_teacher import ARITHMETIC
+        from rprm_lite.training.synthetic_teacher import ARITHMETIC, OPERATION
 
         if self.pair_problems and self.teacher_pairs:
             yield "give --pair-problems (pairs sampled from the SFT model) or --teacher-pairs, not both"
         if self.teacher_arithmetic not in ARITHMETIC:
             yield f"teacher-arithmetic must be one of {', '.join(ARITHMETIC)}, got {self.teacher_arithmetic!r}"
+        if self.teacher_operation not in OPERATION:
+            yield f"teacher-operation must be one of {', '.join(OPERATION)}, got {self.teacher_operation!r}"
         if not 0 <= self.teacher_wrong_share < 1:
             yield f"teacher-wrong-share must be in [0, 1), got {self.teacher_wrong_share}"
         for name in ("train_error_share", "no_share"):
@@ -247,7 +252,8 @@ class Recipe(StagedRun):
 
         c = self.config
         out = self.path("seed.jsonl")  # a stopped stage resumes: build_seed_data skips what is in the file
-        teacher = SyntheticTeacher(seed=c.seed, wrong_share=c.teacher_wrong_share, arithmetic=c.teacher_arithmetic)
+        teacher = SyntheticTeacher(seed=c.seed, wrong_share=c.teacher_wrong_share, arithmetic=c.teacher_arithmetic,
+                                   operation=c.teacher_operation)
         report = build_seed_data(SeedConfig(solutions=str(self.path("data") / "train.jsonl"), teacher=teacher.name,
                                             out=str(out), seed=c.seed), teacher=teacher)
         balanced = balance_verdicts(out, self.path(SFT_DATA), no_share=c.no_share, seed=c.seed)
@@ -314,7 +320,9 @@ class Recipe(StagedRun):
         # and up to 16 more arithmetic slips: the one kind where copying the step's result fails (calc_acc_arithmetic)
         chosen += [(p, i) for p, i in steps[c.signal_examples:]
                    if p.error and p.error["kind"] == "arithmetic" and i == p.label][:16]
-        examples = [encoder.example(render(p.solution(), i, c.prompt_style), critique(p, i, rng=random.Random(0)))
+        examples = [encoder.example(render(p.solution(), i, c.prompt_style),
+                                    critique(p, i, rng=random.Random(0), arithmetic=c.teacher_arithmetic,
+                                             operation=c.teacher_operation))
                     for p, i in chosen]
         kinds = [p.error["kind"] if p.error and i == p.label else None for p, i in chosen]
         return SignalsCallback(signal_examples(examples, tokenizer, kinds), out, every=c.signals_every,

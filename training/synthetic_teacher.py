@@ -39,6 +39,11 @@ ORDINALS = ("first", "second")
 # how a calculation check derives its result: "89 - 72 = 17" in one go (the default), or by columns with a
 # quotient multiplied back (measured on a fresh seed: more false alarms than slips caught; MODEL_CARD.md)
 ARITHMETIC = ("whole", "columns")
+# how the Now Step Analysis reaches the operation: from the goal alone ("finds the children present, which needs
+# subtraction"), or from the goal and the question's words for both operands first ("finds the children present
+# from the children in the class and the children absent, which needs subtraction"), so the operation is read
+# off the question's words rather than the step's own sign
+OPERATION = ("goal", "sources")
 
 
 @dataclass(frozen=True)
@@ -51,20 +56,21 @@ class Belief:
 
 
 def critique(problem: Problem, step_index: int, *, rng: random.Random, wrong_share: float = 0.0,
-             arithmetic: str = "whole") -> str:
+             arithmetic: str = "whole", operation: str = "goal") -> str:
     """A critique of step `step_index` (0-based); with probability `wrong_share` its verdict is wrong.
-    `arithmetic`: how the calculation check derives its result (`ARITHMETIC`)."""
+    `arithmetic`: how the calculation check derives its result (`ARITHMETIC`); `operation`: how the Now Step
+    Analysis reaches the operation (`OPERATION`)."""
     check_step(problem, step_index)
     if not 0 <= wrong_share <= 1:
         raise InputError(f"wrong_share must be between 0 and 1, got {wrong_share}")
     belief = true_belief(problem, step_index)
     if rng.random() < wrong_share:
         belief = mistaken_belief(problem, step_index, belief, rng)
-    return write(problem, step_index, belief, columns=arithmetic == "columns")
+    return write(problem, step_index, belief, columns=arithmetic == "columns", operation=operation)
 
 
 def contrast(problem: Problem, step_index: int, *, rng: random.Random,
-             arithmetic: str = "whole") -> tuple[str, str]:
+             arithmetic: str = "whole", operation: str = "goal") -> tuple[str, str]:
     """(chosen, rejected): the honest critique of a step, and the mistaken teacher's critique of it, whose verdict
     is the opposite. On a wrong step the mistaken one takes the written numbers at face value: it copies the
     step's own result into the calculation check ("36 + 7 = 44; ... 44 vs 44, the same"), the failure a model
@@ -74,7 +80,8 @@ def contrast(problem: Problem, step_index: int, *, rng: random.Random,
     honest = true_belief(problem, step_index)
     mistaken = mistaken_belief(problem, step_index, honest, rng)
     columns = arithmetic == "columns"
-    return write(problem, step_index, honest, columns=columns), write(problem, step_index, mistaken, columns=columns)
+    return (write(problem, step_index, honest, columns=columns, operation=operation),
+            write(problem, step_index, mistaken, columns=columns, operation=operation))
 
 
 def contrast_records(problems: list[Problem], *, seed: int, prompt_style: str) -> Iterator[dict]:
@@ -140,7 +147,8 @@ def is_right(step: Step, belief: Belief) -> bool:
     return (step.left, step.right) == belief.operands and step.op == belief.op and step.result == belief.computed
 
 
-def write(problem: Problem, step_index: int, belief: Belief, *, columns: bool = False) -> str:
+def write(problem: Problem, step_index: int, belief: Belief, *, columns: bool = False,
+          operation: str = "goal") -> str:
     """The critique: each check derives what the step should be, then quotes what the step wrote right after
     it and says whether the two are the same ("52 vs 51, not the same"). A pretrained small model copies numbers
     at once but learns to compare them only when the pair and the decision sit side by side (pilot 3 of
@@ -159,13 +167,24 @@ def write(problem: Problem, step_index: int, belief: Belief, *, columns: bool = 
     conclusion = "The Now Step is correct." if not faults else f"The Now Step {join(faults)}, so it is wrong."
     return "\n".join((
         f"{SECTION_HEADERS[0]}: {previous_steps(problem, step_index)}",
-        f"{SECTION_HEADERS[1]}: The Now Step finds {step.goal}, which needs {OP_NOUNS[belief.op]}.",
+        f"{SECTION_HEADERS[1]}: {now_step(problem, step, belief, operation)}",
         f"{SECTION_HEADERS[2]}: {sources}",
         f"{SECTION_HEADERS[3]}: {consistency}",
         f"{SECTION_HEADERS[4]}: {calculation}",
         f"{SECTION_HEADERS[5]} {conclusion}",
         f"{VERIFICATION} {'No' if faults else 'Yes'}",
     ))
+
+
+def now_step(problem: Problem, step: Step, belief: Belief, operation: str) -> str:
+    """What the Now Step finds and the operation that needs (`OPERATION`: with "sources", the question's words for
+    both operands come between them)."""
+    if operation not in OPERATION:
+        raise InputError(f"operation must be one of {', '.join(OPERATION)}, got {operation!r}")
+    operands = ""
+    if operation == "sources":
+        operands = f" from {source_words(problem, step.sources[0])} and {source_words(problem, step.sources[1])}"
+    return f"The Now Step finds {step.goal}{operands}, which needs {OP_NOUNS[belief.op]}."
 
 
 def same(needed: object, written: object) -> str:
@@ -273,12 +292,16 @@ class SyntheticTeacher:
     name = f"{GENERATOR}-teacher"
 
     def __init__(self, *, seed: int = 0, wrong_share: float = 0.1,
-                 problems: Mapping[str, Problem] | None = None, arithmetic: str = "whole") -> None:
+                 problems: Mapping[str, Problem] | None = None, arithmetic: str = "whole",
+                 operation: str = "goal") -> None:
         if not 0 <= wrong_share <= 1:
             raise InputError(f"wrong_share must be between 0 and 1, got {wrong_share}")
         if arithmetic not in ARITHMETIC:
             raise InputError(f"arithmetic must be one of {', '.join(ARITHMETIC)}, got {arithmetic!r}")
+        if operation not in OPERATION:
+            raise InputError(f"operation must be one of {', '.join(OPERATION)}, got {operation!r}")
         self.arithmetic = arithmetic
+        self.operation = operation
         self.seed = seed
         self.wrong_share = wrong_share
         self.problems = dict(problems or {})
@@ -288,7 +311,7 @@ class SyntheticTeacher:
             problem = self.problem(task.step.solution)
             rng = random.Random(task_seed(self.seed, task))
             yield task, critique(problem, task.step.index, rng=rng, wrong_share=self.wrong_share,
-                                 arithmetic=self.arithmetic)
+                                 arithmetic=self.arithmetic, operation=self.operation)
 
     def problem(self, solution: Solution) -> Problem:
         problem = self.problems.get(solution.id)

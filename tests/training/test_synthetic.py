@@ -24,11 +24,13 @@ from rprm_lite.training.synthetic_problems import ERROR_KINDS, Problem, read_pro
 from rprm_lite.training.synthetic_teacher import (
     ARITHMETIC,
     OP_NOUNS,
+    OPERATION,
     OP_VERBS,
     SECTION_HEADERS,
     SyntheticTeacher,
     contrast_records,
     critique,
+    source_words,
     verdict_of,
 )
 from rprm_lite.training.teacher import Task
@@ -252,6 +254,27 @@ def test_critiques_check_the_numbers_they_name(train):
     assert (f"{last.left} {RECORD_OPS[last.op]} {last.right} = {last.result}; the Now Step writes {last.result}: "
             f"{last.result} vs {last.result}, the same.") in text
     assert text.endswith("Conclusion: The Now Step is correct.\nVerification: Is the step correct (Yes/No)? Yes")
+
+
+def test_the_sources_wording_names_both_operands_from_the_question_before_the_operation(train):
+    """operation="sources": the Now Step Analysis names what each operand is, in the question's words, before the
+    operation the goal needs; on a wrong operation that is the needed one, not the step's. Nothing else changes."""
+    problem = next(p for p in train if p.error and p.error["kind"] == "operation")
+    step = problem.steps[problem.label]
+    words = [source_words(problem, source) for source in step.sources]
+    text = critique(problem, problem.label, rng=random.Random(0), operation="sources")
+    assert section(text, "**Now Step Analysis**") == (
+        f"**Now Step Analysis**: The Now Step finds {step.goal} from {words[0]} and {words[1]}, which needs "
+        f"{OP_NOUNS[step.intended_op]}.")
+    assert step.intended_op != step.op and verdict_of(text) is False
+    goal = critique(problem, problem.label, rng=random.Random(0))
+    assert [line for line in text.split("\n") if "Now Step Analysis" not in line] == \
+        [line for line in goal.split("\n") if "Now Step Analysis" not in line]
+    for problem, index, label in labelled(train):
+        assert verdict_of(critique(problem, index, rng=random.Random(0), operation="sources")) is label
+    assert OPERATION == ("goal", "sources")
+    with pytest.raises(InputError, match="operation must be one of goal, sources, got 'sign'"):
+        SyntheticTeacher(operation="sign")
 
 
 def section(text: str, header: str) -> str:
