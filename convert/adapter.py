@@ -28,6 +28,8 @@ from rprm_lite import metadata
 from rprm_lite.errors import ModelFileError
 
 from . import architectures as arch_table
+from .checkpoint import convert_checkpoint
+from .convert_config import ConvertConfig, ConvertResult, Progress, add_rprm_metadata, model_name
 from .errors import CheckpointError, ConversionError
 from .gguf_file import PlannedTensor, atomic_output, output_type_for, write_gguf
 from .hub import resolve_source
@@ -38,7 +40,6 @@ from .tokenizer import read_vocabulary
 if TYPE_CHECKING:
     from rprm_lite.model_file import ModelInfo
 
-    from .converter import ConvertConfig, ConvertResult, Progress
     from .verify import VerificationReport
 
 PEFT_CONFIG = "adapter_config.json"
@@ -65,8 +66,6 @@ def convert_adapter(config: ConvertConfig, folder: Path, report: Progress) -> Co
     """The adapter GGUF of the peft folder `folder` (the `convert` of a LoRA): checked, written under a
     temporary name, checked by the runtime against --base-gguf, verified, then renamed."""
     from rprm_lite.model_file import inspect_model
-
-    from .converter import ConvertResult
 
     started = time.perf_counter()
     if config.verify:
@@ -122,14 +121,14 @@ def verify_adapter(plan: AdapterPlan, adapter: Path, base_info: ModelInfo | None
                    report: Progress) -> VerificationReport:
     """Base GGUF + adapter in llama.cpp against base + peft merged in transformers. Without --base-gguf the
     base is converted to a temporary f32 GGUF for the check."""
-    from .converter import ConvertConfig, convert
     from .verify import verify_conversion
 
     with tempfile.TemporaryDirectory(prefix=".rprm-verify-", dir=config.output.parent) as scratch:
         if base_info is None:
             report("converting the base to a temporary f32 GGUF for the check")
             base_gguf, base_kind = Path(scratch) / "base.gguf", "f32"
-            convert(ConvertConfig(source=str(plan.base), output=base_gguf, outtype="f32", threads=config.threads))
+            convert_checkpoint(ConvertConfig(source=str(plan.base), output=base_gguf, outtype="f32",
+                                             threads=config.threads), plan.base, report=lambda message: None)
         else:
             base_gguf, base_kind = base_info.path, base_kind_of(base_info)
         report("verifying base + adapter against the merged model in transformers")
@@ -257,8 +256,6 @@ def _check_pair(name: str, a: TensorRef, b: TensorRef, expected: dict[str, tuple
 
 def write_adapter(plan: AdapterPlan, config: ConvertConfig, path: Path, report: Progress,
                   base_sha256: str | None) -> None:
-    from .converter import add_rprm_metadata, model_name
-
     writer = gguf.GGUFWriter(path=None, arch=gguf.MODEL_ARCH_NAMES[plan.hparams.architecture.gguf_arch])
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")

@@ -85,7 +85,8 @@ def test_sharded_conversion_matches_single_file_byte_for_byte(tmp_path):
 PEAK_RSS_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from rprm_lite.convert.converter import ConvertConfig, convert, plan_conversion
+    from rprm_lite.convert.checkpoint import plan_conversion
+    from rprm_lite.convert.converter import ConvertConfig, convert
 
     def kib(field):  # ru_maxrss is unreliable here: after fork it can report the parent's peak
         status = Path("/proc/self/status").read_text().splitlines()
