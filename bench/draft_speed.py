@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, help="tokens per critique at most (default: the model's)")
     parser.add_argument("--examples", type=Path, default=Path("examples/solutions.jsonl"))
     parser.add_argument("--synthetic", type=Path, default=Path("build/fresh40404/test/gsm8k.json"),
-                        help="a synthetic split (python -m rprm_lite.training.synthetic)")
+                        help="a synthetic split (python -m rprm_lite.demo_model.synthetic)")
     parser.add_argument("--first", type=int, default=20, help="solutions of the synthetic split")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)

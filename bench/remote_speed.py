@@ -106,7 +106,7 @@ def llama_cpp_server(model: Path):
     import subprocess
     import urllib.request
 
-    from rprm_lite.bench.children import start_child, stop_child
+    from rprm_lite.bench.child_processes import start_child, stop_child
     from rprm_lite.buffers import llama_cpp_server_command
 
     with socket.socket() as sock:

@@ -5,7 +5,7 @@
                                      [--k K] [--threads 1] [--out bench/results]
 
 Solves the first `--limit` problems of a ProcessBench-format file (the synthetic generator's test split:
-`python -m rprm_lite.training.synthetic --out build/fresh40404 --train 1 --dev 1 --test 100 --seed 40404`) with
+`python -m rprm_lite.demo_model.synthetic --out build/fresh40404 --train 1 --dev 1 --test 100 --seed 40404`) with
 each strategy, both models loaded once (the policy: the demo base with the bundled policy adapter unless
 `--policy`; the judge at its defaults unless `--model`/`--k`). A problem's reference answer is its
 `reference_answer`, else the generator's `trace.answer`. Reports per run: accuracy, and per problem the mean

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from rprm_lite.bench.children import start_child
+from rprm_lite.bench.child_processes import start_child
 from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
 

@@ -9,7 +9,7 @@ with the same settings and seed, every step, once with `verdict="single-pass"` a
 depend on the mode, so both read the same critiques (checked). Reports the mean and largest absolute
 difference of P(Yes) per critique, the share of steps whose verdict flips, ProcessBench F1 both ways
 and the extra time of `released`. A synthetic test split for the bundled demo model:
-`python -m rprm_lite.training.synthetic --out DIR --train 0 --dev 0 --test 100 --seed 0` (use DIR/test).
+`python -m rprm_lite.demo_model.synthetic --out DIR --train 0 --dev 0 --test 100 --seed 0` (use DIR/test).
 Prints a markdown table and writes verdict_modes.json and verdict_modes.md (never a test).
 """
 

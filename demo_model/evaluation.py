@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.bench.markdown import table
-from rprm_lite.training.synthetic_problems import ERROR_KINDS
+from rprm_lite.demo_model.synthetic_problems import ERROR_KINDS
 
 RESAMPLES = 2000
 KIND_SHORT = {"arithmetic": "arith", "copy": "copy", "operation": "op", "contradiction": "contra"}

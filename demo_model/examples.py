@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.errors import InputError
-from rprm_lite.training.synthetic_problems import ERROR_KINDS, Problem, read_problems
+from rprm_lite.demo_model.synthetic_problems import ERROR_KINDS, Problem, read_problems
 
 CORRECT_EXAMPLES = 2
 

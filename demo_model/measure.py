@@ -1,6 +1,6 @@
 """Measure the demo judge (or any model) on a synthetic split, several runs side by side, paired.
 
-    python -m rprm_lite.training.synthetic --out build/fresh --train 1 --dev 1 --test 100 --seed 40404
+    python -m rprm_lite.demo_model.synthetic --out build/fresh --train 1 --dev 1 --test 100 --seed 40404
     python -m rprm_lite.demo_model.measure --data build/fresh/test --out build/measure --threads 2 \\
         plain=k1,calculator-off calculator=k1 k10=k10 adaptive=k10,adaptive
 
@@ -69,7 +69,7 @@ def measure(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     runs = dict(parse_run(text) for text in args.runs)
     if not (args.data / "gsm8k.json").is_file():
-        raise InputError(f"{args.data}: no gsm8k.json (a split written by `python -m rprm_lite.training.synthetic`)")
+        raise InputError(f"{args.data}: no gsm8k.json (a split written by `python -m rprm_lite.demo_model.synthetic`)")
     model, adapters = resolve_model(args.model)
     lora = [str(a) for a in adapters] + args.lora
     data = first_problems(args.data, args.out / "data", args.first)

@@ -112,7 +112,7 @@ class PolicyRecipe(StagedRun):
 
     # -- stages -----------------------------------------------------------------------------------
     def data(self) -> dict[str, Any]:
-        from rprm_lite.training.synthetic import generate_split
+        from rprm_lite.demo_model.synthetic import generate_split
 
         problems = generate_split("train", self.config.train, seed=self.config.seed, error_share=0.0)
         self.path(TRAIN_DATA).write_text("".join(json.dumps(p.item()) + "\n" for p in problems), encoding="utf-8")
@@ -125,7 +125,7 @@ class PolicyRecipe(StagedRun):
         import torch
 
         from rprm_lite.training.sft import train_sft
-        from rprm_lite.training.synthetic_problems import read_problems
+        from rprm_lite.demo_model.synthetic_problems import read_problems
         from rprm_lite.training.train_config import SFTRunConfig
 
         c = self.config
@@ -156,12 +156,12 @@ class PolicyRecipe(StagedRun):
         return {"file": str(result.output), "bytes": result.file_bytes, "sha256": file_sha256(result.output)}
 
     def evaluation(self) -> dict[str, Any]:
-        from rprm_lite.training.synthetic import SyntheticConfig, write_dataset
-        from rprm_lite.training.synthetic_problems import read_problems
+        from rprm_lite.demo_model.synthetic import SyntheticConfig, write_dataset
+        from rprm_lite.demo_model.synthetic_problems import read_problems
 
         c = self.config
         folder = fresh_folder(self.path("eval"))
-        # as `python -m rprm_lite.training.synthetic --train 1 --dev 1 --test 100 --seed S`: the search benchmark's
+        # as `python -m rprm_lite.demo_model.synthetic --train 1 --dev 1 --test 100 --seed S`: the search benchmark's
         # problems of that seed (the split's size decides its problems, so fewer are its first ones)
         written = write_dataset(SyntheticConfig(out=str(folder / "data"), train=1, dev=1,
                                                 test=max(EVAL_SPLIT, c.eval_problems), seed=c.eval_seed))
@@ -267,7 +267,7 @@ def first_mistake(problem: Any, steps: Sequence[str]) -> str | None:
 
     Each step is checked as "A op B = C" against the step it should be: its operator, its operands (a number of
     the question, or the policy's own earlier result, so a mistake is counted once), then its arithmetic."""
-    from rprm_lite.training.synthetic_problems import apply
+    from rprm_lite.demo_model.synthetic_problems import apply
 
     answer = final_answer(steps[-1]) if steps else None
     if answer == str(problem.answer):

@@ -139,7 +139,7 @@ class RecipeConfig(JobConfig):
         yield from self.at_least(train=1, test=1, context=256, batch_size=1, micro_batch_size=1, lora_r=1,
                                  dpo_lora_r=1, pair_problems=0, teacher_pairs=0, pair_k=2, max_tokens=16, eval_k=1,
                                  k=1, signal_examples=1, threads=0, eval_problems=0, drill_steps=0, drill_problems=1)
-        from rprm_lite.training.synthetic_teacher import ARITHMETIC, OPERATION
+        from rprm_lite.demo_model.synthetic_teacher import ARITHMETIC, OPERATION
 
         if self.pair_problems and self.teacher_pairs:
             yield "give --pair-problems (pairs sampled from the SFT model) or --teacher-pairs, not both"
@@ -153,7 +153,7 @@ class RecipeConfig(JobConfig):
             if not 0 <= getattr(self, name) <= 1:
                 yield f"{name.replace('_', '-')} must be in [0, 1], got {getattr(self, name)}"
         if self.train_error_kinds:
-            from rprm_lite.training.synthetic import kind_list, kind_problems
+            from rprm_lite.demo_model.synthetic import kind_list, kind_problems
 
             yield from kind_problems(kind_list(self.train_error_kinds))
         yield from self.one_of("device", ("auto", "cpu", "cuda"))
@@ -217,7 +217,7 @@ class Recipe(StagedRun):
 
     def run(self) -> dict[str, Any]:
         if "base" not in self.state["stages"]:
-            from rprm_lite.training.base import resolve_base
+            from rprm_lite.training.base_model import resolve_base
 
             resolve_base(self.config.base)  # a base that is not there fails before any work
         self.out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +235,7 @@ class Recipe(StagedRun):
 
     # -- stages -----------------------------------------------------------------------------------
     def data(self) -> dict[str, Any]:
-        from rprm_lite.training.synthetic import SyntheticConfig, write_dataset
+        from rprm_lite.demo_model.synthetic import SyntheticConfig, write_dataset
 
         c = self.config
         written = write_dataset(SyntheticConfig(out=str(self.path("data")), train=c.train, dev=c.dev,
@@ -247,8 +247,8 @@ class Recipe(StagedRun):
         return prepare_base(self.config.base, self.out, self.to_gguf)
 
     def seed(self) -> dict[str, Any]:
-        from rprm_lite.training.seed import SeedConfig, balance_verdicts, build_seed_data
-        from rprm_lite.training.synthetic_teacher import SyntheticTeacher
+        from rprm_lite.training.seed_critiques import SeedConfig, balance_verdicts, build_seed_data
+        from rprm_lite.demo_model.synthetic_teacher import SyntheticTeacher
 
         c = self.config
         out = self.path("seed.jsonl")  # a stopped stage resumes: build_seed_data skips what is in the file
@@ -265,10 +265,10 @@ class Recipe(StagedRun):
     def drill(self) -> dict[str, Any]:
         """The arithmetic drill: a LoRA trained on the expressions of fresh training-kind problems with their true
         results, measured on the dev problems' expressions; SFT continues this LoRA."""
-        from rprm_lite.training.arithmetic_drill import DrillConfig, facts, train_drill
+        from rprm_lite.demo_model.arithmetic_drill import DrillConfig, facts, train_drill
         from rprm_lite.training.checkpoint import load_causal_lm, load_tokenizer
-        from rprm_lite.training.synthetic import generate_split
-        from rprm_lite.training.synthetic_problems import read_problems
+        from rprm_lite.demo_model.synthetic import generate_split
+        from rprm_lite.demo_model.synthetic_problems import read_problems
         from rprm_lite.training.trainer_setup import concrete_precision
 
         c = self.config
@@ -305,9 +305,9 @@ class Recipe(StagedRun):
         """Teacher-forced digit, comparison-word and verdict accuracy on dev critiques; greedy dev F1 at times."""
         from rprm_lite.prompt import render
         from rprm_lite.training.checkpoint import load_tokenizer
-        from rprm_lite.training.signals import SignalsCallback, signal_examples
-        from rprm_lite.training.synthetic_problems import read_problems
-        from rprm_lite.training.synthetic_teacher import critique
+        from rprm_lite.demo_model.signals import SignalsCallback, signal_examples
+        from rprm_lite.demo_model.synthetic_problems import read_problems
+        from rprm_lite.demo_model.synthetic_teacher import critique
         from rprm_lite.training.tokens import PromptTokenizer
 
         c = self.config
@@ -390,8 +390,8 @@ class Recipe(StagedRun):
     def teacher_contrasts(self) -> dict[str, Any]:
         """Pairs from the teacher for the last `teacher_pairs` training problems (`contrast_records`)."""
         from rprm_lite.jsonl import JsonlWriter
-        from rprm_lite.training.synthetic_problems import read_problems
-        from rprm_lite.training.synthetic_teacher import contrast_records
+        from rprm_lite.demo_model.synthetic_problems import read_problems
+        from rprm_lite.demo_model.synthetic_teacher import contrast_records
 
         c = self.config
         problems = read_problems(self.path("data") / "train.jsonl")[-round(c.teacher_pairs * self.scale()):]
@@ -517,7 +517,7 @@ def prepare_base(spec: str, out: Path, to_gguf: Callable[[str, Path], Any]) -> d
     """The base stage: the base as a Hugging Face folder to train (`out/base`), and `out/base.gguf`, the file the
     runtime runs it from (the package's own GGUF, or the folder converted by `to_gguf(stage, output)`)."""
     from rprm_lite.model_file import file_sha256
-    from rprm_lite.training.base import load_base, resolve_base, save_base
+    from rprm_lite.training.base_model import load_base, resolve_base, save_base
 
     source = resolve_base(spec)
     model, tokenizer = load_base(source)

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.bench.children import start_child, stop_child
+from rprm_lite.bench.child_processes import start_child, stop_child
 from rprm_lite.buffers import llama_cpp_server_command, llama_server_args
 
 

@@ -13,7 +13,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
-from rprm_lite.bench.children import start_child
+from rprm_lite.bench.child_processes import start_child
 
 FAST = ["--k", "2", "--max-tokens", "3", "--seed", "3", "--threads", "1"]
 LONG_ALLOWED = ["--max-request-tokens", "4000"]  # a server that takes the LONG request (its default limit is 3)

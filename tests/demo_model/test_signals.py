@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("transformers")
 
 from rprm_lite.prompt import render  # noqa: E402
-from rprm_lite.training.signals import calculation_signals, comparison_signals, signal_examples  # noqa: E402
-from rprm_lite.training.synthetic import generate_split  # noqa: E402
-from rprm_lite.training.synthetic_teacher import NOT_SAME, SAME, critique  # noqa: E402
+from rprm_lite.demo_model.signals import calculation_signals, comparison_signals, signal_examples  # noqa: E402
+from rprm_lite.demo_model.synthetic import generate_split  # noqa: E402
+from rprm_lite.demo_model.synthetic_teacher import NOT_SAME, SAME, critique  # noqa: E402
 from rprm_lite.training.tokens import PromptTokenizer  # noqa: E402
 
 
@@ -55,7 +55,7 @@ def test_comparison_signals_count_hits_overall_on_differing_pairs_and_per_kind()
 
 
 def test_the_calculation_check_s_own_result_is_found_not_the_step_s(tokenizer):
-    from rprm_lite.training.synthetic_problems import apply
+    from rprm_lite.demo_model.synthetic_problems import apply
 
     encoder = PromptTokenizer(tokenizer)
     problems = [p for p in generate_split("test", 60, seed=7) if p.error and p.error["kind"] == "arithmetic"][:4]

@@ -11,7 +11,7 @@ from training_helpers import DROPPED, KEPT, NO, REPLIES, SOLUTIONS, read_jsonl, 
 from rprm_lite.errors import InputError
 from rprm_lite.solution import solution_from_dict
 from rprm_lite.training.errors import TeacherError
-from rprm_lite.training.seed import SeedConfig, build_seed_data, dropped_path
+from rprm_lite.training.seed_critiques import SeedConfig, build_seed_data, dropped_path
 from rprm_lite.training.teacher import chat_messages
 
 

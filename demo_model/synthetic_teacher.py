@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from rprm_lite.errors import InputError
 from rprm_lite.prompt import VERDICT_PHRASE
 from rprm_lite.solution import Solution
-from rprm_lite.training.column_arithmetic import worked
+from rprm_lite.demo_model.column_arithmetic import worked
 from rprm_lite.training.critiques import find_verdict
-from rprm_lite.training.synthetic import slip
-from rprm_lite.training.synthetic_problems import GENERATOR, SYMBOLS, Problem, Step, apply
+from rprm_lite.demo_model.synthetic import slip
+from rprm_lite.demo_model.synthetic_problems import GENERATOR, SYMBOLS, Problem, Step, apply
 from rprm_lite.training.teacher import Task, task_seed
 
 SECTION_HEADERS = ("**Previous Steps Analysis**", "**Now Step Analysis**", "**Data Source Analysis**",
@@ -284,7 +284,7 @@ def join(parts: list[str]) -> str:
 class SyntheticTeacher:
     """The training package's `Teacher` for synthetic problems: `build_seed_data(config, teacher=...)`.
 
-    A task's solution must carry its `trace` (the files `rprm_lite.training.synthetic` writes do), or its
+    A task's solution must carry its `trace` (the files `rprm_lite.demo_model.synthetic` writes do), or its
     problem must be passed in `problems`. Each (solution, step, sample) gets its own seed from `seed`,
     so results do not depend on task order and a resumed run writes the same critiques.
     """

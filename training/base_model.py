@@ -96,4 +96,4 @@ def _check_same_tokens_as_llama_cpp(path: Path, tokenizer: Any, pre: str | None)
         raise TrainingError(f"{path}: transformers rebuilds its tokenizer (llama.cpp pre-tokenizer {pre!r}) so that "
                             f"{len(differ)} of {len(TOKENIZER_CORPUS)} test texts get other token ids than in "
                             f"llama.cpp (first: {differ[0][:40]!r}); add its split to LLAMA_CPP_SPLITS in "
-                            "training/base.py, or start from a Hugging Face checkpoint folder")
+                            "training/base_model.py, or start from a Hugging Face checkpoint folder")
