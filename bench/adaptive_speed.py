@@ -18,7 +18,8 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
-from .markdown import table
+from rprm_lite.markdown import table
+
 from .report_files import DEFAULT_OUT, write_report
 from .shapes import SCORING_SHAPES
 from .speed import DEFAULT_LOGIT_SCALE

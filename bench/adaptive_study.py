@@ -29,10 +29,10 @@ import numpy as np
 
 from rprm_lite import adaptive
 from rprm_lite.errors import InputError
+from rprm_lite.labelled import prmbench, processbench
+from rprm_lite.labelled.records import read_records
+from rprm_lite.markdown import table
 
-from . import prmbench, processbench
-from .markdown import table
-from .records import read_records
 from .report_files import write_report
 
 # (rule, confidence) rows; "fixed" rows draw that many critiques per step
@@ -122,7 +122,7 @@ def study(trace: Trace, *, permutations: int, wave: int, threshold: float, seed:
 # -- metrics, vectorized over steps -----------------------------------------------------------------
 def prm_score(wrong_step: np.ndarray, threshold: float) -> Callable[[np.ndarray], float]:
     """Overall PRMScore (pooled over every step) of step scores; a step is labelled correct when its
-    score is above the threshold, as bench/prmbench.py labels scores."""
+    score is above the threshold, as rprm_lite/labelled/prmbench.py labels scores."""
     def metric(scores: np.ndarray) -> float:
         labelled_correct = scores > threshold
         tp = np.sum(labelled_correct & ~wrong_step)

@@ -1,11 +1,6 @@
-"""Best-of-N: pick one of N candidate solutions per problem by an aggregated PRM score.
-
-Candidates file (JSONL, one problem per line):
-    {"id": "p1", "question": "...", "reference_answer": "5",            # reference optional
-     "candidates": [{"steps": ["...", "..."], "answer": "5"},            # answer optional
-                    {"steps": [...], "correct": false, "scores": [0.9, 0.2]}]}
-A candidate may carry `scores` (one per step, from an earlier run): it is then not scored again.
-`correct` (true/false) overrides comparing `answer` with `reference_answer`.
+"""Best-of-N accuracy: the candidates of `rprm_lite.rerank`'s file chosen by each aggregation, against pass@1,
+majority vote and pass@N. A candidate's `correct` (true/false) overrides comparing its `answer` with the
+problem's `reference_answer`.
 """
 
 from __future__ import annotations
@@ -13,87 +8,19 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from rprm_lite.config import AGGREGATIONS
 from rprm_lite.errors import InputError
-from rprm_lite.jsonl import read_jsonl
-from rprm_lite.results import aggregate as aggregate_scores
-from rprm_lite.solution import Solution, solution_from_dict
-
-from .harness import BenchItem
-from .records import score_list, steps_from_record
+from rprm_lite.labelled.records import BenchItem, steps_from_record
+from rprm_lite.rerank import Candidate, Problem, rank
 
 
-@dataclass(frozen=True)
-class Candidate:
-    solution: Solution
-    answer: str | None = None
-    correct: bool | None = None
-    scores: tuple[float, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Problem:
-    id: str
-    question: str
-    candidates: tuple[Candidate, ...]
-    reference_answer: str | None = None
-
-    def bench_items(self) -> list[BenchItem]:
-        """The candidates still to score, with ids `<problem id>/<candidate index>`."""
-        return [BenchItem(c.solution, {"problem": self.id, "candidate": i})
-                for i, c in enumerate(self.candidates) if c.scores is None]
-
-
-def read_problems(path: str | Path) -> list[Problem]:
-    path = Path(path)
-    problems, seen = [], set()
-    for number, entry in read_jsonl(path, what="a JSONL file of problems with 'candidates'"):
-        problem = _problem(entry, f"{path.name} line {number}", default_id=f"line-{number}")
-        if problem.id in seen:
-            raise InputError(f"{path} line {number}: problem id {problem.id!r} is repeated; "
-                             "ids must be unique")
-        seen.add(problem.id)
-        problems.append(problem)
-    if not problems:
-        raise InputError(f"{path}: no problems; expected one JSON object per line")
-    return problems
-
-
-def _problem(entry: Any, where: str, default_id: str) -> Problem:
-    if not isinstance(entry, dict) or "candidates" not in entry:
-        raise InputError(f"{where}: expected an object with 'id', 'question' and a 'candidates' list")
-    candidates = entry["candidates"]
-    if not isinstance(candidates, list) or not candidates:
-        raise InputError(f"{where}: 'candidates' must be a non-empty list of solutions")
-    question = entry.get("question", entry.get("problem"))
-    problem_id = str(entry.get("id", entry.get("idx", default_id)))
-    parsed = tuple(_candidate(c, question, f"{problem_id}/{i}", f"{where} candidate {i}")
-                   for i, c in enumerate(candidates))
-    reference = entry.get("reference_answer")
-    return Problem(id=problem_id, question=parsed[0].solution.question, candidates=parsed,
-                   reference_answer=None if reference is None else str(reference))
-
-
-def _candidate(entry: Any, question: Any, candidate_id: str, where: str) -> Candidate:
-    if not isinstance(entry, dict):
-        raise InputError(f"{where}: expected an object with 'steps', got {type(entry).__name__}")
-    fields = {key: entry[key] for key in ("steps",) if key in entry}
-    solution = solution_from_dict({"question": question, "id": candidate_id, **fields}, where=where)
-    scores = entry.get("scores")
-    if scores is not None:
-        scores = score_list(scores, f"{where} 'scores'")
-        if len(scores) != len(solution.steps) or None in scores:
-            raise InputError(f"{where}: {len(scores)} scores for {len(solution.steps)} steps; "
-                             "expected one score per step")
-    correct = entry.get("correct")
-    if correct is not None and not isinstance(correct, bool):
-        raise InputError(f"{where}: 'correct' must be true or false, got {correct!r}")
-    answer = entry.get("answer")
-    return Candidate(solution, answer=None if answer is None else str(answer), correct=correct, scores=scores)
+def bench_items(problem: Problem) -> list[BenchItem]:
+    """The candidates still to score, with ids `<problem id>/<candidate index>` and their place as fields."""
+    return [BenchItem(c.solution, {"problem": problem.id, "candidate": i})
+            for i, c in enumerate(problem.candidates) if c.scores is None]
 
 
 def with_scores(problems: Sequence[Problem], records: Sequence[Mapping[str, Any]]) -> list[Problem]:
@@ -110,28 +37,6 @@ def with_scores(problems: Sequence[Problem], records: Sequence[Mapping[str, Any]
             candidates.append(candidate)
         filled.append(replace(problem, candidates=tuple(candidates)))
     return filled
-
-
-# -- choosing --------------------------------------------------------------------------------------
-def aggregate(scores: Sequence[float | None], how: str) -> float:
-    """Solution score from step scores (min, product, mean or last), as the scorer aggregates."""
-    if how not in AGGREGATIONS:
-        raise InputError(f"aggregation must be one of {', '.join(AGGREGATIONS)}, got {how!r}")
-    if not scores or None in scores:
-        raise InputError("every step needs a score to aggregate; score candidates with all steps")
-    return aggregate_scores(scores, how)
-
-
-def rank(problem: Problem, how: str) -> dict[str, Any]:
-    """The best candidate (highest aggregated score; the first one on ties) and every score."""
-    missing = [c.solution.id for c in problem.candidates if c.scores is None]
-    if missing:
-        raise InputError(f"{', '.join(missing[:3])}: not scored; give --model or 'scores' in the file")
-    solution_scores = [aggregate(c.scores, how) for c in problem.candidates]
-    best = max(range(len(solution_scores)), key=lambda i: (solution_scores[i], -i))
-    return {"id": problem.id, "aggregation": how, "best": best,
-            "best_answer": problem.candidates[best].answer, "solution_scores": solution_scores,
-            "step_scores": [list(c.scores) for c in problem.candidates]}
 
 
 # -- accuracy ----------------------------------------------------------------------------------------
@@ -194,11 +99,3 @@ def _majority_accuracy(problems: Sequence[Problem]) -> float | None:
     return 100 * hits / len(problems)
 
 
-def score_problem(problem: Problem, scorer: Any) -> Problem:
-    """Score the candidates that carry no scores (the scorer must score all steps)."""
-    todo = [c.solution for c in problem.candidates if c.scores is None]
-    many = getattr(scorer, "score_many", None)  # the remote scorer keeps several candidates in flight
-    results = iter(many(todo) if many is not None and todo else [scorer.score_solution(s) for s in todo])
-    candidates = tuple(c if c.scores is not None else replace(c, scores=tuple(next(results).scores))
-                       for c in problem.candidates)
-    return replace(problem, candidates=candidates)

@@ -1,4 +1,4 @@
-"""`rprm-lite bench ...` and `rprm-lite rerank`: thin commands over the bench library.
+"""`rprm-lite bench ...`: thin commands over the bench library (`rerank` and `calibrate` are runtime commands).
 
 Options map 1:1 onto `ScoreConfig` fields. Errors a user can fix print one line and exit non-zero.
 """
@@ -14,23 +14,20 @@ from typing import Annotated, Any
 import typer
 
 from rprm_lite.cli import JsonOpt, ModelOpt, exit_on_error
-from rprm_lite.commands import JOB_OPTIONS
 from rprm_lite.config import SCORE_OPTIONS, ScoreConfig
 from rprm_lite.errors import InputError
-from rprm_lite.jsonl import JsonlWriter
+from rprm_lite.labelled import prmbench, processbench
+from rprm_lite.labelled.records import METRICS_FILE, read_records
 from rprm_lite.options import command_options
-from rprm_lite.prefix_cache import checked_mode
 from rprm_lite.progress import ProgressBar
 from rprm_lite.remote.options import REMOTE_OPTIONS, remote_from_options
-from rprm_lite.remote.settings import refuse_unsupported
+from rprm_lite.rerank import read_problems
 
-from . import bestofn, prmbench, processbench, report, sweeps, uncertain_report
+from . import bestofn, report, sweeps, uncertain_report
 from .harness import BenchItem, run_items
-from .records import METRICS_FILE, read_records
 
 app = typer.Typer(help="Benchmarks: ProcessBench, PRMBench, threshold and K sweeps, best-of-N.",
                   no_args_is_help=True, add_completion=False, rich_markup_mode=None)
-rerank_app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
 
 class Benchmark(str, Enum):
@@ -49,9 +46,6 @@ PRMBENCH_OPTIONS = SCORE_OPTIONS.without("all_steps", "aggregation", "calibratio
     help="A step is labelled correct when its score is above this."))
 BON_OPTIONS = SCORE_OPTIONS.without("threshold", "verdict", "all_steps", "aggregation", "uncertain_band",
                                     "calibration")
-RERANK_OPTIONS = SCORE_OPTIONS.without("threshold", "verdict", "all_steps", "uncertain_band", "calibration",
-                                       aggregation=dict(help="Solution score from its steps: min, product, mean "
-                                                        "or last."))
 Out = Annotated[Path, typer.Option(help="Folder for predictions.jsonl, run.json and metrics.")]
 Limit = Annotated[int | None, typer.Option(min=1, help="Score the first N items of each subset or category.")]
 Critiques = Annotated[bool, typer.Option("--critiques/--no-critiques", help="Keep critique texts.")]
@@ -311,8 +305,8 @@ def bon_command(candidates: Candidates, out: Out, model: ModelOpt = None, as_jso
                 settings: dict[str, Any]) -> None:
     """Best-of-N accuracy by PRM score (min, product, mean, last) against pass@1, majority vote, pass@N."""
     settings = checked({**settings, "all_steps": True})
-    problems = bestofn.read_problems(candidates)
-    todo = [item for problem in problems for item in problem.bench_items()]
+    problems = read_problems(candidates)
+    todo = [item for problem in problems for item in bestofn.bench_items(problem)]
     if todo:
         records, _ = _run(todo, model, settings, out, "bon", critiques=False)
         problems = bestofn.with_scores(problems, records)
@@ -342,39 +336,3 @@ def search_command(ctx: typer.Context) -> None:
     from . import search
 
     raise typer.Exit(search.main(list(ctx.args)))
-
-
-@rerank_app.command("rerank")
-@cli_errors
-@command_options(settings=RERANK_OPTIONS, remote=REMOTE_OPTIONS, job=JOB_OPTIONS.only("prefix_cache"))
-def rerank_command(
-    candidates: Candidates, model: ModelOpt = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="Append one JSON line per problem here; a rerun skips those.")] = None,
-    as_json: JsonOpt = False, *, settings: dict[str, Any], remote: dict[str, Any], job: dict[str, Any],
-) -> None:
-    """Pick the best of N candidate solutions per problem by aggregated PRM score."""
-    vocab, remote = remote.get("vocab"), remote_from_options(**remote)
-    settings = checked({**settings, "all_steps": True})
-    mode = checked_mode(job["prefix_cache"])
-    if remote is not None:
-        refuse_unsupported({}, prefix_cache=mode)  # the local engine's option
-    elif mode != "auto":
-        settings["prefix_cache"] = mode
-    how = settings.get("aggregation", ScoreConfig().aggregation)
-    done = {str(r.get("id")) for r in read_records(output)} if output and output.exists() else set()
-    problems = [p for p in bestofn.read_problems(candidates) if p.id not in done]
-    scorer = _scorer(model, settings, remote, vocab) if any(p.bench_items() for p in problems) else None
-    writer = JsonlWriter(output) if output is not None else None
-    try:
-        for problem in problems:
-            ranked = bestofn.rank(bestofn.score_problem(problem, scorer), how)
-            if writer is not None:
-                writer.write(ranked)  # appended as each problem finishes, so a rerun resumes
-            typer.echo(json.dumps(ranked) if as_json else report.ranked_line(ranked))
-    finally:
-        _close(scorer)
-        if writer is not None:
-            writer.close()
-    if done:
-        typer.echo(f"{len(done)} problem(s) already in {output} were skipped", err=True)

@@ -26,7 +26,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from .markdown import table
+from rprm_lite.markdown import table
+
 from .report_files import DEFAULT_OUT
 from .shapes import CONVERT_SHAPES, released_checkpoint
 

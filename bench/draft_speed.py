@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
+from rprm_lite.markdown import table
 from rprm_lite.solution import Solution, read_solutions
 
 WAYS = ("off", "on")

@@ -7,32 +7,19 @@ The loop takes any object with `score_solution(solution)` returning a `SolutionR
 from __future__ import annotations
 
 import platform
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from rprm_lite.jsonl import JsonlWriter
+from rprm_lite.labelled.records import PREDICTIONS_FILE, BenchItem, check_run, read_records, record_from_result
 from rprm_lite.results import SolutionResult
 from rprm_lite.solution import Solution
-
-from .records import PREDICTIONS_FILE, check_run, read_records, record_from_result
 
 
 class ScorerLike(Protocol):
     def score_solution(self, solution: Solution) -> SolutionResult: ...
-
-
-@dataclass(frozen=True)
-class BenchItem:
-    """A solution to score plus the fields its record carries (subset, classification)."""
-
-    solution: Solution
-    fields: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def id(self) -> str:
-        return self.solution.id
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from rprm_lite.convert.architectures import expected_shapes, read_hparams
 from rprm_lite.convert.converter import ConvertConfig, convert
 from rprm_lite.convert.random_model import LORA_TARGETS, build_random_checkpoint, build_random_lora, model_config
 from rprm_lite.convert.random_tokenizer import build_tokenizer
+from rprm_lite.markdown import table
 from rprm_lite.scoring import Scorer
 
-from .markdown import table
 from .report_files import DEFAULT_OUT, write_report
 from .shapes import SHAPES, released_checkpoint
 

@@ -35,8 +35,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
+from rprm_lite.markdown import table
 from rprm_lite.solution import Solution
 
 WAYS = ("off", "memory", "disk")

@@ -27,8 +27,8 @@ from contextlib import ExitStack, contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
+from rprm_lite.markdown import table
 
 RUNS = ((1, 1), (1, 2), (1, 4), (2, 2), (2, 4))  # (servers, concurrency)
 CRITIQUE = " Adding 3 and 4 gives 7, as the step says. Is the step correct (Yes/No)?"

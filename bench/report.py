@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .markdown import table
-from .prmbench import CATEGORIES, DIMENSIONS
+from rprm_lite.labelled.prmbench import CATEGORIES, DIMENSIONS
+from rprm_lite.markdown import table
 
 
 def number(value: float | None) -> str:
@@ -49,11 +49,3 @@ def bon_table(report: Mapping[str, Any]) -> str:
 def sweep_table(rows: Sequence[Mapping[str, Any]], name: str) -> str:
     body = [(row["threshold"], number(row.get(name))) for row in rows]
     return table(("threshold", name), body)
-
-
-def ranked_line(ranked: Mapping[str, Any]) -> str:
-    """One line per reranked problem: the chosen candidate, its answer and score."""
-    best = ranked["best"]
-    answer = f", answer {ranked['best_answer']}" if ranked["best_answer"] is not None else ""
-    return (f"{ranked['id']}: candidate {best}{answer} "
-            f"({ranked['aggregation']} score {ranked['solution_scores'][best]:.3f})")

@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
+from rprm_lite.markdown import table
 from rprm_lite.solution import Solution, read_solutions
-
-from .markdown import table
 
 DEFAULT_SOLUTION = Path(__file__).resolve().parents[1] / "examples" / "solution.json"
 EDIT = " (checked again)"  # appended to step k: a small edit that changes its tokens

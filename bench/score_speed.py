@@ -25,7 +25,8 @@ import argparse
 import json
 from pathlib import Path
 
-from .markdown import table
+from rprm_lite.markdown import table
+
 from .report_files import DEFAULT_OUT
 from .shapes import SCORING_SHAPES
 from .speed_jobs import VARIANTS, Child, Job, run_child_here

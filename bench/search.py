@@ -31,9 +31,8 @@ import numpy as np
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import JsonlWriter, read_json_file, read_jsonl
+from rprm_lite.markdown import table
 from rprm_lite.solve import STRATEGIES, SolveConfig, answer_key
-
-from .markdown import table
 
 RECORDS = "search_records.jsonl"
 DRAWS = 2000

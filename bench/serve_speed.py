@@ -31,8 +31,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rprm_lite.bench.child_processes import start_child
-from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
+from rprm_lite.markdown import table
 
 LONG_MAX_TOKENS = 3000
 BUSY_WAIT_S = 60  # a long request that never shows as running is a failed measurement, not a wait forever

@@ -18,8 +18,8 @@ import platform
 import tempfile
 from pathlib import Path
 
-from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
+from rprm_lite.markdown import table
 
 SKIPPED_STEPS = 2
 BATCH = 32

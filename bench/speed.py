@@ -36,7 +36,8 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from .markdown import table
+from rprm_lite.markdown import table
+
 from .report_files import DEFAULT_OUT
 from .shapes import SCORING_SHAPES, SHAPES
 from .speed_jobs import (

@@ -15,8 +15,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from rprm_lite.errors import InputError
-
-from .records import Prediction
+from rprm_lite.labelled.records import Prediction
 
 DEFAULT_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
 DEFAULT_KS = (1, 2, 4, 8, 16)

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from rprm_lite.bench.markdown import table
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
+from rprm_lite.markdown import table
 
 SKIPPED_STEPS = 2  # warm-up: allocator growth, first-call overheads
 SOLUTIONS = [

@@ -11,10 +11,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from rprm_lite.errors import InputError
+from rprm_lite.labelled import fit
+from rprm_lite.markdown import table
 from rprm_lite.uncertain import Band, band_problems, step_verdict
-
-from . import calibration as fit
-from .markdown import table
 
 VERDICTS = ("correct", "uncertain", "wrong")
 

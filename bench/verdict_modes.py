@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.bench.report_files import DEFAULT_OUT, write_report
+from rprm_lite.labelled import processbench
+from rprm_lite.labelled.records import Prediction
+from rprm_lite.markdown import table
 from rprm_lite.prompt import FALLBACK_TEXT, VERDICT_PHRASE
 from rprm_lite.results import SolutionResult
 from rprm_lite.verdict import clean_critique, verdict_text
-
-from . import processbench
-from .markdown import table
-from .records import Prediction
 
 MODES = ("single-pass", "released")
 GROUPS = ("all", "cleaning changed", "cleaning changed nothing", "fallback question")

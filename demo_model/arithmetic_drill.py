@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.training.shared_prefix import IGNORE
 from rprm_lite.demo_model.synthetic_problems import SYMBOLS, Problem, apply
+from rprm_lite.training.shared_prefix import IGNORE
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.bench.markdown import table
 from rprm_lite.demo_model.synthetic_problems import ERROR_KINDS
+from rprm_lite.markdown import table
 
 RESAMPLES = 2000
 KIND_SHORT = {"arithmetic": "arith", "copy": "copy", "operation": "op", "contradiction": "contra"}
@@ -34,8 +34,8 @@ def evaluate_processbench(model: Path, data: Path, out: Path, *, k: int, seed: i
     benchmark harness, and the wall seconds per scored step. As ProcessBench needs only the first error, steps
     after the first one scored wrong are not scored. `calculator` ("on"/"off") and `max_tokens` override the model
     file's when given; `critiques` keeps the critiques' text in the predictions."""
-    from rprm_lite.bench import processbench
     from rprm_lite.bench.harness import run_items
+    from rprm_lite.labelled import processbench
     from rprm_lite.scoring import Scorer
 
     items = processbench.load_processbench(data, (processbench.SUBSETS[0],))
@@ -76,7 +76,7 @@ def _scored_ids(predictions: Path) -> set[str]:
 
 def item_outcomes(data: Path, predictions: Path, threshold: float = 0.5) -> list[tuple[str | None, bool]]:
     """(error kind or None, predicted first error == label) per test item, in id order."""
-    from rprm_lite.bench import processbench
+    from rprm_lite.labelled import processbench
 
     raw = {entry["id"]: entry for entry in json.loads((data / "gsm8k.json").read_text(encoding="utf-8"))}
     items = processbench.load_processbench(data, (processbench.SUBSETS[0],))

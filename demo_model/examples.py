@@ -19,8 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.errors import InputError
 from rprm_lite.demo_model.synthetic_problems import ERROR_KINDS, Problem, read_problems
+from rprm_lite.errors import InputError
 
 CORRECT_EXAMPLES = 2
 

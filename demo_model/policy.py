@@ -124,8 +124,8 @@ class PolicyRecipe(StagedRun):
     def sft(self) -> dict[str, Any]:
         import torch
 
-        from rprm_lite.training.sft import train_sft
         from rprm_lite.demo_model.synthetic_problems import read_problems
+        from rprm_lite.training.sft import train_sft
         from rprm_lite.training.train_config import SFTRunConfig
 
         c = self.config
@@ -304,7 +304,7 @@ def accuracy_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(summary: dict[str, Any], config: PolicyConfig) -> str:
-    from rprm_lite.bench.markdown import table
+    from rprm_lite.markdown import table
 
     rows = [[kind, count] for kind, count in summary["errors"].items()]
     return (f"# Demo policy: greedy accuracy\n\n{summary['correct']} of {summary['problems']} correct "

@@ -247,8 +247,8 @@ class Recipe(StagedRun):
         return prepare_base(self.config.base, self.out, self.to_gguf)
 
     def seed(self) -> dict[str, Any]:
-        from rprm_lite.training.seed_critiques import SeedConfig, balance_verdicts, build_seed_data
         from rprm_lite.demo_model.synthetic_teacher import SyntheticTeacher
+        from rprm_lite.training.seed_critiques import SeedConfig, balance_verdicts, build_seed_data
 
         c = self.config
         out = self.path("seed.jsonl")  # a stopped stage resumes: build_seed_data skips what is in the file
@@ -266,9 +266,9 @@ class Recipe(StagedRun):
         """The arithmetic drill: a LoRA trained on the expressions of fresh training-kind problems with their true
         results, measured on the dev problems' expressions; SFT continues this LoRA."""
         from rprm_lite.demo_model.arithmetic_drill import DrillConfig, facts, train_drill
-        from rprm_lite.training.checkpoint import load_causal_lm, load_tokenizer
         from rprm_lite.demo_model.synthetic import generate_split
         from rprm_lite.demo_model.synthetic_problems import read_problems
+        from rprm_lite.training.checkpoint import load_causal_lm, load_tokenizer
         from rprm_lite.training.trainer_setup import concrete_precision
 
         c = self.config
@@ -303,11 +303,11 @@ class Recipe(StagedRun):
 
     def signals_callback(self, out: str) -> Any:
         """Teacher-forced digit, comparison-word and verdict accuracy on dev critiques; greedy dev F1 at times."""
-        from rprm_lite.prompt import render
-        from rprm_lite.training.checkpoint import load_tokenizer
         from rprm_lite.demo_model.signals import SignalsCallback, signal_examples
         from rprm_lite.demo_model.synthetic_problems import read_problems
         from rprm_lite.demo_model.synthetic_teacher import critique
+        from rprm_lite.prompt import render
+        from rprm_lite.training.checkpoint import load_tokenizer
         from rprm_lite.training.tokens import PromptTokenizer
 
         c = self.config
@@ -389,9 +389,9 @@ class Recipe(StagedRun):
 
     def teacher_contrasts(self) -> dict[str, Any]:
         """Pairs from the teacher for the last `teacher_pairs` training problems (`contrast_records`)."""
-        from rprm_lite.jsonl import JsonlWriter
         from rprm_lite.demo_model.synthetic_problems import read_problems
         from rprm_lite.demo_model.synthetic_teacher import contrast_records
+        from rprm_lite.jsonl import JsonlWriter
 
         c = self.config
         problems = read_problems(self.path("data") / "train.jsonl")[-round(c.teacher_pairs * self.scale()):]

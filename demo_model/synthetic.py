@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rprm_lite.errors import InputError
-from rprm_lite.training.jobconfig import JobConfig, option
 from rprm_lite.demo_model.synthetic_problems import (
     ERROR_KINDS,
     GENERATOR,
@@ -48,6 +46,8 @@ from rprm_lite.demo_model.synthetic_problems import (
     sources,
 )
 from rprm_lite.demo_model.synthetic_templates import PEOPLE, PRONOUNS, TEMPLATES, Template
+from rprm_lite.errors import InputError
+from rprm_lite.training.jobconfig import JobConfig, option
 
 SPLITS = ("train", "dev", "test")
 # a problem whose text hashes into a split's share of [0, 1) can only ever appear in that split

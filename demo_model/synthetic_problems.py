@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rprm_lite.demo_model.synthetic_templates import Template
 from rprm_lite.errors import InputError
 from rprm_lite.solution import Solution, read_solutions, solution_from_dict
-from rprm_lite.demo_model.synthetic_templates import Template
 
 GENERATOR = "rprm-lite-synthetic-v1"
 ERROR_KINDS = ("arithmetic", "copy", "operation", "contradiction")

@@ -19,13 +19,13 @@ import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from rprm_lite.demo_model.column_arithmetic import worked
+from rprm_lite.demo_model.synthetic import slip
+from rprm_lite.demo_model.synthetic_problems import GENERATOR, SYMBOLS, Problem, Step, apply
 from rprm_lite.errors import InputError
 from rprm_lite.prompt import VERDICT_PHRASE
 from rprm_lite.solution import Solution
-from rprm_lite.demo_model.column_arithmetic import worked
 from rprm_lite.training.critiques import find_verdict
-from rprm_lite.demo_model.synthetic import slip
-from rprm_lite.demo_model.synthetic_problems import GENERATOR, SYMBOLS, Problem, Step, apply
 from rprm_lite.training.teacher import Task, task_seed
 
 SECTION_HEADERS = ("**Previous Steps Analysis**", "**Now Step Analysis**", "**Data Source Analysis**",

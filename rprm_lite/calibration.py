@@ -1,4 +1,4 @@
-"""Applying a calibration file made by `rprm-lite calibrate` (fitting lives in rprm_lite.bench.calibration).
+"""Applying a calibration file made by `rprm-lite calibrate` (fitting lives in rprm_lite.labelled.fit).
 
 A step's raw score is the mean P(Yes) of its K critiques. It ranks steps well but is not a probability
 that the step is correct: a model can be over- or under-confident. A calibration file, fit on labelled

@@ -1,4 +1,5 @@
-"""Command groups that live in the heavier packages (convert, training, bench), imported only when run.
+"""Commands imported only when run: the groups of the heavier packages (convert, training, bench), and the
+runtime's own `rerank`, `serve` and `calibrate`, which `score` need not load.
 
 `rprm-lite score` must start fast and never import torch, so the groups below are registered by
 name and help text; their module is imported only when the command itself is invoked.
@@ -19,9 +20,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "data": ("rprm_lite.training.cli", "data_app", "Build training data: seed critiques, preference pairs."),
     "train": ("rprm_lite.training.cli", "train_app", "Train an R-PRM: SFT and DPO."),
     "bench": ("rprm_lite.bench.cli", "app", "Benchmarks: ProcessBench, PRMBench, best-of-N, speed."),
-    "rerank": ("rprm_lite.bench.cli", "rerank_app", "Pick the best of N candidate solutions by PRM score."),
+    "rerank": ("rprm_lite.rerank_command", "app", "Pick the best of N candidate solutions by PRM score."),
     "serve": ("rprm_lite.serve.cli", "app", "Serve scoring over local HTTP/JSON, for desktop apps."),
-    "calibrate": ("rprm_lite.bench.calibrate_cli", "app", "Fit a calibration file (threshold, score map) on "
+    "calibrate": ("rprm_lite.calibrate_command", "app", "Fit a calibration file (threshold, score map) on "
                   "labelled predictions."),
 }
 

@@ -22,10 +22,10 @@ from rprm_lite.demo_model.policy import (
     first_mistake,
     policy_examples,
 )
-from rprm_lite.errors import InputError
-from rprm_lite.policy import policy_completion, policy_prompt
 from rprm_lite.demo_model.synthetic import generate_split
 from rprm_lite.demo_model.synthetic_problems import SYMBOLS, read_problems
+from rprm_lite.errors import InputError
+from rprm_lite.policy import policy_completion, policy_prompt
 from shared_paths import QWEN2_VOCAB
 
 pytest.importorskip("llama_cpp", reason="the recipe evaluates with llama-cpp-python")

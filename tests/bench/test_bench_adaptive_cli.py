@@ -7,6 +7,7 @@ import json
 from test_bench_cli import invoke, scorers  # noqa: F401  (the fixture)
 from typer.testing import CliRunner
 
+from rprm_lite import rerank_command
 from rprm_lite.bench import cli
 
 
@@ -51,6 +52,6 @@ def test_adaptive_study_on_recorded_predictions(tmp_path, processbench_dir, scor
 
 def test_bon_and_rerank_take_the_adaptive_options():
     for command in ("bon", "rerank"):
-        app = cli.app if command == "bon" else cli.rerank_app
+        app = cli.app if command == "bon" else rerank_command.app
         help_text = CliRunner().invoke(app, [command, "--help"] if command == "bon" else ["--help"]).output
         assert all(option in help_text for option in ("--adaptive", "--confidence", "--wave", "--adaptive-rule"))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from rprm_lite.bench import prmbench as pb
-from rprm_lite.bench.records import Prediction, read_records
 from rprm_lite.errors import InputError
+from rprm_lite.labelled import prmbench as pb
+from rprm_lite.labelled.records import Prediction, read_records
 
 
 def item(classification: str, error_steps=(2,), steps: int = 3, idx: str = "p0") -> pb.PRMBenchItem:

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from rprm_lite.bench import processbench as pb
-from rprm_lite.bench.records import Prediction
 from rprm_lite.errors import InputError
+from rprm_lite.labelled import processbench as pb
+from rprm_lite.labelled.records import Prediction
 
 
 def item(id: str, label: int, steps: int = 3, subset: str = "gsm8k") -> pb.ProcessBenchItem:

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from rprm_lite.bench import processbench as pb
 from rprm_lite.bench.harness import run_items
-from rprm_lite.bench.records import Prediction, read_records
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import JsonlWriter
+from rprm_lite.labelled import processbench as pb
+from rprm_lite.labelled.records import Prediction, read_records
 
 
 def test_read_records_ignores_a_cut_off_last_line(tmp_path):

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from rprm_lite.bench import prmbench, processbench, sweeps
+from rprm_lite.bench import sweeps
 from rprm_lite.bench.harness import run_items
-from rprm_lite.bench.records import Prediction
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
+from rprm_lite.labelled import prmbench, processbench
+from rprm_lite.labelled.records import Prediction
 
 
 @pytest.fixture

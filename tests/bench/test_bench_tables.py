@@ -20,7 +20,7 @@ from rprm_lite.bench import (
     speed,
     train_speed,
 )
-from rprm_lite.bench.markdown import table
+from rprm_lite.markdown import table
 from shared_paths import GOLDEN
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rprm_lite.bench.processbench import ProcessBenchItem
 from rprm_lite.bench.verdict_modes import cleaning_changes, compare, markdown
+from rprm_lite.labelled.processbench import ProcessBenchItem
 from rprm_lite.prompt import FALLBACK_TEXT
 from rprm_lite.results import SolutionResult, StepResult
 

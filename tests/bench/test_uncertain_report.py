@@ -6,10 +6,10 @@ import pytest
 from typer.testing import CliRunner
 
 from rprm_lite.bench import cli
-from rprm_lite.bench.processbench import ProcessBenchItem
-from rprm_lite.bench.records import Prediction
 from rprm_lite.bench.uncertain_report import band_report
 from rprm_lite.errors import InputError
+from rprm_lite.labelled.processbench import ProcessBenchItem
+from rprm_lite.labelled.records import Prediction
 
 # item: (label, step scores); the labelled steps are those up to the first error
 TABLE = {"a": (-1, [0.9, 0.8]), "b": (1, [0.7, 0.3]), "c": (0, [0.2, 0.9]), "d": (-1, [0.45, 0.95])}

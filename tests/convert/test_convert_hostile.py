@@ -16,7 +16,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 from typer.testing import CliRunner
 
-from rprm_lite.convert import checkpoint, gguf_file
+from rprm_lite.convert import checkpoint as full_checkpoint
+from rprm_lite.convert import gguf_file
 from rprm_lite.convert.cli import app
 from rprm_lite.convert.errors import CheckpointError, ConversionError
 from rprm_lite.convert.json_files import MAX_INT_DIGITS, MAX_JSON_DEPTH, parse_json_object, read_json_file
@@ -164,8 +165,8 @@ def nothing_sized_by_config(monkeypatch):
     def must_not_run(*args, **kwargs):
         raise AssertionError("sized work started before config.json was checked against the tensors")
 
-    monkeypatch.setattr(checkpoint, "read_vocabulary", must_not_run)
-    monkeypatch.setattr(checkpoint.arch_table, "expected_shapes", must_not_run)
+    monkeypatch.setattr(full_checkpoint, "read_vocabulary", must_not_run)
+    monkeypatch.setattr(full_checkpoint.arch_table, "expected_shapes", must_not_run)
 
 
 ABSURD_SIZES = {

@@ -13,11 +13,11 @@ import pytest
 from rprm_lite.convert.converter import ConvertConfig, convert
 from rprm_lite.convert.gguf_file import read_gguf_metadata
 from rprm_lite.convert.verify import TOKENIZER_CORPUS, TOLERANCES
+from rprm_lite.demo_model.synthetic import generate_split
 from rprm_lite.prompt import render_text
 from rprm_lite.solution import Solution
 from rprm_lite.training.base_model import load_base, packaged_gguf, save_base
 from rprm_lite.training.errors import TrainingError
-from rprm_lite.demo_model.synthetic import generate_split
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")

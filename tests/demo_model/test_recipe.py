@@ -34,9 +34,9 @@ def tiny_llama(folder: Path, seed: int = 0) -> Path:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from rprm_lite.convert.random_tokenizer import train_byte_level_bpe
-    from rprm_lite.prompt import VERDICT_PHRASE, template
     from rprm_lite.demo_model.synthetic import generate_split
     from rprm_lite.demo_model.synthetic_teacher import critique
+    from rprm_lite.prompt import VERDICT_PHRASE, template
 
     def corpus():
         yield from ["".join(template("r-prm-eval"))] * 50

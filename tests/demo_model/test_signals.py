@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from rprm_lite.prompt import render  # noqa: E402
 from rprm_lite.demo_model.signals import calculation_signals, comparison_signals, signal_examples  # noqa: E402
 from rprm_lite.demo_model.synthetic import generate_split  # noqa: E402
 from rprm_lite.demo_model.synthetic_teacher import NOT_SAME, SAME, critique  # noqa: E402
+from rprm_lite.prompt import render  # noqa: E402
 from rprm_lite.training.tokens import PromptTokenizer  # noqa: E402
 
 

@@ -14,18 +14,13 @@ from collections import Counter
 
 import pytest
 
-from rprm_lite.bench.processbench import load_processbench
-from rprm_lite.errors import InputError
-from rprm_lite.solution import read_solutions
-from rprm_lite.training.labels import labelled_steps, read_labelled_steps
-from rprm_lite.training.seed_critiques import SeedConfig, build_seed_data, dropped_path
 from rprm_lite.demo_model.synthetic import SPLITS, SyntheticConfig, generate_split, main, split_of
 from rprm_lite.demo_model.synthetic_problems import ERROR_KINDS, Problem, read_problems
 from rprm_lite.demo_model.synthetic_teacher import (
     ARITHMETIC,
     OP_NOUNS,
-    OPERATION,
     OP_VERBS,
+    OPERATION,
     SECTION_HEADERS,
     SyntheticTeacher,
     contrast_records,
@@ -33,6 +28,11 @@ from rprm_lite.demo_model.synthetic_teacher import (
     source_words,
     verdict_of,
 )
+from rprm_lite.errors import InputError
+from rprm_lite.labelled.processbench import load_processbench
+from rprm_lite.solution import read_solutions
+from rprm_lite.training.labels import labelled_steps, read_labelled_steps
+from rprm_lite.training.seed_critiques import SeedConfig, build_seed_data, dropped_path
 from rprm_lite.training.teacher import Task
 from shared_paths import QWEN2_VOCAB
 
@@ -350,8 +350,8 @@ def test_mistaken_critiques_argue_for_their_wrong_verdict(train):
 
 
 def test_teacher_pairs_prefer_the_honest_critique_and_reject_the_copied_result(train, tmp_path):
-    from rprm_lite.training.data_files import read_pairs
     from rprm_lite.demo_model.synthetic_problems import SYMBOLS, apply
+    from rprm_lite.training.data_files import read_pairs
 
     problems = train[:80]
     records = list(contrast_records(problems, seed=0, prompt_style="r-prm-eval"))

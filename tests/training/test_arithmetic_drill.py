@@ -13,14 +13,14 @@ import torch
 from training_helpers import seed_records, write_jsonl
 from transformers import AutoTokenizer
 
-from rprm_lite.errors import InputError
 from rprm_lite.demo_model.arithmetic_drill import IGNORE, DrillConfig, Fact, accuracy, facts, pack, train_drill
-from rprm_lite.training.checkpoint import load_causal_lm
-from rprm_lite.training.errors import TrainingError
-from rprm_lite.training.sft import build_sft_trainer
 from rprm_lite.demo_model.synthetic import generate_split
 from rprm_lite.demo_model.synthetic_problems import apply
 from rprm_lite.demo_model.synthetic_teacher import critique
+from rprm_lite.errors import InputError
+from rprm_lite.training.checkpoint import load_causal_lm
+from rprm_lite.training.errors import TrainingError
+from rprm_lite.training.sft import build_sft_trainer
 from rprm_lite.training.train_config import SFTRunConfig
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +20,24 @@ from rprm_lite.config import refuse_other_settings
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import read_json_file, read_jsonl
 from rprm_lite.results import SolutionResult
+from rprm_lite.solution import Solution
 
+Scores = tuple[float | None, ...]  # per step, or per critique of a step; None where not scored
 PREDICTIONS_FILE = "predictions.jsonl"
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
+
+
+@dataclass(frozen=True)
+class BenchItem:
+    """A solution to score plus the fields its record carries (subset, classification)."""
+
+    solution: Solution
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.solution.id
 
 
 @dataclass(frozen=True)
@@ -88,10 +102,12 @@ def record_from_result(result: SolutionResult, *, critiques: bool = True, **fiel
     data.pop("config", None)
     data.pop("extra", None)
     # through JSON, so the record in memory is exactly what a resumed run reads back
-    return json.loads(json.dumps({"id": data.pop("id"), **fields, **data}))
+    record: dict[str, Any] = json.loads(json.dumps({"id": data.pop("id"), **fields, **data}))
+    return record
 
 
-def steps_from_record(record: Mapping[str, Any], where: str) -> tuple[tuple, tuple] | None:
+def steps_from_record(record: Mapping[str, Any],
+                      where: str) -> tuple[Scores, tuple[tuple[float, ...], ...]] | None:
     """(scores, p_yes) from a record in our format (`steps` with `score` and `p_yes`), else None."""
     steps = record.get("steps")
     if steps is None:
@@ -99,7 +115,7 @@ def steps_from_record(record: Mapping[str, Any], where: str) -> tuple[tuple, tup
     if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
         raise InputError(f"{where}: 'steps' must be a list of objects with 'score' and 'p_yes'")
     scores = tuple(_score(step.get("score"), f"{where} step {i}") for i, step in enumerate(steps, start=1))
-    p_yes = tuple(tuple(_score(p, f"{where} step {i} p_yes") for p in step.get("p_yes") or ())
+    p_yes = tuple(tuple(_probability(p, f"{where} step {i} p_yes") for p in step.get("p_yes") or ())
                   for i, step in enumerate(steps, start=1))
     return scores, p_yes
 
@@ -111,10 +127,12 @@ def score_list(value: Any, where: str) -> tuple[float | None, ...]:
 
 
 def _score(value: Any, where: str) -> float | None:
-    if value is None:
-        return None
+    return None if value is None else _probability(value, where, null="(or null)")
+
+
+def _probability(value: Any, where: str, null: str = "") -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise InputError(f"{where}: expected a score between 0 and 1 (or null), got {value!r}")
+        raise InputError(f"{where}: expected a score between 0 and 1{' ' + null if null else ''}, got {value!r}")
     return float(value)
 
 

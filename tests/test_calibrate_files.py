@@ -226,7 +226,7 @@ def test_calibrate_writes_only_finite_numbers_that_scoring_reads_back(tmp_path):
 
 
 def test_the_last_guard_refuses_any_non_finite_number():
-    from rprm_lite.bench.calibrate_cli import calibration_text as text_of
+    from rprm_lite.calibrate_command import calibration_text as text_of
 
     record = json.loads(calibration_text())
     record["fit"] = {"ece_raw": float("nan"), "reliability": [{"mean_score": 0.5}]}

@@ -26,8 +26,7 @@ from typing import Any
 from rprm_lite.errors import InputError
 from rprm_lite.solution import Solution
 
-from .harness import BenchItem
-from .records import Prediction, first_records, score_list, steps_from_record
+from .records import BenchItem, Prediction, first_records, score_list, steps_from_record
 
 # classification -> (abbreviation used in the paper, dimension)
 CATEGORIES: dict[str, tuple[str, str]] = {
@@ -158,7 +157,7 @@ def step_labels(prediction: Prediction, threshold: float | None) -> tuple[bool, 
         raise InputError(f"{prediction.id}: step {step} was not scored; PRMBench counts every step, so "
                          "score with all steps")
     cut = DEFAULT_THRESHOLD if threshold is None else threshold
-    return tuple(score > cut for score in prediction.scores)
+    return tuple(score is not None and score > cut for score in prediction.scores)  # None was refused above
 
 
 # -- the metric ----------------------------------------------------------------------------------
@@ -248,7 +247,8 @@ def _dimensions(per_category: Mapping[str, Mapping[str, Any]]) -> dict[str, floa
     for dimension in DIMENSIONS:
         members = [name for name, (_, dim) in CATEGORIES.items() if dim == dimension]
         values = [per_category.get(name, {}).get("prm_score") for name in members]
-        result[dimension] = None if None in values else sum(values) / len(values)
+        present = [value for value in values if value is not None]
+        result[dimension] = None if len(present) != len(values) else sum(present) / len(present)
     return result
 
 

@@ -18,8 +18,7 @@ from typing import Any
 from rprm_lite.errors import InputError
 from rprm_lite.solution import Solution
 
-from .harness import BenchItem
-from .records import Prediction, first_records, score_list, steps_from_record
+from .records import BenchItem, Prediction, first_records, score_list, steps_from_record
 
 SUBSETS = ("gsm8k", "math", "olympiadbench", "omnimath")
 HUB_REPO = "Qwen/ProcessBench"
@@ -140,10 +139,10 @@ def _prediction(key: str, record: Mapping[str, Any], where: str) -> Prediction:
 def first_error(prediction: Prediction, n_steps: int, threshold: float) -> int | None:
     """0-based first step scored below `threshold`, -1 when none; None when early stop hides it."""
     if prediction.scores is None:
-        if not -1 <= prediction.first_error < n_steps:
-            raise InputError(f"{prediction.id}: 'prediction' must be -1 or 0..{n_steps - 1}, "
-                             f"got {prediction.first_error}")
-        return prediction.first_error
+        found = prediction.first_error
+        if found is None or not -1 <= found < n_steps:
+            raise InputError(f"{prediction.id}: 'prediction' must be -1 or 0..{n_steps - 1}, got {found}")
+        return found
     if len(prediction.scores) > n_steps:
         raise InputError(f"{prediction.id}: {len(prediction.scores)} step scores for an item with "
                          f"{n_steps} steps; the predictions do not belong to this data")

@@ -6,14 +6,16 @@ import sys
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
-from rprm_lite.bench import calibration as fit
-from rprm_lite.bench.calibrate_cli import calibrate
-from rprm_lite.bench.processbench import ProcessBenchItem, evaluate
-from rprm_lite.bench.records import Prediction
+from rprm_lite import calibrate_command
+from rprm_lite.calibrate_command import calibrate
 from rprm_lite.calibration import ScoreMap, load_calibration
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
+from rprm_lite.labelled import fit
+from rprm_lite.labelled.processbench import ProcessBenchItem, evaluate
+from rprm_lite.labelled.records import Prediction
 from rprm_lite.model_file import inspect_model
 from rprm_lite.scoring import Scorer
 
@@ -51,7 +53,7 @@ def test_ties_go_to_the_threshold_nearest_one_half():
 
 
 def test_prmbench_threshold_and_step_labels():
-    from rprm_lite.bench.prmbench import PRMBenchItem
+    from rprm_lite.labelled.prmbench import PRMBenchItem
 
     items = [PRMBenchItem(id="circular_0", classification="circular", question="q", steps=("a", "b", "c"),
                           error_steps=frozenset({3})),
@@ -118,6 +120,23 @@ def test_calibrate_command_writes_the_file_and_the_diagram(processbench_files, s
     assert calibration.threshold == pytest.approx(0.45)
     missing = run_cli("calibrate", predictions, "--data", data, "--subsets", "gsm8k", "--out", out)
     assert missing.returncode == 2 and missing.stderr.startswith("error: no run.json beside the predictions")
+
+
+def test_without_matplotlib_calibrate_writes_the_file_and_says_how_to_get_the_diagram(processbench_files, tmp_path,
+                                                                                        monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
+    data, predictions = processbench_files
+    out = tmp_path / "out"
+    result = CliRunner().invoke(calibrate_command.app, [str(predictions), "--data", str(data), "--subsets", "gsm8k",
+                                                        "--out", str(out),
+                                                        "--model-sha256", "ab" * 32, "--map", "none",
+                                                        "--bootstrap", "5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "calibration.json").read_text())["threshold"] == pytest.approx(0.45)
+    assert not (out / "reliability.png").exists()
+    assert result.stdout.endswith(f"\nwrote {out / 'calibration.json'}\n")
+    assert result.stderr == ("reliability.png not drawn: the reliability diagram needs matplotlib; install it with: "
+                             "pip install 'rprm-lite[bench]'\n")
 
 
 def write_calibration(path, sha256, *, threshold=0.3, map_=None, settings=None):

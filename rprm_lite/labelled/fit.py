@@ -18,11 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from rprm_lite.calibration import ScoreMap
 from rprm_lite.errors import InputError
+
+from .prmbench import PRMBenchItem
+from .processbench import ProcessBenchItem
+from .records import Prediction
 
 DEFAULT_BINS = 10
 
@@ -43,7 +48,11 @@ class PRMBenchData:
     correct: list[np.ndarray]  # per item, bool per step
 
 
-def processbench_data(pairs: Sequence[tuple], score_map: ScoreMap | None = None) -> ProcessBenchData:
+LabelledData = ProcessBenchData | PRMBenchData
+
+
+def processbench_data(pairs: Sequence[tuple[ProcessBenchItem, Prediction]],
+                      score_map: ScoreMap | None = None) -> ProcessBenchData:
     names = sorted({item.subset for item, _ in pairs})
     scores = [_item_scores(item, prediction, score_map) for item, prediction in pairs]
     return ProcessBenchData(subsets=np.array([names.index(item.subset) for item, _ in pairs]),
@@ -51,15 +60,17 @@ def processbench_data(pairs: Sequence[tuple], score_map: ScoreMap | None = None)
                             scores=scores, labels=np.array([item.label for item, _ in pairs]))
 
 
-def prmbench_data(pairs: Sequence[tuple], score_map: ScoreMap | None = None) -> PRMBenchData:
-    pairs = [(item, p) for item, p in pairs if p.valid]
-    scores = [_item_scores(item, prediction, score_map) for item, prediction in pairs]
+def prmbench_data(pairs: Sequence[tuple[PRMBenchItem, Prediction]],
+                  score_map: ScoreMap | None = None) -> PRMBenchData:
+    valid = [(item, p) for item, p in pairs if p.valid]
+    scores = [_item_scores(item, prediction, score_map) for item, prediction in valid]
     correct = [np.array([n not in item.error_steps for n in range(1, len(s) + 1)]) for (item, _), s in
-               zip(pairs, scores, strict=True)]
+               zip(valid, scores, strict=True)]
     return PRMBenchData(scores=scores, correct=correct)
 
 
-def _item_scores(item, prediction, score_map: ScoreMap | None) -> np.ndarray:
+def _item_scores(item: ProcessBenchItem | PRMBenchItem, prediction: Prediction,
+                 score_map: ScoreMap | None) -> np.ndarray:
     values = prediction.scores
     if values is None or None in values:
         raise InputError(f"{prediction.id}: calibration needs a score for every step (predictions with "
@@ -98,12 +109,14 @@ def processbench_f1(data: ProcessBenchData, thresholds: np.ndarray, rows: np.nda
         f1s.append(np.divide(2 * errors * corrects, total, out=np.zeros_like(total), where=total > 0))
     if not f1s:
         raise InputError("calibration needs solutions with an error and solutions without one in a subset")
-    return np.mean(f1s, axis=0)
+    mean: np.ndarray = np.mean(f1s, axis=0)
+    return mean
 
 
-def _matches(low, high, thresholds, in_subset, has_error):
+def _matches(low: np.ndarray, high: np.ndarray, thresholds: np.ndarray, in_subset: np.ndarray,
+             has_error: np.ndarray) -> list[np.ndarray | None]:
     """Error and correct accuracy (percent) of one subset at each threshold (None without such items)."""
-    result = []
+    result: list[np.ndarray | None] = []
     for kind in (True, False):
         chosen = in_subset & (has_error == kind)
         if not chosen.any():
@@ -127,20 +140,22 @@ def prmbench_score(data: PRMBenchData, thresholds: np.ndarray, rows: np.ndarray 
     fn, tn = len(right) - tp, len(wrong) - fp
     positive = np.divide(2 * tp, 2 * tp + fp + fn, out=np.zeros(len(thresholds)), where=2 * tp + fp + fn > 0)
     negative = np.divide(2 * tn, 2 * tn + fn + fp, out=np.zeros(len(thresholds)), where=2 * tn + fn + fp > 0)
-    return 100 * (positive + negative) / 2
+    score: np.ndarray = 100 * (positive + negative) / 2
+    return score
 
 
-def best_threshold(data, rows: np.ndarray | None = None) -> tuple[float, float]:
+def best_threshold(data: LabelledData, rows: np.ndarray | None = None) -> tuple[float, float]:
     """The threshold that maximizes the metric (ties: nearest 0.5, then the lower) and its value."""
     pick = range(len(data.scores)) if rows is None else rows
     thresholds = candidates(np.concatenate([data.scores[r] for r in pick]))
-    metric = (processbench_f1 if isinstance(data, ProcessBenchData) else prmbench_score)(data, thresholds, rows)
+    metric = (processbench_f1(data, thresholds, rows) if isinstance(data, ProcessBenchData)
+              else prmbench_score(data, thresholds, rows))
     best = np.flatnonzero(metric >= metric.max() - 1e-9)
     chosen = min(best, key=lambda i: (abs(thresholds[i] - 0.5), thresholds[i]))
     return float(thresholds[chosen]), float(metric[chosen])
 
 
-def bootstrap_interval(data, *, draws: int, seed: int) -> tuple[float, float]:
+def bootstrap_interval(data: LabelledData, *, draws: int, seed: int) -> tuple[float, float]:
     """2.5th and 97.5th percentiles of the best threshold over `draws` resamples of the items."""
     rng = np.random.default_rng(seed)
     n = len(data.scores)
@@ -150,7 +165,7 @@ def bootstrap_interval(data, *, draws: int, seed: int) -> tuple[float, float]:
 
 
 # -- step labels, calibration error and the map ---------------------------------------------------------
-def labelled_steps(data) -> tuple[np.ndarray, np.ndarray]:
+def labelled_steps(data: LabelledData) -> tuple[np.ndarray, np.ndarray]:
     """(scores, correct) of every step that has a label."""
     if isinstance(data, PRMBenchData):
         return np.concatenate(data.scores), np.concatenate(data.correct)
@@ -162,7 +177,7 @@ def labelled_steps(data) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(scores), np.concatenate(correct)
 
 
-def reliability(scores: np.ndarray, correct: np.ndarray, bins: int = DEFAULT_BINS) -> list[dict]:
+def reliability(scores: np.ndarray, correct: np.ndarray, bins: int = DEFAULT_BINS) -> list[dict[str, Any]]:
     """Equal-width bins of the score: count, mean score and share of correct steps."""
     which = np.minimum((scores * bins).astype(int), bins - 1)
     rows = []
@@ -221,7 +236,7 @@ def fit_platt(scores: np.ndarray, correct: np.ndarray, iterations: int = 50) -> 
 MAPS = {"isotonic": fit_isotonic, "platt": fit_platt}
 
 
-def cross_fit_ece(data, kind: str, *, seed: int, bins: int = DEFAULT_BINS) -> float:
+def cross_fit_ece(data: LabelledData, kind: str, *, seed: int, bins: int = DEFAULT_BINS) -> float:
     """ECE of the map on held-out items: fit on one half of the items, measured on the other, both ways
     (the in-sample ECE of an isotonic map is close to 0 by construction)."""
     order = np.random.default_rng(seed).permutation(len(data.scores))
@@ -236,7 +251,7 @@ def cross_fit_ece(data, kind: str, *, seed: int, bins: int = DEFAULT_BINS) -> fl
     return expected_calibration_error(np.concatenate(scores), np.concatenate(correct), bins)
 
 
-def _subset(data, rows: np.ndarray):
+def _subset(data: LabelledData, rows: np.ndarray) -> LabelledData:
     if isinstance(data, PRMBenchData):
         return PRMBenchData(scores=[data.scores[r] for r in rows], correct=[data.correct[r] for r in rows])
     return ProcessBenchData(subsets=data.subsets[rows], has_error=data.has_error[rows],

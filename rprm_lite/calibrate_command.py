@@ -1,5 +1,8 @@
 """`rprm-lite calibrate PREDICTIONS --data DIR`: fit a calibration file on labelled predictions.
 
+A runtime command (numpy only): the fit is `labelled.fit`, the labelled data and predictions `labelled`; the
+reliability diagram needs matplotlib (the `bench` extra) and is left out, with a note, where it is not installed.
+
 The file records the model the predictions came from and the LoRA adapters it ran with (sha256 and scale):
 from run.json, which `rprm-lite bench` writes beside them, else from --model and --lora. run.json is read
 through the runtime's bounded JSON reader and its settings and adapters checked as scoring options are (a NaN
@@ -13,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -29,18 +33,18 @@ from rprm_lite.calibration import (
     parse_record,
     parse_settings,
 )
+from rprm_lite.cli import exit_on_error
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import read_json_file
-
-from . import calibration as fit
-from . import prmbench, processbench
-from .cli import cli_errors
-from .markdown import table
-from .records import RUN_FILE, read_records
+from rprm_lite.labelled import fit, prmbench, processbench
+from rprm_lite.labelled.records import RUN_FILE, Prediction, read_records
+from rprm_lite.markdown import table
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
+cli_errors = exit_on_error(interrupted="interrupted: nothing was written")
 CALIBRATION_FILE = "calibration.json"
 DIAGRAM_FILE = "reliability.png"
+Pairs = Sequence[tuple[Any, Prediction]]  # (ProcessBench or PRMBench item, its prediction)
 
 
 @app.command("calibrate")
@@ -81,12 +85,15 @@ def calibrate_command(
     text = calibration_text(record, out / CALIBRATION_FILE)
     out.mkdir(parents=True, exist_ok=True)
     (out / CALIBRATION_FILE).write_text(text, encoding="utf-8")
-    plot_reliability(result["reliability"], out / DIAGRAM_FILE, title=f"{benchmark}: {predictions.name}")
+    diagram = plot_reliability(result["reliability"], out / DIAGRAM_FILE, title=f"{benchmark}: {predictions.name}")
     typer.echo(summary(record))
-    typer.echo(f"\nwrote {out / CALIBRATION_FILE}, {out / DIAGRAM_FILE}")
+    typer.echo("\nwrote " + ", ".join(str(path) for path in (out / CALIBRATION_FILE, diagram) if path is not None))
+    if diagram is None:
+        typer.echo(f"{DIAGRAM_FILE} not drawn: the reliability diagram needs matplotlib; install it with: "
+                   "pip install 'rprm-lite[bench]'", err=True)
 
 
-def calibrate(benchmark: str, pairs: list, *, score_map: str | None, draws: int, seed: int) -> dict[str, Any]:
+def calibrate(benchmark: str, pairs: Pairs, *, score_map: str | None, draws: int, seed: int) -> dict[str, Any]:
     """Everything the calibration file records, from (item, prediction) pairs."""
     load = fit.processbench_data if benchmark == "processbench" else fit.prmbench_data
     raw = load(pairs)
@@ -112,7 +119,7 @@ def calibrate(benchmark: str, pairs: list, *, score_map: str | None, draws: int,
     }
 
 
-def _pairs(predictions: Path, data: Path, subsets: str | None, partial: bool) -> tuple[str, list]:
+def _pairs(predictions: Path, data: Path, subsets: str | None, partial: bool) -> tuple[str, Pairs]:
     records = read_records(predictions)
     if not records:
         raise InputError(f"{predictions}: no predictions; expected one JSON object per line")
@@ -122,9 +129,9 @@ def _pairs(predictions: Path, data: Path, subsets: str | None, partial: bool) ->
         items = processbench.load_processbench(data, processbench.parse_subsets(subsets))
         parsed, _ = processbench.parse_predictions(records, where=str(predictions))
         return "processbench", processbench.select(items, parsed, partial=partial)
-    items = prmbench.load_prmbench(data)
-    parsed, _ = prmbench.parse_predictions(records, where=str(predictions))
-    return "prmbench", prmbench.select(items, parsed, partial=partial)
+    prm_items = prmbench.load_prmbench(data)
+    prm_parsed, _ = prmbench.parse_predictions(records, where=str(predictions))
+    return "prmbench", prmbench.select(prm_items, prm_parsed, partial=partial)
 
 
 def calibration_text(record: dict[str, Any], path: Path) -> str:
@@ -137,7 +144,7 @@ def calibration_text(record: dict[str, Any], path: Path) -> str:
     return json.dumps(record, indent=2, allow_nan=False) + "\n"
 
 
-def non_finite(value: Any, name: str = ""):
+def non_finite(value: Any, name: str = "") -> Iterator[tuple[str, float]]:
     """(path, value) of each NaN or infinite number in a JSON-like value."""
     if isinstance(value, float) and not math.isfinite(value):
         yield name, value
@@ -217,8 +224,12 @@ def summary(record: dict[str, Any]) -> str:
     return f"Calibration on {fitted['benchmark']}\n\n" + table(("", "value"), rows)
 
 
-def plot_reliability(bins: dict[str, list[dict]], path: Path, *, title: str) -> Path:
-    import matplotlib
+def plot_reliability(bins: dict[str, list[dict[str, Any]]], path: Path, *, title: str) -> Path | None:
+    """The reliability diagram as a PNG; None where matplotlib (the `bench` extra) is not installed."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
