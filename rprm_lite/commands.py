@@ -208,6 +208,8 @@ def _note(text: str) -> None:
 
 
 def prompt_text(source: str, *, step: int, style: str, solution_id: str | None = None) -> str:
+    from rprm_lite.prompt import step_prompt
+
     solutions = read_solutions(source)
     solution = solutions[0]
     if solution_id is not None:
@@ -216,15 +218,6 @@ def prompt_text(source: str, *, step: int, style: str, solution_id: str | None =
             raise InputError(f"{source}: no solution with id {solution_id!r}")
         solution = matches[0]
     return step_prompt(solution, step, style)
-
-
-def step_prompt(solution: Solution, step: int, style: str, *, option: str = "--step") -> str:
-    """The exact prompt text of the 1-based `step` (named `option` in the error message)."""
-    from rprm_lite.prompt import render_text
-
-    if not 1 <= step <= len(solution.steps):
-        raise InputError(f"{option} must be between 1 and {len(solution.steps)}, got {step}")
-    return render_text(solution, step - 1, style)
 
 
 def _weight_lines(path: Path) -> list[str]:

@@ -11,7 +11,7 @@ With `verdict="released"`, each critique's P(Yes) is read again as the released 
 The template's text before the question, and the question, are decoded once per model and question, not
 once per solution: their KV state is kept and put back (`rprm_lite/prefix_cache.py`), with the same results.
 Results of recent steps are reused when nothing that decides them changed (`rprm_lite/step_cache.py`);
-the verdict of each step is decided from its score by `rprm_lite/uncertain.py`, after the calibration
+the verdict of each step is decided from its score by `rprm_lite/verdict_rule.py`, after the calibration
 file's map when one is set (`rprm_lite/calibration.py`).
 """
 
@@ -38,8 +38,8 @@ from rprm_lite.prefix_cache import Mode, PrefixCache, make_prefix_cache, state_k
 from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
 from rprm_lite.step_cache import StepCache, step_key
-from rprm_lite.uncertain import first_uncertain, step_verdict
 from rprm_lite.verdict import released_p_yes
+from rprm_lite.verdict_rule import first_uncertain, step_verdict
 from rprm_lite.version import versions
 
 if TYPE_CHECKING:

@@ -47,8 +47,8 @@ from rprm_lite.remote.transport import RemoteError, Retry, ServerClient
 from rprm_lite.results import UNREAD, SolutionResult, StepResult
 from rprm_lite.scoring import DEFAULT_POSITIONS, StepCallback, critique_budget, score_in_order, solution_result
 from rprm_lite.solution import Solution
-from rprm_lite.uncertain import step_verdict
 from rprm_lite.verdict import clean_critique, released_tokens, verdict_text
+from rprm_lite.verdict_rule import step_verdict
 
 UNREAD_WHY = ("the server's top logprobs at the verdict held neither ' Yes' nor ' No' (is the served model the "
               "R-PRM model that --vocab tokenizes for?)")

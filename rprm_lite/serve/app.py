@@ -25,10 +25,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rprm_lite import output
 from rprm_lite.calibration import Calibration
-from rprm_lite.commands import step_prompt
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.model_file import ModelInfo
+from rprm_lite.prompt import step_prompt
 from rprm_lite.results import SolutionResult
 from rprm_lite.serve import bodies, events
 from rprm_lite.serve.bodies import ApiError

@@ -17,7 +17,6 @@ from rprm_lite.config import (
     ADAPTIVE_RULES,
     AGGREGATIONS,
     MAX_K,
-    PROMPT_STYLES,
     VERDICT_MODES,
     ScoreConfig,
     adaptive_defaults,
@@ -26,6 +25,7 @@ from rprm_lite.config import (
 from rprm_lite.errors import ContextOverflowError, InputError, RprmError, ScoringCancelled
 from rprm_lite.jsonl import loads
 from rprm_lite.options import shown
+from rprm_lite.prompts import PROMPT_STYLES
 from rprm_lite.serve.settings import ServeConfig
 from rprm_lite.serve.worker import OverTime
 from rprm_lite.solution import Solution, solution_from_dict
