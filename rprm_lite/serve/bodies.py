@@ -72,10 +72,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 
 def score_request(body: dict[str, Any], defaults: ScoreConfig, *, server: ServeConfig,
-                  calibration: Calibration | None = None) -> ScoreRequest:
-    """`server` holds the limits (resolved by `ServeConfig.with_limits`) and the default of the request option
-    `show_critiques`; `calibration` is the server's (--calibration): it sets the threshold, and each request's
-    settings must be those it was fit with."""
+                  calibration: Calibration | None = None, show_critiques: bool = False) -> ScoreRequest:
+    """`server` holds the limits (resolved by `ServeConfig.with_limits`); `show_critiques` is the default of the
+    request option (the server's --show-critiques); `calibration` is the server's (--calibration): it sets the
+    threshold, and each request's settings must be those it was fit with."""
     solution = _solution(body, max_steps=server.max_steps)
     options = body.get("options", {})
     if not isinstance(options, dict):
@@ -98,7 +98,7 @@ def score_request(body: dict[str, Any], defaults: ScoreConfig, *, server: ServeC
         raise ApiError(422, "invalid_input", str(exc)) from None
     _check_limits(config, server)
     return ScoreRequest(solution=solution, config=config, show_critiques=_flag(
-                            options, "show_critiques", "options: show_critiques", server.show_critiques),
+                            options, "show_critiques", "options: show_critiques", show_critiques),
                         stream=_flag(body, "stream", "stream"))
 
 
