@@ -24,8 +24,8 @@ from rprm_lite.training.synthetic_problems import ERROR_KINDS, Problem, read_pro
 from rprm_lite.training.synthetic_teacher import (
     ARITHMETIC,
     OP_NOUNS,
-    OP_VERBS,
     OPERATION,
+    OP_VERBS,
     SECTION_HEADERS,
     SyntheticTeacher,
     contrast_records,
