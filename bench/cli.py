@@ -68,7 +68,7 @@ def checked(settings: dict[str, Any]) -> dict[str, Any]:
 
 def make_scorer(model: Path | None, settings: dict[str, Any], remote: Any = None, vocab: Path | None = None) -> Any:
     """The real scorer (local, or on the servers of a RemoteConfig); tests replace this function with a fake."""
-    from rprm_lite.remote.options import make_scorer as make
+    from rprm_lite.job import make_scorer as make
 
     return make(model, settings, remote=remote, vocab=vocab)
 

@@ -107,7 +107,7 @@ def llama_cpp_server(model: Path):
     import urllib.request
 
     from rprm_lite.bench.child_processes import start_child, stop_child
-    from rprm_lite.buffers import llama_cpp_server_command
+    from rprm_lite.weight_placement import llama_cpp_server_command
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -13,7 +13,7 @@ in its own process so that peak RSS is its own:
       samplers and no per-token Python work beyond filling the batch.
 Prints a markdown table and writes JSON (`speed_score.json`; ratios measured in one run; never a test).
 
-`--buffers` measures the buffer-type rule instead (rprm_lite/buffers.py): (a) under RPRM_EXTRA_BUFFERS=auto (the
+`--buffers` measures the weight-placement rule (rprm_lite/weight_placement.py): (a) under RPRM_EXTRA_BUFFERS=auto (the
 default rule), =on (llama.cpp's default: AMX and CPU_REPACK where the CPU has them) and =off, written to
 `speed_buffers.json`. On a CPU without AMX, auto is on; =off shows what a CPU with AMX gives up besides AMX.
 The variants and their child processes are in `speed_jobs.py`, the random models in `speed_models.py`.

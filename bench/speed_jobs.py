@@ -128,8 +128,8 @@ def run_high_level(job: Job) -> dict:
     import llama_cpp
     from llama_cpp import Llama
 
-    from rprm_lite.buffers import apply_to_llama_cpp
     from rprm_lite.prompt import FALLBACK_TEXT
+    from rprm_lite.weight_placement import apply_to_llama_cpp
 
     apply_to_llama_cpp()  # the same buffer-type rule as the runtime's engine
 

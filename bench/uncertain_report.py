@@ -2,7 +2,7 @@
 verdicts it does give are right, against every step decided at the threshold.
 
 Step labels are the calibration's (`calibration.labelled_steps`): every PRMBench step; in ProcessBench
-the steps up to and including the first error. Verdicts follow the runtime (`rprm_lite/uncertain.py`).
+the steps up to and including the first error. Verdicts follow the runtime (`rprm_lite/verdict_rule.py`).
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rprm_lite.config import band_problems
 from rprm_lite.errors import InputError
 from rprm_lite.labelled import fit
 from rprm_lite.markdown import table
-from rprm_lite.uncertain import Band, band_problems, step_verdict
+from rprm_lite.verdict_rule import Band, step_verdict
 
 VERDICTS = ("correct", "uncertain", "wrong")
 

@@ -190,7 +190,7 @@ def p_yes(logits: np.ndarray, yes_id: int, no_id: int) -> float:
 def _load_gguf(path: Path, threads: int | None, *, lora_path: Path | None = None):
     import llama_cpp
 
-    from rprm_lite.buffers import apply_to_llama_cpp
+    from rprm_lite.weight_placement import apply_to_llama_cpp
 
     apply_to_llama_cpp()  # the runtime's buffer-type rule (no AMX where it crashes)
 

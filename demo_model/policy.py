@@ -246,7 +246,7 @@ def greedy_solutions(base: Path, adapter: Path | None, problems: Sequence[Any], 
     alone without `adapter`)."""
     import llama_cpp
 
-    from rprm_lite.buffers import apply_to_llama_cpp
+    from rprm_lite.weight_placement import apply_to_llama_cpp
 
     apply_to_llama_cpp()
     llm = llama_cpp.Llama(model_path=str(base), lora_path=None if adapter is None else str(adapter), n_ctx=1024,

@@ -538,7 +538,7 @@ def auto_precision(setting: str, device: str) -> str:
         return setting
     if device == "cuda":
         return "auto"
-    from rprm_lite.buffers import cpu_flags
+    from rprm_lite.weight_placement import cpu_flags
 
     return "bf16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "fp32"
 

@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from functools import cache, cached_property
+from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from rprm_lite import metadata
 from rprm_lite.errors import InputError, ModelFileError
 from rprm_lite.hparams import TensorInfo
-from rprm_lite.model_file import ModelInfo, check_rprm_metadata, file_sha256, read_gguf_header, rprm_fields
+from rprm_lite.model_file import Adapter, ModelInfo, check_rprm_metadata, read_gguf_header, rprm_fields
 
 GENERAL_TYPE = "general.type"
 ADAPTER_TYPE = "adapter.type"
@@ -43,27 +43,6 @@ COMPUTABLE_TYPE_NAMES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "
                          "IQ4_XS", "IQ1_M", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0")
 
 LoraArg = str | Path | tuple[str | Path, float]
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """A checked LoRA adapter and the scale it is applied with."""
-
-    path: Path
-    scale: float
-    size: int
-    alpha: float  # adapter.lora.alpha; llama.cpp scales each pair by scale * alpha / rank (alpha 0: by scale)
-    ranks: tuple[int, ...]  # the distinct ranks of its pairs
-    n_pairs: int
-    rprm: dict[str, Any] = field(default_factory=dict)
-
-    @cached_property
-    def sha256(self) -> str:
-        return file_sha256(self.path)
-
-    def record(self) -> dict[str, Any]:
-        """What a result's config records of it."""
-        return {"file": self.path.name, "sha256": self.sha256, "scale": self.scale}
 
 
 def parse_lora(text: str) -> tuple[Path, float]:

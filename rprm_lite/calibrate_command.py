@@ -33,8 +33,8 @@ from rprm_lite.calibration import (
     parse_record,
     parse_settings,
 )
-from rprm_lite.cli import exit_on_error
 from rprm_lite.errors import InputError
+from rprm_lite.exits import exit_on_error
 from rprm_lite.jsonl import read_json_file
 from rprm_lite.labelled import fit, prmbench, processbench
 from rprm_lite.labelled.records import RUN_FILE, Prediction, read_records

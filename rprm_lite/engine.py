@@ -17,20 +17,23 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import llama_cpp
 
-from rprm_lite.buffers import buffer_rule, model_params, weight_buffers
 from rprm_lite.config import max_threads
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.seeds import LLAMA_SEED_MASK, derive_seed
-
-if TYPE_CHECKING:  # the engine only asks a prompt for its segments
-    from rprm_lite.prompt import Prompt
+from rprm_lite.weight_placement import buffer_rule, model_params, weight_buffers
 
 MAX_SEQUENCES = 256  # llama.cpp's LLAMA_MAX_SEQ
 DEFAULT_N_BATCH = 512
+
+
+class Segmented(Protocol):
+    """A rendered prompt as the engine reads it (`rprm_lite.prompt.Prompt`): (is_special, text) runs."""
+
+    def segments(self) -> list[tuple[bool, str]]: ...
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,7 @@ class Engine:
             n = llama_cpp.llama_tokenize(self.vocab, data, len(data), buffer, capacity, False, special)
         return list(buffer[:n])
 
-    def tokenize_prompt(self, prompt: Prompt) -> list[int]:
+    def tokenize_prompt(self, prompt: Segmented) -> list[int]:
         """Tokens of a rendered prompt, as the Hugging Face tokenizer would split them.
 
         The text is cut only at the template's own special markers; everything between two

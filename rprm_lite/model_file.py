@@ -15,15 +15,12 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rprm_lite import hparams, metadata
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, ModelFileError, ModelNotFoundError
 from rprm_lite.hparams import MAX_DIMS, MAX_LAYERS, GGUFArray, TensorInfo
-
-if TYPE_CHECKING:  # adapter_file reads its adapters' headers with this module
-    from rprm_lite.adapter_file import Adapter
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -94,6 +91,27 @@ def resolve_model_path(model: str | Path | None) -> Path:
 
 
 @dataclass(frozen=True)
+class Adapter:
+    """A LoRA adapter, checked against its base by `rprm_lite/adapter_file.py`, and the scale it is applied with."""
+
+    path: Path
+    scale: float
+    size: int
+    alpha: float  # adapter.lora.alpha; llama.cpp scales each pair by scale * alpha / rank (alpha 0: by scale)
+    ranks: tuple[int, ...]  # the distinct ranks of its pairs
+    n_pairs: int
+    rprm: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def sha256(self) -> str:
+        return file_sha256(self.path)
+
+    def record(self) -> dict[str, Any]:
+        """What a result's config records of it."""
+        return {"file": self.path.name, "sha256": self.sha256, "scale": self.scale}
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     path: Path
     size: int
@@ -106,7 +124,7 @@ class ModelInfo:
     rprm: dict[str, Any] = field(default_factory=dict)
     # name -> dims (ggml order, columns first): what a LoRA adapter's tensors are checked against
     tensor_dims: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False, compare=False)
-    adapters: tuple[Adapter, ...] = ()  # the LoRA adapters applied on top (`rprm_lite.adapter_file.Adapter`), in order
+    adapters: tuple[Adapter, ...] = ()  # the LoRA adapters applied on top, in order
 
     @cached_property
     def sha256(self) -> str:

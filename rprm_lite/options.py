@@ -223,6 +223,10 @@ class Options:
         return inspect.Parameter(spec.name, inspect.Parameter.KEYWORD_ONLY, annotation=typing.Annotated[kind, info],
                                  default=default)
 
+    def annotation(self, name: str) -> Any:
+        """The typer annotation of one field's option, for a command that declares it as its own parameter."""
+        return self.only(name).parameters()[0].annotation
+
     def values(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """The fields of the option values a command received: parsed, and without those not given (None,
         and a `given` flag left off) so that the field's own default or a layered one applies."""

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from rprm_lite.config import PROMPT_STYLES
 from rprm_lite.errors import InputError
+from rprm_lite.prompts import PROMPT_STYLES
 from rprm_lite.solution import Solution
 
 EVAL_TEMPLATE_FILE = "r-prm-eval.v1.txt"  # GenPRM-evaluate-new3-qwen.txt from the R-PRM release, byte for byte
@@ -134,3 +134,11 @@ def question_part(solution: Solution, style: str) -> Prompt:
 
 def render_text(solution: Solution, step_index: int, style: str = "r-prm-eval") -> str:
     return render(solution, step_index, style).text
+
+
+def step_prompt(solution: Solution, step: int, style: str, *, option: str = "--step") -> str:
+    """The exact prompt text of the 1-based `step` (named `option` in the error message), as `rprm-lite prompt`
+    prints it and `serve`'s /v1/prompt answers it."""
+    if not 1 <= step <= len(solution.steps):
+        raise InputError(f"{option} must be between 1 and {len(solution.steps)}, got {step}")
+    return render_text(solution, step - 1, style)

@@ -20,7 +20,9 @@ from rprm_lite.config import AGGREGATIONS
 from rprm_lite.errors import InputError
 from rprm_lite.jsonl import read_jsonl
 from rprm_lite.labelled.records import score_list
+from rprm_lite.results import SolutionResult
 from rprm_lite.results import aggregate as aggregate_scores
+from rprm_lite.scorer import Scorer
 from rprm_lite.solution import Solution, solution_from_dict
 
 
@@ -119,14 +121,21 @@ def rank(problem: Problem, how: str) -> dict[str, Any]:
             "step_scores": [list(scores) for scores in step_scores]}
 
 
-def score_problem(problem: Problem, scorer: Any) -> Problem:
-    """Score the candidates that carry no scores (the scorer must score all steps)."""
+def score_problem(problem: Problem, scorer: Scorer | None) -> Problem:
+    """Score the candidates that carry no scores (the scorer must score all steps; none is needed when every
+    candidate carries its scores)."""
     todo = [c.solution for c in problem.candidates if c.scores is None]
-    many = getattr(scorer, "score_many", None)  # the remote scorer keeps several candidates in flight
-    results = iter(many(todo) if many is not None and todo else [scorer.score_solution(s) for s in todo])
-    candidates = tuple(c if c.scores is not None else replace(c, scores=tuple(next(results).scores))
+    if todo and scorer is None:
+        raise InputError(f"{problem.id}: candidates without scores need a model")
+    results = iter(scorer.score_many(todo) if todo and scorer is not None else [])
+    candidates = tuple(c if c.scores is not None else replace(c, scores=scored(next(results)))
                        for c in problem.candidates)
     return replace(problem, candidates=candidates)
+
+
+def scored(result: SolutionResult) -> tuple[float, ...]:
+    """A scored candidate's step scores (all of them: the scorer scores all steps; `aggregate` refuses a gap)."""
+    return tuple(cast(list[float], result.scores))
 
 
 def ranked_line(ranked: Mapping[str, Any]) -> str:

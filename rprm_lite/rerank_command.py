@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from rprm_lite.cli import JsonOpt, ModelOpt, exit_on_error
-from rprm_lite.commands import JOB_OPTIONS
 from rprm_lite.config import SCORE_OPTIONS, ScoreConfig
+from rprm_lite.exits import exit_on_error
+from rprm_lite.job import JOB_OPTIONS
 from rprm_lite.jsonl import JsonlWriter
 from rprm_lite.labelled.records import read_records
 from rprm_lite.options import command_options
 from rprm_lite.prefix_cache import checked_mode
 from rprm_lite.remote.options import REMOTE_OPTIONS, remote_from_options
-from rprm_lite.remote.settings import refuse_unsupported
+from rprm_lite.remote.settings import RemoteConfig, refuse_unsupported
 from rprm_lite.rerank import rank, ranked_line, read_problems, score_problem
+from rprm_lite.scorer import Scorer
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
@@ -30,12 +31,19 @@ RERANK_OPTIONS = SCORE_OPTIONS.without("threshold", "verdict", "all_steps", "unc
                                                         "or last."))
 Candidates = Annotated[Path, typer.Argument(metavar="CANDIDATES",
                                              help="JSONL: one problem per line with 'candidates'.")]
+if TYPE_CHECKING:
+    ModelOpt = Path | None
+    JsonOpt = bool
+else:  # the options of `score`, as its job declares them
+    ModelOpt = JOB_OPTIONS.annotation("model")
+    JsonOpt = JOB_OPTIONS.annotation("json_out")
 cli_errors = exit_on_error(interrupted="interrupted: finished items are saved; run the same command to resume")
 
 
-def make_scorer(model: Path | None, settings: dict[str, Any], remote: Any = None, vocab: Path | None = None) -> Any:
+def make_scorer(model: Path | None, settings: dict[str, Any], remote: RemoteConfig | None = None,
+                vocab: Path | None = None) -> Scorer:
     """The real scorer (local, or on the servers of a RemoteConfig); tests replace this function with a fake."""
-    from rprm_lite.remote.options import make_scorer as make
+    from rprm_lite.job import make_scorer as make
 
     return make(model, settings, remote=remote, vocab=vocab)
 

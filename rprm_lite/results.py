@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
-# uncertain: see rprm_lite/uncertain.py; unread: a remote server's verdict held neither " Yes" nor " No"
+# uncertain: see rprm_lite/verdict_rule.py; unread: a remote server's verdict held neither " Yes" nor " No"
 # (rprm_lite/remote/scorer.py), so the step has no score
 Verdict = Literal["correct", "wrong", "uncertain", "not scored", "unread"]
 UNREAD: Final = "unread"

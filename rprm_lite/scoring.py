@@ -1,4 +1,7 @@
-"""`Scorer`: load a model once, then score solutions step by step.
+"""`Scorer`: load a model once, then score solutions step by step, with llama.cpp in this process.
+
+It implements the scorer seam (`rprm_lite/scorer.py`: the protocol and the recipe both backends follow),
+beside the remote backend (`rprm_lite/remote/`).
 
 Steps are scored in order. The prompt of step k+1 shares a long prefix with the prompt of step k,
 so only the new suffix is decoded (KV reuse). Scoring stops at the first step whose score is
@@ -11,14 +14,14 @@ With `verdict="released"`, each critique's P(Yes) is read again as the released 
 The template's text before the question, and the question, are decoded once per model and question, not
 once per solution: their KV state is kept and put back (`rprm_lite/prefix_cache.py`), with the same results.
 Results of recent steps are reused when nothing that decides them changed (`rprm_lite/step_cache.py`);
-the verdict of each step is decided from its score by `rprm_lite/uncertain.py`, after the calibration
+the verdict of each step is decided from its score by `rprm_lite/verdict_rule.py`, after the calibration
 file's map when one is set (`rprm_lite/calibration.py`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,27 +30,33 @@ from rprm_lite import metadata
 from rprm_lite import prompt as prompts
 from rprm_lite.adapter_file import LoraArg, load_model_info, with_adapters
 from rprm_lite.calculator import Sources
-from rprm_lite.calibration import Calibration, calibrated_config, load_calibration
-from rprm_lite.config import ScoreConfig, sampled_when_several
+from rprm_lite.calibration import Calibration
+from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_in_waves
 from rprm_lite.drafts import DraftStats
 from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
-from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
+from rprm_lite.errors import InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.model_file import ModelInfo
 from rprm_lite.prefix_cache import Mode, PrefixCache, make_prefix_cache, state_key
-from rprm_lite.results import SolutionResult, StepResult, aggregate
+from rprm_lite.results import SolutionResult, StepResult
+from rprm_lite.scorer import (
+    DEFAULT_POSITIONS,
+    StepCallback,
+    critique_budget,
+    resolve_settings,
+    run_settings,
+    score_in_order,
+    solution_result,
+)
 from rprm_lite.solution import Solution
 from rprm_lite.step_cache import StepCache, step_key
-from rprm_lite.uncertain import first_uncertain, step_verdict
 from rprm_lite.verdict import released_p_yes
+from rprm_lite.verdict_rule import step_verdict
 from rprm_lite.version import versions
 
 if TYPE_CHECKING:
     from rprm_lite.critique import CritiqueResult
 
-MIN_CRITIQUE_TOKENS = 16
-DEFAULT_POSITIONS = 4096  # a model file that states no context length
-StepCallback = Callable[[Solution, StepResult], None]
 # settings that only decide a verdict from a score, or that are replaced by what the engine really uses
 NOT_IN_STEP_KEY = ("threshold", "uncertain_band", "calibration", "aggregation", "all_steps", "threads")
 
@@ -129,6 +138,13 @@ class Scorer:
             finally:
                 self.engine.should_stop = None
                 self._scoring_thread = None
+
+    def score_many(self, solutions: Iterable[Solution], *,
+                   on_step: StepCallback | None = None) -> Iterator[SolutionResult]:
+        """Each solution in turn, in input order: one engine scores one solution at a time (the remote scorer
+        keeps several in flight); the same results as `score_solution` on each."""
+        for solution in solutions:
+            yield self.score_solution(solution, on_step=on_step)
 
     def use_config(self, config: ScoreConfig) -> None:
         """Score later calls with `config` (a server's per-request options). The settings fixed when the
@@ -399,6 +415,11 @@ class Scorer:
         """The positions a sequence may use: the model's training context (4096 when the file names none)."""
         return self.engine.n_ctx_train or DEFAULT_POSITIONS
 
+    def run_settings(self) -> dict[str, Any]:
+        """What decides a result (`rprm_lite.scorer.run_settings`): the settings, the model file and its
+        adapters, the prompt template and the calibration."""
+        return run_settings(self.model_info, self.config, self.calibration)
+
     def run_metadata(self) -> dict[str, Any]:
         return {**run_settings(self.model_info, self.config, self.calibration), **versions()}
 
@@ -428,75 +449,3 @@ class Scorer:
             if len(self.engine.tokenize(marker, special=True)) != 1:
                 raise ModelFileError(f"{self.model_info.path.name}: the vocabulary has no {marker} token; "
                                      f"the {self.config.prompt_style} prompt needs ChatML special tokens")
-
-
-def score_in_order(solution: Solution, *, prompt_tokens: Callable[[int], list[int]],
-                   score_step: Callable[[int, list[int]], StepResult], all_steps: bool,
-                   on_step: StepCallback | None) -> list[StepResult]:
-    """Every step in order, `score_step(index, tokens)` for each up to the first wrong one (all of them with
-    `all_steps`), "not scored" after it; `on_step` hears of each step as soon as it is known."""
-    results: list[StepResult] = []
-    stopped = False
-    for index in range(len(solution.steps)):
-        tokens = prompt_tokens(index)
-        if stopped:
-            results.append(StepResult(index=index + 1, score=None, p_yes=(), verdict="not scored",
-                                      prompt_tokens=len(tokens)))
-        else:
-            results.append(score_step(index, tokens))
-            stopped = results[-1].verdict == "wrong" and not all_steps
-        if on_step is not None:
-            on_step(solution, results[-1])
-    return results
-
-
-def solution_result(solution: Solution, steps: Sequence[StepResult], *, aggregation: str,
-                    config: dict[str, Any]) -> SolutionResult:
-    """The solution's result from its steps: first error, first uncertain step, aggregated score."""
-    scored = [s.score for s in steps if s.score is not None]
-    first_error = next((s.index for s in steps if s.verdict == "wrong"), None)
-    return SolutionResult(id=solution.id, steps=tuple(steps), first_error_step=first_error,
-                          solution_score=aggregate(scored, aggregation), config=config, extra=dict(solution.extra),
-                          first_uncertain_step=first_uncertain([s.verdict for s in steps]))
-
-
-def critique_budget(config: ScoreConfig, longest: int, *, positions: int, reserve: int, n_ctx: int | None,
-                    advice: str = "lower --k, shorten the solution, or raise --n-ctx if the model allows it") -> int:
-    """New tokens a critique may write after a prompt of `longest` tokens: the model's `positions` less the
-    `reserve` (the fallback question and the verdict token), and with an `n_ctx` cap a K-th of what is left
-    of it; raises (with `advice`) when that leaves too few. The local and the remote scorer size critiques
-    alike."""
-    per_critique = min(config.max_tokens, positions - longest - reserve)
-    if n_ctx is not None:
-        per_critique = min(per_critique, (n_ctx - longest) // config.k - reserve)
-    if per_critique < min(config.max_tokens, MIN_CRITIQUE_TOKENS):
-        capped = n_ctx is not None and n_ctx < positions
-        raise ContextOverflowError(
-            f"the longest step prompt is at least {longest} tokens and the context is "
-            f"{n_ctx if capped else positions} tokens: no room for {config.k} critiques of at least "
-            f"{MIN_CRITIQUE_TOKENS} tokens; {advice}")
-    return per_critique
-
-
-def run_settings(info: ModelInfo, config: ScoreConfig, calibration: Calibration | None = None) -> dict[str, Any]:
-    """What decides a result: every setting, the model file and its LoRA adapters (file, sha256, scale), the
-    prompt template and the calibration (by hash)."""
-    extra: dict[str, Any] = {}
-    if config.calibration is not None:
-        extra["calibration_sha256"] = (calibration or load_calibration(config.calibration)).sha256
-    if info.adapters:
-        extra["lora"] = [adapter.record() for adapter in info.adapters]
-    return {**config.to_dict(), "model": info.path.name, "model_sha256": info.sha256,
-            "prompt_sha256": prompts.template_hash(config.prompt_style), **extra}
-
-
-def resolve_settings(info: ModelInfo, config: ScoreConfig | None = None, overrides: dict[str, Any] | None = None
-                     ) -> tuple[ScoreConfig, Calibration | None]:
-    """`config`, else the model file's rprm.* settings over the defaults; `overrides` on top; with a
-    calibration file, its threshold (the file is checked against the model, its adapters and the settings).
-    Also returns the calibration it read (None without one), so callers need not read the file again."""
-    base = config or info.default_config()
-    settings = base.replace(**overrides) if overrides else base
-    if config is None:
-        settings = sampled_when_several(settings, overrides or {})
-    return calibrated_config(settings, info.sha256, [adapter.record() for adapter in info.adapters])

@@ -378,7 +378,8 @@ class Solver:
 
 
 def _judge_settings(judge: Any) -> dict[str, Any]:
-    from rprm_lite.scoring import Scorer, run_settings
+    from rprm_lite.scorer import run_settings
+    from rprm_lite.scoring import Scorer
 
     if isinstance(judge, Scorer):
         return run_settings(judge.model_info, judge.config, judge.calibration)

@@ -142,7 +142,7 @@ def _solver(job: SolveJob, stack: contextlib.ExitStack) -> Solver:
         raise InputError("--lora applies adapters to the local judge; a --backend server serves its own model "
                          "(load the adapter on the server)")
     if job.remote is not None and job.config.strategy in JUDGED:
-        from rprm_lite.remote.options import make_scorer
+        from rprm_lite.job import make_scorer
 
         judge = stack.enter_context(make_scorer(job.judge_model, {**job.judge_overrides, "all_steps": True},
                                                 remote=job.remote, vocab=job.vocab))

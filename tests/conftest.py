@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rprm_lite.buffers import apply_to_llama_cpp
+from rprm_lite.weight_placement import apply_to_llama_cpp
 from shared_paths import QWEN2_VOCAB
 
 apply_to_llama_cpp()  # models the tests load through llama_cpp.Llama follow the runtime's buffer rule (no AMX)
@@ -66,7 +66,7 @@ def pytest_report_header(config) -> list[str]:
 
     import llama_cpp
 
-    from rprm_lite.buffers import buffer_rule, cpu_flags
+    from rprm_lite.weight_placement import buffer_rule, cpu_flags
 
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \

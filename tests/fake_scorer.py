@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from rprm_lite.config import ScoreConfig
 from rprm_lite.results import SolutionResult, StepResult
@@ -36,6 +36,10 @@ class FakeScorer:
         scored = [s.score for s in steps if s.score is not None]
         return SolutionResult(id=solution.id, steps=tuple(steps), first_error_step=first_error,
                               solution_score=min(scored), config=self.run_metadata())
+
+    def score_many(self, solutions: Iterable[Solution]) -> Iterator[SolutionResult]:
+        for solution in solutions:
+            yield self.score_solution(solution)
 
     def run_metadata(self) -> dict:
         return {**self.config.to_dict(), "model": "fake.gguf", "model_sha256": "0" * 64}

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rprm_lite.bench.child_processes import start_child, stop_child
-from rprm_lite.buffers import llama_cpp_server_command, llama_server_args
+from rprm_lite.weight_placement import llama_cpp_server_command, llama_server_args
 
 
 def free_port() -> int:

@@ -23,7 +23,8 @@ from rprm_lite.adapter_file import load_model_info
 from rprm_lite.calibration import load_calibration
 from rprm_lite.errors import InputError
 from rprm_lite.model_file import bundled_adapter_path, inspect_model
-from rprm_lite.scoring import Scorer, resolve_settings
+from rprm_lite.scorer import resolve_settings
+from rprm_lite.scoring import Scorer
 
 # item: (label, step scores); at thresholds in (0.3, 0.6] all four match: the threshold is 0.45
 HAND_MADE = {"a": (-1, [0.9, 0.8]), "b": (1, [0.7, 0.3]), "c": (0, [0.2, 0.9]), "d": (-1, [0.6, 0.95])}

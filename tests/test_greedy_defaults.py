@@ -33,7 +33,7 @@ def test_a_default_that_samples_is_left_alone():
 
 def test_the_demo_model_samples_when_the_cli_asks_for_several(demo_base, monkeypatch):
     from rprm_lite.adapter_file import load_model_info
-    from rprm_lite.scoring import resolve_settings
+    from rprm_lite.scorer import resolve_settings
 
     monkeypatch.delenv("RPRM_MODEL", raising=False)
     info = load_model_info(None)

@@ -214,7 +214,7 @@ def test_context_holds_k_critiques_each_within_the_trained_positions(tiny_gguf):
 
 
 def test_the_critique_budget_is_the_context_left_after_the_prompt_and_a_kth_of_an_n_ctx_cap():
-    from rprm_lite.scoring import critique_budget
+    from rprm_lite.scorer import critique_budget
 
     config = ScoreConfig(k=4, max_tokens=4096)
     assert critique_budget(config, 1000, positions=4096, reserve=10, n_ctx=None) == 4096 - 1000 - 10

@@ -22,7 +22,7 @@ class GGUFCritiques:
     def __init__(self, model_path: str, *, k: int, temperature: float, top_p: float, max_tokens: int, seed: int,
                  prompt_style: str, n_gpu_layers: int = 0, remote: Any = None) -> None:
         """`remote`: a `RemoteConfig` to sample on servers (the GGUF file then gives the vocabulary)."""
-        from rprm_lite.remote.options import make_scorer
+        from rprm_lite.job import make_scorer
 
         config = ScoreConfig(k=k, temperature=temperature, top_p=top_p, max_tokens=max_tokens, seed=seed,
                              prompt_style=prompt_style, all_steps=True, n_gpu_layers=n_gpu_layers)

@@ -1,15 +1,18 @@
-"""The remote backend's command-line options, shared by `score`, the benchmarks, `rerank` and `data pairs`,
-and the one function every command calls to make its scorer (local engine or remote servers)."""
+"""The remote backend's command-line options, shared by `score`, `solve`, the benchmarks, `rerank` and `data pairs`
+(a job's scorer is made by `rprm_lite.job.make_scorer`)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rprm_lite.errors import InputError
 from rprm_lite.options import Options, option
+
+if TYPE_CHECKING:
+    from rprm_lite.remote.settings import RemoteConfig
 
 
 @dataclass(frozen=True)
@@ -31,7 +34,7 @@ REMOTE_OPTIONS = Options(RemoteOptions, given=True)
 
 
 def remote_from_options(backend: str | None = None, *, server_model: str | None = None, api_key_env: str | None = None,
-                        concurrency: int | None = None, vocab: Path | None = None) -> Any:
+                        concurrency: int | None = None, vocab: Path | None = None) -> RemoteConfig | None:
     """The RemoteConfig of the options given, or None for the local engine (`vocab` is only checked: the
     local engine tokenizes with its own model)."""
     from rprm_lite.remote.settings import parse_backend, remote_config
@@ -55,15 +58,3 @@ def vocab_path(vocab: Path | str | None, model: Path | str | None) -> Path:
         raise InputError(f"{path}: vocabulary file not found (--vocab expects a GGUF file)")
     return path
 
-
-def make_scorer(model: Path | str | None, settings: dict[str, Any], *, remote: Any = None,
-                vocab: Path | str | None = None, mark_unread: bool = False) -> Any:
-    """The local `Scorer` of `model`, or, with a RemoteConfig, a `RemoteScorer` tokenizing with `vocab`
-    (`mark_unread`: see RemoteScorer)."""
-    if remote is None:
-        from rprm_lite.scoring import Scorer
-
-        return Scorer(model, **settings)
-    from rprm_lite.remote.scorer import RemoteScorer
-
-    return RemoteScorer(vocab_path(vocab, model), remote=remote, mark_unread=mark_unread, **settings)

@@ -1,4 +1,5 @@
-"""`RemoteScorer`: the R-PRM recipe on OpenAI-compatible servers, with the `Scorer` API and its results.
+"""`RemoteScorer`: the R-PRM recipe on OpenAI-compatible servers, a `Scorer` (`rprm_lite/scorer.py`, the seam it
+shares with the local engine's `rprm_lite/scoring.py`) with the same results.
 
 Prompts are rendered and tokenized here, with a vocabulary-only load of a GGUF file (special tokens are
 parsed in the template only, never in the question or steps), and sent as token ids; a server that
@@ -31,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rprm_lite import metadata
 from rprm_lite import prompt as prompts
@@ -45,10 +46,14 @@ from rprm_lite.remote.dialects import CritiqueAsk, Dialect, Sampled, VerdictCont
 from rprm_lite.remote.settings import RemoteConfig, refuse_unsupported
 from rprm_lite.remote.transport import RemoteError, Retry, ServerClient
 from rprm_lite.results import UNREAD, SolutionResult, StepResult
-from rprm_lite.scoring import DEFAULT_POSITIONS, StepCallback, critique_budget, score_in_order, solution_result
+from rprm_lite.scorer import DEFAULT_POSITIONS, StepCallback, critique_budget, score_in_order, solution_result
 from rprm_lite.solution import Solution
-from rprm_lite.uncertain import step_verdict
 from rprm_lite.verdict import clean_critique, released_tokens, verdict_text
+from rprm_lite.verdict_rule import step_verdict
+
+if TYPE_CHECKING:
+    from rprm_lite.drafts import DraftStats
+    from rprm_lite.prefix_cache import PrefixCache
 
 UNREAD_WHY = ("the server's top logprobs at the verdict held neither ' Yes' nor ' No' (is the served model the "
               "R-PRM model that --vocab tokenizes for?)")
@@ -73,11 +78,15 @@ class Server:
 
 
 class RemoteScorer:
-    """Scores solutions on remote servers; `score`, `score_solution` and `close` as `Scorer`, plus `score_many`.
+    """Scores solutions on remote servers; `score_many` keeps up to `remote.concurrency` of them in flight.
 
     >>> remote = RemoteConfig(urls=("http://gpu1:8000",))
     >>> scorer = RemoteScorer("ggml-vocab-qwen2.gguf", remote=remote)  # doctest: +SKIP
     """
+
+    # the local engine's prompt-prefix states and draft statistics: a server keeps its own, so there are none here
+    prefix_cache: PrefixCache | None = None
+    draft_stats: DraftStats | None = None
 
     def __init__(self, vocab_path: str | Path, config: ScoreConfig | None = None, *, remote: RemoteConfig,
                  mark_unread: bool = False, **overrides: Any) -> None:

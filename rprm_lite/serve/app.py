@@ -25,10 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rprm_lite import output
 from rprm_lite.calibration import Calibration
-from rprm_lite.commands import step_prompt
 from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
+from rprm_lite.job import ScoreJob
 from rprm_lite.model_file import ModelInfo
+from rprm_lite.prompt import step_prompt
 from rprm_lite.results import SolutionResult
 from rprm_lite.serve import bodies, events
 from rprm_lite.serve.bodies import ApiError
@@ -44,11 +45,12 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # the client's X-Request-Id,
 CANCEL_TOKEN = re.compile(r"[A-Za-z0-9._:-]{16,128}")  # the secret that lets only its sender cancel a request
 
 
-def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: ScoreConfig, model: ModelInfo,
-               api_key: str | None = None, calibration: Calibration | None = None) -> FastAPI:
+def create_app(worker: EngineWorker, *, serve_config: ServeConfig, job: ScoreJob, defaults: ScoreConfig,
+               model: ModelInfo, api_key: str | None = None, calibration: Calibration | None = None) -> FastAPI:
     """The caller starts `worker` (the server does once its port is bound, so that /health can say
-    "loading" while the model loads); the app closes it on shutdown. `calibration` is the loaded file of
-    `defaults.calibration`, which every request's options are checked against."""
+    "loading" while the model loads); the app closes it on shutdown. `job` is what is served, `defaults` its
+    settings resolved against `model`; `calibration` is the loaded file of `defaults.calibration`, which every
+    request's options are checked against."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -68,12 +70,12 @@ def create_app(worker: EngineWorker, *, serve_config: ServeConfig, defaults: Sco
                            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Cancel-Token"])
     app.add_middleware(Boundary, check_host=api_key is None, bound_host=serve_config.host,
                        cors_origins=serve_config.cors_origins)  # outermost: before anything answers
-    _add_routes(app, worker, serve_config, defaults, model, calibration, keyed=api_key is not None)
+    _add_routes(app, worker, serve_config, job, defaults, model, calibration, keyed=api_key is not None)
     return app
 
 
-def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, defaults: ScoreConfig,
-                model: ModelInfo, calibration: Calibration | None, *, keyed: bool) -> None:
+def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, served: ScoreJob,
+                defaults: ScoreConfig, model: ModelInfo, calibration: Calibration | None, *, keyed: bool) -> None:
     @app.get("/health", responses={503: {"description": "The model is still loading."}})
     def health() -> JSONResponse:
         """200 `{"status": "ok"}` once the model is loaded; 503 `{"status": "loading"}` before."""
@@ -85,7 +87,7 @@ def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, d
     @app.get("/v1/info")
     def info() -> dict[str, Any]:
         """What `rprm-lite info` shows (build, model, metadata, resolved defaults), and the queue."""
-        return info_dict(model, defaults, serve_config, worker.queue_state())
+        return info_dict(model, defaults, serve_config, worker.queue_state(), job=served)
 
     @app.post("/v1/prompt", response_class=PlainTextResponse, openapi_extra=_body_doc(bodies.PROMPT_BODY_SCHEMA),
               responses=_ERRORS)
@@ -106,7 +108,7 @@ def _add_routes(app: FastAPI, worker: EngineWorker, serve_config: ServeConfig, d
     async def score(request: Request) -> Response:
         """Score one solution; the answer is what `rprm-lite score --json` prints for it."""
         parsed = bodies.score_request(bodies.parse_json(await request.body()), defaults, server=serve_config,
-                                      calibration=calibration)
+                                      calibration=calibration, show_critiques=served.show_critiques)
         request_id = _request_id(request)
         job = Job(parsed.solution, parsed.config, asyncio.get_running_loop(), request_id=request_id,
                   cancel_token=_header(request, "x-cancel-token", CANCEL_TOKEN, "16 to 128"),
@@ -197,8 +199,8 @@ async def _stream(worker: EngineWorker, job: Job, critiques: bool) -> AsyncItera
         worker.cancel(job)
 
 
-def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig,
-              queue: dict[str, Any]) -> dict[str, Any]:
+def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig, queue: dict[str, Any], *,
+              job: ScoreJob) -> dict[str, Any]:
     import llama_cpp
 
     from rprm_lite.model_file import plain_value
@@ -216,7 +218,9 @@ def info_dict(model: ModelInfo, defaults: ScoreConfig, serve_config: ServeConfig
                            for a in model.adapters]},
         "settings": defaults.to_dict(),
         "request_options": list(bodies.REQUEST_OPTIONS),
-        "server": {k: v for k, v in serve_config.to_dict().items() if k != "api_key_env"},
+        "server": {**{k: v for k, v in serve_config.to_dict().items() if k != "api_key_env"},
+                   "show_critiques": job.show_critiques, "cache": None if job.cache is None else str(job.cache),
+                   "prefix_cache": job.prefix_cache},
         "queue": queue,
     }
 

@@ -17,7 +17,6 @@ from rprm_lite.config import (
     ADAPTIVE_RULES,
     AGGREGATIONS,
     MAX_K,
-    PROMPT_STYLES,
     VERDICT_MODES,
     ScoreConfig,
     adaptive_defaults,
@@ -26,6 +25,7 @@ from rprm_lite.config import (
 from rprm_lite.errors import ContextOverflowError, InputError, RprmError, ScoringCancelled
 from rprm_lite.jsonl import loads
 from rprm_lite.options import shown
+from rprm_lite.prompts import PROMPT_STYLES
 from rprm_lite.serve.settings import ServeConfig
 from rprm_lite.serve.worker import OverTime
 from rprm_lite.solution import Solution, solution_from_dict
@@ -72,10 +72,10 @@ def parse_json(raw: bytes) -> dict[str, Any]:
 
 
 def score_request(body: dict[str, Any], defaults: ScoreConfig, *, server: ServeConfig,
-                  calibration: Calibration | None = None) -> ScoreRequest:
-    """`server` holds the limits (resolved by `ServeConfig.with_limits`) and the default of the request option
-    `show_critiques`; `calibration` is the server's (--calibration): it sets the threshold, and each request's
-    settings must be those it was fit with."""
+                  calibration: Calibration | None = None, show_critiques: bool = False) -> ScoreRequest:
+    """`server` holds the limits (resolved by `ServeConfig.with_limits`); `show_critiques` is the default of the
+    request option (the server's --show-critiques); `calibration` is the server's (--calibration): it sets the
+    threshold, and each request's settings must be those it was fit with."""
     solution = _solution(body, max_steps=server.max_steps)
     options = body.get("options", {})
     if not isinstance(options, dict):
@@ -98,7 +98,7 @@ def score_request(body: dict[str, Any], defaults: ScoreConfig, *, server: ServeC
         raise ApiError(422, "invalid_input", str(exc)) from None
     _check_limits(config, server)
     return ScoreRequest(solution=solution, config=config, show_critiques=_flag(
-                            options, "show_critiques", "options: show_critiques", server.show_critiques),
+                            options, "show_critiques", "options: show_critiques", show_critiques),
                         stream=_flag(body, "stream", "stream"))
 
 

@@ -15,12 +15,11 @@ import signal
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import FrameType, ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError, RprmError
+from rprm_lite.job import ScoreJob
 from rprm_lite.serve.settings import ServeConfig, api_key
 from rprm_lite.serve.worker import EngineWorker
 
@@ -34,32 +33,34 @@ OWN_FILES = 64  # the model file, pipes, the listening socket, threads' handles:
 GRACEFUL_SHUTDOWN_S = 5  # a backstop: `connections` closes every connection within about a second
 
 
-def serve(model: Path | None, overrides: dict[str, Any], serve_config: ServeConfig, *,
-          on_ready: Callable[[str], None], lora: tuple[str, ...] = ()) -> None:
-    """Serve until SIGTERM or Ctrl-C; `on_ready` gets the URL once the port is bound. `lora`: adapters
-    (PATH or PATH:SCALE) applied to the model, checked before the server starts."""
+def serve(job: ScoreJob, serve_config: ServeConfig, *, on_ready: Callable[[str], None]) -> None:
+    """Serve `job` (its model and adapters, checked before the server starts; its settings as the requests'
+    defaults) until SIGTERM or Ctrl-C; `on_ready` gets the URL once the port is bound."""
     from rprm_lite.adapter_file import load_model_info
-    from rprm_lite.scoring import Scorer, resolve_settings
+    from rprm_lite.scorer import resolve_settings
+    from rprm_lite.scoring import Scorer
     from rprm_lite.step_cache import StepCache
 
-    ScoreConfig(**overrides)  # bad option values fail before anything else
+    if job.remote is not None:
+        raise InputError("`rprm-lite serve` serves the local engine; it takes no --backend")
     key = api_key(serve_config, os.environ)
     _ensure_open_files(serve_config.max_connections)
     uvicorn, create_app, protocol_class = _import_stack()
-    info = load_model_info(model, lora)
-    defaults, calibration = resolve_settings(info, None, overrides)
+    info = load_model_info(job.model, job.lora)
+    defaults, calibration = resolve_settings(info, None, job.overrides)
     serve_config = serve_config.with_limits(defaults)
-    cache = StepCache(serve_config.cache)  # in memory, and in the --cache folder when one is given
+    cache = StepCache(job.cache)  # in memory, and in the --cache folder when one is given
     load_failure: list[BaseException] = []
 
     def load_failed(exc: BaseException) -> None:
         load_failure.append(exc)
         server.should_exit = True
 
-    worker = EngineWorker(lambda: Scorer(info, cache=cache, prefix_cache=serve_config.prefix_cache, **overrides),
+    worker = EngineWorker(lambda: Scorer(info, cache=cache, prefix_cache=job.prefix_cache,
+                                         settings=(defaults, calibration)),
                           max_queue=serve_config.max_queue,
                           on_load_failed=load_failed)
-    app = create_app(worker, serve_config=serve_config, defaults=defaults, model=info, api_key=key,
+    app = create_app(worker, serve_config=serve_config, job=job, defaults=defaults, model=info, api_key=key,
                      calibration=calibration)
     _log_to_stderr()
     http = protocol_class(max_connections=serve_config.max_connections, read_timeout=serve_config.read_timeout)

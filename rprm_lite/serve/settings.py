@@ -1,4 +1,6 @@
-"""`ServeConfig`: the server's own settings (the scoring defaults are a `ScoreConfig`), and the bind rule.
+"""`ServeConfig`: the server's own settings, and the bind rule. What it serves is a `ScoreJob` (`rprm_lite/job.py`:
+the model, its adapters, the caches, --show-critiques as the request option's default; the scoring defaults are
+its `ScoreConfig` overrides), the same as `score` runs.
 
 The server binds loopback by default. Any other address exposes the model to the network, so it needs an
 API key, read from the environment variable that `api_key_env` names (never from the command line, where
@@ -19,7 +21,6 @@ from typing import Any
 from rprm_lite.config import INT32_MAX, MAX_K, ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.options import Options, Settings, option
-from rprm_lite.prefix_cache import Mode
 
 DEFAULT_MAX_BODY_BYTES = 2**20
 DEFAULT_MAX_STEPS = 256
@@ -61,11 +62,6 @@ class ServeConfig(Settings):
     cors_origins: tuple[str, ...] = option((), help="Origin allowed to call from a browser (repeat for more); "
                                            "none by default.", flag="--cors-origin", metavar="ORIGIN",
                                            cli_type=list[str] | None, cli_default=None, parse=tuple)
-    # these are options of `score` too (rprm_lite/commands.JOB_OPTIONS): the default of the request option
-    # of that name, a folder keeping step results across requests and restarts, and where prefix states are kept
-    show_critiques: bool = False
-    cache: str | None = None
-    prefix_cache: Mode = "auto"
 
     def problems(self) -> Iterator[str]:
         if not 0 <= self.port <= 65535:

@@ -1,4 +1,4 @@
-"""The buffer-type rule (rprm_lite/buffers.py): no AMX buffer where llama.cpp's AMX matmul crashes, llama.cpp's
+"""The buffer-type rule (rprm_lite/weight_placement.py): no AMX buffer where llama.cpp's AMX matmul crashes, llama.cpp's
 default elsewhere, and every load (engine, `llama_cpp.Llama`, the CLI, `convert --verify`) follows it.
 
 This machine's CPU may or may not have AMX: the rule is checked on simulated CPU flags, and the loads are checked
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from rprm_lite import buffers
-from rprm_lite.buffers import ENV_VAR, buffer_rule, cpu_flags, weight_buffers
+from rprm_lite import weight_placement
 from rprm_lite.engine import Engine
 from rprm_lite.errors import InputError
+from rprm_lite.weight_placement import ENV_VAR, buffer_rule, cpu_flags, weight_buffers
 from shared_paths import TINY_RPRM
 
 SAPPHIRE_RAPIDS = frozenset({"avx2", "avx512f", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16"})
@@ -68,7 +68,7 @@ def test_models_never_land_in_the_amx_buffer_by_default(monkeypatch, request, wh
     try:
         assert engine.weight_buffers, "llama.cpp's buffer lines were not seen"
         assert "AMX" not in engine.weight_buffers
-        assert engine.buffer_rule.use_extra_bufts is not bool(buffers.AMX_FLAGS & cpu_flags())
+        assert engine.buffer_rule.use_extra_bufts is not bool(weight_placement.AMX_FLAGS & cpu_flags())
         assert sum(engine.weight_buffers.values()) == pytest.approx(model.stat().st_size / 2**20, rel=0.05)
     finally:
         engine.close()
@@ -91,9 +91,9 @@ def test_the_rule_reaches_llama_cpp(q4_0_gguf, monkeypatch):
     """Simulated AMX flags turn the extra buffers off in llama.cpp itself: no CPU_REPACK for a Q4_0 model that
     this CPU would otherwise repack."""
     monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.setattr(buffers, "cpu_flags", lambda: ZEN4)
+    monkeypatch.setattr(weight_placement, "cpu_flags", lambda: ZEN4)
     default = Engine(q4_0_gguf, threads=1)
-    monkeypatch.setattr(buffers, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
+    monkeypatch.setattr(weight_placement, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
     amx_cpu = Engine(q4_0_gguf, threads=1)
     try:
         assert not amx_cpu.buffer_rule.use_extra_bufts
@@ -110,12 +110,12 @@ def test_llama_cpp_llama_follows_the_rule(q4_0_gguf, monkeypatch):
     default: the same simulated AMX CPU loads it with the extra buffers off."""
     import llama_cpp
 
-    buffers.apply_to_llama_cpp()
+    weight_placement.apply_to_llama_cpp()
     monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.setattr(buffers, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
+    monkeypatch.setattr(weight_placement, "cpu_flags", lambda: SAPPHIRE_RAPIDS)
     llm = llama_cpp.Llama(str(q4_0_gguf), n_ctx=64, verbose=False)
     assert llm.model_params.use_extra_bufts is False
-    monkeypatch.setattr(buffers, "cpu_flags", lambda: ZEN4)
+    monkeypatch.setattr(weight_placement, "cpu_flags", lambda: ZEN4)
     assert llama_cpp.llama_model_default_params().use_extra_bufts is True
 
 

@@ -117,7 +117,7 @@ def apply_to_llama_cpp() -> None:
 def llama_cpp_server_command() -> list[str]:
     """The command that starts llama-cpp-python's OpenAI-compatible server (`python -m llama_cpp.server`) under
     the rule; append its own arguments."""
-    code = ("import runpy, rprm_lite.buffers as rule; rule.apply_to_llama_cpp(); "
+    code = ("import runpy, rprm_lite.weight_placement as rule; rule.apply_to_llama_cpp(); "
             "runpy.run_module('llama_cpp.server', run_name='__main__', alter_sys=True)")
     return [sys.executable, "-c", code]
 

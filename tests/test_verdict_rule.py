@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from rprm_lite.config import ScoreConfig
+from rprm_lite.config import ScoreConfig, parse_band
 from rprm_lite.errors import InputError
 from rprm_lite.output import format_table, to_json_line
 from rprm_lite.scoring import Scorer
-from rprm_lite.uncertain import parse_band, step_verdict
+from rprm_lite.verdict_rule import step_verdict
 
 QUESTION = "Tom has 3 apples and buys 4 more. How many apples does he have?"
 STEPS = ["Tom starts with 3 apples.", "He buys 4 more, so 3 + 4 = 7.", "The answer is 7."]
