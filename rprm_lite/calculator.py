@@ -22,7 +22,9 @@ source honest: when it says a number comes "from the question" or "from Step k" 
 the question nor any step before the Now Step (a small judge copies the Now Step's own number there), `misquote`
 tells the critique loop to take the number back and let the model choose again, among the numbers the source it
 named holds (`Sources`). In the same way, a number the critique says "the Now Step uses" must be one of the Now
-Step's operands (a small judge quotes the step's result there), and one it "writes", one of its numbers.
+Step's operands (a small judge quotes the step's result there), and one it "writes", one of its numbers; and
+what the critique says the Now Step does ("the Now Step adds") must be an operation the Now Step writes between
+two numbers (a small judge copies the operation the goal needs there, so a wrong operation would look right).
 """
 
 from __future__ import annotations
@@ -64,9 +66,18 @@ _QUOTED = re.compile(rf"(?<![\w.,\-])({_NUMBER})(?![\d])")
 _CLAIMED = re.compile(rf"(?<![\w.,\-])({_NUMBER})( from (?:the question|Step ([1-9]\d{{0,3}})))[^\w]$")
 # "the Now Step uses W" or "writes W", then one character that ends the number (not "." or ",": "5.5", "1,200")
 _STATED = re.compile(rf"the Now Step (uses|writes) ({_NUMBER})[^\w.,]$")
+# "the Now Step adds" (or subtracts, multiplies, divides), then one character that ends the word; the space goes
+# with the word, as a word's token carries the space before it
+_DOES = re.compile(r"the Now Step( adds| subtracts| multiplies| divides)[^\w]$")
+# an operation a step writes between two numbers (or parentheses), and what a critique says it does
+_OPERATOR = re.compile(rf"(?<=[\d)])\s*\$?\s*(\+|-|−|×|\*|·|⋅|\\times|\\cdot|÷|/|\\div)\s*\$?\s*(?=[\d(])")
+DOES = {"+": "adds", "-": "subtracts", "−": "subtracts", "×": "multiplies", "*": "multiplies", "·": "multiplies",
+        "⋅": "multiplies", "\\times": "multiplies", "\\cdot": "multiplies", "÷": "divides", "/": "divides",
+        "\\div": "divides"}
 # what stands before a number a step writes as a result: "= 5", "The answer is 5"
 _RESULT = re.compile(r"(?:=|answer is|answer:)\s*\$?\s*$", re.IGNORECASE)
 MAX_SOURCE_NUMBERS = 64  # numbers a source offers for a choice
+MAX_STEP_TEXT = 20_000  # characters of a step read for its operations
 
 
 def continuation(text: str) -> str | None:
@@ -94,11 +105,13 @@ class Sources:
     steps: tuple[tuple[str, ...], ...] = ()  # Step 1 .. the step before the Now Step
     uses: tuple[str, ...] = ()  # the Now Step's operands: its numbers but its results ("= 5", "the answer is 5")
     writes: tuple[str, ...] = ()  # the Now Step's numbers
+    does: tuple[str, ...] = ()  # what the Now Step does between two numbers: "adds", "subtracts", ...
 
     @classmethod
     def of(cls, question: str, earlier_steps: Sequence[str], now_step: str = "") -> Sources:
         return cls(numbers_in(question), tuple(numbers_in(step) for step in earlier_steps),
-                   uses=numbers_in(now_step, results=False), writes=numbers_in(now_step))
+                   uses=numbers_in(now_step, results=False), writes=numbers_in(now_step),
+                   does=operations_in(now_step))
 
     def values(self) -> set[Fraction]:
         return {value for numbers in (self.question, *self.steps) for n in numbers if (value := _number(n)) is not None}
@@ -128,6 +141,16 @@ def numbers_in(text: str, *, results: bool = True) -> tuple[str, ...]:
     return tuple(seen)
 
 
+def operations_in(text: str) -> tuple[str, ...]:
+    """What a step does between two numbers, each once, in order: "adds", "subtracts", "multiplies", "divides"
+    ("4 × 8 = 32": multiplies; "2 - 3 + 1": subtracts, adds). A date's "2024/5" reads as division: a choice the
+    model makes among them, so a wrong extra one costs nothing but the check."""
+    seen: dict[str, None] = {}
+    for match in _OPERATOR.finditer(text[:MAX_STEP_TEXT]):
+        seen.setdefault(DOES[match.group(1)])
+    return tuple(seen)
+
+
 def misquote(text: str, sources: Sources) -> Misquote | None:
     """When `text` ends with "N from the question" or "N from Step k" (and one more character) and N is a number
     of no source the Now Step may use, the choices the named source offers; when it ends with "the Now Step uses
@@ -137,6 +160,9 @@ def misquote(text: str, sources: Sources) -> Misquote | None:
     stated = _at_end(_STATED, text)
     if stated is not None:
         return _restated(stated, sources)
+    does = _at_end(_DOES, text)
+    if does is not None:
+        return _undone(does, sources)
     match = _at_end(_CLAIMED, text)
     if match is None:
         return None
@@ -162,6 +188,13 @@ def _restated(match: re.Match[str], sources: Sources) -> Misquote | None:
     if not offered or value is None or value in {_number(n) for n in offered}:
         return None
     return Misquote(length=match.endpos - match.start(2), choices=offered)
+
+
+def _undone(match: re.Match[str], sources: Sources) -> Misquote | None:
+    """The operations the Now Step writes when the critique says it does another one."""
+    if not sources.does or match.group(1)[1:] in sources.does:
+        return None
+    return Misquote(length=match.endpos - match.start(1), choices=tuple(" " + does for does in sources.does))
 
 
 def comparison(text: str) -> str | None:

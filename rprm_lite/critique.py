@@ -277,7 +277,9 @@ def _take(engine: Engine, stream: Critique, token: int) -> None:
 
 
 MAX_REWINDS = 4  # numbers taken back per critique
-CLAIM_END = b"question"  # how the text before a claim's last character ends, for a cheap first test
+# how the text before a claim's last character ends, for a cheap first test: a source ("from the question"), a
+# number ("the Now Step uses 5"), an operation ("the Now Step adds")
+CLAIM_ENDS = (b"question", b"adds", b"subtracts", b"multiplies", b"divides")
 
 
 def _checked(engine: Engine, stream: Critique, max_tokens: int, sources: calculator.Sources) -> list[int]:
@@ -370,7 +372,7 @@ def _tail(text: bytes | bytearray) -> str:
 
 def _misquote(text: bytes | bytearray, sources: calculator.Sources) -> tuple[calculator.Misquote | None, str]:
     """A number at the text's end that its source does not hold (or None), and the tail it was read from."""
-    if len(text) < 2 or not (text[:-1].endswith(CLAIM_END) or text[-2:-1].isdigit()):
+    if len(text) < 2 or not (text[:-1].endswith(CLAIM_ENDS) or text[-2:-1].isdigit()):
         return None, ""
     tail = _tail(text)
     return calculator.misquote(tail, sources), tail

@@ -7,7 +7,17 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from rprm_lite.calculator import MAX_DECIMALS, MAX_TAIL, NOT_SAME, SAME, Sources, comparison, continuation, misquote
+from rprm_lite.calculator import (
+    MAX_DECIMALS,
+    MAX_TAIL,
+    NOT_SAME,
+    SAME,
+    Sources,
+    comparison,
+    continuation,
+    misquote,
+    operations_in,
+)
 
 SPELLINGS = {"+": ["+"], "-": ["-", "−"], "*": ["×", "*", "·", "\\times", "\\cdot"], "/": ["÷", "/", "\\div"]}
 
@@ -240,6 +250,29 @@ def test_a_number_the_now_step_does_not_use_offers_its_operands(text, taken, cho
 ])
 def test_a_number_the_now_step_holds_or_an_unfinished_one_is_left_alone(text):
     assert misquote(text, NOW) is None
+
+
+def test_what_a_step_does_is_read_from_the_operations_between_its_numbers():
+    assert NOW.does == ("subtracts",)
+    assert operations_in("Tom buys 4 + 8 = 12 cards.") == ("adds",)
+    assert operations_in("$4 \\times 8 = 32$, then (32 - 2) ÷ 5 = 6 and 6 * 2 / 3 = 4") == (
+        "multiplies", "subtracts", "divides")
+    assert operations_in("She is 12-year-old; -5 is cold; x - y; the answer is 5.") == ()
+    assert operations_in("1 + 2" * 10_000)[:1] == ("adds",)  # bounded: a long step is read only so far
+
+
+@pytest.mark.parametrize(("text", "choices"), [
+    ("It needs multiplication; the Now Step adds:", None),  # what the step does: left alone
+    ("It needs addition; the Now Step multiplies:", (" adds",)),  # the needed one copied: taken back
+    ("the Now Step subtracts ", (" adds",)),
+    ("the Now Step adds", None),  # not ended yet ("addsomething" is no word, but the check waits for the end)
+])
+def test_an_operation_the_now_step_does_not_do_offers_those_it_does(text, choices):
+    found = misquote(text, Sources.of("q", [], "Tom buys 4 + 8 = 12 cards."))
+    assert (found and found.choices) == choices
+    if found is not None:
+        assert text[-found.length:].startswith(" ") and text[-found.length:].strip() in ("multiplies:", "subtracts")
+    assert misquote("It needs addition; the Now Step multiplies:", Sources.of("q", [], "So it follows.")) is None
 
 
 def test_a_now_step_without_numbers_offers_no_choice():

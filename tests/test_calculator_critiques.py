@@ -189,3 +189,18 @@ def test_a_number_the_now_step_does_not_use_is_taken_back_and_chosen_among_its_o
     chosen = next(n for n in ("20", "5") if critique.startswith(f"{head} {n} It is right."))
     (span,) = step.calculated[0]
     assert critique[span[0]:span[1]] == chosen
+
+
+def test_an_operation_the_now_step_does_not_do_is_taken_back_and_written_as_it_does(tiny_gguf):
+    # the Now Step "20 ÷ 5 = 3" divides: a critique that says it multiplies (the operation the goal needs, copied)
+    # gets " divides" instead, the one operation the step does, and goes on from there
+    head = "It needs multiplication; the Now Step"
+    result, _, _, _ = scored(tiny_gguf, [[head, " multiplies", ":", " It is right.", PHRASE]], calculator="on")
+    step = result.steps[0]
+    critique = step.critiques[0]
+    assert critique.startswith(f"{head} divides It is right.")
+    (span,) = step.calculated[0]
+    assert critique[span[0]:span[1]] == " divides"
+    right, _, _, _ = scored(tiny_gguf, [[head, " divides", ":", " right.", PHRASE]], calculator="on")
+    assert right.steps[0].critiques[0].startswith(f"{head} divides: right.") and right.steps[0].calculated == ((),)
+
