@@ -70,7 +70,7 @@ _STATED = re.compile(rf"the Now Step (uses|writes) ({_NUMBER})[^\w.,]$")
 # with the word, as a word's token carries the space before it
 _DOES = re.compile(r"the Now Step( adds| subtracts| multiplies| divides)[^\w]$")
 # an operation a step writes between two numbers (or parentheses), and what a critique says it does
-_OPERATOR = re.compile(rf"(?<=[\d)])\s*\$?\s*(\+|-|−|×|\*|·|⋅|\\times|\\cdot|÷|/|\\div)\s*\$?\s*(?=[\d(])")
+_OPERATOR = re.compile(r"(?<=[\d)])\s*\$?\s*(\+|-|−|×|\*|·|⋅|\\times|\\cdot|÷|/|\\div)\s*\$?\s*(?=[\d(])")
 DOES = {"+": "adds", "-": "subtracts", "−": "subtracts", "×": "multiplies", "*": "multiplies", "·": "multiplies",
         "⋅": "multiplies", "\\times": "multiplies", "\\cdot": "multiplies", "÷": "divides", "/": "divides",
         "\\div": "divides"}
