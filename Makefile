@@ -43,7 +43,7 @@ EDITABLE := PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q -e
 $(LLAMA_CPP_DIR)/wheel.done: | $(PY)
 	@echo "building llama.cpp for this CPU (a few minutes, once; log: $(LLAMA_CPP_DIR)/build.log)"
 	@[ -d $(LLAMA_CPP_SRC) ] || { mkdir -p $(LLAMA_CPP_DIR) && \
-		$(PIP) download -q --no-deps --no-binary :all: -d $(LLAMA_CPP_DIR) "llama-cpp-python==$(LLAMA_CPP_PYTHON)" && \
+		$(PIP) download -q --no-deps --no-binary llama-cpp-python -d $(LLAMA_CPP_DIR) "llama-cpp-python==$(LLAMA_CPP_PYTHON)" && \
 		tar -xzf $(LLAMA_CPP_SRC).tar.gz -C $(LLAMA_CPP_DIR) && rm $(LLAMA_CPP_SRC).tar.gz; }
 	@rm -rf $(LLAMA_CPP_DIR)/dist && CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" CMAKE_GENERATOR="Unix Makefiles" CMAKE_BUILD_PARALLEL_LEVEL=$(LLAMA_CPP_JOBS) \
 		nice $(PIP) wheel -v --no-deps -C build-dir=$(LLAMA_CPP_TREE) -w $(LLAMA_CPP_DIR)/dist $(LLAMA_CPP_SRC) \
