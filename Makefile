@@ -22,16 +22,22 @@ venv: $(PY)
 
 # llama-cpp-python is compiled from its sdist once per version, build options and CPU, into a wheel under
 # build/llama-cpp/VERSION-KEY/ (KEY: a checksum of the options and this CPU's flags), and installed from that file.
-# Built only as the runtime loads it: libllama and ggml for this CPU (-march=native), no multimodal library (mtmd),
-# no tools, examples, tests or server, no OpenSSL. pip's own wheel cache is keyed by the sdist, not by CMAKE_ARGS,
-# so it would hand back a wheel built with other options: this one is built with `pip wheel` from the unpacked
-# source (pip never caches a local folder's wheel) and the CMake tree is kept (`build-dir`), which
-# `make llama-server` then extends instead of compiling llama.cpp a second time.
+# Only what the runtime loads is built: libllama and ggml for this CPU (-march=native); no multimodal library
+# (mtmd), tools, examples, tests, server or OpenSSL, and not llama.cpp's `common` library (argument parsing, chat
+# templates, downloads; with cpp-httplib about a third of the compile), which llama-cpp-python's CMakeLists forces
+# on and nothing in its Python package loads: a CMake project include turns it off inside llama.cpp's directory.
+# pip's own wheel cache is keyed by the sdist, not by CMAKE_ARGS, so it would hand back a wheel built with other
+# options: this one is built with `pip wheel` from the unpacked source (pip never caches a local folder's wheel),
+# and its CMake tree is kept (`build-dir`), which `make llama-server` extends instead of compiling llama.cpp again.
+# LLAMA_CPP_EXTRA adds options (`make install LLAMA_CPP_EXTRA=-DGGML_CUDA=on`), and so makes another build.
 LLAMA_CPP_PYTHON ?= 0.3.36
+LLAMA_CPP_EXTRA ?=
 LLAMA_CPP_CMAKE := -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAVA_BUILD=OFF -DLLAMA_OPENSSL=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TESTS=OFF \
-	-DLLAMA_BUILD_APP=OFF -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON
-LLAMA_CPP_KEY := $(shell { echo '$(LLAMA_CPP_CMAKE)'; grep -m1 '^flags' /proc/cpuinfo 2>/dev/null; } | cksum | cut -d' ' -f1)
+	-DLLAMA_BUILD_APP=OFF -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON $(LLAMA_CPP_EXTRA)
+LLAMA_CPP_RUNTIME_ONLY := set(LLAMA_BUILD_COMMON OFF)
+LLAMA_CPP_KEY := $(shell { echo '$(LLAMA_CPP_CMAKE) $(LLAMA_CPP_RUNTIME_ONLY)'; grep -m1 '^flags' /proc/cpuinfo \
+	2>/dev/null; } | cksum | cut -d' ' -f1)
 LLAMA_CPP_DIR := build/llama-cpp/$(LLAMA_CPP_PYTHON)-$(LLAMA_CPP_KEY)
 LLAMA_CPP_SRC := $(LLAMA_CPP_DIR)/llama_cpp_python-$(LLAMA_CPP_PYTHON)
 LLAMA_CPP_TREE := $(CURDIR)/$(LLAMA_CPP_DIR)/cmake
@@ -45,7 +51,10 @@ $(LLAMA_CPP_DIR)/wheel.done: | $(PY)
 	@[ -d $(LLAMA_CPP_SRC) ] || { mkdir -p $(LLAMA_CPP_DIR) && \
 		$(PIP) download -q --no-deps --no-binary llama-cpp-python -d $(LLAMA_CPP_DIR) "llama-cpp-python==$(LLAMA_CPP_PYTHON)" && \
 		tar -xzf $(LLAMA_CPP_SRC).tar.gz -C $(LLAMA_CPP_DIR) && rm $(LLAMA_CPP_SRC).tar.gz; }
-	@rm -rf $(LLAMA_CPP_DIR)/dist && CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" CMAKE_GENERATOR="Unix Makefiles" CMAKE_BUILD_PARALLEL_LEVEL=$(LLAMA_CPP_JOBS) \
+	@echo '$(LLAMA_CPP_RUNTIME_ONLY)' > $(LLAMA_CPP_DIR)/runtime-only.cmake
+	@rm -rf $(LLAMA_CPP_DIR)/dist && \
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE) -DCMAKE_PROJECT_llama.cpp_INCLUDE=$(CURDIR)/$(LLAMA_CPP_DIR)/runtime-only.cmake" \
+		CMAKE_GENERATOR="Unix Makefiles" CMAKE_BUILD_PARALLEL_LEVEL=$(LLAMA_CPP_JOBS) \
 		nice $(PIP) wheel -v --no-deps -C build-dir=$(LLAMA_CPP_TREE) -w $(LLAMA_CPP_DIR)/dist $(LLAMA_CPP_SRC) \
 		> $(LLAMA_CPP_DIR)/build.log 2>&1 || { tail -n 30 $(LLAMA_CPP_DIR)/build.log; exit 1; }
 	@touch $@
@@ -88,12 +97,13 @@ demo-policy: install-dev
 	cp $(POLICY_OUT)/rprm-demo-policy-adapter.gguf rprm_lite/models/rprm-demo-policy-adapter.gguf
 
 # llama.cpp's own llama-server for the remote backend's tests, built in the CMake tree that made llama-cpp-python's
-# wheel: the same llama.cpp source and options, so libllama, ggml, llama-common and cpp-httplib are already compiled
-# and only the server and the multimodal library it links (mtmd) are new. Nothing is fetched at build time (no
-# OpenSSL, no prebuilt web UI). The binary and its shared libraries (found through $$ORIGIN) are copied to
-# build/llama-server/VERSION/bin, where the tests look.
+# wheel: the same llama.cpp source and options, so libllama and ggml are already compiled and only what the server
+# adds is (llama.cpp's common library, cpp-httplib, the multimodal library mtmd and the server itself). Nothing is
+# fetched at build time (no OpenSSL, no prebuilt web UI). The binary and its shared libraries (found through
+# $$ORIGIN) are copied to build/llama-server/VERSION/bin, where the tests look.
 LLAMA_SERVER_DIR ?= build/llama-server
-LLAMA_SERVER_CMAKE := -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
+LLAMA_SERVER_CMAKE := -UCMAKE_PROJECT_llama.cpp_INCLUDE -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_SERVER=ON \
+	-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
 
 $(LLAMA_CPP_DIR)/server.done: $(LLAMA_CPP_DIR)/wheel.done
 	@echo "building llama-server from the same llama.cpp build (a few minutes, once; log: $(LLAMA_CPP_DIR)/server.log)"
