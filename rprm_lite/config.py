@@ -98,7 +98,7 @@ class ScoreConfig(Settings):
     all_steps: bool = option(False, help="Score every step, not only up to the first error.")
     # runtime
     n_gpu_layers: int = option(0, help="Layers to offload to CUDA/Metal; -1 for all.")
-    threads: int | None = option(None, help="CPU threads.", shown_default="all cores")
+    threads: int | None = option(None, help="CPU threads.", shown_default="all cores, or $RPRM_THREADS")
     n_ctx: int | None = option(None, help="KV cache cap in tokens (prompt + K critiques).")
     kv_reuse: bool = True
     # adaptive K (rprm_lite/adaptive.py): critiques in waves of `wave`, up to k, until the rule is
@@ -263,3 +263,14 @@ THREADS_PER_CORE = 4
 
 def max_threads() -> int:
     return THREADS_PER_CORE * (os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """The threads of an engine given none: $RPRM_THREADS where it is set (a process that shares the cores with
+    others, such as one test worker of several), else every core."""
+    value = os.environ.get("RPRM_THREADS", "").strip()
+    if not value:
+        return max(1, os.cpu_count() or 1)
+    if not value.isdecimal() or not 1 <= int(value) <= max_threads():
+        raise InputError(f"RPRM_THREADS must be a whole number from 1 to {max_threads()}, got {value!r}")
+    return int(value)

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import llama_cpp
 
-from rprm_lite.config import max_threads
+from rprm_lite.config import default_threads, max_threads
 from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.seeds import LLAMA_SEED_MASK, derive_seed
 from rprm_lite.weight_placement import buffer_rule, model_params, weight_buffers
@@ -121,7 +121,7 @@ class Engine:
         self.vocab = llama_cpp.llama_model_get_vocab(self.model)
         self.n_vocab = llama_cpp.llama_vocab_n_tokens(self.vocab)
         self.n_ctx_train = llama_cpp.llama_model_n_ctx_train(self.model)
-        self.threads = threads or max(1, os.cpu_count() or 1)
+        self.threads = threads or default_threads()
         self.n_batch = n_batch
         self.n_ctx = 0
         self.n_seq = 0

@@ -17,6 +17,14 @@ from shared_paths import QWEN2_VOCAB
 
 apply_to_llama_cpp()  # models the tests load through llama_cpp.Llama follow the runtime's buffer rule (no AMX)
 
+# One worker of several (pytest-xdist's `-n N`) gets its share of the cores: the engines it starts without a thread
+# count (its commands and servers too, which inherit the variable) and torch, so that workers do not spin against
+# each other. Set RPRM_THREADS to choose it.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    os.environ.setdefault("RPRM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+    os.environ.setdefault("OMP_NUM_THREADS", os.environ["RPRM_THREADS"])
+
 
 @pytest.fixture(scope="session", autouse=True)
 def user_cache_folder(tmp_path_factory) -> Iterator[Path]:

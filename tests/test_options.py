@@ -12,7 +12,7 @@ import typer
 from typer.testing import CliRunner
 
 from rprm_lite.cli import app
-from rprm_lite.config import SCORE_OPTIONS, ScoreConfig
+from rprm_lite.config import SCORE_OPTIONS, ScoreConfig, default_threads, max_threads
 from rprm_lite.errors import InputError
 from rprm_lite.options import Options, Settings, argument_parser, command_options, option
 from rprm_lite.training.jobconfig import JobConfig
@@ -84,7 +84,7 @@ def test_score_options_state_the_fields_defaults_in_their_help():
             shown = spec.metadata["shown_default"] or spec.default
             assert f"[default: {shown}]" in param.help, spec.name
     assert options["--k"].help == "Critiques per step [default: 10]."
-    assert options["--threads"].help == "CPU threads [default: all cores]."
+    assert options["--threads"].help == "CPU threads [default: all cores, or $RPRM_THREADS]."
     assert options_of("bench prmbench")["--threshold"].help == (
         "A step is labelled correct when its score is above this [default: 0.5].")
 
@@ -181,3 +181,15 @@ def test_a_settings_class_without_problems_accepts_its_defaults():
     assert Plain().n is None and Plain(n=2).n == 2
     with pytest.raises(InputError, match="n must be an integer"):
         Plain(n=2.5)
+
+
+def test_engines_given_no_thread_count_take_rprm_threads_else_every_core(monkeypatch):
+    monkeypatch.delenv("RPRM_THREADS", raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert default_threads() == 6
+    monkeypatch.setenv("RPRM_THREADS", " 2 ")
+    assert default_threads() == 2
+    for wrong in ["0", "two", "1.5", str(max_threads() + 1)]:
+        monkeypatch.setenv("RPRM_THREADS", wrong)
+        with pytest.raises(InputError, match=rf"^RPRM_THREADS must be a whole number from 1 to 24, got '{wrong}'$"):
+            default_threads()
