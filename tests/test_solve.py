@@ -243,8 +243,8 @@ def test_each_strategy_runs_on_the_tiny_models_and_is_reproducible(policy, strat
         second = solver.solve("What is 2 + 3?", id="q1")
     assert first.to_dict() | {"work": None} == second.to_dict() | {"work": None}
     data = first.to_dict(candidates=True)
-    assert (data["id"], data["strategy"]) == ("q1", strategy) and data["outcome"] in ("answered", "no answer",
-                                                                                       "max steps")
+    assert (data["id"], data["strategy"]) == ("q1", strategy) and data["outcome"] in (
+        "answered", "no answer", "max steps", *(("no good step",) if strategy == "guided" else ()))
     assert set(data["work"]) == {"policy_tokens", "critiques", "seconds"} and data["work"]["policy_tokens"] > 0
     assert (data["work"]["critiques"] > 0) == (strategy in ("best-of-n", "guided"))
     assert all(set(step) >= {"text", "score"} for step in data["steps"])
@@ -353,10 +353,11 @@ def questions(tmp_path: Path, count: int = 2) -> Path:
 
 
 def test_cli_json_has_the_documented_fields(tmp_path):
-    result = run(questions(tmp_path, 1), *TINY, "--json", "--show-candidates")
+    result = run(questions(tmp_path, 1), *TINY, "--json", "--show-candidates", "--no-good-step", "keep")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert list(data) == ["id", "strategy", "steps", "answer", "outcome", "work", "config"]
+    assert data["config"]["no_good_step"] == "keep"
     assert data["strategy"] == "guided" and 1 <= len(data["steps"]) <= 2
     assert all(len(step["candidates"]) == 2 and step["chosen"] in (0, 1) for step in data["steps"])
     assert data["config"]["policy"]["model"] == "tiny-rprm.gguf" and data["config"]["judge"]["k"] == 2
