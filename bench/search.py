@@ -2,7 +2,7 @@
 
     python -m rprm_lite.bench.search --data build/fresh40404/test/gsm8k.json --limit 100 --ns 4,8
                                      [--policy MODEL.gguf] [--policy-lora ADAPTER] [--model JUDGE.gguf]
-                                     [--k K] [--threads 1] [--out bench/results]
+                                     [--k K] [--no-good-step stop|keep] [--threads 1] [--out bench/results]
 
 Solves the first `--limit` problems of a ProcessBench-format file (the synthetic generator's test split:
 `python -m rprm_lite.demo_model.synthetic --out build/fresh40404 --train 1 --dev 1 --test 100 --seed 40404`) with
@@ -208,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=None, help="max tokens per critique")
     parser.add_argument("--max-steps", type=int, default=SolveConfig().max_steps)
     parser.add_argument("--step-tokens", type=int, default=SolveConfig().step_tokens)
+    parser.add_argument("--no-good-step", choices=("stop", "keep"), default=SolveConfig().no_good_step,
+                        help="guided, at a step whose candidates the judge all finds wrong: stop, or keep the best "
+                        "(R-PRM's search)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
@@ -223,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
         ns = [int(n) for n in args.ns.split(",")]
     except ValueError:
         raise InputError(f"--ns: expected comma-separated integers, got {args.ns!r}") from None
-    config = SolveConfig(max_steps=args.max_steps, step_tokens=args.step_tokens, n=max(ns))
+    config = SolveConfig(max_steps=args.max_steps, step_tokens=args.step_tokens, n=max(ns),
+                         no_good_step=args.no_good_step)
     judge = {k: v for k, v in (("k", args.k), ("max_tokens", args.max_tokens)) if v is not None}
     problems = read_problems(args.data, args.limit)
     plan = runs(ns, strategies)

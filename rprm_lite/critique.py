@@ -4,6 +4,9 @@ A critique's P(Yes) is read from the raw logits right after it writes the verdic
 "Is the step correct (Yes/No)?". A critique that ends (end of text or max tokens) without the
 phrase gets the released fallback question appended, and P(Yes) is read after it instead.
 With adaptive K (`sample_in_waves`) the K streams are decoded a wave at a time until the step is settled.
+`sample_batch` does the same for N prompts that share a prefix (the candidate next steps of one solution): each
+prompt's own tokens are decoded once, beside the others', and the N x K streams run in one lock-step batch; each
+stream has the seed, budget, calculator sources and drafts it has when its prompt is scored alone.
 With the calculator on (`config.calculator`), a critique whose text ends with `A op B =`, `A vs B,` or a quoted
 pair ("N from the question; the Now Step uses W:") gets the exact continuation written into it by the runtime
 (`rprm_lite/calculator.py`): those tokens are decoded in the same call as the token before them, beside the
@@ -48,6 +51,9 @@ class Critique:
     choice_start: int = 0
     rewinds: int = 0
     start: int = 0  # the position of the critique's first token
+    budget: int = 0  # the tokens the critique may write
+    checks: calculator.Sources | None = None  # what the calculator checks against (None: the calculator is off)
+    lookup: Lookup | None = None  # where its drafts come from (its prompt's n-grams)
 
     @property
     def critique_text(self) -> str:
@@ -84,6 +90,15 @@ class CritiqueResult:
 
 
 @dataclass(frozen=True)
+class BatchPrompt:
+    """One prompt of `sample_batch`: its tokens, its critiques' token budget and the calculator's sources."""
+
+    tokens: Sequence[int]
+    max_tokens: int
+    sources: calculator.Sources | None = None
+
+
+@dataclass(frozen=True)
 class Vocabulary:
     yes: int
     no: int
@@ -106,9 +121,8 @@ def sample_critiques(engine: Engine, *, prompt_len: int, last_row: int, step_ind
     streams: list[Critique] = []
     try:
         _start(engine, streams, prompt_len=prompt_len, last_row=last_row, step_index=step_index,
-               config=config, make_sampler=make_sampler)
-        return _finish(engine, streams, vocab, max_tokens, _checks(config, sources),
-                       _lookup(engine, config, prompt), stats or DraftStats())
+               config=config, make_sampler=make_sampler, ask=BatchPrompt(prompt, max_tokens, sources))
+        return _finish(engine, streams, vocab, stats or DraftStats())
     finally:
         for stream in streams:
             stream.sampler.close()
@@ -126,13 +140,12 @@ def sample_in_waves(engine: Engine, *, prompt_len: int, last_row: int, step_inde
     streams: list[Critique] = []
     try:
         _start(engine, streams, prompt_len=prompt_len, last_row=last_row, step_index=step_index,
-               config=config, make_sampler=make_sampler)
+               config=config, make_sampler=make_sampler, ask=BatchPrompt(prompt, max_tokens, sources))
         results: list[CritiqueResult] = []
         p_yes: list[float] = []
-        drafts, stats = _lookup(engine, config, prompt), stats or DraftStats()
+        stats = stats or DraftStats()
         for begin in range(0, config.k, config.wave):
-            wave = _finish(engine, streams[begin:begin + config.wave], vocab, max_tokens, _checks(config, sources),
-                           drafts, stats)
+            wave = _finish(engine, streams[begin:begin + config.wave], vocab, stats)
             results += wave
             p_yes += read_p_yes(wave)
             if adaptive.decide(p_yes, rule=config.adaptive_rule, threshold=config.threshold,
@@ -157,36 +170,77 @@ def _lookup(engine: Engine, config: ScoreConfig, prompt: Sequence[int]) -> Looku
                   max_streams=AUTO_STREAMS if config.draft == AUTO else None)
 
 
-def _start(engine: Engine, streams: list[Critique], *, prompt_len: int, last_row: int, step_index: int,
-           config: ScoreConfig, make_sampler: Callable[..., Sampler]) -> None:
-    """K streams over a copy of the prompt, each with its first token sampled (appended to `streams` as
-    they are made, so the caller closes every sampler made even when one fails)."""
+def sample_batch(engine: Engine, prompts: Sequence[BatchPrompt], *, prefix_len: int, step_index: int,
+                 config: ScoreConfig, vocab: Vocabulary, make_sampler: Callable[..., Sampler] = Sampler,
+                 stats: DraftStats | None = None) -> list[list[CritiqueResult]]:
+    """K critiques of each of N prompts whose first `prefix_len` tokens are the ones sequence 0 holds (each prompt
+    longer than that). Prompt c's own tokens are decoded into the sequence of its first stream over a copy of
+    sequence 0, the N prompts' tokens in one call; its K streams are sequences 1 + c*K to (c + 1)*K. A stream's seed
+    depends on the step and its number only, as `sample_critiques` seeds it, so every prompt's critiques are those
+    it gets alone (P(Yes) up to the float sums a larger batch orders otherwise). The streams' sequences are left
+    holding their critiques; the caller trims them."""
+    streams: list[Critique] = []
+    try:
+        for number, ask in enumerate(prompts):
+            _start(engine, streams, prompt_len=len(ask.tokens), last_row=None, step_index=step_index,
+                   config=config, make_sampler=make_sampler, ask=ask, first_seq=1 + number * config.k)
+        own = [streams[number * config.k:(number + 1) * config.k] for number in range(len(prompts))]
+        entries: list[DecodeEntry] = []
+        for ask, mine in zip(prompts, own, strict=True):
+            engine.trim(mine[0].seq)
+            engine.copy(PROMPT_SEQ, mine[0].seq)
+            entries += [DecodeEntry(ask.tokens[pos], pos, mine[0].seq, logits=pos == len(ask.tokens) - 1)
+                        for pos in range(prefix_len, len(ask.tokens))]
+        ends = {entry.seq: own[number] for number, entry in enumerate(e for e in entries if e.logits)}
+        for index, row in engine.decode(entries):
+            for stream in ends[entries[index].seq]:  # a row is valid until the next chunk: the first tokens now
+                stream.pending = stream.sampler.sample(engine, row)
+        for mine in own:
+            for stream in mine[1:]:
+                engine.trim(stream.seq)
+                engine.copy(mine[0].seq, stream.seq)
+        results = _finish(engine, streams, vocab, stats or DraftStats())
+        return [results[number * config.k:(number + 1) * config.k] for number in range(len(prompts))]
+    finally:
+        for stream in streams:
+            stream.sampler.close()
+
+
+def _start(engine: Engine, streams: list[Critique], *, prompt_len: int, last_row: int | None, step_index: int,
+           config: ScoreConfig, make_sampler: Callable[..., Sampler], ask: BatchPrompt, first_seq: int = 1) -> None:
+    """K streams of one prompt (sequences `first_seq` on), appended to `streams` as they are made, so the caller
+    closes every sampler made even when one fails. With `last_row` (the prompt held in sequence 0), each stream
+    copies the prompt and samples its first token from that row."""
+    checks, lookup = _checks(config, ask.sources), _lookup(engine, config, ask.tokens)
+    made = []
     for i in range(config.k):
-        streams.append(Critique(seq=i + 1, pos=prompt_len, start=prompt_len,
-                                sampler=make_sampler(temperature=config.temperature, top_p=config.top_p,
-                                                     seed=stream_seed(config.seed, step_index, i))))
-    for stream in streams:
+        made.append(Critique(seq=first_seq + i, pos=prompt_len, start=prompt_len, budget=ask.max_tokens,
+                             checks=checks, lookup=lookup,
+                             sampler=make_sampler(temperature=config.temperature, top_p=config.top_p,
+                                                  seed=stream_seed(config.seed, step_index, i))))
+        streams.append(made[-1])
+    if last_row is None:
+        return
+    for stream in made:
         engine.trim(stream.seq)
         engine.copy(PROMPT_SEQ, stream.seq)
         stream.pending = stream.sampler.sample(engine, last_row)
 
 
-def _finish(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_tokens: int,
-            sources: calculator.Sources | None, drafts: Lookup, stats: DraftStats) -> list[CritiqueResult]:
-    _generate(engine, streams, vocab, max_tokens, sources, drafts, stats)
+def _finish(engine: Engine, streams: list[Critique], vocab: Vocabulary, stats: DraftStats) -> list[CritiqueResult]:
+    _generate(engine, streams, vocab, stats)
     _ask_fallback(engine, [s for s in streams if s.p_yes is None], vocab)
     return [CritiqueResult(s.critique_text, s.verdict_p_yes, s.fallback, s.tokens, tuple(s.token_ids),
                            s.calculated_spans()) for s in streams]
 
 
-def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_tokens: int,
-              sources: calculator.Sources | None, drafts: Lookup, stats: DraftStats) -> None:
+def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, stats: DraftStats) -> None:
     """Each call decodes, per active stream, its pending token, the tokens the calculator writes after it (logits
     only at the last of them) and the stream's draft (logits at every drafted position). The rows are read in
     order, as the loop without drafts reads them: a drafted token is kept while the stream's sampler, at the row
     before it, picks it, and the sampler's own token ends the draft; the rejected positions leave the KV cache.
-    So a stream's sampler draws as often, and in the same order, as it does without drafts (`sources` None: the
-    calculator is off)."""
+    So a stream's sampler draws as often, and in the same order, as it does without drafts. Each stream has its own
+    budget, calculator sources and drafts (`sample_batch` runs streams of several prompts together)."""
     active = list(streams)
     while active:
         writing = len(active)
@@ -200,9 +254,9 @@ def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_to
                 continue
             _take(engine, stream, stream.pending)
             tokens = [stream.pending]
-            if sources is not None:
-                tokens = _checked(engine, stream, max_tokens, sources)
-            draft = _draft(engine, stream, drafts, max_tokens, sources, writing)
+            if stream.checks is not None:
+                tokens = _checked(engine, stream, stream.budget, stream.checks)
+            draft = _draft(engine, stream, stream.lookup, stream.budget, stream.checks, writing)
             for offset, token in enumerate(tokens + draft):
                 read = offset >= len(tokens) - 1
                 entries.append(DecodeEntry(token, stream.pos + offset, stream.seq, logits=read))
@@ -220,7 +274,7 @@ def _generate(engine: Engine, streams: list[Critique], vocab: Vocabulary, max_to
             unverified = drafted[stream.seq]
             if unverified is None:
                 continue  # a rejected or ended stream's later draft rows
-            going = _read(engine, stream, row, vocab, max_tokens)
+            going = _read(engine, stream, row, vocab, stream.budget)
             if not going:
                 active.remove(stream)
             if not going or not unverified or stream.pending != unverified[0]:
@@ -251,12 +305,12 @@ def _read(engine: Engine, stream: Critique, row: int, vocab: Vocabulary, max_tok
     return True
 
 
-def _draft(engine: Engine, stream: Critique, drafts: Lookup, max_tokens: int,
+def _draft(engine: Engine, stream: Critique, drafts: Lookup | None, max_tokens: int,
            sources: calculator.Sources | None, writing: int) -> list[int]:
     """The stream's draft after its latest token, within its token budget; none while the calculator has a
     choice open, and cut before a token after which the calculator would write or take back text: such a token
     must be the pending one, as it is without drafts."""
-    if stream.choices is not None:
+    if stream.choices is not None or drafts is None:
         return []
     draft = drafts.draft(stream.token_ids, max_tokens - stream.tokens, streams=writing)
     if sources is None or not draft:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from rprm_lite import prompt as prompts
 from rprm_lite.calibration import Calibration, calibrated_config, load_calibration
 from rprm_lite.config import ScoreConfig, sampled_when_several
-from rprm_lite.errors import ContextOverflowError
+from rprm_lite.errors import ContextOverflowError, RprmError
 from rprm_lite.model_file import ModelInfo
 from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.solution import Solution
@@ -64,6 +64,11 @@ class Scorer(Protocol):
     def score_many(self, solutions: Iterable[Solution], *,
                    on_step: StepCallback | None = None) -> Iterator[SolutionResult]:
         """Every solution's result, in input order (a remote scorer keeps several in flight)."""
+
+    def score_candidates(self, question: str, steps: Sequence[str], candidates: Sequence[str], *,
+                         should_stop: Callable[[], bool] | None = None) -> list[StepResult | RprmError]:
+        """Each candidate scored as the next step after `steps` (a guided search's step), in its place: the result
+        of its step, or the error that kept it from being scored (the local engine scores them in one batch)."""
 
     def run_settings(self) -> dict[str, object]:
         """What decides a result: the settings, the model (and adapters, calibration), the prompt."""

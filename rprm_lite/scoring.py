@@ -16,13 +16,16 @@ once per solution: their KV state is kept and put back (`rprm_lite/prefix_cache.
 Results of recent steps are reused when nothing that decides them changed (`rprm_lite/step_cache.py`);
 the verdict of each step is decided from its score by `rprm_lite/verdict_rule.py`, after the calibration
 file's map when one is set (`rprm_lite/calibration.py`).
+`score_candidates` scores N candidate next steps of one solution together (a guided search's step): the prompt
+they share is decoded once and their N x K critiques run as one lock-step batch (`critique.sample_batch`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +35,10 @@ from rprm_lite.adapter_file import LoraArg, load_model_info, with_adapters
 from rprm_lite.calculator import Sources
 from rprm_lite.calibration import Calibration
 from rprm_lite.config import ScoreConfig
-from rprm_lite.critique import PROMPT_SEQ, Vocabulary, sample_critiques, sample_in_waves
+from rprm_lite.critique import PROMPT_SEQ, BatchPrompt, Vocabulary, sample_batch, sample_critiques, sample_in_waves
 from rprm_lite.drafts import DraftStats
-from rprm_lite.engine import DecodeEntry, Engine, Sampler, common_prefix
-from rprm_lite.errors import InputError, ModelFileError, RprmError, ScoringCancelled
+from rprm_lite.engine import MAX_SEQUENCES, DecodeEntry, Engine, Sampler, common_prefix
+from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.model_file import ModelInfo
 from rprm_lite.prefix_cache import Mode, PrefixCache, make_prefix_cache, state_key
 from rprm_lite.results import SolutionResult, StepResult
@@ -57,6 +60,9 @@ from rprm_lite.version import versions
 if TYPE_CHECKING:
     from rprm_lite.critique import CritiqueResult
 
+# KV cells a batch of candidates may take (unless one candidate alone needs more); more candidates than fit are
+# scored in several batches. About 0.75 GB of KV cache for the demo judge, 1.8 GB for a 7B Qwen2.
+BATCH_CELLS = 32768
 # settings that only decide a verdict from a score, or that are replaced by what the engine really uses
 NOT_IN_STEP_KEY = ("threshold", "uncertain_band", "calibration", "aggregation", "all_steps", "threads")
 
@@ -124,13 +130,35 @@ class Scorer:
         """`should_stop` (e.g. `event.is_set`) is asked before each decode; once it returns True the call
         raises `ScoringCancelled` within one decode, and the Scorer stays usable with an empty cache."""
         self._refuse_reentry("score")
+        with self._scoring(should_stop):
+            return self._score(solution, on_step)
+
+    def score_candidates(self, question: str, steps: Sequence[str], candidates: Sequence[str], *,
+                         should_stop: Callable[[], bool] | None = None) -> list[StepResult | RprmError]:
+        """Score each of `candidates` as the next step after `steps` (which may be empty): in its place, the result
+        `score_solution` of the question, `steps` and that candidate gives its last step with `all_steps` (the steps
+        before it are not scored). The candidates are scored together: their prompts share the question and the
+        steps so far, so that prefix is decoded once, each candidate's own tokens once, and their N x K critiques
+        run as one lock-step batch (several when they do not fit 255 sequences or the batch's KV cells,
+        `BATCH_CELLS` or `n_ctx`). Critiques are those each candidate gets alone; P(Yes) differs from a lone
+        scoring by float rounding only (a larger batch sums in another order). A candidate that cannot be scored
+        (an empty step, a prompt too long for the context) gets its error (`InputError`, `ContextOverflowError`)
+        in its place, and the others are scored. With adaptive K or the released verdict the candidates are
+        scored one after another, as `score_solution` does. `should_stop` as in `score_solution`."""
+        self._refuse_reentry("score_candidates")
+        with self._scoring(should_stop):
+            return self._score_candidates(question, list(steps), list(candidates))
+
+    @contextlib.contextmanager
+    def _scoring(self, should_stop: Callable[[], bool] | None) -> Iterator[None]:
+        """Hold the scorer for one call: refused once closed; cancelled by `should_stop` (the cache emptied)."""
         with self._lock:
             if self._closed:
                 raise RprmError(f"this Scorer of {self.model_info.path.name} is closed; create a new one to score")
             self._scoring_thread = threading.get_ident()
             self.engine.should_stop = should_stop
             try:
-                return self._score(solution, on_step)
+                yield
             except ScoringCancelled:
                 self._cached = []  # the critiques in flight are dropped with the rest of the cache
                 self.engine.clear()
@@ -187,7 +215,8 @@ class Scorer:
         self.close()
 
     # -- internals ---------------------------------------------------------------------------
-    def _score(self, solution: Solution, on_step: StepCallback | None) -> SolutionResult:
+    def _score(self, solution: Solution, on_step: StepCallback | None, *, all_steps: bool | None = None
+               ) -> SolutionResult:
         # the last prompt holds every step: measured first, a solution too long for the context fails at once
         last_first = (self._prompt_tokens(solution, i) for i in reversed(range(len(solution.steps))))
         max_tokens = self._fit_context(last_first)
@@ -199,9 +228,105 @@ class Scorer:
         results = score_in_order(
             solution, prompt_tokens=lambda index: self._prompt_tokens(solution, index),
             score_step=lambda index, tokens: self._cached_or_scored_step(solution, index, tokens, max_tokens),
-            all_steps=self.config.all_steps, on_step=on_step)
+            all_steps=self.config.all_steps if all_steps is None else all_steps, on_step=on_step)
         return solution_result(solution, results, aggregation=self.config.aggregation,
                                config={**self.run_metadata(), "effective_max_tokens": max_tokens})
+
+    def _score_candidates(self, question: str, steps: list[str], candidates: list[str]) -> list[StepResult | RprmError]:
+        index = len(steps)
+        done: dict[int, StepResult | RprmError] = {}
+        batch: list[_Candidate] = []
+        longest_before: int | None = None  # the longest prompt of the steps so far: the same for every candidate
+        for number, text in enumerate(candidates):
+            try:
+                solution = Solution.create(question, [*steps, text], id=f"candidate-{number + 1}")
+                if self.config.adaptive or self.config.verdict == "released":  # waves and a second pass: alone
+                    done[number] = self._score(solution, None, all_steps=True).steps[-1]
+                    continue
+                if longest_before is None:
+                    longest_before = max((len(self._prompt_tokens(solution, i)) for i in range(index)), default=0)
+                tokens = self._prompt_tokens(solution, index)
+                batch.append(_Candidate(number, solution, tokens,
+                                        self._critique_budget(max(longest_before, len(tokens)))))
+            except (ContextOverflowError, InputError) as exc:
+                done[number] = exc
+        if batch:
+            done.update(zip((c.number for c in batch), self._score_batch(batch, index), strict=True))
+        return [done[number] for number in range(len(candidates))]
+
+    def _score_batch(self, batch: list[_Candidate], index: int) -> list[StepResult]:
+        """The batch's steps: from the step cache when the same batch was scored before, else decoded from an empty
+        cache (the shared prefix put back from the prefix cache where it can be), so results never depend on what
+        was scored before. A batch's results are kept under keys of the whole batch: they stand in for that
+        batch's own results only, not for a candidate scored alone or in another batch (rounded otherwise)."""
+        keys = self._batch_keys(batch, index)
+        hits = [self.step_cache.get(key, expect={"index": index + 1, "prompt_tokens": len(candidate.tokens)})
+                for key, candidate in zip(keys, batch, strict=True)] if keys else []
+        if keys and all(hit is not None for hit in hits):
+            return [self._decide(hit) for hit in hits if hit is not None]
+        shared = min(min(common_prefix(batch[0].tokens, c.tokens) for c in batch),
+                     min(len(c.tokens) for c in batch) - 1)  # each candidate decodes at least its last token
+        groups = self._batch_groups(batch, shared)
+        cells = max(shared + sum(self._batch_cells(c, shared) for c in group) for group in groups)
+        self.engine.ensure_context(cells, 1 + max(map(len, groups)) * self.config.k, limit=self.config.n_ctx)
+        self._cached, self._not_loaded = [], []
+        self._question_tokens = self.engine.tokenize_prompt(
+            prompts.question_part(batch[0].solution, self.config.prompt_style))
+        self.engine.clear()
+        steps: list[StepResult] = []
+        try:
+            put_back = self._load_prompt(batch[0].tokens[:shared])[1] if shared else 0
+            for group in groups:
+                steps += self._score_group(group, index, shared, put_back)
+        except BaseException:
+            self._cached = []  # the batch's sequences hold critiques of unknown extent
+            self.engine.clear()
+            raise
+        for key, step in zip(keys, steps if keys else [], strict=True):
+            self.step_cache.put(key, step)
+        return steps
+
+    def _score_group(self, group: list[_Candidate], index: int, shared: int, put_back: int) -> list[StepResult]:
+        """One lock-step batch of the candidates' critiques over the shared prefix in sequence 0."""
+        asks = [BatchPrompt(c.tokens, c.max_tokens, self._sources(c.solution, index)) for c in group]
+        try:
+            critiques = sample_batch(self.engine, asks, prefix_len=shared, step_index=index, config=self.config,
+                                     vocab=self.vocab, make_sampler=self.make_sampler, stats=self.draft_stats)
+        finally:
+            for seq in range(PROMPT_SEQ + 1, PROMPT_SEQ + 1 + len(group) * self.config.k):
+                self.engine.trim(seq)
+        return [self._step_result(index, c.tokens, (shared - put_back, put_back), found, tuple(x.p_yes for x in found))
+                for c, found in zip(group, critiques, strict=True)]
+
+    def _batch_cells(self, candidate: _Candidate, shared: int) -> int:
+        """KV cells a candidate takes in a batch beside the shared prefix: its own tokens and its K critiques."""
+        return len(candidate.tokens) - shared + self.config.k * (candidate.max_tokens + self.vocab.reserve)
+
+    def _batch_groups(self, batch: list[_Candidate], shared: int) -> list[list[_Candidate]]:
+        """The candidates in order, in groups whose streams fit llama.cpp's sequences and whose KV cells fit
+        `n_ctx`, else `BATCH_CELLS` (or what the largest candidate needs alone, when that is more)."""
+        most = (MAX_SEQUENCES - 1) // self.config.k
+        cap = self.config.n_ctx or max(BATCH_CELLS, max(shared + self._batch_cells(c, shared) for c in batch))
+        groups: list[list[_Candidate]] = []
+        used = 0
+        for candidate in batch:
+            cells = self._batch_cells(candidate, shared)
+            if groups and len(groups[-1]) < most and used + cells <= cap:
+                groups[-1].append(candidate)
+                used += cells
+            else:
+                groups.append([candidate])
+                used = shared + cells
+        return groups
+
+    def _batch_keys(self, batch: list[_Candidate], index: int) -> list[str]:
+        """Step-cache keys of a batch's steps (none when the cache is off): each step's own key with the batch's."""
+        made = [self._step_key(index, c.tokens, c.max_tokens) for c in batch]
+        keys = [key for key in made if key is not None]
+        if len(keys) < len(made):
+            return []
+        together = step_key({"batch": keys})
+        return [step_key({"step": key, "batch": together}) for key in keys]
 
     def _prompt_tokens(self, solution: Solution, index: int) -> list[int]:
         return self.engine.tokenize_prompt(prompts.render(solution, index, self.config.prompt_style))
@@ -449,3 +574,14 @@ class Scorer:
             if len(self.engine.tokenize(marker, special=True)) != 1:
                 raise ModelFileError(f"{self.model_info.path.name}: the vocabulary has no {marker} token; "
                                      f"the {self.config.prompt_style} prompt needs ChatML special tokens")
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A candidate of `score_candidates` in a batch: its place, its solution, its step's prompt and budget."""
+
+    number: int
+    solution: Solution
+    tokens: list[int]
+    max_tokens: int
+

@@ -6,9 +6,11 @@ Four strategies (`SolveConfig.strategy`):
 - `best-of-n`: N sampled solutions, each scored by the judge (every step), the best by the judge's aggregation
   (`--aggregation`, as `rerank` ranks); solutions with an answer before those without, the earliest on ties;
 - `guided`: R-PRM's step-level search: at each step the policy proposes N next steps (sampled together over the
-  shared prefix, `rprm_lite/policy_engine.py`), the judge scores each as the next step of the solution so far,
-  and the best is kept (the earliest on ties; a candidate text proposed twice is scored once), until a step
-  gives the answer, the policy ends its turn, or `max_steps`.
+  shared prefix, `rprm_lite/policy_engine.py`), the judge scores them as next steps of the solution so far (all N
+  together, `Scorer.score_candidates`), and the best is kept (the earliest on ties; a candidate text proposed
+  twice is scored once), until a step gives the answer, the policy ends its turn, or `max_steps`. When the judge
+  finds every candidate of a step wrong (below its threshold), the search stops there with outcome "no good
+  step" (`no_good_step="stop"`, the default) or keeps the best anyway, as R-PRM's search does ("keep").
 The strategies are plain functions of a `Search` (propose, judge), so their choices can be checked with a
 scripted policy and judge. `Solver` holds the two models (one process), a lock and the cancellation.
 """
@@ -29,7 +31,7 @@ from rprm_lite.config import MAX_K
 from rprm_lite.errors import ContextOverflowError, InputError, RprmError
 from rprm_lite.options import Settings, option
 from rprm_lite.policy import final_answer
-from rprm_lite.results import SolutionResult, aggregate
+from rprm_lite.results import SolutionResult, StepResult, aggregate
 from rprm_lite.seeds import LLAMA_SEED_MASK, derive_seed
 from rprm_lite.solution import Solution
 
@@ -38,7 +40,8 @@ if TYPE_CHECKING:  # the policy engine loads llama.cpp: imported when a Solver i
 
 Strategy = Literal["greedy", "majority", "best-of-n", "guided"]
 STRATEGIES: tuple[str, ...] = ("greedy", "majority", "best-of-n", "guided")
-Outcome = Literal["answered", "no answer", "max steps", "error"]
+Outcome = Literal["answered", "no answer", "max steps", "no good step", "error"]
+NoGoodStep = Literal["stop", "keep"]
 JUDGED = ("best-of-n", "guided")  # the strategies that load the judge
 
 
@@ -56,6 +59,9 @@ class SolveConfig(Settings):
     policy_temperature: float = option(0.7, help="The policy's sampling temperature (greedy uses 0).")
     policy_top_p: float = option(0.95, help="The policy's nucleus sampling.")
     policy_seed: int = option(0, help="Seed of every sampled candidate.")
+    no_good_step: NoGoodStep = option("stop", help="guided: when the judge finds every next step wrong (below its "
+                                      "threshold): stop (outcome 'no good step', no answer) or keep the best and go "
+                                      "on, as R-PRM's search does.")
 
     def problems(self) -> Iterator[str]:
         yield from self.at_least(n=1, max_steps=1, step_tokens=1, policy_temperature=0)
@@ -137,11 +143,15 @@ class SolveResult:
 
 class Search(Protocol):
     """What a strategy asks of the models: `propose` N continuations of the steps so far (whole solutions, or
-    one step each), `judge` a solution (every step scored). `round` numbers the proposals of one question."""
+    one step each), `judge` a solution (every step scored), `judge_next` candidate next steps of the steps so far
+    (each one's result, or the error that kept it from being scored). `round` numbers the proposals of one
+    question."""
 
     def propose(self, steps: Sequence[str], n: int, *, whole: bool, greedy: bool, round: int) -> list[Draft]: ...
 
     def judge(self, steps: Sequence[str]) -> SolutionResult: ...
+
+    def judge_next(self, steps: Sequence[str], candidates: Sequence[str]) -> list[StepResult | RprmError]: ...
 
 
 # -- the strategies ------------------------------------------------------------------------------------
@@ -223,17 +233,14 @@ def _guided(model: Search, config: SolveConfig, on_critiques: Callable[[int], No
     for round in range(1, config.max_steps + 1):
         so_far = [step.text for step in chosen]
         drafts = model.propose(so_far, config.n, whole=False, greedy=False, round=round)
-        scored: dict[str, float | None] = {}
-        for draft in drafts:
-            if draft.text and draft.text not in scored:
-                result = model.judge([*so_far, draft.text])
-                on_critiques(len(result.steps[-1].p_yes))
-                scored[draft.text] = result.steps[-1].score
-        candidates = tuple(Candidate(steps=(d.text,), score=scored.get(d.text), answer=final_answer(d.text))
-                           for d in drafts)
+        scored = _judge_next(model, so_far, [d.text for d in drafts], on_critiques)
+        candidates = tuple(Candidate(steps=(d.text,), score=_score_of(scored.get(d.text)),
+                                     answer=final_answer(d.text)) for d in drafts)
         usable = [i for i, d in enumerate(drafts) if d.text]
         if not usable:
             return Found(tuple(chosen), None, "no answer")
+        if config.no_good_step == "stop" and not any(_good(result) for result in scored.values()):
+            return Found(tuple(chosen), None, "no good step", candidates)
         best = max(usable, key=lambda i: (_ranked(candidates[i].score), -i))
         chosen.append(SolvedStep(drafts[best].text, candidates[best].score, candidates, best))
         on_step(chosen[-1])
@@ -242,6 +249,34 @@ def _guided(model: Search, config: SolveConfig, on_critiques: Callable[[int], No
         if drafts[best].ending == "turn":
             return Found(tuple(chosen), None, "no answer")
     return Found(tuple(chosen), None, "max steps")
+
+
+def _judge_next(model: Search, so_far: list[str], texts: list[str],
+                on_critiques: Callable[[int], None]) -> dict[str, StepResult | None]:
+    """Each distinct candidate text's result (None: it could not be scored); when none could be, the first
+    candidate's error is raised (the question's outcome is then "error")."""
+    distinct = list(dict.fromkeys(text for text in texts if text))
+    if not distinct:
+        return {}
+    judged = model.judge_next(so_far, distinct)
+    errors = [result for result in judged if isinstance(result, RprmError)]
+    if len(errors) == len(distinct):
+        raise errors[0]
+    scored: dict[str, StepResult | None] = {}
+    for text, result in zip(distinct, judged, strict=True):
+        scored[text] = None if isinstance(result, RprmError) else result
+        if not isinstance(result, RprmError):
+            on_critiques(len(result.p_yes))
+    return scored
+
+
+def _score_of(result: StepResult | None) -> float | None:
+    return None if result is None else result.score
+
+
+def _good(result: StepResult | None) -> bool:
+    """Whether the judge gave the step a score and did not find it wrong (below its threshold)."""
+    return result is not None and result.score is not None and result.verdict != "wrong"
 
 
 def _solution_score(step_scores: Sequence[float | None], how: str) -> float | None:
@@ -265,11 +300,11 @@ class Solver:
 
     `policy`: a chat GGUF (with `policy_lora` adapters), or a loaded `PolicyModel`; default the demo base with the
     bundled policy adapter (`resolve_policy`). `judge`: a scorer object (`Scorer`, `RemoteScorer`: anything with
-    `score_solution`, which must score every step), else the GGUF path of a local `Scorer` built with
-    `judge_options` (ScoreConfig fields, `lora`, `prefix_cache`; `all_steps` is forced on), loaded when a strategy
-    first needs it. Calls are serialized by a lock; `close()` stops a call in flight (it raises RprmError), waits
-    for it and frees what this Solver loaded; `solve(..., should_stop=event.is_set)` cancels one call
-    (`ScoringCancelled`), after which the Solver stays usable.
+    `score_solution`, which must score every step, and `score_candidates`), else the GGUF path of a local `Scorer`
+    built with `judge_options` (ScoreConfig fields, `lora`, `prefix_cache`; `all_steps` is forced on), loaded when
+    a strategy first needs it. Calls are serialized by a lock; `close()` stops a call in flight (it raises
+    RprmError), waits for it and frees what this Solver loaded; `solve(..., should_stop=event.is_set)` cancels one
+    call (`ScoringCancelled`), after which the Solver stays usable.
     """
 
     def __init__(self, policy: str | Path | PolicyModel | None = None, judge: Any = None, *,
@@ -417,6 +452,12 @@ class _Models:
 
             raise ScoringCancelled("the call was cancelled by its caller")
         return judge.score_solution(solution)  # type: ignore[no-any-return]
+
+    def judge_next(self, steps: Sequence[str], candidates: Sequence[str]) -> list[StepResult | RprmError]:
+        """The candidates scored together by the judge (`score_candidates`: one N x K batch on a local judge)."""
+        judged = self.solver.judge.score_candidates(self.question, list(steps), list(candidates),
+                                                    should_stop=self.should_stop)
+        return list(judged)
 
 
 def solve(question: str, *, strategy: str = "guided", n: int = 8, policy: str | Path | None = None,

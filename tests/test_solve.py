@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rprm_lite.config import ScoreConfig
-from rprm_lite.errors import InputError, RprmError, ScoringCancelled
+from rprm_lite.errors import ContextOverflowError, InputError, RprmError, ScoringCancelled
 from rprm_lite.policy_engine import Draft, PolicyModel
 from rprm_lite.results import SolutionResult, StepResult
 from rprm_lite.solve import SolveConfig, Solver, answer_key, search, solution_steps
@@ -32,6 +32,7 @@ class Scripted:
         self.rounds, self.scores, self.k = rounds, scores, k
         self.proposed: list[tuple[tuple[str, ...], int, bool, bool, int]] = []
         self.judged: list[tuple[str, ...]] = []
+        self.batches: list[int] = []  # how many candidates each judge_next call held
 
     def propose(self, steps: Sequence[str], n: int, *, whole: bool, greedy: bool, round: int) -> list[Draft]:
         self.proposed.append((tuple(steps), n, whole, greedy, round))
@@ -40,13 +41,20 @@ class Scripted:
     def judge(self, steps: Sequence[str]) -> SolutionResult:
         self.judged.append(tuple(steps))
         results = tuple(StepResult(index=i + 1, score=self.scores[text], p_yes=(self.scores[text],) * self.k,
-                                   verdict="correct") for i, text in enumerate(steps))
+                                   verdict="wrong" if self.scores[text] < 0.5 else "correct")
+                        for i, text in enumerate(steps))
         return SolutionResult(id="candidate", steps=results, first_error_step=None, solution_score=None)
 
+    def judge_next(self, steps: Sequence[str], candidates: Sequence[str]) -> list[StepResult | RprmError]:
+        self.batches.append(len(candidates))
+        return [ContextOverflowError(f"{text} is too long") if text.startswith("long")
+                else self.judge([*steps, text]).steps[-1] for text in candidates]
 
-def run_search(strategy: str, model: Scripted, n: int = 4, max_steps: int = 5, aggregation: str = "min"):
+
+def run_search(strategy: str, model: Scripted, n: int = 4, max_steps: int = 5, aggregation: str = "min",
+               **settings):
     critiques: list[int] = []
-    found = search(strategy, model, SolveConfig(strategy=strategy, n=n, max_steps=max_steps),
+    found = search(strategy, model, SolveConfig(strategy=strategy, n=n, max_steps=max_steps, **settings),
                    aggregation=aggregation, on_critiques=critiques.append)
     return found, critiques
 
@@ -104,10 +112,29 @@ def test_guided_keeps_the_best_next_step_scores_a_repeated_text_once_and_stops_a
     assert model.proposed == [((), 4, False, False, 1), (("B",), 4, False, False, 2)]
     assert model.judged == [("A",), ("B",), ("C",), ("B", "D. The answer is 4."), ("B", "E"),
                             ("B", "F. The answer is 9.")]
-    assert critiques == [3] * 6  # only the new step's critiques count: the earlier ones come from the cache
+    assert critiques == [3] * 6  # only the new step's critiques count
+    assert model.batches == [3, 3]  # each step's distinct candidates judged together, in one call
     assert [(s.text, s.score, s.chosen) for s in found.steps] == [("B", 0.9, 1), ("F. The answer is 9.", 0.8, 3)]
     assert [c.score for c in found.steps[1].candidates] == [0.3, 0.5, None, 0.8]
     assert (found.answer, found.outcome) == ("9", "answered")
+
+
+def test_guided_stops_with_no_good_step_when_the_judge_finds_every_candidate_wrong_or_keeps_the_best():
+    rounds = {1: [("A", "step"), ("B", "step")], 2: [("C", "step"), ("D", "step"), ("long D", "step")],
+              3: [("E. The answer is 5.", "step")]}
+    scores = {"A": 0.2, "B": 0.7, "C": 0.3, "D": 0.49, "E. The answer is 5.": 0.9}
+    found, critiques = run_search("guided", Scripted(rounds, scores), n=3)
+    assert ([s.text for s in found.steps], found.answer, found.outcome) == (["B"], None, "no good step")
+    assert [(c.steps, c.score) for c in found.candidates] == [(("C",), 0.3), (("D",), 0.49), (("long D",), None)]
+    assert critiques == [3, 3, 3, 3]  # the long candidate could not be scored; the others were
+    kept, _ = run_search("guided", Scripted(rounds, scores), n=3, no_good_step="keep")  # R-PRM's search
+    assert ([s.text for s in kept.steps], kept.answer, kept.outcome) == (["B", "D", "E. The answer is 5."], "5",
+                                                                          "answered")
+
+
+def test_guided_is_an_error_when_no_candidate_of_a_step_can_be_scored():
+    with pytest.raises(ContextOverflowError, match="long A is too long"):
+        run_search("guided", Scripted({1: [("long A", "step"), ("long B", "step")]}, {}), n=2)
 
 
 def test_guided_tells_of_each_step_as_soon_as_it_is_chosen():
@@ -216,12 +243,31 @@ def test_each_strategy_runs_on_the_tiny_models_and_is_reproducible(policy, strat
         second = solver.solve("What is 2 + 3?", id="q1")
     assert first.to_dict() | {"work": None} == second.to_dict() | {"work": None}
     data = first.to_dict(candidates=True)
-    assert (data["id"], data["strategy"]) == ("q1", strategy) and data["outcome"] in ("answered", "no answer",
-                                                                                       "max steps")
+    assert (data["id"], data["strategy"]) == ("q1", strategy) and data["outcome"] in (
+        "answered", "no answer", "max steps", *(("no good step",) if strategy == "guided" else ()))
     assert set(data["work"]) == {"policy_tokens", "critiques", "seconds"} and data["work"]["policy_tokens"] > 0
     assert (data["work"]["critiques"] > 0) == (strategy in ("best-of-n", "guided"))
     assert all(set(step) >= {"text", "score"} for step in data["steps"])
     assert (data["config"]["judge"] is None) == (strategy in ("greedy", "majority"))
+
+
+def test_guided_scores_each_steps_candidates_together_and_never_a_whole_solution(policy):
+    with tiny_solver(policy, strategy="guided", no_good_step="keep", n=4) as solver:
+        judge, calls = solver.judge, []
+        batch = judge.score_candidates
+
+        def spy(question, steps, candidates, **options):
+            calls.append((tuple(steps), tuple(candidates)))
+            return batch(question, steps, candidates, **options)
+
+        judge.score_candidates = spy
+        judge.score_solution = lambda *args, **kwargs: pytest.fail("a candidate was scored alone")
+        result = solver.solve("What is 2 + 3?", id="q1")
+    texts = [step.text for step in result.steps]
+    assert [steps for steps, _ in calls] == [tuple(texts[:number]) for number in range(len(calls))]
+    assert all(len(set(candidates)) == len(candidates) and "" not in candidates for _, candidates in calls)
+    assert result.work.critiques == 2 * sum(len(candidates) for _, candidates in calls)  # K=2 each
+    assert all(step.text in calls[number][1] for number, step in enumerate(result.steps))
 
 
 def test_a_question_too_long_for_the_context_is_an_error_outcome_and_the_solver_goes_on(policy):
@@ -307,10 +353,11 @@ def questions(tmp_path: Path, count: int = 2) -> Path:
 
 
 def test_cli_json_has_the_documented_fields(tmp_path):
-    result = run(questions(tmp_path, 1), *TINY, "--json", "--show-candidates")
+    result = run(questions(tmp_path, 1), *TINY, "--json", "--show-candidates", "--no-good-step", "keep")
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert list(data) == ["id", "strategy", "steps", "answer", "outcome", "work", "config"]
+    assert data["config"]["no_good_step"] == "keep"
     assert data["strategy"] == "guided" and 1 <= len(data["steps"]) <= 2
     assert all(len(step["candidates"]) == 2 and step["chosen"] in (0, 1) for step in data["steps"])
     assert data["config"]["policy"]["model"] == "tiny-rprm.gguf" and data["config"]["judge"]["k"] == 2

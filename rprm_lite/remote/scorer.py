@@ -8,7 +8,8 @@ special-token text is refused before anything is sent. Steps of one solution go 
 stop at the first wrong step (a step's verdict comes from its score as locally, `uncertain` inside the
 uncertain band; adaptive K and calibration files are refused, not yet supported here); `score_many`
 keeps several solutions in flight (`concurrency`), each on one server (round robin over the URLs, so a
-solution's prompts meet that server's prefix cache).
+solution's prompts meet that server's prefix cache). `score_candidates` scores candidate next steps of one
+solution as `Scorer.score_candidates` does, each candidate's step alone, up to `concurrency` in flight.
 
 A verdict whose top logprobs hold neither " Yes" nor " No" is not read (its p_yes is None), and a step
 with such a verdict is "unread": it has no score (a mean over fewer than K critiques would be another
@@ -39,7 +40,7 @@ from rprm_lite import prompt as prompts
 from rprm_lite.config import ScoreConfig
 from rprm_lite.critique import Vocabulary
 from rprm_lite.engine import Engine, stream_seed
-from rprm_lite.errors import InputError, ModelFileError, RprmError
+from rprm_lite.errors import ContextOverflowError, InputError, ModelFileError, RprmError, ScoringCancelled
 from rprm_lite.model_file import ModelInfo, file_sha256, inspect_model
 from rprm_lite.remote import dialects
 from rprm_lite.remote.dialects import CritiqueAsk, Dialect, Sampled, VerdictContext
@@ -135,13 +136,47 @@ class RemoteScorer:
         while pending:
             yield _outcome(*pending.popleft())
 
-    def _start(self, solution: Solution, on_step: StepCallback | None) -> tuple[threading.Thread, dict[str, Any]]:
+    def score_candidates(self, question: str, steps: Sequence[str], candidates: Sequence[str], *,
+                         should_stop: Callable[[], bool] | None = None) -> list[StepResult | RprmError]:
+        """Each candidate scored as the next step after `steps`, as `score_solution` of the question, `steps` and
+        the candidate scores its last step with `all_steps` (the steps before it are not scored again), with up
+        to `remote.concurrency` candidates in flight. A candidate that cannot be scored (an empty step, a prompt
+        too long for the context, special-token text for a server that takes text) gets its error in its place.
+        `should_stop` is asked before each candidate is sent (`ScoringCancelled`)."""
+        done: dict[int, StepResult | RprmError] = {}
+        pending: collections.deque[tuple[int, threading.Thread, dict[str, Any]]] = collections.deque()
+
+        def collect() -> None:
+            number, thread, box = pending.popleft()
+            try:
+                done[number] = _outcome(thread, box)
+            except (ContextOverflowError, InputError) as exc:
+                done[number] = exc
+
+        for number, text in enumerate(candidates):
+            if should_stop is not None and should_stop():
+                raise ScoringCancelled("the call was cancelled by its caller")
+            try:
+                solution = Solution.create(question, [*steps, text], id=f"candidate-{number + 1}")
+            except InputError as exc:
+                done[number] = exc
+                continue
+            pending.append((number, *self._start(solution, None, last_only=True)))
+            if len(pending) >= self.remote.concurrency:
+                collect()
+        while pending:
+            collect()
+        return [done[number] for number in range(len(candidates))]
+
+    def _start(self, solution: Solution, on_step: StepCallback | None, *,
+               last_only: bool = False) -> tuple[threading.Thread, dict[str, Any]]:
         box: dict[str, Any] = {}
         server = self._pick_server()  # here, in input order: the round robin does not depend on thread timing
 
         def work() -> None:
             try:
-                box["result"] = self._score(solution, server, on_step)
+                box["result"] = (self._score_last(solution, server) if last_only
+                                 else self._score(solution, server, on_step))
             except BaseException as exc:  # re-raised in the caller's thread, at this solution's turn
                 box["error"] = exc
 
@@ -201,6 +236,22 @@ class RemoteScorer:
     def _score(self, solution: Solution, server: Server, on_step: StepCallback | None) -> SolutionResult:
         with self._in_use():
             return self._score_steps(solution, server, on_step)
+
+    def _score_last(self, solution: Solution, server: Server) -> StepResult:
+        """The solution's last step, as `_score_steps` with `all_steps` scores it (the same critique budget)."""
+        with self._in_use():
+            if not server.dialect.token_ids:
+                _refuse_special_text(solution, server)
+            last = len(solution.steps) - 1
+            prompt = prompts.render(solution, last, self.config.prompt_style)
+            tokens = [self.engine.tokenize_prompt(prompts.render(solution, i, self.config.prompt_style))
+                      for i in range(last)]
+            prompt_ids = self.engine.tokenize_prompt(prompt)
+            max_tokens = self._critique_budget(max(len(t) for t in [*tokens, prompt_ids]))
+            step = self._score_step(server, last, prompt, prompt_ids, max_tokens)
+        if step.verdict == UNREAD and not self.mark_unread:
+            raise RemoteError(f"{server.client.url}: solution {solution.id}, step {step.index}: {UNREAD_WHY}")
+        return step
 
     def _score_steps(self, solution: Solution, server: Server, on_step: StepCallback | None) -> SolutionResult:
         if not server.dialect.token_ids:
@@ -380,12 +431,12 @@ def _parsed(server: Server, requests: list[dialects.Request], answers: list[dict
     return parsed
 
 
-def _outcome(thread: threading.Thread, box: dict[str, Any]) -> SolutionResult:
+def _outcome(thread: threading.Thread, box: dict[str, Any]) -> Any:
+    """A worker's result (a `SolutionResult`, or a `StepResult` for a candidate), or its error raised here."""
     thread.join()
     if "error" in box:
         raise box["error"]
-    result: SolutionResult = box["result"]
-    return result
+    return box["result"]
 
 
 def _parallel(client: ServerClient, requests: list[dialects.Request]) -> list[dict[str, Any]]:
