@@ -162,4 +162,6 @@ def test_the_demo_judge_writes_the_same_greedy_critiques_with_drafts(demo_base, 
     assert [step.critiques for step in on.steps] == [step.critiques for step in off.steps]
     assert [step.calculated for step in on.steps] == [step.calculated for step in off.steps]
     for step_on, step_off in zip(on.steps, off.steps, strict=True):
-        assert step_on.p_yes == pytest.approx(step_off.p_yes, abs=3e-2)  # measured: 4.7e-3, and 1.24e-2 in a full run
+        # a decode of several tokens of a sequence rounds otherwise than one token at a time (llama.cpp picks its
+        # CPU kernels by the batch's shape); measured 4.7e-3, 1.24e-2, and 4.2e-2 with the runtime-only build
+        assert step_on.p_yes == pytest.approx(step_off.p_yes, abs=6e-2)
