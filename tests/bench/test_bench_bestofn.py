@@ -12,27 +12,6 @@ from rprm_lite.config import ScoreConfig
 from rprm_lite.errors import InputError
 from rprm_lite.rerank import read_problems
 
-PROBLEMS = [
-    {"id": "p1", "question": "2+2?", "reference_answer": "4", "candidates": [
-        {"steps": ["2+2=4."], "answer": "4", "scores": [0.8]},
-        {"steps": ["2+2=5.", "So 5."], "answer": "5", "scores": [0.95, 0.3]},
-        {"steps": ["2*2=4.", "So 4."], "answer": "4", "scores": [0.6, 0.7]}]},
-    {"id": "p2", "question": "5+5?", "reference_answer": "\\boxed{10}", "candidates": [
-        {"steps": ["5+5=10.", "So 10."], "answer": "10", "scores": [0.4, 0.99]},
-        {"steps": ["5+5=12.", "So 12."], "answer": "12", "scores": [0.9, 0.8]},
-        {"steps": ["5*2=12.", "So 12."], "answer": "12", "scores": [0.7, 0.95]}]},
-    {"id": "p3", "question": "x+1=3?", "reference_answer": "x=2", "candidates": [
-        {"steps": ["x=2."], "answer": "x = 2", "scores": [0.5]},
-        {"steps": ["x=3."], "answer": "x=3", "scores": [0.7]}]},
-]
-
-
-@pytest.fixture
-def candidates_file(tmp_path):
-    path = tmp_path / "candidates.jsonl"
-    path.write_text("".join(json.dumps(p) + "\n" for p in PROBLEMS))
-    return path
-
 
 @pytest.mark.parametrize(("a", "b"), [("\\boxed{1,000}", "1000"), ("$5$.", "5"), ("0.50", "0.5"),
                                       ("x = 2", "x=2"), ("\\frac{1}{2}", "\\frac{1}{2}")])
