@@ -61,10 +61,11 @@ $(LLAMA_CPP_DIR)/wheel.done: | $(PY)
 
 # pip keeps an installed llama-cpp-python of the same version even when the wheel given is another build, so a new
 # build (other options, another CPU) is put in explicitly, once, and then named in each install to satisfy the
-# requirement (nothing else is fetched or compiled for it).
+# requirement (nothing else is fetched or compiled for it); its dependencies come right after it.
 LLAMA_CPP_WHEEL = $(LLAMA_CPP_DIR)/dist/llama_cpp_python-*.whl
 $(VENV)/.llama-cpp-python-$(LLAMA_CPP_PYTHON)-$(LLAMA_CPP_KEY): $(LLAMA_CPP_DIR)/wheel.done | $(PY)
 	$(PIP) install -q --force-reinstall --no-deps $(LLAMA_CPP_WHEEL)
+	$(PIP) install -q $(LLAMA_CPP_WHEEL)  # then its dependencies, so later installs find nothing missing
 	@touch $@
 
 install: $(PY) $(VENV)/.llama-cpp-python-$(LLAMA_CPP_PYTHON)-$(LLAMA_CPP_KEY)
