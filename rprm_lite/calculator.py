@@ -66,9 +66,10 @@ _QUOTED = re.compile(rf"(?<![\w.,\-])({_NUMBER})(?![\d])")
 _CLAIMED = re.compile(rf"(?<![\w.,\-])({_NUMBER})( from (?:the question|Step ([1-9]\d{{0,3}})))[^\w]$")
 # "the Now Step uses W" or "writes W", then one character that ends the number (not "." or ",": "5.5", "1,200")
 _STATED = re.compile(rf"the Now Step (uses|writes) ({_NUMBER})[^\w.,]$")
-# "the Now Step adds" (or subtracts, multiplies, divides), then one character that ends the word; the space goes
-# with the word, as a word's token carries the space before it
-_DOES = re.compile(r"the Now Step( adds| subtracts| multiplies| divides)[^\w]$")
+VERBS = ("adds", "subtracts", "multiplies", "divides")  # what a critique may say a step does
+# "the Now Step adds" (or another verb), then one character that ends the word; the space goes with the word, as
+# a word's token carries the space before it
+_DOES = re.compile(rf"the Now Step( (?:{'|'.join(VERBS)}))[^\w]$")
 # an operation a step writes between two numbers (or parentheses), and what a critique says it does
 _OPERATOR = re.compile(r"(?<=[\d)])\s*\$?\s*(\+|-|−|×|\*|·|⋅|\\times|\\cdot|÷|/|\\div)\s*\$?\s*(?=[\d(])")
 DOES = {"+": "adds", "-": "subtracts", "−": "subtracts", "×": "multiplies", "*": "multiplies", "·": "multiplies",

@@ -333,7 +333,7 @@ def _take(engine: Engine, stream: Critique, token: int) -> None:
 MAX_REWINDS = 4  # numbers taken back per critique
 # how the text before a claim's last character ends, for a cheap first test: a source ("from the question"), a
 # number ("the Now Step uses 5"), an operation ("the Now Step adds")
-CLAIM_ENDS = (b"question", b"adds", b"subtracts", b"multiplies", b"divides")
+CLAIM_ENDS = (b"question", *(verb.encode() for verb in calculator.VERBS))
 
 
 def _checked(engine: Engine, stream: Critique, max_tokens: int, sources: calculator.Sources) -> list[int]:
